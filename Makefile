@@ -1,0 +1,63 @@
+# Every target creates .venv when it is missing and installs what it needs (torch==2.13.0 first, so
+# that pip takes the CPU build instead of gigabytes of CUDA packages).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA_DIR ?= .data
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[operator,trainer,dev]'
+	touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## Create .venv and install the project with every extra
+
+.PHONY: data
+data: $(STAMP) ## Build the sample corpus from Debian's Python documentation into .data/
+	$(BIN)/python -m eft_trainer.sample_data --out $(DATA_DIR)
+
+.PHONY: lint
+lint: $(STAMP) ## Ruff, mypy, import-linter contracts and hadolint
+	$(BIN)/ruff check operator trainer_image tests bench
+	$(BIN)/ruff format --check operator trainer_image tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/hadolint $(wildcard trainer_image/Dockerfile operator/Dockerfile)
+
+.PHONY: test
+test: lint data ## Lint, then run the whole test suite (slow tests included)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-fast
+test-fast: $(STAMP) ## The tests not marked slow
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: data ## Fine-tune MiniLM on the Python docs corpus via a local S3 server; print base vs fine-tuned
+	$(BIN)/python -m eft_trainer.demo --data $(DATA_DIR)
+
+.PHONY: bench
+bench: data ## Run the benchmarks in bench/ (ratios against a baseline measured in the same run)
+	$(BIN)/python bench/run_all.py
+
+.PHONY: image
+image: ## Build the trainer and operator images with docker or podman (not part of CI)
+	@engine=$$(command -v docker || command -v podman) || { echo "make image: needs docker or podman"; exit 1; }; \
+	$$engine build -f trainer_image/Dockerfile -t eft-trainer:dev . && \
+	$$engine build -f operator/Dockerfile -t eft-operator:dev .
+
+.PHONY: clean
+clean: ## Remove the virtual environment, data and caches
+	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,237 @@
+"""The contracts between the parts (DESIGN.md section 2), as typed, pure Python.
+
+* Seam 2, operator -> trainer: :class:`RunConfig`, one JSON document mounted from a ConfigMap
+  (``RUN_CONFIG_KEY`` in the ConfigMap, read from ``EFT_RUN_CONFIG`` in the pod). Never a credential.
+* Seam 3, trainer -> storage: the publication layout under :func:`output_prefix` (``PUBLISHED_*``).
+* Seam 4, trainer -> operator: :class:`ExitCode` and :class:`TerminationMessage` (at most 4 KB of JSON,
+  written to ``/dev/termination-log``).
+* Naming: :func:`run_id` and :func:`child_name` are deterministic, so that a restarted operator finds the
+  children it made before instead of making a second set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import IntEnum, StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from eft_api.spec import EmbeddingFinetuneSpec
+
+RUN_CONFIG_KEY = "run-config.json"
+RUN_CONFIG_ENV = "EFT_RUN_CONFIG"
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_MESSAGE_LIMIT = 4096
+
+PUBLISHED_MODEL_DIR = "model/"
+PUBLISHED_REPORT_JSON = "report.json"
+PUBLISHED_REPORT_MD = "report.md"
+PUBLISHED_PLOT = "dimensions.png"
+PUBLISHED_MANIFEST = "manifest.json"
+CHECKPOINTS_DIR = "checkpoints/"
+
+#: Labels put on every child, for selection (where the API honours selectors) and for humans.
+LABEL_NAME = "finetune.eft.dev/name"
+LABEL_RUN = "finetune.eft.dev/run-id"
+LABEL_GENERATION = "finetune.eft.dev/generation"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "eft-operator"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+#: The trainer container's name in the Job's pod template.
+TRAINER_CONTAINER = "trainer"
+
+
+class ExitCode(IntEnum):
+    """The trainer's exit codes: each class of outcome has its own, and the Job's podFailurePolicy uses them."""
+
+    SUCCEEDED = 0
+    #: Unexpected crash: the Job may retry (up to backoffLimit).
+    CRASHED = 1
+    #: The input is wrong (spec, corpus, model id, credentials, bucket or key): retrying cannot help.
+    BAD_INPUT = 2
+    #: The run finished but the promotion gate rejected the fine-tuned model: retrying cannot help.
+    PROMOTION_REJECTED = 3
+    #: Out of (GPU) memory with this configuration: retrying the same configuration cannot help.
+    OUT_OF_MEMORY = 4
+    #: Infrastructure trouble that may pass (S3 unreachable or throttling): worth retrying.
+    RETRYABLE = 75
+
+
+#: Exit codes on which the Job fails at once instead of retrying (used by the podFailurePolicy).
+NON_RETRYABLE_EXIT_CODES = (ExitCode.BAD_INPUT, ExitCode.PROMOTION_REJECTED, ExitCode.OUT_OF_MEMORY)
+
+
+class Reason(StrEnum):
+    """CamelCase reasons shared by the trainer's termination message and the operator's conditions."""
+
+    SUCCEEDED = "Succeeded"
+    INVALID_SPEC = "InvalidSpec"
+    INVALID_CORPUS = "InvalidCorpus"
+    LOSS_FORMAT_MISMATCH = "LossFormatMismatch"
+    MODEL_NOT_FOUND = "ModelNotFound"
+    S3_UNAVAILABLE = "S3Unavailable"
+    S3_ACCESS_DENIED = "S3AccessDenied"
+    S3_NOT_FOUND = "S3NotFound"
+    OOM = "OOMKilled"
+    PROMOTION_REJECTED = "PromotionRejected"
+    CRASHED = "TrainerCrashed"
+
+
+#: The exit code of each trainer failure reason.
+EXIT_CODE_OF_REASON: dict[Reason, ExitCode] = {
+    Reason.SUCCEEDED: ExitCode.SUCCEEDED,
+    Reason.INVALID_SPEC: ExitCode.BAD_INPUT,
+    Reason.INVALID_CORPUS: ExitCode.BAD_INPUT,
+    Reason.LOSS_FORMAT_MISMATCH: ExitCode.BAD_INPUT,
+    Reason.MODEL_NOT_FOUND: ExitCode.BAD_INPUT,
+    Reason.S3_ACCESS_DENIED: ExitCode.BAD_INPUT,
+    Reason.S3_NOT_FOUND: ExitCode.BAD_INPUT,
+    Reason.S3_UNAVAILABLE: ExitCode.RETRYABLE,
+    Reason.OOM: ExitCode.OUT_OF_MEMORY,
+    Reason.PROMOTION_REJECTED: ExitCode.PROMOTION_REJECTED,
+    Reason.CRASHED: ExitCode.CRASHED,
+}
+
+
+def _short_hash(text: str, n: int = 5) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def run_id(uid: str, generation: int) -> str:
+    """The id of the run that trains ``generation`` of the resource with ``uid``: ``g<generation>-<hash>``.
+
+    The uid part keeps a deleted and re-created resource of the same name from reusing (and so
+    overwriting) an earlier resource's publication prefix.
+    """
+    return f"g{generation}-{_short_hash(uid)}"
+
+
+def child_name(name: str, rid: str) -> str:
+    """Name of a run's Job and ConfigMap: at most 63 characters (it becomes a label value), deterministic."""
+    suffix = f"-{rid}"
+    head = name[: 63 - len(suffix)].rstrip("-.")
+    return f"{head}{suffix}"
+
+
+def output_prefix(output_uri: str, namespace: str, name: str, rid: str) -> str:
+    """The run's publication prefix: ``<output>/<namespace>/<name>/<run id>/``."""
+    return f"{output_uri.rstrip('/')}/{namespace}/{name}/{rid}/"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class RunIdentity(_Model):
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    run_id: str
+    output_prefix: str
+
+
+class TrainerSettings(_Model):
+    """Settings of the operator (or of ``eft run``) that the trainer needs; none is a credential."""
+
+    work_dir: str = "/work"
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    #: Local folder of model files for offline use (maps hub ids to folders); empty in a cluster.
+    model_cache_dir: str | None = None
+
+
+class RunConfig(_Model):
+    """Seam 2: everything a trainer run needs, resolved by the operator (or ``eft run``)."""
+
+    api_version: Literal["finetune.eft.dev/v1alpha1"] = "finetune.eft.dev/v1alpha1"
+    kind: Literal["RunConfig"] = "RunConfig"
+    run: RunIdentity
+    spec: EmbeddingFinetuneSpec
+    settings: TrainerSettings = Field(default_factory=TrainerSettings)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RunConfig:
+        return cls.model_validate_json(text)
+
+
+def build_run_config(
+    *,
+    namespace: str,
+    name: str,
+    uid: str,
+    generation: int,
+    spec: EmbeddingFinetuneSpec,
+    settings: TrainerSettings | None = None,
+) -> RunConfig:
+    rid = run_id(uid, generation)
+    return RunConfig(
+        run=RunIdentity(
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            generation=generation,
+            run_id=rid,
+            output_prefix=output_prefix(spec.output.uri, namespace, name, rid),
+        ),
+        spec=spec,
+        settings=settings or TrainerSettings(),
+    )
+
+
+class Headline(_Model):
+    primary_metric: str
+    dimension: int
+    base: float
+    finetuned: float
+    gain: float
+
+
+class Artifacts(_Model):
+    model: str | None = None
+    report: str | None = None
+    manifest: str | None = None
+
+
+class TerminationMessage(_Model):
+    """Seam 4: the short JSON summary the trainer leaves in its container's termination message."""
+
+    outcome: Literal["Succeeded", "Failed"]
+    reason: str
+    message: str = ""
+    run_id: str | None = None
+    headline: Headline | None = None
+    artifacts: Artifacts | None = None
+
+    def to_json(self) -> str:
+        """Serialise within :data:`TERMINATION_MESSAGE_LIMIT` bytes, shortening the message if need be."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
+            return text
+        over = len(text.encode()) - TERMINATION_MESSAGE_LIMIT
+        msg = data.get("message", "")
+        keep = max(0, len(msg.encode()) - over - 16)
+        data["message"] = msg.encode()[:keep].decode(errors="ignore") + " [truncated]"
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        return text
+
+    @classmethod
+    def parse(cls, text: str | None) -> TerminationMessage | None:
+        """Read a termination message; ``None`` when absent or not ours (a crash may leave anything)."""
+        if not text:
+            return None
+        try:
+            return cls.model_validate(json.loads(text))
+        except (ValueError, TypeError):
+            return None
+
+
+def headline_dict(h: Headline | None) -> dict[str, Any] | None:
+    return None if h is None else h.model_dump(mode="json", by_alias=True)

@@ -1,0 +1,470 @@
+"""The typed model of an EmbeddingFinetune spec.
+
+This is the one Python reading of ``crds/embeddingfinetunes.yaml``: the operator, the trainer and the
+``eft`` command all parse a spec through :func:`parse_spec` (or :func:`parse_resource`). Field names are
+the CRD's camelCase names; defaults, enums, ranges and the cross-field rules mirror the CRD's schema and
+CEL rules, and ``tests/test_api_agreement.py`` proves the two agree on every example and on a corpus of
+invalid resources. Pure: no I/O, no kopf, kubernetes, boto3 or torch.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "finetune.eft.dev"
+API_VERSION = "v1alpha1"
+KIND = "EmbeddingFinetune"
+PLURAL = "embeddingfinetunes"
+SHORT_NAME = "eft"
+
+S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$"
+MODEL_PATTERN = (
+    r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?"
+    r"|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?)$"
+)
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+CPU_QUANTITY = r"^[0-9]+(\.[0-9]+)?m?$"
+BYTES_QUANTITY = r"^[0-9]+(\.[0-9]+)?([EPTGMk]i?)?$"
+METRIC_PATTERN = r"^(ndcg|mrr|recall|map|accuracy)@[0-9]+$"
+
+S3Uri = Annotated[str, StringConstraints(pattern=S3_URI_PATTERN, max_length=1024)]
+
+
+class DataFormat(StrEnum):
+    PAIRS = "pairs"
+    TRIPLETS = "triplets"
+    SCORED_PAIRS = "scored-pairs"
+    LABELED_TEXTS = "labeled-texts"
+    BEIR = "beir"
+
+
+class Loss(StrEnum):
+    MULTIPLE_NEGATIVES_RANKING = "MultipleNegativesRanking"
+    CACHED_MULTIPLE_NEGATIVES_RANKING = "CachedMultipleNegativesRanking"
+    MULTIPLE_NEGATIVES_SYMMETRIC_RANKING = "MultipleNegativesSymmetricRanking"
+    TRIPLET = "Triplet"
+    COSENT = "CoSENT"
+    ANGLE = "AnglE"
+    COSINE_SIMILARITY = "CosineSimilarity"
+    BATCH_ALL_TRIPLET = "BatchAllTriplet"
+    BATCH_HARD_TRIPLET = "BatchHardTriplet"
+    BATCH_SEMI_HARD_TRIPLET = "BatchSemiHardTriplet"
+
+
+#: Which losses fit which data format (the CRD's CEL rules say the same).
+LOSSES_BY_FORMAT: dict[DataFormat, tuple[Loss, ...]] = {
+    DataFormat.PAIRS: (
+        Loss.MULTIPLE_NEGATIVES_RANKING,
+        Loss.CACHED_MULTIPLE_NEGATIVES_RANKING,
+        Loss.MULTIPLE_NEGATIVES_SYMMETRIC_RANKING,
+    ),
+    DataFormat.TRIPLETS: (
+        Loss.MULTIPLE_NEGATIVES_RANKING,
+        Loss.CACHED_MULTIPLE_NEGATIVES_RANKING,
+        Loss.TRIPLET,
+    ),
+    DataFormat.SCORED_PAIRS: (Loss.COSENT, Loss.ANGLE, Loss.COSINE_SIMILARITY),
+    DataFormat.LABELED_TEXTS: (
+        Loss.BATCH_ALL_TRIPLET,
+        Loss.BATCH_HARD_TRIPLET,
+        Loss.BATCH_SEMI_HARD_TRIPLET,
+    ),
+    DataFormat.BEIR: (
+        Loss.MULTIPLE_NEGATIVES_RANKING,
+        Loss.CACHED_MULTIPLE_NEGATIVES_RANKING,
+        Loss.MULTIPLE_NEGATIVES_SYMMETRIC_RANKING,
+    ),
+}
+
+#: Losses that use the other examples of a batch as negatives (they want the no-duplicates sampler).
+IN_BATCH_NEGATIVE_LOSSES = frozenset(
+    {
+        Loss.MULTIPLE_NEGATIVES_RANKING,
+        Loss.CACHED_MULTIPLE_NEGATIVES_RANKING,
+        Loss.MULTIPLE_NEGATIVES_SYMMETRIC_RANKING,
+    }
+)
+
+#: Formats whose anchors can get mined hard negatives.
+MINABLE_FORMATS = frozenset({DataFormat.PAIRS, DataFormat.TRIPLETS, DataFormat.BEIR})
+
+
+class _Model(BaseModel):
+    """Base: camelCase field names as in the CRD, unknown fields refused, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_enum_values=False,
+    )
+
+
+class ModelSpec(_Model):
+    base: Annotated[str, StringConstraints(pattern=MODEL_PATTERN, min_length=1, max_length=512)]
+    revision: Annotated[str, StringConstraints(max_length=128)] | None = None
+    max_seq_length: Annotated[int, Field(ge=8, le=32768)] | None = None
+    trust_remote_code: bool = False
+
+    @property
+    def is_s3(self) -> bool:
+        return self.base.startswith("s3://")
+
+
+class Columns(_Model):
+    anchor: Annotated[str, StringConstraints(min_length=1)] = "anchor"
+    positive: Annotated[str, StringConstraints(min_length=1)] = "positive"
+    negatives: Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1, max_length=32)] = (
+        Field(default_factory=lambda: ["negative"])
+    )
+    text1: Annotated[str, StringConstraints(min_length=1)] = "text1"
+    text2: Annotated[str, StringConstraints(min_length=1)] = "text2"
+    score: Annotated[str, StringConstraints(min_length=1)] = "score"
+    text: Annotated[str, StringConstraints(min_length=1)] = "text"
+    label: Annotated[str, StringConstraints(min_length=1)] = "label"
+
+
+class TrainData(_Model):
+    uri: S3Uri
+    format: DataFormat
+    file_type: Literal["jsonl", "csv", "parquet"] = "jsonl"
+    columns: Columns = Field(default_factory=Columns)
+
+    @model_validator(mode="after")
+    def _beir_is_a_prefix(self) -> TrainData:
+        if self.format is DataFormat.BEIR and not self.uri.endswith("/"):
+            raise ValueError("uri must be a prefix ending in / for format beir (it holds corpus, queries and qrels/)")
+        return self
+
+
+class EvalData(_Model):
+    uri: S3Uri | None = None
+    held_out_fraction: Annotated[float, Field(ge=0.01, le=0.5)] = 0.1
+    seed: Annotated[int, Field(ge=0, le=4294967295)] = 42
+    max_distractors: Annotated[int, Field(ge=0, le=10_000_000)] = 10000
+
+
+class DataSpec(_Model):
+    train: TrainData
+    eval: EvalData = Field(default_factory=EvalData)
+
+
+class HardNegatives(_Model):
+    enabled: bool = False
+    count: Annotated[int, Field(ge=1, le=50)] = 3
+    margin: Annotated[float, Field(ge=0, le=1)] = 0.05
+    range_max: Annotated[int, Field(ge=1, le=1000)] = 50
+
+
+class TrainingSpec(_Model):
+    loss: Loss = Loss.MULTIPLE_NEGATIVES_RANKING
+    matryoshka_dims: Annotated[list[Annotated[int, Field(ge=8, le=16384)]], Field(max_length=16)] = Field(
+        default_factory=list
+    )
+    epochs: Annotated[float, Field(gt=0, le=100)] = 1
+    batch_size: Annotated[int, Field(ge=2, le=65536)] = 32
+    mini_batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 2e-5
+    warmup_ratio: Annotated[float, Field(ge=0, le=0.5)] = 0.1
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    seed: Annotated[int, Field(ge=0, le=4294967295)] = 42
+    checkpoint_steps: Annotated[int, Field(ge=10, le=1_000_000)] = 500
+    hard_negatives: HardNegatives = Field(default_factory=HardNegatives)
+
+    @field_validator("matryoshka_dims")
+    @classmethod
+    def _strictly_decreasing(cls, dims: list[int]) -> list[int]:
+        for i in range(1, len(dims)):
+            if dims[i] >= dims[i - 1]:
+                raise ValueError(
+                    f"must be strictly decreasing, but item {i} ({dims[i]}) is not below item {i - 1} ({dims[i - 1]})"
+                )
+        return dims
+
+
+class Gate(_Model):
+    min_gain: Annotated[float, Field(ge=-1, le=1)]
+    dimension: Annotated[int, Field(ge=8, le=16384)] | None = None
+
+
+class EvaluationSpec(_Model):
+    k_values: Annotated[list[Annotated[int, Field(ge=1, le=1000)]], Field(min_length=1, max_length=10)] = Field(
+        default_factory=lambda: [1, 3, 5, 10]
+    )
+    primary_metric: Annotated[str, StringConstraints(pattern=METRIC_PATTERN)] = "ndcg@10"
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = 128
+    gate: Gate | None = None
+
+    @field_validator("k_values")
+    @classmethod
+    def _unique(cls, ks: list[int]) -> list[int]:
+        if len(set(ks)) != len(ks):
+            raise ValueError("must not repeat a value (it is a set)")
+        return ks
+
+    @property
+    def primary_name(self) -> str:
+        return self.primary_metric.split("@", 1)[0]
+
+    @property
+    def primary_k(self) -> int:
+        return int(self.primary_metric.split("@", 1)[1])
+
+
+class OutputSpec(_Model):
+    uri: S3Uri
+
+
+class SecretRef(_Model):
+    name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN, max_length=253)]
+
+
+class StorageSpec(_Model):
+    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512)] | None = None
+    region: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$", max_length=64)] = "us-east-1"
+    path_style: bool = False
+    credentials_secret: SecretRef | None = None
+
+
+def _check_quantity(pattern: str, example: str) -> Any:
+    def check(value: Any) -> int | str:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(f"must be a Kubernetes quantity (an integer or a string such as {example})")
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("must not be negative")
+            return value
+        if not re.match(pattern, value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity such as {example}")
+        return value
+
+    return check
+
+
+def _quantity(pattern: str, example: str) -> Any:
+    return Annotated[int | str, PlainValidator(_check_quantity(pattern, example))]
+
+
+class ResourcesSpec(_Model):
+    gpus: Annotated[int, Field(ge=0, le=16)] = 1
+    gpu_resource_name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$", max_length=253)] = (
+        "nvidia.com/gpu"
+    )
+    cpu: _quantity(CPU_QUANTITY, "4 or 500m") = "4"  # type: ignore[valid-type]
+    memory: _quantity(BYTES_QUANTITY, "16Gi") = "16Gi"  # type: ignore[valid-type]
+    work_dir_size: _quantity(BYTES_QUANTITY, "20Gi") = "20Gi"  # type: ignore[valid-type]
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: Annotated[int, Field(ge=0)] | None = None
+
+
+class SchedulingSpec(_Model):
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = Field(default_factory=list)
+    priority_class_name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN, max_length=253)] | None = None
+    queue_name: Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)] | None = None
+
+
+class RunPolicy(_Model):
+    suspend: bool = False
+    backoff_limit: Annotated[int, Field(ge=0, le=10)] = 2
+    active_deadline_seconds: Annotated[int, Field(ge=60, le=2592000)] = 86400
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=31536000)] = 604800
+
+
+class EmbeddingFinetuneSpec(_Model):
+    model: ModelSpec
+    data: DataSpec
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    output: OutputSpec
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    image: Annotated[str, StringConstraints(pattern=r"^[^\s]+$", max_length=512)] | None = None
+    run_policy: RunPolicy = Field(default_factory=RunPolicy)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> EmbeddingFinetuneSpec:
+        # The same rules as the CRD's x-kubernetes-validations, with the same messages.
+        fmt = self.data.train.format
+        fitting = LOSSES_BY_FORMAT[fmt]
+        if self.training.loss not in fitting:
+            raise SpecRuleError(
+                ("training", "loss"),
+                f"{self.training.loss.value} does not fit data.train.format {fmt.value}: use "
+                + _either(l.value for l in fitting),
+            )
+        if self.training.hard_negatives.enabled and fmt not in MINABLE_FORMATS:
+            raise SpecRuleError(
+                ("training", "hardNegatives", "enabled"),
+                "hard negatives can only be mined for data.train.format pairs, triplets or beir",
+            )
+        ev = self.evaluation
+        if ev.primary_k not in ev.k_values:
+            raise SpecRuleError(
+                ("evaluation", "primaryMetric"),
+                f"{ev.primary_metric} uses k={ev.primary_k}, which is not in evaluation.kValues {ev.k_values}",
+            )
+        dims = self.training.matryoshka_dims
+        if ev.gate is not None and ev.gate.dimension is not None and dims and ev.gate.dimension not in dims:
+            raise SpecRuleError(
+                ("evaluation", "gate", "dimension"),
+                f"{ev.gate.dimension} is not one of training.matryoshkaDims {dims}",
+            )
+        return self
+
+
+def _either(names: Any) -> str:
+    items = [str(n) for n in names]
+    return ", ".join(items[:-1]) + " or " + items[-1] if len(items) > 1 else items[0]
+
+
+class SpecRuleError(ValueError):
+    """A cross-field rule failed; ``path`` is the field it is reported on (relative to spec)."""
+
+    def __init__(self, path: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+class SpecProblem(BaseModel):
+    """One problem of a spec: where (a dotted field path such as ``spec.training.loss``) and what."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class InvalidSpec(ValueError):
+    """The spec does not parse; ``problems`` lists every problem with its field path."""
+
+    def __init__(self, problems: list[SpecProblem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _is_type_tag(part):
+            continue  # pydantic's union-branch tags, not field names
+        else:
+            out += f".{part}"
+    return out
+
+
+_PATTERN_HINTS = {
+    S3_URI_PATTERN: "must be an s3:// URI such as s3://my-bucket/path/ (lower-case bucket name)",
+    MODEL_PATTERN: "must be a hub id such as sentence-transformers/all-MiniLM-L6-v2 or an s3:// URI",
+    DNS_SUBDOMAIN: "must be a Kubernetes object name (lower-case a-z, 0-9, - and .)",
+    DNS_LABEL: "must be a DNS label (lower-case a-z, 0-9 and -)",
+    METRIC_PATTERN: "must be <metric>@<k> with metric ndcg, mrr, recall, map or accuracy, such as ndcg@10",
+}
+
+_TYPE_TAG = re.compile(r"^(int|str|float|bool|constrained-str|function-after\[.*\]|list\[.*\]|dict\[.*\])$")
+
+
+def _is_type_tag(part: str) -> bool:
+    return bool(_TYPE_TAG.match(part))
+
+
+def _problems(err: ValidationError, prefix: str) -> list[SpecProblem]:
+    seen: dict[str, SpecProblem] = {}
+    for e in err.errors(include_url=False):
+        ctx = e.get("ctx") or {}
+        rule = ctx.get("error")
+        if isinstance(rule, SpecRuleError):
+            path = _path(prefix, tuple(e["loc"]) + rule.path)
+            msg = rule.message
+        else:
+            path = _path(prefix, tuple(e["loc"]))
+            msg = str(e["msg"])
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, ") :]
+            if e["type"] == "string_pattern_mismatch":
+                msg = _PATTERN_HINTS.get(str(ctx.get("pattern")), msg)
+            if e["type"] == "extra_forbidden":
+                msg = "unknown field (not in the EmbeddingFinetune schema)"
+        # A union reports one error per branch; keep the first per path.
+        seen.setdefault(path, SpecProblem(path=path, message=msg))
+    return list(seen.values())
+
+
+def parse_spec(spec: Any, *, prefix: str = "spec") -> EmbeddingFinetuneSpec:
+    """Parse and check a spec (a mapping as in the resource); raise :class:`InvalidSpec` naming each field."""
+    if not isinstance(spec, dict):
+        raise InvalidSpec([SpecProblem(path=prefix, message=f"must be an object, not {type(spec).__name__}")])
+    try:
+        return EmbeddingFinetuneSpec.model_validate(spec)
+    except ValidationError as err:
+        raise InvalidSpec(_problems(err, prefix)) from None
+
+
+class ResourceMeta(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+
+
+def parse_resource(doc: Any) -> tuple[ResourceMeta, EmbeddingFinetuneSpec]:
+    """Parse a whole EmbeddingFinetune document (apiVersion, kind, metadata, spec)."""
+    if not isinstance(doc, dict):
+        raise InvalidSpec([SpecProblem(path="(document)", message="must be a mapping (a Kubernetes object)")])
+    problems: list[SpecProblem] = []
+    expected = f"{API_GROUP}/{API_VERSION}"
+    if doc.get("apiVersion") != expected:
+        problems.append(SpecProblem(path="apiVersion", message=f"must be {expected}, not {doc.get('apiVersion')!r}"))
+    if doc.get("kind") != KIND:
+        problems.append(SpecProblem(path="kind", message=f"must be {KIND}, not {doc.get('kind')!r}"))
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not re.match(DNS_SUBDOMAIN, name) or len(name) > 253:
+        problems.append(SpecProblem(path="metadata.name", message="must be a DNS subdomain name (a-z, 0-9, - and .)"))
+    unknown = sorted(set(doc) - {"apiVersion", "kind", "metadata", "spec", "status"})
+    problems.extend(SpecProblem(path=k, message="unknown top-level field") for k in unknown)
+    spec: EmbeddingFinetuneSpec | None = None
+    try:
+        spec = parse_spec(doc.get("spec"))
+    except InvalidSpec as exc:
+        problems.extend(exc.problems)
+    if problems or spec is None:
+        raise InvalidSpec(problems)
+    assert isinstance(meta, dict)
+    return ResourceMeta.model_validate(meta), spec
+
+
+def dump_spec(spec: EmbeddingFinetuneSpec) -> dict[str, Any]:
+    """The spec as the CRD spells it (camelCase, defaults filled in): JSON-ready."""
+    return spec.model_dump(mode="json", by_alias=True, exclude_none=True)

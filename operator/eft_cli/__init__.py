@@ -1,0 +1,1 @@
+"""The ``eft`` command: validate, render and run EmbeddingFinetune resources."""
