@@ -61,3 +61,7 @@ image: ## Build the trainer and operator images with docker or podman (not part 
 .PHONY: clean
 clean: ## Remove the virtual environment, data and caches
 	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: docs
+docs: $(STAMP) ## Regenerate the README's spec field table from the CRD
+	$(BIN)/python -m eft_api.docs README.md

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
-from eft_api.spec import API_VERSION, SpecProblem
+from eft_api.spec import API_VERSION, PATTERN_HINTS, SpecProblem
 
 CRD_FILE = "embeddingfinetunes.yaml"
 
@@ -130,8 +130,24 @@ def structural_problems(doc: Any) -> list[SpecProblem]:
                     SpecProblem(path=f"{path}.{name}" if err.absolute_path else name, message="unknown field")
                 )
             continue
-        problems.append(SpecProblem(path=path, message=err.message))
+        if err.validator == "required":
+            missing = [n for n in err.validator_value if isinstance(err.instance, dict) and n not in err.instance]
+            for name in missing:
+                where = f"{path}.{name}" if err.absolute_path else name
+                problems.append(SpecProblem(path=where, message="required field is missing"))
+            continue
+        problems.append(SpecProblem(path=path, message=_message(err)))
     return problems
+
+
+def _message(err: Any) -> str:
+    if err.validator == "pattern":
+        hint = PATTERN_HINTS.get(err.validator_value)
+        if hint:
+            return f"{err.instance!r}: {hint}"
+    if err.validator == "anyOf" and any(s.get("type") == "integer" for s in err.validator_value):
+        return f"{err.instance!r} must be an integer or a quantity string (such as 4, 500m or 16Gi)"
+    return str(err.message)
 
 
 def apply_defaults(obj: Any, schema: dict[str, Any] | None = None) -> Any:

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    StrictBool,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -119,8 +120,8 @@ class _Model(BaseModel):
 class ModelSpec(_Model):
     base: Annotated[str, StringConstraints(pattern=MODEL_PATTERN, min_length=1, max_length=512)]
     revision: Annotated[str, StringConstraints(max_length=128)] | None = None
-    max_seq_length: Annotated[int, Field(ge=8, le=32768)] | None = None
-    trust_remote_code: bool = False
+    max_seq_length: Annotated[int, Field(strict=True, ge=8, le=32768)] | None = None
+    trust_remote_code: StrictBool = False
 
     @property
     def is_s3(self) -> bool:
@@ -149,15 +150,17 @@ class TrainData(_Model):
     @model_validator(mode="after")
     def _beir_is_a_prefix(self) -> TrainData:
         if self.format is DataFormat.BEIR and not self.uri.endswith("/"):
-            raise ValueError("uri must be a prefix ending in / for format beir (it holds corpus, queries and qrels/)")
+            raise SpecRuleError(
+                ("uri",), "must be a prefix ending in / for format beir (it holds corpus, queries and qrels/)"
+            )
         return self
 
 
 class EvalData(_Model):
     uri: S3Uri | None = None
-    held_out_fraction: Annotated[float, Field(ge=0.01, le=0.5)] = 0.1
-    seed: Annotated[int, Field(ge=0, le=4294967295)] = 42
-    max_distractors: Annotated[int, Field(ge=0, le=10_000_000)] = 10000
+    held_out_fraction: Annotated[float, Field(strict=True, ge=0.01, le=0.5)] = 0.1
+    seed: Annotated[int, Field(strict=True, ge=0, le=4294967295)] = 42
+    max_distractors: Annotated[int, Field(strict=True, ge=0, le=10_000_000)] = 10000
 
 
 class DataSpec(_Model):
@@ -166,26 +169,26 @@ class DataSpec(_Model):
 
 
 class HardNegatives(_Model):
-    enabled: bool = False
-    count: Annotated[int, Field(ge=1, le=50)] = 3
-    margin: Annotated[float, Field(ge=0, le=1)] = 0.05
-    range_max: Annotated[int, Field(ge=1, le=1000)] = 50
+    enabled: StrictBool = False
+    count: Annotated[int, Field(strict=True, ge=1, le=50)] = 3
+    margin: Annotated[float, Field(strict=True, ge=0, le=1)] = 0.05
+    range_max: Annotated[int, Field(strict=True, ge=1, le=1000)] = 50
 
 
 class TrainingSpec(_Model):
     loss: Loss = Loss.MULTIPLE_NEGATIVES_RANKING
-    matryoshka_dims: Annotated[list[Annotated[int, Field(ge=8, le=16384)]], Field(max_length=16)] = Field(
+    matryoshka_dims: Annotated[list[Annotated[int, Field(strict=True, ge=8, le=16384)]], Field(max_length=16)] = Field(
         default_factory=list
     )
-    epochs: Annotated[float, Field(gt=0, le=100)] = 1
-    batch_size: Annotated[int, Field(ge=2, le=65536)] = 32
-    mini_batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
-    learning_rate: Annotated[float, Field(gt=0, le=1)] = 2e-5
-    warmup_ratio: Annotated[float, Field(ge=0, le=0.5)] = 0.1
+    epochs: Annotated[float, Field(strict=True, gt=0, le=100)] = 1
+    batch_size: Annotated[int, Field(strict=True, ge=2, le=65536)] = 32
+    mini_batch_size: Annotated[int, Field(strict=True, ge=1, le=4096)] = 32
+    learning_rate: Annotated[float, Field(strict=True, gt=0, le=1)] = 2e-5
+    warmup_ratio: Annotated[float, Field(strict=True, ge=0, le=0.5)] = 0.1
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    seed: Annotated[int, Field(ge=0, le=4294967295)] = 42
-    checkpoint_steps: Annotated[int, Field(ge=10, le=1_000_000)] = 500
+    seed: Annotated[int, Field(strict=True, ge=0, le=4294967295)] = 42
+    checkpoint_steps: Annotated[int, Field(strict=True, ge=10, le=1_000_000)] = 500
     hard_negatives: HardNegatives = Field(default_factory=HardNegatives)
 
     @field_validator("matryoshka_dims")
@@ -200,16 +203,16 @@ class TrainingSpec(_Model):
 
 
 class Gate(_Model):
-    min_gain: Annotated[float, Field(ge=-1, le=1)]
-    dimension: Annotated[int, Field(ge=8, le=16384)] | None = None
+    min_gain: Annotated[float, Field(strict=True, ge=-1, le=1)]
+    dimension: Annotated[int, Field(strict=True, ge=8, le=16384)] | None = None
 
 
 class EvaluationSpec(_Model):
-    k_values: Annotated[list[Annotated[int, Field(ge=1, le=1000)]], Field(min_length=1, max_length=10)] = Field(
-        default_factory=lambda: [1, 3, 5, 10]
+    k_values: Annotated[list[Annotated[int, Field(strict=True, ge=1, le=1000)]], Field(min_length=1, max_length=10)] = (
+        Field(default_factory=lambda: [1, 3, 5, 10])
     )
     primary_metric: Annotated[str, StringConstraints(pattern=METRIC_PATTERN)] = "ndcg@10"
-    batch_size: Annotated[int, Field(ge=1, le=65536)] = 128
+    batch_size: Annotated[int, Field(strict=True, ge=1, le=65536)] = 128
     gate: Gate | None = None
 
     @field_validator("k_values")
@@ -239,7 +242,7 @@ class SecretRef(_Model):
 class StorageSpec(_Model):
     endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512)] | None = None
     region: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$", max_length=64)] = "us-east-1"
-    path_style: bool = False
+    path_style: StrictBool = False
     credentials_secret: SecretRef | None = None
 
 
@@ -263,7 +266,7 @@ def _quantity(pattern: str, example: str) -> Any:
 
 
 class ResourcesSpec(_Model):
-    gpus: Annotated[int, Field(ge=0, le=16)] = 1
+    gpus: Annotated[int, Field(strict=True, ge=0, le=16)] = 1
     gpu_resource_name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$", max_length=253)] = (
         "nvidia.com/gpu"
     )
@@ -277,7 +280,7 @@ class Toleration(_Model):
     operator: Literal["Exists", "Equal"] | None = None
     value: str | None = None
     effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: Annotated[int, Field(ge=0)] | None = None
+    toleration_seconds: Annotated[int, Field(strict=True, ge=0)] | None = None
 
 
 class SchedulingSpec(_Model):
@@ -288,10 +291,10 @@ class SchedulingSpec(_Model):
 
 
 class RunPolicy(_Model):
-    suspend: bool = False
-    backoff_limit: Annotated[int, Field(ge=0, le=10)] = 2
-    active_deadline_seconds: Annotated[int, Field(ge=60, le=2592000)] = 86400
-    ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=31536000)] = 604800
+    suspend: StrictBool = False
+    backoff_limit: Annotated[int, Field(strict=True, ge=0, le=10)] = 2
+    active_deadline_seconds: Annotated[int, Field(strict=True, ge=60, le=2592000)] = 86400
+    ttl_seconds_after_finished: Annotated[int, Field(strict=True, ge=0, le=31536000)] = 604800
 
 
 class EmbeddingFinetuneSpec(_Model):
@@ -383,7 +386,7 @@ def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
     return out
 
 
-_PATTERN_HINTS = {
+PATTERN_HINTS = {
     S3_URI_PATTERN: "must be an s3:// URI such as s3://my-bucket/path/ (lower-case bucket name)",
     MODEL_PATTERN: "must be a hub id such as sentence-transformers/all-MiniLM-L6-v2 or an s3:// URI",
     DNS_SUBDOMAIN: "must be a Kubernetes object name (lower-case a-z, 0-9, - and .)",
@@ -412,7 +415,7 @@ def _problems(err: ValidationError, prefix: str) -> list[SpecProblem]:
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, ") :]
             if e["type"] == "string_pattern_mismatch":
-                msg = _PATTERN_HINTS.get(str(ctx.get("pattern")), msg)
+                msg = PATTERN_HINTS.get(str(ctx.get("pattern")), msg)
             if e["type"] == "extra_forbidden":
                 msg = "unknown field (not in the EmbeddingFinetune schema)"
         # A union reports one error per branch; keep the first per path.

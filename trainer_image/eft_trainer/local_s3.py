@@ -10,6 +10,7 @@ real. It binds several fixed ports, so run one per machine at a time; it is stop
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -143,19 +144,15 @@ class LocalS3:
 
     def create_bucket(self, name: str) -> None:
         client = self.client()
-        try:
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=name)
-        except client.exceptions.BucketAlreadyOwnedByYou:
-            pass
 
     def stop(self) -> None:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
