@@ -1,0 +1,188 @@
+{{/*
+Chart name, truncated to 63 characters.
+*/}}
+{{- define "eft.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: release name + chart name (the release name alone when it already holds the chart name),
+truncated to 63 characters (leaving room for the "-trainer" suffix is the caller's job).
+*/}}
+{{- define "eft.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart label value: name-version.
+*/}}
+{{- define "eft.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every resource.
+*/}}
+{{- define "eft.labels" -}}
+helm.sh/chart: {{ include "eft.chart" . }}
+{{ include "eft.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: embedding-finetune-operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels of the operator pods.
+*/}}
+{{- define "eft.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "eft.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The operator's ServiceAccount name.
+*/}}
+{{- define "eft.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "eft.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The trainer ServiceAccount name passed to the operator; empty means each namespace's default
+ServiceAccount (trainer pods mount no token either way).
+*/}}
+{{- define "eft.trainerServiceAccountName" -}}
+{{- if .Values.trainer.serviceAccount.create }}
+{{- if include "eft.trainerNamespaces" . }}
+{{- default (printf "%s-trainer" (include "eft.fullname" . | trunc 55 | trimSuffix "-")) .Values.trainer.serviceAccount.name }}
+{{- end }}
+{{- else }}
+{{- .Values.trainer.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Namespaces where trainer pods run and where the chart creates trainer objects (ServiceAccount,
+NetworkPolicy), comma-separated: watchNamespaces in namespaced scope, trainerNamespaces in cluster scope.
+*/}}
+{{- define "eft.trainerNamespaces" -}}
+{{- if eq .Values.rbac.scope "namespaced" }}
+{{- join "," .Values.watchNamespaces }}
+{{- else }}
+{{- join "," .Values.trainerNamespaces }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image reference: registry/repository, then @digest when set, else :tag (default: appVersion).
+Usage: include "eft.image" (dict "image" .Values.image "context" .)
+*/}}
+{{- define "eft.image" -}}
+{{- $img := .image }}
+{{- $repo := $img.repository }}
+{{- if $img.registry }}
+{{- $repo = printf "%s/%s" $img.registry $img.repository }}
+{{- end }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $repo $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (default .context.Chart.AppVersion $img.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when kopf peering is on (more than one replica, or forced).
+*/}}
+{{- define "eft.peeringEnabled" -}}
+{{- if or .Values.peering.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- end }}
+
+{{/*
+The kopf peering object's name.
+*/}}
+{{- define "eft.peeringName" -}}
+{{- default (include "eft.fullname" .) .Values.peering.name }}
+{{- end }}
+
+{{/*
+Refuse inconsistent values with a message naming the key (the schema checks types; this checks sense).
+*/}}
+{{- define "eft.validate" -}}
+{{- if and (eq .Values.rbac.scope "namespaced") (not .Values.watchNamespaces) }}
+{{- fail "rbac.scope=namespaced needs watchNamespaces: list the namespaces the operator watches" }}
+{{- end }}
+{{- if and (eq .Values.rbac.scope "cluster") .Values.watchNamespaces }}
+{{- fail "watchNamespaces is set but rbac.scope=cluster: set rbac.scope=namespaced to watch only those namespaces, or empty watchNamespaces to watch the cluster" }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.s3.cidrs) }}
+{{- fail "networkPolicy.enabled needs networkPolicy.s3.cidrs: the CIDRs of your S3 endpoint (trainer pods can reach nothing else)" }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (not (include "eft.trainerNamespaces" .)) }}
+{{- fail "networkPolicy.enabled needs trainer namespaces: set trainerNamespaces (rbac.scope=cluster) to the namespaces where EmbeddingFinetunes run" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Annotations of the CRDs the chart renders.
+*/}}
+{{- define "eft.crdAnnotations" -}}
+{{- if .Values.crds.keep }}
+annotations:
+  helm.sh/resource-policy: keep
+{{- end }}
+{{- end }}
+
+{{/*
+RBAC rules on the namespaced resources the operator touches (in a ClusterRole in cluster scope, in a
+Role per watched namespace in namespaced scope). Least privilege: no wildcards, no verb on Secrets (Jobs
+reference the credentials Secret by name; the operator never reads it).
+*/}}
+{{- define "eft.namespacedRules" -}}
+- apiGroups: ["finetune.eft.dev"]
+  resources: ["embeddingfinetunes"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["finetune.eft.dev"]
+  resources: ["embeddingfinetunes/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/*
+RBAC rule on kopf's peering objects (kind per scope), when peering is on.
+*/}}
+{{- define "eft.peeringRule" -}}
+{{- if include "eft.peeringEnabled" . }}
+- apiGroups: ["kopf.dev"]
+  resources: [{{ if eq .Values.rbac.scope "cluster" }}"clusterkopfpeerings"{{ else }}"kopfpeerings"{{ end }}]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end }}
