@@ -1,0 +1,52 @@
+"""``eft-operator``: run the operator with the settings from the environment (see :mod:`eft_operator.config`).
+
+Watches the namespaces in ``EFT_WATCH_NAMESPACES`` (or the whole cluster), standalone or peered through
+``EFT_PEERING_NAME``, serves ``/metrics`` on ``EFT_METRICS_PORT`` and ``/healthz`` on ``EFT_HEALTH_PORT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import kopf
+
+from eft_operator.config import Settings, SettingsError
+from eft_operator.handlers import register
+from eft_operator.reconciler import Reconciler
+
+
+def build_registry() -> kopf.OperatorRegistry:
+    """The operator's handlers plus the in-cluster / kubeconfig login of the kubernetes client."""
+    registry = register(kopf.OperatorRegistry())
+    kopf.on.login(id="login", registry=registry)(kopf.login_via_client)
+    return registry
+
+
+async def run(settings: Settings, stop_flag: asyncio.Event | None = None) -> None:
+    await kopf.operator(
+        registry=build_registry(),
+        memo=kopf.Memo(reconciler=Reconciler(settings)),
+        clusterwide=settings.clusterwide,
+        namespaces=list(settings.watch_namespaces),
+        standalone=settings.standalone,
+        peering_name=settings.peering_name,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+        stop_flag=stop_flag,
+    )
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"eft-operator: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The operator's settings: one typed, documented :class:`Settings`, read from environment variables.
+
+The Helm chart sets these variables; every one has a default that works for a single-namespace trial.
+
+========================  ========================================  ==========================================
+Variable                  Meaning                                   Default
+========================  ========================================  ==========================================
+EFT_WATCH_NAMESPACES      comma-separated namespaces to watch       empty: the whole cluster
+EFT_TRAINER_IMAGE         trainer image for resources without       ghcr.io/eft-dev/eft-trainer:0.1.0
+                          ``spec.image``
+EFT_TRAINER_SERVICE_      service account of trainer pods           empty: the namespace's default account
+ACCOUNT                                                             (its token is never mounted)
+EFT_DEFAULT_QUEUE_NAME    Kueue LocalQueue for resources that set   empty: no Kueue
+                          no ``spec.scheduling.queueName``
+EFT_METRICS_PORT          port of ``/metrics`` (Prometheus)         8080
+EFT_HEALTH_PORT           port of ``/healthz`` (liveness probe)     8081
+EFT_TRAINER_METRICS_PORT  the trainer's Prometheus port             9090
+EFT_PEERING_NAME          kopf peering object (several replicas)    empty: standalone
+EFT_LOG_LEVEL             DEBUG, INFO, WARNING or ERROR             INFO
+========================  ========================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_TRAINER_IMAGE = "ghcr.io/eft-dev/eft-trainer:0.1.0"
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the operator cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the operator is configured with (see the module docstring for the variables)."""
+
+    watch_namespaces: tuple[str, ...] = ()
+    trainer_image: str = DEFAULT_TRAINER_IMAGE
+    trainer_service_account: str | None = None
+    default_queue_name: str | None = None
+    metrics_port: int = 8080
+    health_port: int = 8081
+    trainer_metrics_port: int = 9090
+    peering_name: str | None = None
+    log_level: str = "INFO"
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.watch_namespaces
+
+    @property
+    def standalone(self) -> bool:
+        return not self.peering_name
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``env`` (default: ``os.environ``); raise :class:`SettingsError` naming the variable."""
+        env = os.environ if env is None else env
+
+        def text(key: str) -> str | None:
+            value = env.get(key, "").strip()
+            return value or None
+
+        def port(key: str, default: int) -> int:
+            raw = text(key)
+            if raw is None:
+                return default
+            if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+                raise SettingsError(f"{key}={raw!r}: must be a port number between 1 and 65535")
+            return int(raw)
+
+        namespaces = tuple(ns.strip() for ns in (text("EFT_WATCH_NAMESPACES") or "").split(",") if ns.strip())
+        for ns in namespaces:
+            if not _DNS_LABEL.match(ns):
+                raise SettingsError(f"EFT_WATCH_NAMESPACES: {ns!r} is not a namespace name")
+        queue = text("EFT_DEFAULT_QUEUE_NAME")
+        if queue is not None and not _DNS_LABEL.match(queue):
+            raise SettingsError(f"EFT_DEFAULT_QUEUE_NAME={queue!r}: must be a LocalQueue name (a DNS label)")
+        level = (text("EFT_LOG_LEVEL") or "INFO").upper()
+        if level not in _LOG_LEVELS:
+            raise SettingsError(f"EFT_LOG_LEVEL={level!r}: must be one of {', '.join(_LOG_LEVELS)}")
+        image = text("EFT_TRAINER_IMAGE") or DEFAULT_TRAINER_IMAGE
+        if any(c.isspace() for c in image):
+            raise SettingsError(f"EFT_TRAINER_IMAGE={image!r}: must be an image reference without spaces")
+        return cls(
+            watch_namespaces=namespaces,
+            trainer_image=image,
+            trainer_service_account=text("EFT_TRAINER_SERVICE_ACCOUNT"),
+            default_queue_name=queue,
+            metrics_port=port("EFT_METRICS_PORT", 8080),
+            health_port=port("EFT_HEALTH_PORT", 8081),
+            trainer_metrics_port=port("EFT_TRAINER_METRICS_PORT", 9090),
+            peering_name=text("EFT_PEERING_NAME"),
+            log_level=level,
+        )

@@ -1,0 +1,246 @@
+"""Pure builders of a run's children: the ConfigMap with the run config and the batch/v1 Job.
+
+The operator and ``eft render`` call the same functions, so what a GitOps review shows is what the
+operator creates. No I/O here: plain dicts in, plain dicts out.
+
+The Job follows DESIGN.md's Jobs convention: ``restartPolicy: Never``, a finite ``backoffLimit``,
+``activeDeadlineSeconds``, ``ttlSecondsAfterFinished``, a ``podFailurePolicy`` that fails the Job at once on
+the trainer's non-retryable exit codes and ignores disruptions, ``podReplacementPolicy: Failed``; pods meet
+the "restricted" Pod Security Standard with a read-only root filesystem and no service-account token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from eft_api import contract
+from eft_api.spec import API_GROUP, API_VERSION, KIND, EmbeddingFinetuneSpec, dump_spec
+from eft_operator.config import Settings
+
+RUN_CONFIG_DIR = "/etc/eft"
+WORK_DIR = "/work"
+TRAINER_UID = 10001
+TMP_SIZE = "1Gi"
+APP_LABEL = "app.kubernetes.io/name"
+APP_NAME = "eft-trainer"
+#: Annotation on the Job: the hash of the run-defining spec (everything but runPolicy.suspend).
+SPEC_HASH_ANNOTATION = "finetune.eft.dev/spec-hash"
+#: Keys the credentials Secret holds (the same names as the environment variables boto3 reads).
+SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The EmbeddingFinetune a run belongs to: where it lives and which generation the run trains."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+
+    @property
+    def run_id(self) -> str:
+        return contract.run_id(self.uid, self.generation)
+
+    @property
+    def child_name(self) -> str:
+        return contract.child_name(self.name, self.run_id)
+
+
+def spec_hash(spec: EmbeddingFinetuneSpec) -> str:
+    """A hash of what defines a run: the spec less ``runPolicy.suspend`` (suspending is not a new run)."""
+    doc = dump_spec(spec)
+    doc.get("runPolicy", {}).pop("suspend", None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def queue_name(spec: EmbeddingFinetuneSpec, settings: Settings) -> str | None:
+    """The Kueue LocalQueue of the run: the resource's own, else the operator's default, else none."""
+    return spec.scheduling.queue_name or settings.default_queue_name
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_labels(owner: Owner) -> dict[str, str]:
+    return {
+        APP_LABEL: APP_NAME,
+        contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
+        contract.LABEL_NAME: owner.name,
+        contract.LABEL_RUN: owner.run_id,
+        contract.LABEL_GENERATION: str(owner.generation),
+    }
+
+
+def _metadata(owner: Owner, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": owner.child_name,
+        "namespace": owner.namespace,
+        "labels": labels,
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def run_config(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> contract.RunConfig:
+    return contract.build_run_config(
+        namespace=owner.namespace,
+        name=owner.name,
+        uid=owner.uid,
+        generation=owner.generation,
+        spec=spec,
+        settings=contract.TrainerSettings(work_dir=WORK_DIR, metrics_port=settings.trainer_metrics_port),
+    )
+
+
+def render_configmap(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> dict[str, Any]:
+    """The run's ConfigMap: the run config JSON under ``contract.RUN_CONFIG_KEY`` (never a credential)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, child_labels(owner)),
+        "data": {contract.RUN_CONFIG_KEY: run_config(owner, spec, settings).to_json()},
+    }
+
+
+def _env(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": contract.RUN_CONFIG_ENV, "value": f"{RUN_CONFIG_DIR}/{contract.RUN_CONFIG_KEY}"},
+        {"name": "HOME", "value": WORK_DIR},
+        {"name": "HF_HOME", "value": f"{WORK_DIR}/hf"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    secret = spec.storage.credentials_secret
+    if secret is not None:
+        for key in SECRET_KEYS:
+            ref: dict[str, Any] = {"name": secret.name, "key": key}
+            if key == "AWS_SESSION_TOKEN":
+                ref["optional"] = True
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
+def _resources(spec: EmbeddingFinetuneSpec) -> dict[str, Any]:
+    r = spec.resources
+    requests = {"cpu": str(r.cpu), "memory": str(r.memory)}
+    limits: dict[str, str] = {"cpu": str(r.cpu), "memory": str(r.memory)}
+    if r.gpus > 0:
+        limits[r.gpu_resource_name] = str(r.gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def _tolerations(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
+    return [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.scheduling.tolerations]
+
+
+def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> dict[str, Any]:
+    """The run's Job (see the module docstring for the conventions it follows)."""
+    labels = child_labels(owner)
+    queue = queue_name(spec, settings)
+    job_labels = dict(labels)
+    if queue:
+        job_labels[contract.KUEUE_QUEUE_LABEL] = queue
+    policy = spec.run_policy
+    restricted = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": TRAINER_UID,
+        "runAsGroup": TRAINER_UID,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container: dict[str, Any] = {
+        "name": contract.TRAINER_CONTAINER,
+        "image": spec.image or settings.trainer_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["eft-trainer"],
+        "env": _env(spec),
+        "ports": [{"name": "metrics", "containerPort": settings.trainer_metrics_port, "protocol": "TCP"}],
+        "resources": _resources(spec),
+        "securityContext": restricted,
+        "terminationMessagePath": contract.TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "volumeMounts": [
+            {"name": "run-config", "mountPath": RUN_CONFIG_DIR, "readOnly": True},
+            {"name": "work", "mountPath": WORK_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRAINER_UID,
+            "runAsGroup": TRAINER_UID,
+            "fsGroup": TRAINER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {
+                "name": "run-config",
+                "configMap": {
+                    "name": owner.child_name,
+                    "items": [{"key": contract.RUN_CONFIG_KEY, "path": contract.RUN_CONFIG_KEY}],
+                },
+            },
+            {"name": "work", "emptyDir": {"sizeLimit": str(spec.resources.work_dir_size)}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
+        ],
+    }
+    if settings.trainer_service_account:
+        pod_spec["serviceAccountName"] = settings.trainer_service_account
+    if spec.scheduling.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.scheduling.node_selector)
+    if spec.scheduling.tolerations:
+        pod_spec["tolerations"] = _tolerations(spec)
+    if spec.scheduling.priority_class_name:
+        pod_spec["priorityClassName"] = spec.scheduling.priority_class_name
+    meta = _metadata(owner, job_labels)
+    meta["annotations"] = {SPEC_HASH_ANNOTATION: spec_hash(spec)}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "suspend": bool(policy.suspend or queue),
+            "backoffLimit": policy.backoff_limit,
+            "activeDeadlineSeconds": policy.active_deadline_seconds,
+            "ttlSecondsAfterFinished": policy.ttl_seconds_after_finished,
+            "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": contract.TRAINER_CONTAINER,
+                            "operator": "In",
+                            "values": sorted(int(c) for c in contract.NON_RETRYABLE_EXIT_CODES),
+                        },
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def render_children(
+    owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ConfigMap and the Job of the run that trains ``owner.generation``."""
+    return render_configmap(owner, spec, settings), render_job(owner, spec, settings)

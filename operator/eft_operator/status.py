@@ -1,0 +1,407 @@
+"""Pure status computation: from what the world shows (Job, Pods, termination message) to status and Events.
+
+* :func:`observe` reads a run's Job and its Pods and says what phase the run is in and why.
+* :func:`compute_status` folds an observation into the resource's previous status: ``observedGeneration``,
+  the ``Ready`` / ``Reconciling`` / ``Stalled`` conditions (kstatus), ``currentRun``, the bounded ``runs``
+  history (the record of finished runs: Jobs vanish after their TTL), ``results`` and ``artifacts``, and
+  the Events for each transition. Nothing changes, timestamps included, when nothing happened.
+* :func:`merge_patch` turns old and new status into a JSON merge patch (``None`` removes a key).
+
+No I/O; ``now`` is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eft_api import contract
+
+HISTORY_LIMIT = 10
+MESSAGE_LIMIT = 1024
+
+PENDING, QUEUED, RUNNING, SUSPENDED = "Pending", "Queued", "Running", "Suspended"
+SUCCEEDED, FAILED, SUPERSEDED = "Succeeded", "Failed", "Superseded"
+TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED, SUPERSEDED})
+PHASES = (PENDING, QUEUED, RUNNING, SUSPENDED, SUCCEEDED, FAILED, SUPERSEDED)
+
+# Reasons the operator sets itself (the trainer's come from contract.Reason).
+JOB_CREATED = "JobCreated"
+SECRET_NOT_FOUND = "SecretNotFound"
+IMAGE_PULL_FAILED = "ImagePullFailed"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+JOB_DELETED = "JobDeleted"
+CHILD_CONFLICT = "ChildNameConflict"
+JOB_FAILED = "JobFailed"
+#: Pending reasons that will not pass without a person acting (Stalled=True while they last).
+BLOCKING_REASONS = frozenset({SECRET_NOT_FOUND, IMAGE_PULL_FAILED})
+_EXIT_CODE_REASONS: dict[int, str] = {
+    int(contract.ExitCode.BAD_INPUT): "BadInput",
+    int(contract.ExitCode.PROMOTION_REJECTED): contract.Reason.PROMOTION_REJECTED.value,
+    int(contract.ExitCode.OUT_OF_MEMORY): contract.Reason.OOM.value,
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the resource."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a run's Job and Pods say: the phase, why, and (when finished) the trainer's summary."""
+
+    phase: str
+    reason: str
+    message: str = ""
+    termination: contract.TerminationMessage | None = None
+    completion_time: str | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something that stops the resource before any run: an invalid spec, a child name taken by another owner."""
+
+    reason: str
+    message: str
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 12] + " [truncated]"
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _trainer_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    for cs in _get(pod, "status", "containerStatuses") or []:
+        if cs.get("name") == contract.TRAINER_CONTAINER:
+            return dict(cs)
+    return {}
+
+
+def _newest_first(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    def key(p: Mapping[str, Any]) -> tuple[str, str]:
+        return (_get(p, "metadata", "creationTimestamp") or "", _get(p, "metadata", "name") or "")
+
+    return sorted(pods, key=key, reverse=True)
+
+
+def _terminations(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The trainer container's terminated states, newest pod first (current state before last state)."""
+    out = []
+    for pod in _newest_first(pods):
+        cs = _trainer_status(pod)
+        for state in ("state", "lastState"):
+            t = _get(cs, state, "terminated")
+            if isinstance(t, Mapping):
+                out.append(t)
+                break
+    return out
+
+
+def headline_text(h: contract.Headline) -> str:
+    """``ndcg@10 0.531 -> 0.590 (+0.059) at 384 dims``."""
+    return f"{h.primary_metric} {h.base:.3f} -> {h.finetuned:.3f} ({h.gain:+.3f}) at {h.dimension} dims"
+
+
+def _job_condition(job: Mapping[str, Any], *types: str) -> Mapping[str, Any] | None:
+    for c in _get(job, "status", "conditions") or []:
+        if c.get("type") in types and c.get("status") == "True":
+            return dict(c)
+    return None
+
+
+def observe(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) -> Observation:
+    """The phase of a run from its Job and the Job's Pods (``job`` None: the Job is gone)."""
+    if job is None:
+        return Observation(FAILED, JOB_DELETED, "the run's Job disappeared before its outcome was recorded")
+    done = _job_condition(job, "Complete", "SuccessCriteriaMet")
+    if done is not None:
+        term = next(
+            (
+                m
+                for t in _terminations(pods)
+                if (m := contract.TerminationMessage.parse(t.get("message"))) and m.outcome == "Succeeded"
+            ),
+            None,
+        )
+        msg = headline_text(term.headline) if term and term.headline else "the trainer finished"
+        return Observation(SUCCEEDED, SUCCEEDED, msg, term, _get(job, "status", "completionTime"))
+    failed = _job_condition(job, "Failed", "FailureTarget")
+    if failed is not None:
+        return _failure(job, failed, pods)
+    if _get(job, "spec", "suspend"):
+        queue = (_get(job, "metadata", "labels") or {}).get(contract.KUEUE_QUEUE_LABEL)
+        if queue:
+            return Observation(QUEUED, "Queued", f"waiting for Kueue to admit the Job in queue {queue}")
+        return Observation(SUSPENDED, "Suspended", "the Job is suspended (spec.runPolicy.suspend is true)")
+    for pod in _newest_first(pods):
+        cs = _trainer_status(pod)
+        waiting = _get(cs, "state", "waiting") or {}
+        wreason, wmsg = str(waiting.get("reason") or ""), str(waiting.get("message") or "")
+        if wreason == "CreateContainerConfigError" and "secret" in wmsg.lower():
+            return Observation(PENDING, SECRET_NOT_FOUND, f"{wmsg}: create it in the resource's namespace")
+        if wreason in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
+            return Observation(PENDING, IMAGE_PULL_FAILED, wmsg or wreason)
+        if _get(cs, "state", "running") is not None:
+            name = _get(pod, "metadata", "name")
+            return Observation(RUNNING, "Running", f"the trainer is running in pod {name}")
+        break
+    if (_get(job, "status", "ready") or 0) > 0:
+        return Observation(RUNNING, "Running", "the trainer is running")
+    return Observation(PENDING, JOB_CREATED, "the Job was created; waiting for its pod to start")
+
+
+def _failure(job: Mapping[str, Any], cond: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Observation:
+    finished = _get(job, "status", "completionTime") or cond.get("lastTransitionTime")
+    job_reason = str(cond.get("reason") or "")
+    job_msg = str(cond.get("message") or "")
+    if job_reason == DEADLINE_EXCEEDED:
+        limit = _get(job, "spec", "activeDeadlineSeconds")
+        return Observation(FAILED, DEADLINE_EXCEEDED, f"the run took longer than {limit}s (activeDeadlineSeconds)")
+    for t in _terminations(pods):
+        if t.get("reason") == "OOMKilled":
+            return Observation(FAILED, contract.Reason.OOM.value, _oom_message(job), None, finished)
+        term = contract.TerminationMessage.parse(t.get("message"))
+        if term is not None and term.outcome == "Failed":
+            return Observation(FAILED, term.reason, term.message, term, finished)
+        code = t.get("exitCode")
+        if isinstance(code, int) and code in _EXIT_CODE_REASONS:
+            return Observation(FAILED, _EXIT_CODE_REASONS[code], f"the trainer exited with code {code}", None, finished)
+        break
+    if job_reason == BACKOFF_LIMIT_EXCEEDED:
+        limit = _get(job, "spec", "backoffLimit")
+        return Observation(
+            FAILED, BACKOFF_LIMIT_EXCEEDED, f"the trainer failed {limit} retries: {job_msg}", None, finished
+        )
+    return Observation(FAILED, job_reason or JOB_FAILED, job_msg or "the Job failed", None, finished)
+
+
+def _oom_message(job: Mapping[str, Any]) -> str:
+    containers = _get(job, "spec", "template", "spec", "containers") or [{}]
+    limit = _get(containers[0], "resources", "limits", "memory")
+    return f"the trainer was killed for exceeding its memory limit ({limit}): raise spec.resources.memory"
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    ctype: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+) -> list[dict[str, Any]]:
+    """Conditions with ``ctype`` set; ``lastTransitionTime`` moves only when the status flips."""
+    out: list[dict[str, Any]] = []
+    found = False
+    for c in conditions:
+        if c.get("type") != ctype:
+            out.append(dict(c))
+            continue
+        found = True
+        ltt = c.get("lastTransitionTime") if c.get("status") == status and c.get("lastTransitionTime") else now
+        out.append(
+            {
+                "type": ctype,
+                "status": status,
+                "reason": reason,
+                "message": _clip(message),
+                "lastTransitionTime": ltt,
+                "observedGeneration": generation,
+            }
+        )
+    if not found:
+        out.append(
+            {
+                "type": ctype,
+                "status": status,
+                "reason": reason,
+                "message": _clip(message),
+                "lastTransitionTime": now,
+                "observedGeneration": generation,
+            }
+        )
+    return out
+
+
+def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | None) -> dict[str, Any]:
+    keys = ("id", "generation", "phase", "reason", "message", "startTime", "completionTime", "outputUri", "jobName")
+    entry = {k: run[k] for k in keys if run.get(k) is not None}
+    if term is not None and term.headline is not None:
+        h = term.headline
+        entry.update(
+            primaryMetric=h.primary_metric, dimension=h.dimension, base=h.base, finetuned=h.finetuned, gain=h.gain
+        )
+    if term is not None and term.artifacts is not None:
+        entry["artifacts"] = term.artifacts.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return entry
+
+
+def _record(runs: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    if any(r.get("id") == entry.get("id") for r in runs):
+        return runs  # a finished run's record never changes
+    return [entry, *runs][:HISTORY_LIMIT]
+
+
+def compute_status(
+    prev: Mapping[str, Any] | None,
+    *,
+    generation: int,
+    run: Mapping[str, Any] | None,
+    observation: Observation | None = None,
+    superseded: Mapping[str, Any] | None = None,
+    superseded_by: str = "",
+    problem: Problem | None = None,
+    now: str,
+) -> tuple[dict[str, Any], list[Event]]:
+    """The new status and the Events to post.
+
+    ``run`` is the current run's identity (id, generation, jobName, specHash, outputUri, startTime) with the
+    phase status last recorded, if any; ``observation`` what its Job shows now; ``superseded`` a run of an
+    older generation stopped in this pass; ``problem`` what keeps the latest generation from running.
+    """
+    prev = dict(prev or {})
+    status: dict[str, Any] = {k: v for k, v in prev.items() if k != "kopf"}
+    events: list[Event] = []
+    prev_run = dict(prev.get("currentRun") or {})
+    runs = [dict(r) for r in prev.get("runs") or []]
+
+    if superseded is not None:
+        entry = dict(superseded)
+        entry.update(phase=SUPERSEDED, reason=SUPERSEDED, message=superseded_by, completionTime=now)
+        entry.pop("specHash", None)
+        if not any(r.get("id") == entry.get("id") for r in runs):
+            events.append(
+                Event(
+                    "Normal",
+                    "RunSuperseded",
+                    f"stopped run {entry.get('id')} (Job {entry.get('jobName')}): {superseded_by}",
+                )
+            )
+        runs = _record(runs, _history_entry(entry, None))
+
+    new_run: dict[str, Any] | None = dict(run) if run is not None else None
+    term: contract.TerminationMessage | None = None
+    if new_run is not None and superseded is not None and superseded.get("id") == new_run.get("id"):
+        new_run.update(phase=SUPERSEDED, reason=SUPERSEDED, message=superseded_by)
+        new_run.setdefault("completionTime", now)
+    elif new_run is not None and observation is not None:
+        same = prev_run.get("id") == new_run.get("id")
+        if same and prev_run.get("phase") in TERMINAL_PHASES:
+            new_run = prev_run  # finished runs are history: never rewritten
+        else:
+            new_run.update(phase=observation.phase, reason=observation.reason, message=_clip(observation.message))
+            if observation.phase in TERMINAL_PHASES:
+                new_run["completionTime"] = new_run.get("completionTime") or observation.completion_time or now
+            else:
+                new_run.pop("completionTime", None)
+            term = observation.termination
+            old_phase = prev_run.get("phase") if same else None
+            if not same:
+                events.append(
+                    Event(
+                        "Normal",
+                        "RunCreated",
+                        f"created Job {new_run.get('jobName')} for generation {new_run.get('generation')} "
+                        f"(run {new_run.get('id')})",
+                    )
+                )
+            events.extend(_phase_events(old_phase, prev_run.get("reason") if same else None, new_run, observation))
+            if observation.phase in TERMINAL_PHASES:
+                runs = _record(runs, _history_entry(new_run, term))
+            if observation.phase == SUCCEEDED and term is not None and term.headline is not None:
+                h = term.headline
+                status["results"] = {
+                    "runId": new_run.get("id"),
+                    "primaryMetric": h.primary_metric,
+                    "dimension": h.dimension,
+                    "base": h.base,
+                    "finetuned": h.finetuned,
+                    "gain": h.gain,
+                }
+                if term.artifacts is not None:
+                    status["artifacts"] = term.artifacts.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    if new_run is not None:
+        status["currentRun"] = new_run
+    if runs:
+        status["runs"] = runs
+    status["observedGeneration"] = generation
+
+    conds: list[dict[str, Any]] = [dict(c) for c in prev.get("conditions") or []]
+    if problem is not None:
+        ready, reconciling, stalled = ("False", problem.reason), ("False", problem.reason), ("True", problem.reason)
+        message = problem.message
+        old = next((c for c in conds if c.get("type") == "Stalled"), {})
+        if old.get("status") != "True" or old.get("reason") != problem.reason or old.get("message") != _clip(message):
+            events.append(Event("Warning", problem.reason, _clip(message)))
+    elif new_run is not None:
+        phase, reason = str(new_run.get("phase")), str(new_run.get("reason") or new_run.get("phase"))
+        message = str(new_run.get("message") or "")
+        if phase == SUCCEEDED:
+            ready, reconciling, stalled = ("True", reason), ("False", reason), ("False", reason)
+        elif phase in (FAILED, SUPERSEDED) or reason in BLOCKING_REASONS:
+            ready, reconciling, stalled = ("False", reason), ("False", reason), ("True", reason)
+        else:
+            ready, reconciling, stalled = ("False", reason), ("True", reason), ("False", reason)
+    else:
+        return status, events
+    for ctype, (cstatus, creason) in (("Ready", ready), ("Reconciling", reconciling), ("Stalled", stalled)):
+        conds = set_condition(conds, ctype, cstatus, creason, message, generation, now)
+    status["conditions"] = conds
+    return status, events
+
+
+def _phase_events(
+    old_phase: str | None, old_reason: str | None, run: Mapping[str, Any], obs: Observation
+) -> list[Event]:
+    job = run.get("jobName")
+    if obs.phase == old_phase:
+        if obs.reason != old_reason and obs.reason in BLOCKING_REASONS:
+            return [Event("Warning", obs.reason, obs.message)]
+        return []
+    if obs.phase == RUNNING:
+        return [Event("Normal", "RunStarted", f"Job {job} started: {obs.message}")]
+    if obs.phase == SUCCEEDED:
+        return [Event("Normal", "RunSucceeded", f"run {run.get('id')} succeeded: {obs.message}")]
+    if obs.phase == FAILED:
+        return [Event("Warning", "RunFailed", f"run {run.get('id')} failed: {obs.reason}: {obs.message}")]
+    if obs.phase == SUSPENDED:
+        return [Event("Normal", "RunSuspended", f"Job {job} suspended (spec.runPolicy.suspend is true)")]
+    if obs.phase == QUEUED:
+        return [Event("Normal", "RunQueued", obs.message)]
+    if obs.reason in BLOCKING_REASONS:
+        return [Event("Warning", obs.reason, obs.message)]
+    if old_phase in (SUSPENDED, QUEUED):
+        return [Event("Normal", "RunResumed", f"Job {job} resumed")]
+    return []
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) that turns ``old`` into ``new``; empty when they are equal."""
+    patch: dict[str, Any] = {}
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = merge_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif before != value or key not in old:
+            patch[key] = value
+    return patch
