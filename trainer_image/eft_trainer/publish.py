@@ -1,0 +1,117 @@
+"""Publish a run (seam 3): model/ with a model card, report.json, report.md, the plot, then manifest.json LAST.
+
+A run whose manifest exists is never overwritten. A retried run re-publishes under the same prefix (its
+objects are simply replaced, since no manifest vouched for them) after aborting stale multipart uploads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from eft_api.contract import (
+    PUBLISHED_MANIFEST,
+    PUBLISHED_MODEL_DIR,
+    PUBLISHED_PLOT,
+    PUBLISHED_REPORT_JSON,
+    PUBLISHED_REPORT_MD,
+)
+from eft_trainer.errors import TrainerError
+from eft_trainer.storage import S3Uri, Storage
+
+log = logging.getLogger(__name__)
+
+_TYPES = {".json": "application/json", ".md": "text/markdown", ".png": "image/png", ".txt": "text/plain"}
+
+
+class AlreadyPublished(TrainerError):
+    """The run prefix already holds a manifest: a published run is never overwritten."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_card(report: dict[str, Any]) -> str:
+    """README.md of the published model: base model, data (URIs and sha256), hyperparameters, results."""
+    cfg = report["config"]
+    h = report["headline"]
+    pm = report["primaryMetric"]
+    lines = [
+        "---",
+        "library_name: sentence-transformers",
+        "pipeline_tag: sentence-similarity",
+        f"base_model: {cfg.get('baseModel', '')}",
+        "tags: [sentence-transformers, embeddings, matryoshka, eft]",
+        "---",
+        "",
+        f"# {cfg.get('name', 'fine-tuned model')}",
+        "",
+        f"Fine-tuned from `{cfg.get('baseModel', '')}` by the EmbeddingFinetune operator (run {cfg.get('runId', '')}).",
+        "",
+        "## Data",
+        "",
+    ]
+    for f in report["data"].get("files", []):
+        lines.append(f"- `{f['uri']}` sha256 `{f['sha256']}` ({f['bytes']} bytes)")
+    lines += ["", "## Hyperparameters", "", "```json", json.dumps(cfg.get("training", {}), indent=2), "```", ""]
+    lines += [
+        "## Results",
+        "",
+        f"{pm} at {report['primaryDimension']} dims: base {h['base']:.4f}, fine-tuned {h['finetuned']:.4f} "
+        f"({h['gain']:+.4f}).",
+        "",
+        "| dim | base | fine-tuned |",
+        "|---:|---:|---:|",
+    ]
+    for dim in sorted(report["metrics"]["base"], key=int, reverse=True):
+        lines.append(
+            f"| {dim} | {report['metrics']['base'][dim][pm]:.4f} | {report['metrics']['finetuned'][dim][pm]:.4f} |"
+        )
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "model = SentenceTransformer('path/to/model', truncate_dim=None)  # or a Matryoshka dim",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def manifest_exists(storage: Storage, prefix: S3Uri) -> bool:
+    return storage.exists(prefix.join(PUBLISHED_MANIFEST))
+
+
+def publish(storage: Storage, prefix: S3Uri, model_dir: Path, report_dir: Path, run_id: str) -> dict[str, Any]:
+    """Upload everything, then the manifest (list of key, size, sha256) last. Returns the manifest."""
+    if manifest_exists(storage, prefix):
+        raise AlreadyPublished(f"{prefix.join(PUBLISHED_MANIFEST)} exists: a published run is never overwritten")
+    aborted = storage.abort_multipart_uploads(prefix)
+    if aborted:
+        log.info("aborted %d stale multipart upload(s) under %s", aborted, prefix)
+    objects: list[dict[str, Any]] = []
+    files: list[tuple[Path, str]] = [
+        (p, PUBLISHED_MODEL_DIR + p.relative_to(model_dir).as_posix())
+        for p in sorted(model_dir.rglob("*"))
+        if p.is_file()
+    ]
+    for name in (PUBLISHED_REPORT_JSON, PUBLISHED_REPORT_MD, PUBLISHED_PLOT):
+        if (report_dir / name).is_file():
+            files.append((report_dir / name, name))
+    for path, rel in files:
+        storage.upload(path, prefix.join(rel), _TYPES.get(path.suffix))
+        objects.append({"key": rel, "size": path.stat().st_size, "sha256": sha256_file(path)})
+    manifest = {"runId": run_id, "prefix": str(prefix), "objects": objects}
+    storage.put_bytes(json.dumps(manifest, indent=2).encode(), prefix.join(PUBLISHED_MANIFEST))
+    log.info("published %d objects and the manifest under %s", len(objects), prefix)
+    return manifest

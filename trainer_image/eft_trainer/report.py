@@ -1,0 +1,127 @@
+"""The run's report: report.json (a dict), report.md (text) and the metric-vs-dimension plot. Pure except plot()."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def deltas(base: dict[int, dict[str, float]], tuned: dict[int, dict[str, float]]) -> dict[int, dict[str, float]]:
+    return {d: {m: tuned[d][m] - base[d][m] for m in base[d] if m in tuned.get(d, {})} for d in base if d in tuned}
+
+
+def paired_bootstrap(
+    base: Sequence[float], tuned: Sequence[float], n: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, float]:
+    """Mean gain of ``tuned`` over ``base`` (paired per query) with a percentile bootstrap interval."""
+    if len(base) != len(tuned):
+        raise ValueError("paired bootstrap needs the same queries on both sides")
+    m = len(base)
+    if m == 0:
+        return {"gain": 0.0, "low": 0.0, "high": 0.0, "queries": 0, "resamples": 0, "level": level}
+    diff = [t - b for b, t in zip(base, tuned, strict=True)]
+    rng = random.Random(seed)
+    means = sorted(sum(diff[rng.randrange(m)] for _ in range(m)) / m for _ in range(n))
+    lo = means[int((1 - level) / 2 * (n - 1))]
+    hi = means[int((1 + level) / 2 * (n - 1))]
+    return {"gain": sum(diff) / m, "low": lo, "high": hi, "queries": m, "resamples": n, "level": level}
+
+
+def build_report(
+    *,
+    config: dict[str, Any],
+    data: dict[str, Any],
+    base: dict[int, dict[str, float]],
+    tuned: dict[int, dict[str, float]],
+    primary_metric: str,
+    primary_dim: int,
+    bootstrap: dict[str, float],
+    timings: dict[str, float],
+    training: dict[str, Any],
+    hardware: dict[str, Any],
+) -> dict[str, Any]:
+    d = deltas(base, tuned)
+    return {
+        "config": config,
+        "data": data,
+        "primaryMetric": primary_metric,
+        "primaryDimension": primary_dim,
+        "headline": {
+            "base": base[primary_dim][primary_metric],
+            "finetuned": tuned[primary_dim][primary_metric],
+            "gain": d[primary_dim][primary_metric],
+            "bootstrap": bootstrap,
+        },
+        "metrics": {
+            "base": {str(k): v for k, v in base.items()},
+            "finetuned": {str(k): v for k, v in tuned.items()},
+            "delta": {str(k): v for k, v in d.items()},
+        },
+        "timings": timings,
+        "training": training,
+        "hardware": hardware,
+    }
+
+
+def render_markdown(report: dict[str, Any], plot_name: str | None = "dimensions.png") -> str:
+    pm = report["primaryMetric"]
+    h = report["headline"]
+    b = h["bootstrap"]
+    lines = [
+        f"# Fine-tuning report: {report['config'].get('name', '')}",
+        "",
+        f"Base model `{report['config'].get('baseModel', '')}`, loss {report['config'].get('loss', '')}.",
+        "",
+        f"**{pm} at {report['primaryDimension']} dims: {h['base']:.4f} -> {h['finetuned']:.4f} "
+        f"({h['gain']:+.4f}; {int(b['level'] * 100)}% CI {b['low']:+.4f} .. {b['high']:+.4f} "
+        f"over {b['queries']} queries, paired bootstrap)**",
+        "",
+        "## Metrics per dimension (base -> fine-tuned)",
+        "",
+    ]
+    base = report["metrics"]["base"]
+    tuned = report["metrics"]["finetuned"]
+    dims = sorted(base, key=int, reverse=True)
+    names = list(next(iter(base.values())))
+    lines.append("| dim | " + " | ".join(names) + " |")
+    lines.append("|---:|" + "---:|" * len(names))
+    for dim in dims:
+        cells = [f"{base[dim][n]:.3f} -> {tuned[dim][n]:.3f}" for n in names]
+        lines.append(f"| {dim} | " + " | ".join(cells) + " |")
+    data = report["data"]
+    lines += ["", "## Data", ""]
+    lines += [f"- {k}: {v}" for k, v in data.items()]
+    lines += ["", "## Training", ""]
+    lines += [f"- {k}: {v}" for k, v in report["training"].items()]
+    lines += ["", "## Timings (seconds)", ""]
+    lines += [f"- {k}: {v:.1f}" for k, v in report["timings"].items()]
+    lines += ["", "## Hardware", ""]
+    lines += [f"- {k}: {v}" for k, v in report["hardware"].items()]
+    if plot_name:
+        lines += ["", f"![{pm} per dimension]({plot_name})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pm = report["primaryMetric"]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for label, key in (("base", "base"), ("fine-tuned", "finetuned")):
+        series = report["metrics"][key]
+        dims = sorted(series, key=int)
+        ax.plot([int(d) for d in dims], [series[d][pm] for d in dims], marker="o", label=label)
+    ax.set_xlabel("embedding dimension")
+    ax.set_ylabel(pm)
+    ax.set_title(f"{pm} against dimension")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,246 @@
+"""S3 I/O at the edge: one client per run, downloads, uploads and the mapping of failures to reasons.
+
+boto3 with ``retries={"mode": "standard"}`` set explicitly, a :class:`TransferConfig` for multipart and
+concurrency, endpoint, region and path-style from the spec. Credentials come from the environment
+(``AWS_ACCESS_KEY_ID`` ...) or from files in ``$EFT_S3_CREDENTIALS_DIR`` (a mounted Secret). Every error
+message names the bucket and key, never a credential and never the server's error text (which may echo
+anything).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from eft_api.spec import StorageSpec
+from eft_trainer.errors import S3AccessDenied, S3NotFound, S3Unavailable, TrainerError
+
+log = logging.getLogger(__name__)
+
+CREDENTIALS_DIR_ENV = "EFT_S3_CREDENTIALS_DIR"
+MB = 1024 * 1024
+
+_DENIED = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AllAccessDisabled",
+    "AccountProblem",
+}
+_NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "NotFound", "404", "NoSuchUpload"}
+_MAY_PASS = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable", "InternalError"}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Uri:
+        if not uri.startswith("s3://"):
+            raise ValueError(f"not an s3:// URI: {uri}")
+        bucket, _, key = uri[5:].partition("/")
+        return cls(bucket, key)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def join(self, rel: str) -> S3Uri:
+        base = self.key if not self.key or self.key.endswith("/") else self.key + "/"
+        return S3Uri(self.bucket, base + rel)
+
+
+def map_error(exc: BaseException, op: str, bucket: str, key: str = "") -> TrainerError:
+    """The reason-carrying error for a failed S3 call (pure; tested by a table)."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+    where = f"s3://{bucket}/{key}"
+    if isinstance(exc, TrainerError):
+        return exc
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return S3AccessDenied(
+            f"{op} {where}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "or spec.storage.credentialsSecret)"
+        )
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _DENIED or status == 403:
+            return S3AccessDenied(
+                f"{op} {where} was refused ({code or status}): check the credentials in "
+                "spec.storage.credentialsSecret and their permissions on the bucket"
+            )
+        if code == "NoSuchBucket":
+            return S3NotFound(f"{op} {where}: bucket {bucket} does not exist (NoSuchBucket)")
+        if code in _NOT_FOUND or status == 404:
+            return S3NotFound(f"{op} {where}: no such object ({code or status})")
+        if code in _MAY_PASS or status >= 500 or status == 429:
+            return S3Unavailable(f"{op} {where}: S3 answered {code or status} after retries; will retry")
+        return S3Unavailable(f"{op} {where}: S3 answered {code or status}")
+    if isinstance(exc, BotoCoreError):
+        return S3Unavailable(f"{op} {where}: S3 endpoint unreachable ({type(exc).__name__}); will retry")
+    if isinstance(exc, OSError):
+        return S3Unavailable(f"{op} {where}: {type(exc).__name__}: {exc.strerror or 'I/O error'}")
+    return S3Unavailable(f"{op} {where}: {type(exc).__name__}")
+
+
+def _credentials() -> dict[str, str]:
+    folder = os.environ.get(CREDENTIALS_DIR_ENV)
+    if not folder:
+        return {}
+    out: dict[str, str] = {}
+    for env, arg in (
+        ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+        ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+        ("AWS_SESSION_TOKEN", "aws_session_token"),
+    ):
+        f = Path(folder) / env
+        if f.is_file():
+            out[arg] = f.read_text().strip()
+    return out
+
+
+class Storage:
+    """An S3 client configured from ``spec.storage`` (endpoint override for local runs)."""
+
+    def __init__(self, spec: StorageSpec, endpoint: str | None = None, max_attempts: int = 4) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.endpoint = endpoint or spec.endpoint
+        config = Config(
+            region_name=spec.region,
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            connect_timeout=5,
+            read_timeout=60,
+            s3={"addressing_style": "path" if spec.path_style else "auto"},
+            signature_version="s3v4",
+        )
+        session = boto3.session.Session()
+        self.client: Any = session.client("s3", endpoint_url=self.endpoint, config=config, **_credentials())
+        self.transfer = TransferConfig(
+            multipart_threshold=64 * MB, multipart_chunksize=16 * MB, max_concurrency=8, use_threads=True
+        )
+
+    def _call(self, op: str, bucket: str, key: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except TrainerError:
+            raise
+        except Exception as exc:
+            raise map_error(exc, op, bucket, key) from None
+
+    def exists(self, uri: S3Uri) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=uri.bucket, Key=uri.key)
+            return True
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404 or exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                # A missing bucket also answers 404 to HEAD: tell the two apart.
+                self.check_bucket(uri.bucket)
+                return False
+            raise map_error(exc, "HEAD", uri.bucket, uri.key) from None
+        except Exception as exc:
+            raise map_error(exc, "HEAD", uri.bucket, uri.key) from None
+
+    def check_bucket(self, bucket: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                raise S3NotFound(f"bucket {bucket} does not exist (NoSuchBucket)") from None
+            raise map_error(exc, "HEAD bucket", bucket) from None
+        except Exception as exc:
+            raise map_error(exc, "HEAD bucket", bucket) from None
+
+    def list_objects(self, uri: S3Uri) -> Iterator[tuple[str, int]]:
+        """(key, size) of every object under the prefix."""
+
+        def page() -> list[tuple[str, int]]:
+            out = []
+            paginator = self.client.get_paginator("list_objects_v2")
+            for p in paginator.paginate(Bucket=uri.bucket, Prefix=uri.key):
+                out += [(o["Key"], int(o["Size"])) for o in p.get("Contents", [])]
+            return out
+
+        yield from self._call("LIST", uri.bucket, uri.key, page)
+
+    def download(self, uri: S3Uri, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._call(
+            "GET",
+            uri.bucket,
+            uri.key,
+            lambda: self.client.download_file(uri.bucket, uri.key, str(dest), Config=self.transfer),
+        )
+        return dest
+
+    def download_tree(self, uri: S3Uri, dest: Path, *, allow_object: bool = True) -> list[Path]:
+        """Download an object, or every object under a prefix (keeping relative paths); S3NotFound if none."""
+        if allow_object and uri.key and not uri.key.endswith("/") and self.exists(uri):
+            return [self.download(uri, dest / Path(uri.key).name)]
+        prefix = uri.key if not uri.key or uri.key.endswith("/") else uri.key + "/"
+        objects = [(k, s) for k, s in self.list_objects(S3Uri(uri.bucket, prefix)) if not k.endswith("/")]
+        if not objects:
+            self.check_bucket(uri.bucket)
+            raise S3NotFound(f"no object at {uri} and no objects under s3://{uri.bucket}/{prefix}")
+        return [self.download(S3Uri(uri.bucket, k), dest / k[len(prefix) :]) for k, _ in objects]
+
+    def upload(self, path: Path, uri: S3Uri, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else None
+        # s3transfer aborts a multipart upload whose parts fail; stale ones from a killed pod are aborted
+        # by abort_multipart_uploads() before publishing.
+        self._call(
+            "PUT",
+            uri.bucket,
+            uri.key,
+            lambda: self.client.upload_file(str(path), uri.bucket, uri.key, ExtraArgs=extra, Config=self.transfer),
+        )
+
+    def put_bytes(self, data: bytes, uri: S3Uri, content_type: str = "application/json") -> None:
+        self._call(
+            "PUT",
+            uri.bucket,
+            uri.key,
+            lambda: self.client.put_object(Bucket=uri.bucket, Key=uri.key, Body=data, ContentType=content_type),
+        )
+
+    def get_bytes(self, uri: S3Uri) -> bytes:
+        data: bytes = self._call(
+            "GET", uri.bucket, uri.key, lambda: self.client.get_object(Bucket=uri.bucket, Key=uri.key)["Body"].read()
+        )
+        return data
+
+    def abort_multipart_uploads(self, uri: S3Uri) -> int:
+        """Abort unfinished multipart uploads under a prefix (left by a pod that died mid-upload)."""
+
+        def run() -> int:
+            n = 0
+            resp = self.client.list_multipart_uploads(Bucket=uri.bucket, Prefix=uri.key)
+            for up in resp.get("Uploads", []):
+                self.client.abort_multipart_upload(Bucket=uri.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                n += 1
+            return n
+
+        try:
+            return self._call("ABORT multipart", uri.bucket, uri.key, run)
+        except S3Unavailable:
+            log.warning("could not list multipart uploads under %s; continuing", uri)
+            return 0

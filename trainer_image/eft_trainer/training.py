@@ -1,0 +1,279 @@
+"""Fine-tune with ``SentenceTransformerTrainer``: loss (+ Matryoshka), sampler, precision, seed, checkpoints.
+
+Checkpoints go to ``<workDir>/checkpoints/checkpoint-<step>`` and are mirrored to
+``<run prefix>/checkpoints/checkpoint-<step>/`` with ``checkpoints/latest.json`` written last, so a retried
+pod resumes from the last mirrored checkpoint instead of starting over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from eft_api.spec import IN_BATCH_NEGATIVE_LOSSES, LOSSES_BY_FORMAT, DataFormat, Loss, TrainingSpec
+from eft_trainer.errors import LossFormatMismatch
+from eft_trainer.storage import S3Uri, Storage
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest.json"
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def check_loss_fits(fmt: DataFormat, loss: Loss) -> None:
+    """The trainer's own guard (a run config may bypass the API's validation)."""
+    fitting = LOSSES_BY_FORMAT[fmt]
+    if loss not in fitting:
+        names = ", ".join(x.value for x in fitting)
+        raise LossFormatMismatch(
+            f"spec.training.loss {loss.value} does not fit spec.data.train.format {fmt.value}: use one of {names}"
+        )
+
+
+def pick_precision(precision: str, cuda: bool, bf16_ok: bool) -> str:
+    """The precision to train in: ``auto`` is bf16 where supported, fp16 on other GPUs, fp32 on CPU."""
+    if not cuda:
+        return "fp32"
+    if precision == "auto":
+        return "bf16" if bf16_ok else "fp16"
+    if precision == "bf16" and not bf16_ok:
+        return "fp16"
+    return precision
+
+
+def build_loss(model: Any, spec: TrainingSpec, full_dim: int) -> Any:
+    from sentence_transformers.sentence_transformer import losses
+
+    kind = spec.loss
+    inner: Any
+    if kind is Loss.MULTIPLE_NEGATIVES_RANKING:
+        inner = losses.MultipleNegativesRankingLoss(model)
+    elif kind is Loss.CACHED_MULTIPLE_NEGATIVES_RANKING:
+        inner = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=spec.mini_batch_size)
+    elif kind is Loss.MULTIPLE_NEGATIVES_SYMMETRIC_RANKING:
+        inner = losses.MultipleNegativesSymmetricRankingLoss(model)
+    elif kind is Loss.TRIPLET:
+        inner = losses.TripletLoss(model)
+    elif kind is Loss.COSENT:
+        inner = losses.CoSENTLoss(model)
+    elif kind is Loss.ANGLE:
+        inner = losses.AnglELoss(model)
+    elif kind is Loss.COSINE_SIMILARITY:
+        inner = losses.CosineSimilarityLoss(model)
+    elif kind is Loss.BATCH_ALL_TRIPLET:
+        inner = losses.BatchAllTripletLoss(model)
+    elif kind is Loss.BATCH_HARD_TRIPLET:
+        inner = losses.BatchHardTripletLoss(model)
+    else:
+        inner = losses.BatchSemiHardTripletLoss(model)
+    dims = [d for d in spec.matryoshka_dims if d <= full_dim]
+    if dims:
+        return losses.MatryoshkaLoss(model, inner, matryoshka_dims=dims)
+    return inner
+
+
+def to_dataset(records: Sequence[dict[str, Any]], fmt: DataFormat, loss: Loss) -> Any:
+    """A ``datasets.Dataset`` whose column order is what the loss expects."""
+    import datasets
+
+    if fmt is DataFormat.LABELED_TEXTS:
+        labels = {v: i for i, v in enumerate(sorted({str(r["label"]) for r in records}))}
+        return datasets.Dataset.from_dict(
+            {"text": [r["text"] for r in records], "label": [labels[str(r["label"])] for r in records]}
+        )
+    if fmt is DataFormat.SCORED_PAIRS:
+        return datasets.Dataset.from_dict(
+            {
+                "sentence1": [r["sentence1"] for r in records],
+                "sentence2": [r["sentence2"] for r in records],
+                "score": [float(r["score"]) for r in records],
+            }
+        )
+    cols = ["anchor", "positive"]
+    negs = sorted({k for r in records for k in r if k.startswith("negative_")}, key=lambda k: int(k.split("_")[1]))
+    if loss is Loss.TRIPLET:
+        negs = negs[:1]
+        if not negs:
+            raise LossFormatMismatch("spec.training.loss Triplet needs a negative column (format triplets)")
+    rows = [r for r in records if all(isinstance(r.get(c), str) and r.get(c) for c in negs)]
+    return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in cols + negs})
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def local_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint in ``folder`` (one with trainer_state.json), if any."""
+    best: tuple[int, Path] | None = None
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = _CKPT.match(p.name)
+            if m and (p / "trainer_state.json").is_file() and (best is None or int(m.group(1)) > best[0]):
+                best = (int(m.group(1)), p)
+    return best[1] if best else None
+
+
+def fetch_checkpoint(storage: Storage, prefix: S3Uri, folder: Path) -> Path | None:
+    """Download the last mirrored checkpoint (named by checkpoints/latest.json), if one exists."""
+    marker = prefix.join(LATEST)
+    if not storage.exists(marker):
+        return None
+    name = str(json.loads(storage.get_bytes(marker))["checkpoint"])
+    dest = folder / name
+    if dest.exists():
+        shutil.rmtree(dest)
+    storage.download_tree(prefix.join(name + "/"), dest, allow_object=False)
+    log.info("fetched checkpoint %s from %s", name, prefix)
+    return dest
+
+
+def mirror_checkpoint(storage: Storage, ckpt: Path, prefix: S3Uri) -> None:
+    for f in sorted(p for p in ckpt.rglob("*") if p.is_file()):
+        storage.upload(f, prefix.join(f"{ckpt.name}/{f.relative_to(ckpt).as_posix()}"))
+    storage.put_bytes(json.dumps({"checkpoint": ckpt.name}).encode(), prefix.join(LATEST))
+    log.info("mirrored %s to %s", ckpt.name, prefix)
+
+
+def make_callbacks(storage: Storage | None, prefix: S3Uri | None) -> list[Any]:
+    from transformers import TrainerCallback
+
+    class MirrorCheckpoints(TrainerCallback):  # type: ignore[misc]
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if storage is None or prefix is None:
+                return
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                mirror_checkpoint(storage, ckpt, prefix)
+
+    class StopOnSigterm(TrainerCallback):  # type: ignore[misc]
+        """On SIGTERM: save (and so mirror) a checkpoint at the end of the current step, then stop."""
+
+        def __init__(self) -> None:
+            self.requested = False
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            def handler(signum: int, frame: FrameType | None) -> None:
+                log.warning("received SIGTERM: saving a checkpoint and stopping")
+                self.requested = True
+
+            with contextlib.suppress(ValueError):  # not the main thread
+                signal.signal(signal.SIGTERM, handler)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.requested:
+                control.should_save = True
+                control.should_training_stop = True
+
+    return [MirrorCheckpoints(), StopOnSigterm()]
+
+
+@dataclass
+class TrainStats:
+    seconds: float
+    steps: int
+    samples: int
+    samples_per_second: float
+    precision: str
+    resumed_from_step: int
+    final_loss: float | None
+    interrupted: bool
+
+
+def train(
+    model: Any,
+    dataset: Any,
+    spec: TrainingSpec,
+    fmt: DataFormat,
+    work_dir: Path,
+    *,
+    storage: Storage | None = None,
+    checkpoint_prefix: S3Uri | None = None,
+    callbacks: Sequence[Any] = (),
+    max_steps: int = -1,
+    num_workers: int = 0,
+) -> TrainStats:
+    """Train ``model`` in place; resume from a local or mirrored checkpoint when one exists."""
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    check_loss_fits(fmt, spec.loss)
+    cuda = torch.cuda.is_available()
+    precision = pick_precision(spec.precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    full_dim = int(get())
+    loss = build_loss(model, spec, full_dim)
+    if spec.loss in IN_BATCH_NEGATIVE_LOSSES:
+        sampler = BatchSamplers.NO_DUPLICATES
+    elif fmt is DataFormat.LABELED_TEXTS:
+        sampler = BatchSamplers.GROUP_BY_LABEL
+    else:
+        sampler = BatchSamplers.BATCH_SAMPLER
+    out = work_dir / "checkpoints"
+    out.mkdir(parents=True, exist_ok=True)
+    resume = local_checkpoint(out)
+    if resume is None and storage is not None and checkpoint_prefix is not None:
+        resume = fetch_checkpoint(storage, checkpoint_prefix, out)
+    resumed_step = 0
+    if resume is not None:
+        resumed_step = int(json.loads((resume / "trainer_state.json").read_text())["global_step"])
+        log.info("resuming from %s (step %d)", resume.name, resumed_step)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=spec.epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        warmup_steps=spec.warmup_ratio,  # a float below 1 is a ratio in transformers 5
+        lr_scheduler_type=spec.scheduler,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        tf32=True if cuda and precision != "fp32" else None,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        batch_sampler=sampler,
+        eval_strategy="no",
+        save_strategy="steps",
+        save_steps=spec.checkpoint_steps,
+        save_total_limit=2,
+        logging_steps=max(1, min(50, spec.checkpoint_steps // 5)),
+        report_to="none",
+        dataloader_num_workers=num_workers,
+        disable_tqdm=not sys.stderr.isatty(),
+    )
+    stopper = None
+    own = make_callbacks(storage, checkpoint_prefix)
+    stopper = own[1]
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[*own, *callbacks]
+    )
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - t0
+    steps = int(trainer.state.global_step)
+    samples = (steps - resumed_step) * spec.batch_size
+    losses_seen = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return TrainStats(
+        seconds=seconds,
+        steps=steps,
+        samples=samples,
+        samples_per_second=samples / seconds if seconds > 0 else 0.0,
+        precision=precision,
+        resumed_from_step=resumed_step,
+        final_loss=float(losses_seen[-1]) if losses_seen else float(getattr(result, "training_loss", 0.0) or 0.0),
+        interrupted=bool(getattr(stopper, "requested", False)),
+    )
