@@ -49,7 +49,8 @@ async def reconcile_resource(namespace: str, name: str, memo: kopf.Memo, setting
 
 async def on_resource(**kw: Any) -> None:
     """The resource appeared, changed its spec, or the operator (re)started."""
-    await reconcile_resource(kw["namespace"], kw["name"], kw["memo"], kw["settings"], kw["logger"])
+    memo = kw["memo"]
+    await reconcile_resource(kw["namespace"], kw["name"], memo, memo["kopf_settings"], kw["logger"])
 
 
 async def on_resource_event(**kw: Any) -> None:
@@ -61,7 +62,8 @@ async def on_resource_event(**kw: Any) -> None:
 
 async def on_child_event(**kw: Any) -> None:
     """A Job or Pod of a run changed: reconcile its resource (retried a few times on transient errors)."""
-    namespace, labels, memo, settings, logger = kw["namespace"], kw["labels"], kw["memo"], kw["settings"], kw["logger"]
+    namespace, labels, memo, logger = kw["namespace"], kw["labels"], kw["memo"], kw["logger"]
+    settings = memo["kopf_settings"]
     owner = labels.get(contract.LABEL_NAME)
     if not owner or labels.get(contract.LABEL_MANAGED_BY) != contract.MANAGED_BY:
         return  # kopf filters by labels too; servers may ignore selectors, so check again here
@@ -90,6 +92,7 @@ async def on_startup(**kw: Any) -> None:
     memo, settings = kw["memo"], kw["settings"]
     reconciler: Reconciler = memo["reconciler"]
     configure(settings, log_level=reconciler.settings.log_level)
+    memo["kopf_settings"] = settings  # resource handlers get no settings kwarg; the API client needs them
     port = memo.get("metrics_port", reconciler.settings.metrics_port)
     if port is not None:
         memo["metrics_runner"] = await reconciler.metrics.start_server(memo.get("metrics_host", "0.0.0.0"), port)
