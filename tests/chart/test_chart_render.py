@@ -273,3 +273,13 @@ def test_notes_give_the_next_steps() -> None:
         assert step in notes, step
     assert "team-a, team-b" in notes
     assert "-n team-a apply" in notes
+
+
+def test_every_template_renders_in_some_scenario() -> None:
+    rendered: set[str] = set()
+    for scenario in SCENARIOS:
+        for path, text in scenario_files(scenario).items():
+            if re.search(r"(?m)^kind: ", text):
+                rendered.add(path.rsplit("/", 1)[-1])
+    templates = {p.name for p in (CHART_DIR / "templates").glob("*.yaml")}
+    assert templates - rendered == set()
