@@ -283,3 +283,19 @@ def test_every_template_renders_in_some_scenario() -> None:
                 rendered.add(path.rsplit("/", 1)[-1])
     templates = {p.name for p in (CHART_DIR / "templates").glob("*.yaml")}
     assert templates - rendered == set()
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_the_operator_accepts_the_settings_the_chart_gives_it(scenario: str) -> None:
+    """Seam: the Deployment's env parses with the operator's own Settings, to the values the chart meant."""
+    from eft_operator.config import Settings
+
+    values = SCENARIOS[scenario]
+    env = env_of(one(scenario_objects(scenario), "Deployment"))
+    settings = Settings.from_env(env)
+    assert settings.watch_namespaces == tuple(values.get("watchNamespaces", ()))
+    assert settings.clusterwide == (values.get("rbac", {}).get("scope", "cluster") == "cluster")
+    peered = values.get("replicaCount", 1) > 1 or values.get("peering", {}).get("enabled", False)
+    assert settings.standalone is not peered
+    assert settings.default_queue_name == (values.get("kueue", {}).get("defaultQueueName") or None)
+    assert settings.trainer_image == env["EFT_TRAINER_IMAGE"]
