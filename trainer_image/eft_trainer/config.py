@@ -19,7 +19,9 @@ def load_run_config(path: str | os.PathLike[str] | None = None) -> RunConfig:
     try:
         text = where.read_text(encoding="utf-8")
     except OSError as exc:
-        raise InvalidSpecError(f"cannot read the run config {where}: {exc.strerror or exc} (set {RUN_CONFIG_ENV})") from None
+        raise InvalidSpecError(
+            f"cannot read the run config {where}: {exc.strerror or exc} (set {RUN_CONFIG_ENV})"
+        ) from None
     try:
         return RunConfig.from_json(text)
     except ValidationError as exc:

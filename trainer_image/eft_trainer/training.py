@@ -250,7 +250,7 @@ def train(
         save_strategy="steps",
         save_steps=spec.checkpoint_steps,
         save_total_limit=2,
-        logging_steps=max(1, min(50, spec.checkpoint_steps // 5)),
+        logging_steps=10,
         report_to="none",
         dataloader_num_workers=num_workers,
         disable_tqdm=not sys.stderr.isatty(),

@@ -1,0 +1,192 @@
+"""Preflight, cleaning, splitting, leakage and evaluation-set building (pure, by tables)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eft_api.spec import Columns, DataFormat, EvalData
+from eft_trainer import data as D
+from eft_trainer.errors import InvalidCorpus
+
+
+def write(tmp: Path, name: str, content: bytes) -> Path:
+    p = tmp / name
+    p.write_bytes(content)
+    return p
+
+
+def test_jsonl_tolerates_bom_and_crlf(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        "a.jsonl",
+        b'\xef\xbb\xbf{"anchor": "q", "positive": "p"}\r\n\r\n{"anchor": "q2", "positive": "p2"}\r\n',
+    )
+    rows = D.read_files([p], "jsonl", tmp_path)
+    assert [r.data["anchor"] for r in rows] == ["q", "q2"]
+    assert [r.line for r in rows] == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"anchor": "q", "positive": "p"}\n{"anchor": "q2", \n', "bad.jsonl:2: not valid JSON"),
+        (b'{"anchor": "q", "positive": "p"}\n{"anchor": "\xff\xfe", "positive": "p"}\n', "bad.jsonl:2: invalid UTF-8"),
+        (b'["a", "b"]\n', "bad.jsonl:1: expected a JSON object"),
+        (b"", "the corpus is empty"),
+        (b"\n\n", "the corpus is empty"),
+    ],
+)
+def test_malformed_files_name_file_and_line(tmp_path: Path, content: bytes, expected: str) -> None:
+    p = write(tmp_path, "bad.jsonl", content)
+    with pytest.raises(InvalidCorpus, match=expected.replace(".", r"\.")):
+        D.read_files([p], "jsonl", tmp_path)
+
+
+def test_huge_line_is_refused(tmp_path: Path) -> None:
+    big = json.dumps({"anchor": "q", "positive": "x" * (D.MAX_LINE_BYTES + 10)}).encode() + b"\n"
+    p = write(tmp_path, "big.jsonl", b'{"anchor": "a", "positive": "b"}\n' + big)
+    with pytest.raises(InvalidCorpus, match=r"big\.jsonl:2: line is"):
+        D.read_files([p], "jsonl", tmp_path)
+
+
+def test_csv_and_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    c = write(tmp_path, "a.csv", b"question,answer\r\nq1,p1\r\nq2,p2\r\n")
+    rows = D.read_files([c], "csv", tmp_path)
+    assert [(r.data["question"], r.line) for r in rows] == [("q1", 2), ("q2", 3)]
+    pq.write_table(pa.table({"anchor": ["a", "b"], "positive": ["c", "d"]}), tmp_path / "x.parquet")
+    rows = D.read_files([tmp_path / "x.parquet"], "parquet", tmp_path)
+    assert [r.data["positive"] for r in rows] == ["c", "d"]
+    bad = write(tmp_path, "b.csv", b"question,answer\nq1,\xff\n")
+    with pytest.raises(InvalidCorpus, match=r"b\.csv:2: invalid UTF-8"):
+        D.read_files([bad], "csv", tmp_path)
+
+
+def rows(*records: dict[str, object]) -> list[D.Row]:
+    return [D.Row(dict(r), "f.jsonl", i + 1) for i, r in enumerate(records)]
+
+
+@pytest.mark.parametrize(
+    ("records", "fmt", "cols", "expected"),
+    [
+        ([{"q": "a"}], DataFormat.PAIRS, Columns(anchor="q", positive="p"), "f.jsonl:1: missing column(s) p"),
+        ([{"q": "a", "p": "  "}], DataFormat.PAIRS, Columns(anchor="q", positive="p"), "f.jsonl:1: column p is empty"),
+        ([{"q": "a", "p": 3}], DataFormat.PAIRS, Columns(anchor="q", positive="p"), "column p must be text"),
+        (
+            [{"text1": "a", "text2": "b", "score": "high"}],
+            DataFormat.SCORED_PAIRS,
+            Columns(),
+            "column score must be a number",
+        ),
+        ([{"text": "a", "label": ""}], DataFormat.LABELED_TEXTS, Columns(), "(label) is empty"),
+    ],
+)
+def test_row_checks(records: list[dict[str, object]], fmt: DataFormat, cols: Columns, expected: str) -> None:
+    with pytest.raises(InvalidCorpus) as info:
+        D.map_and_check(rows(*records), fmt, cols)
+    assert expected in str(info.value)
+
+
+def test_mapping_and_dedup() -> None:
+    recs = D.map_and_check(
+        rows(
+            {"question": "a", "answer": "x"},
+            {"question": "a", "answer": "x"},
+            {"question": "b", "answer": "b "},
+            {"question": "c", "answer": "y"},
+        ),
+        DataFormat.PAIRS,
+        Columns(anchor="question", positive="answer"),
+    )
+    kept, stats = D.drop_duplicates(recs, DataFormat.PAIRS)
+    assert kept == [{"anchor": "a", "positive": "x"}, {"anchor": "c", "positive": "y"}]
+    assert (stats.rows_read, stats.duplicates_dropped, stats.same_text_dropped, stats.rows_kept) == (4, 1, 1, 2)
+
+
+def test_triplet_columns_map_negatives() -> None:
+    recs = D.map_and_check(
+        rows({"q": "a", "r": "b", "n1": "c", "n2": "d"}),
+        DataFormat.TRIPLETS,
+        Columns(anchor="q", positive="r", negatives=["n1", "n2"]),
+    )
+    assert recs == [{"anchor": "a", "positive": "b", "negative_1": "c", "negative_2": "d"}]
+
+
+def test_split_keeps_queries_on_one_side_and_is_deterministic() -> None:
+    recs = [{"anchor": f"q{i % 40}", "positive": f"p{i}"} for i in range(100)]
+    train, ev = D.split_held_out(recs, DataFormat.PAIRS, 0.1, 42)
+    assert len({r["anchor"] for r in ev}) == 4
+    assert not {r["anchor"] for r in ev} & {r["anchor"] for r in train}
+    assert len(train) + len(ev) == 100
+    assert D.split_held_out(recs, DataFormat.PAIRS, 0.1, 42) == (train, ev)
+    with pytest.raises(InvalidCorpus):
+        D.split_held_out([{"anchor": "a", "positive": "b"}], DataFormat.PAIRS, 0.1, 1)
+
+
+def test_leakage_removed_and_counted() -> None:
+    train = [{"anchor": "a", "positive": "1"}, {"anchor": "b", "positive": "2"}, {"anchor": " a ", "positive": "3"}]
+    ev = [{"anchor": "a", "positive": "9"}]
+    kept, leaked = D.remove_leakage(train, ev, DataFormat.PAIRS)
+    assert kept == [{"anchor": "b", "positive": "2"}] and leaked == 2
+
+
+def test_ir_from_pairs_uses_training_positives_as_capped_distractors() -> None:
+    ev = [{"anchor": "q1", "positive": "p1"}, {"anchor": "q1", "positive": "p1b"}, {"anchor": "q2", "positive": "p2"}]
+    train = [{"anchor": f"t{i}", "positive": f"d{i}"} for i in range(10)] + [{"anchor": "t", "positive": "p2"}]
+    ir = D.ir_from_pairs(ev, train, EvalData(max_distractors=4))
+    assert list(ir.queries.values()) == ["q1", "q2"]
+    texts = {v: k for k, v in ir.corpus.items()}
+    assert ir.relevant[next(k for k, v in ir.queries.items() if v == "q1")] == {texts["p1"], texts["p1b"]}
+    assert len(ir.corpus) == 3 + 4 or len(ir.corpus) == 3 + 3  # p2 may be among the sampled distractors
+    assert all(t in texts for t in ("p1", "p1b", "p2"))
+
+
+def test_ir_from_triplets_adds_negatives() -> None:
+    ev = [{"anchor": "q", "positive": "p", "negative_1": "n"}]
+    ir = D.ir_from_pairs(ev, [], EvalData(max_distractors=0), negatives=True)
+    assert sorted(ir.corpus.values()) == ["n", "p"]
+
+
+def test_ir_from_scored_thresholds() -> None:
+    ev = [
+        {"sentence1": "a", "sentence2": "x", "score": 0.9},
+        {"sentence1": "b", "sentence2": "y", "score": 0.2},
+    ]
+    ir = D.ir_from_scored(ev, [], EvalData(max_distractors=0))
+    assert list(ir.queries.values()) == ["a"] and len(ir.corpus) == 2
+    ev5 = [{"sentence1": "a", "sentence2": "x", "score": 4.0}, {"sentence1": "b", "sentence2": "y", "score": 1.0}]
+    assert list(D.ir_from_scored(ev5, [], EvalData()).queries.values()) == ["a"]
+
+
+def test_ir_from_labeled_excludes_self() -> None:
+    ev = [{"text": "a", "label": 1}, {"text": "b", "label": 1}, {"text": "c", "label": 2}]
+    ir = D.ir_from_labeled(ev)
+    assert len(ir.queries) == 2  # "c" has no other text with its label
+    assert ir.relevant["q0000000"] == {"d00000001"} and ir.exclude["q0000000"] == {"d00000000"}
+
+
+def test_beir(tmp_path: Path) -> None:
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text(
+        "\n".join(json.dumps({"_id": f"d{i}", "title": "T", "text": f"doc {i}"}) for i in range(6))
+    )
+    (tmp_path / "queries.jsonl").write_text(
+        "\n".join(json.dumps({"_id": f"q{i}", "text": f"query {i}"}) for i in range(4))
+    )
+    (tmp_path / "qrels/train.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\nq1\td1\t1\nq2\td2\t0\n")
+    (tmp_path / "qrels/test.tsv").write_text("query-id\tcorpus-id\tscore\nq3\td3\t1\n")
+    b = D.read_beir(tmp_path)
+    assert b.corpus["d0"] == "T. doc 0"
+    pairs = D.beir_pairs(b, b.train_qrels)
+    assert pairs == [{"anchor": "query 0", "positive": "T. doc 0"}, {"anchor": "query 1", "positive": "T. doc 1"}]
+    assert b.test_qrels is not None
+    ir = D.ir_from_beir(b.corpus, b.queries, b.test_qrels, EvalData(max_distractors=2))
+    assert ir.relevant == {"q3": {"d3"}} and len(ir.corpus) == 3
+    (tmp_path / "qrels/train.tsv").unlink()
+    with pytest.raises(InvalidCorpus, match=r"qrels/train\.tsv"):
+        D.read_beir(tmp_path)

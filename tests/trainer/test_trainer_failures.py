@@ -1,0 +1,159 @@
+"""One test per error class of the issue's point 5: reason, exit code, speed, no secret, nothing published."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import env, keys, make_cfg, spec_dict, stdlib_pairs, upload_pairs
+
+from eft_api.contract import ExitCode, Reason, RunConfig
+from eft_api.spec import Loss
+from eft_cli.run import run_config
+from eft_trainer.local_s3 import LocalS3
+
+pytestmark = pytest.mark.slow
+
+CANARY = "canarySECRETvalue0123456789"
+
+
+@pytest.fixture(scope="module")
+def corpus_bucket(s3_server: LocalS3) -> str:
+    bucket = "e2e-failures"
+    s3_server.create_bucket(bucket)
+    upload_pairs(s3_server, bucket, stdlib_pairs(60))
+    c = s3_server.client()
+    c.put_object(Bucket=bucket, Key="corpus/empty.jsonl", Body=b"")
+    c.put_object(
+        Bucket=bucket,
+        Key="corpus/bad.jsonl",
+        Body=b'{"question": "a", "answer": "b"}\n{"question": "c", "answer": "d"}\n{"question": "e", "answer": \n',
+    )
+    c.put_object(Bucket=bucket, Key="corpus/nocol.jsonl", Body=b'{"question": "a", "text": "b"}\n')
+    return bucket
+
+
+def run(cfg: RunConfig, s3: LocalS3, creds: dict[str, str] | None = None) -> tuple[int, Any, float]:
+    t0 = time.perf_counter()
+    with env(creds or s3.env()):
+        code, msg = run_config(cfg)
+    return code, msg, time.perf_counter() - t0
+
+
+def assert_failed(
+    s3: LocalS3, bucket: str, cfg: RunConfig, code: int, msg: Any, reason: Reason, exit_: ExitCode
+) -> None:
+    assert msg is not None and msg.outcome == "Failed", msg
+    assert msg.reason == reason, msg
+    assert code == exit_
+    assert CANARY not in msg.to_json()
+    prefix = cfg.run.output_prefix.split("/", 3)[3]
+    published = [k for k in keys(s3, bucket, prefix) if "/checkpoints/" not in k] if bucket else []
+    assert published == [], published
+
+
+def test_wrong_model_id(s3_server: LocalS3, corpus_bucket: str, tmp_path: Path, model_dir: Path) -> None:
+    spec = spec_dict(corpus_bucket, s3_server.endpoint)
+    spec["model"]["base"] = "no-such-org/no-such-model"
+    cfg = make_cfg(spec, tmp_path, model_dir, name="wrong-model")
+    with env({"HF_HUB_OFFLINE": "1"}):
+        code, msg, secs = run(cfg, s3_server)
+    assert_failed(s3_server, corpus_bucket, cfg, code, msg, Reason.MODEL_NOT_FOUND, ExitCode.BAD_INPUT)
+    assert "no-such-org/no-such-model" in msg.message and secs < 30
+
+
+def test_s3_model_base_missing_prefix(s3_server: LocalS3, corpus_bucket: str, tmp_path: Path, model_dir: Path) -> None:
+    spec = spec_dict(corpus_bucket, s3_server.endpoint)
+    spec["model"]["base"] = f"s3://{corpus_bucket}/models/none/"
+    cfg = make_cfg(spec, tmp_path, model_dir, name="s3-model-missing")
+    code, msg, _ = run(cfg, s3_server)
+    assert_failed(s3_server, corpus_bucket, cfg, code, msg, Reason.MODEL_NOT_FOUND, ExitCode.BAD_INPUT)
+
+
+def test_unreachable_s3(tmp_path: Path, model_dir: Path, s3_server: LocalS3) -> None:
+    cfg = make_cfg(spec_dict("some-bucket", "http://127.0.0.1:9"), tmp_path, model_dir, name="unreachable")
+    code, msg, secs = run(cfg, s3_server)
+    assert_failed(s3_server, "", cfg, code, msg, Reason.S3_UNAVAILABLE, ExitCode.RETRYABLE)
+    assert "some-bucket" in msg.message and secs < 30
+
+
+def test_wrong_credentials(s3_server: LocalS3, corpus_bucket: str, tmp_path: Path, model_dir: Path) -> None:
+    cfg = make_cfg(spec_dict(corpus_bucket, s3_server.endpoint), tmp_path, model_dir, name="wrong-creds")
+    creds = {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": CANARY}
+    code, msg, secs = run(cfg, s3_server, creds)
+    assert_failed(s3_server, corpus_bucket, cfg, code, msg, Reason.S3_ACCESS_DENIED, ExitCode.BAD_INPUT)
+    assert corpus_bucket in msg.message and secs < 30
+    assert s3_server.access_key not in msg.message
+
+
+def test_missing_bucket(s3_server: LocalS3, tmp_path: Path, model_dir: Path) -> None:
+    cfg = make_cfg(spec_dict("no-such-bucket-x", s3_server.endpoint), tmp_path, model_dir, name="no-bucket")
+    code, msg, _ = run(cfg, s3_server)
+    assert_failed(s3_server, "", cfg, code, msg, Reason.S3_NOT_FOUND, ExitCode.BAD_INPUT)
+    assert "no-such-bucket-x" in msg.message
+
+
+def test_missing_key(s3_server: LocalS3, corpus_bucket: str, tmp_path: Path, model_dir: Path) -> None:
+    spec = spec_dict(corpus_bucket, s3_server.endpoint)
+    spec["data"]["train"]["uri"] = f"s3://{corpus_bucket}/corpus/absent.jsonl"
+    cfg = make_cfg(spec, tmp_path, model_dir, name="no-key")
+    code, msg, _ = run(cfg, s3_server)
+    assert_failed(s3_server, corpus_bucket, cfg, code, msg, Reason.S3_NOT_FOUND, ExitCode.BAD_INPUT)
+    assert "corpus/absent.jsonl" in msg.message
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("corpus/empty.jsonl", "the corpus is empty"),
+        ("corpus/bad.jsonl", "bad.jsonl:3: not valid JSON"),
+        ("corpus/nocol.jsonl", "nocol.jsonl:1: missing column(s) answer"),
+    ],
+)
+def test_bad_corpus(
+    s3_server: LocalS3, corpus_bucket: str, tmp_path: Path, model_dir: Path, key: str, expected: str
+) -> None:
+    spec = spec_dict(corpus_bucket, s3_server.endpoint)
+    spec["data"]["train"]["uri"] = f"s3://{corpus_bucket}/{key}"
+    cfg = make_cfg(spec, tmp_path, model_dir, name="bad-corpus")
+    code, msg, secs = run(cfg, s3_server)
+    assert_failed(s3_server, corpus_bucket, cfg, code, msg, Reason.INVALID_CORPUS, ExitCode.BAD_INPUT)
+    assert expected in msg.message and secs < 30
+
+
+def test_loss_format_mismatch_caught_by_the_trainer(
+    s3_server: LocalS3, corpus_bucket: str, tmp_path: Path, model_dir: Path
+) -> None:
+    """A run config that bypassed the API's validation still fails on the trainer's own guard."""
+    from eft_trainer.entrypoint import failure, run_job
+
+    cfg = make_cfg(spec_dict(corpus_bucket, s3_server.endpoint), tmp_path, model_dir, name="mismatch")
+    bad_training = cfg.spec.training.model_copy(update={"loss": Loss.COSENT})
+    cfg = cfg.model_copy(update={"spec": cfg.spec.model_copy(update={"training": bad_training})})
+    t0 = time.perf_counter()
+    with env(s3_server.env()), pytest.raises(Exception) as info:
+        run_job(cfg)
+    msg = failure(info.value, cfg.run.run_id)
+    assert msg.reason == Reason.LOSS_FORMAT_MISMATCH and "CoSENT" in msg.message
+    assert time.perf_counter() - t0 < 10
+    # Through the file path, the run config loader refuses it first (InvalidSpec, same exit class).
+    code, msg2, _ = run(cfg, s3_server)
+    assert_failed(s3_server, corpus_bucket, cfg, code, msg2, Reason.INVALID_SPEC, ExitCode.BAD_INPUT)
+
+
+def test_gpu_out_of_memory(
+    s3_server: LocalS3, corpus_bucket: str, tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eft_trainer import entrypoint
+
+    def oom(*a: Any, **kw: Any) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+
+    monkeypatch.setattr(entrypoint, "train_model", oom)
+    cfg = make_cfg(spec_dict(corpus_bucket, s3_server.endpoint), tmp_path, model_dir, name="oom")
+    code, msg, _ = run(cfg, s3_server)
+    assert_failed(s3_server, corpus_bucket, cfg, code, msg, Reason.OOM, ExitCode.OUT_OF_MEMORY)
+    assert "batchSize" in msg.message
