@@ -110,6 +110,100 @@ def to_dataset(records: Sequence[dict[str, Any]], fmt: DataFormat, loss: Loss) -
     return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in cols + negs})
 
 
+# ---------------------------------------------------------------- batching
+
+
+def group_batches(
+    texts: Sequence[tuple[str, ...]], batch_size: int, order: Sequence[int], mega: int = 8, drop_last: bool = False
+) -> list[list[int]]:
+    """Batches with no repeated text (so in-batch negatives are real negatives), of similar lengths.
+
+    ``order`` (a random permutation) is cut into mega-batches of ``mega * batch_size``; each is sorted by
+    total text length, so a batch pads to a similar length (less wasted compute), then filled greedily
+    skipping rows whose text is already in the batch (they move on to the next mega-batch). Pure.
+    """
+    lengths = [sum(len(t) for t in row) for row in texts]
+    batches: list[list[int]] = []
+    carry: list[int] = []
+    step = batch_size * mega
+    for start in range(0, len(order), step):
+        chunk = sorted([*carry, *order[start : start + step]], key=lambda i: lengths[i])
+        carry = []
+        batch: list[int] = []
+        seen: set[str] = set()
+        for i in chunk:
+            if any(t in seen for t in texts[i]):
+                carry.append(i)
+                continue
+            batch.append(i)
+            seen.update(texts[i])
+            if len(batch) == batch_size:
+                batches.append(batch)
+                batch, seen = [], set()
+        carry = batch + carry
+    # The tail: pack what is left; a row whose text repeats in every open batch is left out of this epoch.
+    while carry:
+        batch, seen, rest = [], set(), []
+        for i in carry:
+            if len(batch) < batch_size and not any(t in seen for t in texts[i]):
+                batch.append(i)
+                seen.update(texts[i])
+            else:
+                rest.append(i)
+        if len(batch) == batch_size or not drop_last:
+            batches.append(batch)
+        if len(rest) == len(carry):
+            break
+        carry = rest
+    return batches
+
+
+def length_grouped_sampler_class() -> Any:
+    """A no-duplicates batch sampler that groups rows of similar length (see :func:`group_batches`)."""
+    import torch
+    from sentence_transformers.base.sampler import DefaultBatchSampler
+
+    class LengthGroupedNoDuplicatesBatchSampler(DefaultBatchSampler):  # type: ignore[misc]
+        def __init__(
+            self,
+            dataset: Any,
+            batch_size: int,
+            drop_last: bool,
+            valid_label_columns: list[str] | None = None,
+            generator: Any = None,
+            seed: int = 0,
+            **kwargs: Any,
+        ) -> None:
+            super().__init__(
+                dataset,
+                batch_size=batch_size,
+                drop_last=drop_last,
+                valid_label_columns=valid_label_columns,
+                generator=generator,
+                seed=seed,
+            )
+            cols = [c for c in dataset.column_names if c not in set(valid_label_columns or [])]
+            data = dataset.select_columns(cols).to_dict()
+            self.texts = [tuple(str(data[c][i]) for c in cols) for i in range(len(dataset))]
+
+        def _batches(self) -> list[list[int]]:
+            g = torch.Generator()
+            g.manual_seed(int(self.seed) + int(getattr(self, "epoch", 0)))
+            order = torch.randperm(len(self.texts), generator=g).tolist()
+            batches = group_batches(self.texts, self.batch_size, order, drop_last=self.drop_last)
+            shuffle = torch.randperm(len(batches), generator=g).tolist()
+            return [batches[j] for j in shuffle]
+
+        def __iter__(self) -> Any:
+            yield from self._batches()
+
+        def __len__(self) -> int:
+            n = len(self.texts)
+            return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    return LengthGroupedNoDuplicatesBatchSampler
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -202,6 +296,7 @@ def train(
     callbacks: Sequence[Any] = (),
     max_steps: int = -1,
     num_workers: int = 0,
+    group_by_length: bool = True,
 ) -> TrainStats:
     """Train ``model`` in place; resume from a local or mirrored checkpoint when one exists."""
     import torch
@@ -217,8 +312,9 @@ def train(
     get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     full_dim = int(get())
     loss = build_loss(model, spec, full_dim)
+    sampler: Any
     if spec.loss in IN_BATCH_NEGATIVE_LOSSES:
-        sampler = BatchSamplers.NO_DUPLICATES
+        sampler = length_grouped_sampler_class() if group_by_length else BatchSamplers.NO_DUPLICATES
     elif fmt is DataFormat.LABELED_TEXTS:
         sampler = BatchSamplers.GROUP_BY_LABEL
     else:
@@ -258,9 +354,13 @@ def train(
     stopper = None
     own = make_callbacks(storage, checkpoint_prefix)
     stopper = own[1]
-    trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[*own, *callbacks]
-    )
+
+    class Trainer(SentenceTransformerTrainer):  # type: ignore[misc]
+        def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
+            # The published model card is ours (publish.model_card): skip the stock card's data collection.
+            return None
+
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[*own, *callbacks])
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
