@@ -73,7 +73,9 @@ class Cluster:
         return await self._call("POST", f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{NS}/{PLURAL}", doc)
 
     async def patch_eft(self, name: str, patch: dict[str, Any]) -> Any:
-        return await self._call("PATCH", f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{NS}/{PLURAL}/{name}", patch, True)
+        return await self._call(
+            "PATCH", f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{NS}/{PLURAL}/{name}", patch, True
+        )
 
     async def create_job(self, doc: dict[str, Any]) -> Any:
         return await self._call("POST", f"/apis/batch/v1/namespaces/{NS}/jobs", doc)
@@ -96,7 +98,8 @@ class Cluster:
 
     def jobs(self, owner: str | None = None) -> list[dict[str, Any]]:
         return [
-            j for j in self.objects("jobs")
+            j
+            for j in self.objects("jobs")
             if owner is None or (j["metadata"].get("labels") or {}).get("finetune.eft.dev/name") == owner
         ]
 
@@ -115,11 +118,21 @@ class Cluster:
         """Events the operator posted (kmock stores one per generateName, so read the requests)."""
         out = []
         for req in list(self.km):
-            if req.resource is not None and req.resource.plural == "events" and str(req.method).upper().endswith("POST"):
+            if (
+                req.resource is not None
+                and req.resource.plural == "events"
+                and str(req.method).upper().endswith("POST")
+            ):
                 data = req.data or {}
                 if name is None or (data.get("involvedObject") or {}).get("name") == name:
                     out.append(data)
         return out
+
+    def fetched_since(self, n: int, plural: str) -> bool:
+        return any(
+            r.resource is not None and r.resource.plural == plural and r.action == kmock_lib.action.FETCH
+            for r in list(self.km)[n:]
+        )
 
     def event_reasons(self, name: str) -> list[str]:
         return [e.get("reason") for e in self.events(name)]
@@ -142,8 +155,12 @@ class Cluster:
 def cluster(kmock: Any) -> Cluster:
     kmock.resources.load_bundled()
     kmock.resources[EFT] = kmock_lib.ResourceInfo(
-        kind=KIND, singular="embeddingfinetune", namespaced=True, shortnames={"eft"},
-        verbs={"get", "list", "watch", "create", "patch", "update", "delete"}, subresources={"status"},
+        kind=KIND,
+        singular="embeddingfinetune",
+        namespaced=True,
+        shortnames={"eft"},
+        verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
+        subresources={"status"},
     )
     return Cluster(kmock)
 
@@ -196,7 +213,7 @@ class Operator:
             return
         self.stop_flag.set()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(self.task, timeout=10)
+            await asyncio.wait_for(self.task, timeout=1.0)  # kopf idles ~5 s in workers; cancel after 1 s
         self.task = None
 
 

@@ -2,23 +2,296 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
-from conftest import NS, TEST_IMAGE, Cluster, Operator, resource
+import aiohttp
+import pytest
+from conftest import NS, PLURAL, TEST_IMAGE, Cluster, Operator, resource
+from prometheus_client.parser import text_string_to_metric_families
+
+from eft_api import contract
+from eft_operator.config import Settings
+from eft_operator.render import Owner, owner_reference
+
+
+def _pod(job: dict[str, Any], suffix: str, container: dict[str, Any], created: str) -> dict[str, Any]:
+    labels = dict(job["spec"]["template"]["metadata"]["labels"])
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{job['metadata']['name']}-{suffix}",
+            "namespace": NS,
+            "labels": labels,
+            "creationTimestamp": created,
+        },
+        "status": {"containerStatuses": [{"name": "trainer", **container}]},
+    }
+
+
+def _succeeded_message(run_id: str) -> str:
+    return contract.TerminationMessage(
+        outcome="Succeeded",
+        reason="Succeeded",
+        run_id=run_id,
+        headline=contract.Headline(primary_metric="ndcg@10", dimension=384, base=0.531, finetuned=0.590, gain=0.059),
+        artifacts=contract.Artifacts(model="s3://bucket/runs/ml/demo/x/model/", report="s3://r", manifest="s3://m"),
+    ).to_json()
+
+
+async def _created(cluster: Cluster, name: str, uid: str, **spec: Any) -> dict[str, Any]:
+    await cluster.create(resource(name, uid=uid, **spec))
+    jobs = await cluster.wait(lambda: cluster.jobs(name), what=f"the Job of {name}")
+    await cluster.wait(lambda: cluster.condition(name, "Reconciling").get("reason") == "JobCreated", what="JobCreated")
+    return dict(jobs[0])
 
 
 async def test_create_makes_configmap_and_job_with_owner(cluster: Cluster, operator: Operator) -> None:
-    doc = resource("demo", uid="uid-demo")
-    await cluster.create(doc)
-    jobs = await cluster.wait(lambda: cluster.jobs("demo"), what="the Job")
-    job = jobs[0]
-    assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-demo"
-    assert job["metadata"]["ownerReferences"][0]["controller"] is True
+    job = await _created(cluster, "demo", "uid-demo")
+    ref = job["metadata"]["ownerReferences"][0]
+    assert (ref["uid"], ref["controller"], ref["blockOwnerDeletion"]) == ("uid-demo", True, True)
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == TEST_IMAGE
     cms = [c for c in cluster.objects("configmaps") if c["metadata"]["name"] == job["metadata"]["name"]]
     assert cms and cms[0]["metadata"]["ownerReferences"][0]["uid"] == "uid-demo"
-    await cluster.wait(lambda: cluster.condition("demo", "Reconciling").get("reason") == "JobCreated")
+    config = contract.RunConfig.from_json(cms[0]["data"][contract.RUN_CONFIG_KEY])
+    assert config.run.uid == "uid-demo" and config.run.generation == 1
     st: Any = cluster.eft("demo")["status"]
     assert st["observedGeneration"] == 1 and st["currentRun"]["jobName"] == job["metadata"]["name"]
+    assert cluster.condition("demo", "Ready")["status"] == "False"
+    assert "kopf" not in st  # kopf keeps its state in annotations, not in our status
+    assert not cluster.eft("demo")["metadata"].get("finalizers")  # no finalizer: owner references suffice
     await cluster.wait(lambda: "RunCreated" in cluster.event_reasons("demo"), what="RunCreated")
-    assert NS
+
+
+async def test_running_then_succeeded_records_history_results_and_events(cluster: Cluster, operator: Operator) -> None:
+    job = await _created(cluster, "demo", "uid-1")
+    jname, rid = job["metadata"]["name"], job["metadata"]["labels"][contract.LABEL_RUN]
+    await cluster.create_pod(_pod(job, "a", {"state": {"running": {}}}, "2026-01-01T00:00:01Z"))
+    await cluster.wait(lambda: cluster.condition("demo", "Reconciling").get("reason") == "Running", what="Running")
+    ltt = cluster.condition("demo", "Ready")["lastTransitionTime"]
+    term = {"terminated": {"exitCode": 0, "reason": "Completed", "message": _succeeded_message(rid)}}
+    await cluster.patch_pod(f"{jname}-a", {"status": {"containerStatuses": [{"name": "trainer", "state": term}]}})
+    await cluster.patch_job(
+        jname,
+        {"status": {"conditions": [{"type": "Complete", "status": "True"}], "completionTime": "2026-01-01T01:00:00Z"}},
+    )
+    await cluster.wait(lambda: cluster.condition("demo", "Ready").get("status") == "True", what="Ready")
+    st: Any = cluster.eft("demo")["status"]
+    assert st["results"] == {
+        "runId": rid,
+        "primaryMetric": "ndcg@10",
+        "dimension": 384,
+        "base": 0.531,
+        "finetuned": 0.59,
+        "gain": 0.059,
+    }
+    assert st["artifacts"]["model"].endswith("/model/")
+    assert [r["phase"] for r in st["runs"]] == ["Succeeded"] and st["runs"][0]["finetuned"] == 0.59
+    assert cluster.condition("demo", "Stalled")["status"] == "False"
+    assert cluster.condition("demo", "Ready")["lastTransitionTime"] >= ltt
+    reasons = await cluster.wait(
+        lambda: (r := cluster.event_reasons("demo")) and "RunSucceeded" in r and r, what="RunSucceeded"
+    )
+    assert reasons.index("RunCreated") < reasons.index("RunStarted") < reasons.index("RunSucceeded")
+    msg = next(e["message"] for e in cluster.events("demo") if e["reason"] == "RunSucceeded")
+    assert "ndcg@10 0.531 -> 0.590 (+0.059) at 384 dims" in msg
+    # Nothing changes when nothing happened: one more Job event leaves status as it was.
+    before = json.dumps(cluster.eft("demo")["status"], sort_keys=True)
+    n = len(list(cluster.km))
+    await cluster.patch_job(jname, {"metadata": {"annotations": {"touch": "1"}}})
+    await cluster.wait(lambda: cluster.fetched_since(n, PLURAL), what="the operator to look")
+    await asyncio.sleep(0.2)
+    assert json.dumps(cluster.eft("demo")["status"], sort_keys=True) == before
+
+
+FAILURES = [
+    (
+        "termination message",
+        {
+            "terminated": {
+                "exitCode": 2,
+                "reason": "Error",
+                "message": contract.TerminationMessage(
+                    outcome="Failed", reason="InvalidCorpus", message="s3://bucket/pairs.jsonl line 3: bad JSON"
+                ).to_json(),
+            }
+        },
+        "Failed",
+        "InvalidCorpus",
+        "line 3",
+    ),
+    ("oom", {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}, "Failed", "OOMKilled", "memory limit (6Gi)"),
+    ("deadline", None, "DeadlineExceeded", "DeadlineExceeded", "activeDeadlineSeconds"),
+    (
+        "backoff",
+        {"terminated": {"exitCode": 1, "reason": "Error"}},
+        "BackoffLimitExceeded",
+        "BackoffLimitExceeded",
+        "retries",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "state", "job_reason", "reason", "text"), FAILURES, ids=[f[0] for f in FAILURES])
+async def test_failures_give_stalled_with_reason(
+    cluster: Cluster, operator: Operator, case: str, state: Any, job_reason: str, reason: str, text: str
+) -> None:
+    job = await _created(cluster, "demo", f"uid-{case}")
+    jname = job["metadata"]["name"]
+    if state is not None:
+        await cluster.create_pod(_pod(job, "a", {"state": state}, "2026-01-01T00:00:01Z"))
+    await cluster.patch_job(
+        jname, {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": job_reason}]}}
+    )
+    await cluster.wait(lambda: cluster.condition("demo", "Stalled").get("reason") == reason, what=reason)
+    assert cluster.condition("demo", "Stalled")["status"] == "True"
+    assert text in cluster.condition("demo", "Stalled")["message"]
+    st: Any = cluster.eft("demo")["status"]
+    assert st["runs"][0]["phase"] == "Failed" and st["runs"][0]["reason"] == reason
+    await cluster.wait(lambda: "RunFailed" in cluster.event_reasons("demo"), what="RunFailed")
+    assert any(reason in e["message"] for e in cluster.events("demo") if e["reason"] == "RunFailed")
+
+
+async def test_missing_secret_stalls_until_it_exists(cluster: Cluster, operator: Operator) -> None:
+    job = await _created(cluster, "demo", "uid-s")
+    waiting = {"reason": "CreateContainerConfigError", "message": 'secret "s3-credentials" not found'}
+    await cluster.create_pod(_pod(job, "a", {"state": {"waiting": waiting}}, "2026-01-01T00:00:01Z"))
+    await cluster.wait(lambda: cluster.condition("demo", "Stalled").get("reason") == "SecretNotFound")
+    await cluster.patch_pod(
+        f"{job['metadata']['name']}-a",
+        {"status": {"containerStatuses": [{"name": "trainer", "state": {"running": {}}}]}},
+    )
+    await cluster.wait(lambda: cluster.condition("demo", "Stalled").get("status") == "False", what="unstalled")
+    assert cluster.condition("demo", "Reconciling")["reason"] == "Running"
+
+
+async def test_spec_change_supersedes_running_run(cluster: Cluster, operator: Operator) -> None:
+    job1 = await _created(cluster, "demo", "uid-g")
+    await cluster.patch_eft("demo", {"metadata": {"generation": 2}, "spec": {"training": {"epochs": 2}}})
+    await cluster.wait(
+        lambda: (
+            len(cluster.jobs("demo")) == 1 and cluster.jobs("demo")[0]["metadata"]["name"] != job1["metadata"]["name"]
+        ),
+        what="the new Job only",
+    )
+    st: Any = await cluster.wait(
+        lambda: (s := cluster.eft("demo")["status"]) and s["currentRun"]["generation"] == 2 and s
+    )
+    assert st["observedGeneration"] == 2
+    assert st["runs"][0]["phase"] == "Superseded" and st["runs"][0]["generation"] == 1
+    await cluster.wait(lambda: "RunSuperseded" in cluster.event_reasons("demo"), what="RunSuperseded")
+    # Metadata alone starts nothing.
+    n = len(list(cluster.km))
+    await cluster.patch_eft("demo", {"metadata": {"labels": {"team": "a"}}})
+    await asyncio.sleep(0.5)
+    assert len(cluster.jobs("demo")) == 1
+
+
+async def test_invalid_spec_gives_condition_and_no_job(cluster: Cluster, operator: Operator) -> None:
+    doc = resource("bad", uid="uid-bad")
+    doc["spec"]["training"] = {"loss": "CoSENT"}
+    await cluster.create(doc)
+    cond = await cluster.wait(lambda: (c := cluster.condition("bad", "Stalled")) and c, what="Stalled")
+    assert cond["reason"] == "InvalidSpec" and "spec.training.loss" in cond["message"]
+    assert cluster.jobs("bad") == []
+    await cluster.wait(lambda: "InvalidSpec" in cluster.event_reasons("bad"))
+
+
+async def test_conflict_with_own_child_is_adopted_and_foreign_child_is_not(
+    cluster: Cluster, operator: Operator
+) -> None:
+    # Ours already there (the operator died after creating it): read back, no second Job.
+    mine = Owner(NS, "mine", "uid-mine", 1)
+    await cluster.create_job(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": mine.child_name,
+                "namespace": NS,
+                "ownerReferences": [owner_reference(mine)],
+                "labels": {
+                    contract.LABEL_NAME: "mine",
+                    contract.LABEL_RUN: mine.run_id,
+                    contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
+                },
+            },
+            "spec": {"suspend": False},
+        }
+    )
+    await cluster.create(resource("mine", uid="uid-mine"))
+    await cluster.wait(lambda: cluster.condition("mine", "Reconciling").get("reason") == "JobCreated")
+    assert len(cluster.jobs("mine")) == 1
+    # Someone else's Job under our name: never adopted; a condition says so.
+    other = Owner(NS, "theirs", "uid-theirs", 1)
+    foreign = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": other.child_name,
+            "namespace": NS,
+            "ownerReferences": [{**owner_reference(other), "uid": "someone-else", "name": "x"}],
+        },
+        "spec": {},
+    }
+    await cluster.create_job(foreign)
+    await cluster.create(resource("theirs", uid="uid-theirs"))
+    cond = await cluster.wait(lambda: (c := cluster.condition("theirs", "Stalled")) and c, what="conflict")
+    assert cond["reason"] == "ChildNameConflict" and "someone-else" in cond["message"]
+    job = next(j for j in cluster.objects("jobs") if j["metadata"]["name"] == other.child_name)
+    assert [r["uid"] for r in job["metadata"]["ownerReferences"]] == ["someone-else"]
+
+
+async def test_restart_mid_run_keeps_one_job_and_converges(cluster: Cluster, operator: Operator) -> None:
+    job = await _created(cluster, "demo", "uid-r")
+    await operator.stop()
+    await cluster.create_pod(_pod(job, "a", {"state": {"running": {}}}, "2026-01-01T00:00:01Z"))
+    await operator.start()
+    await cluster.wait(lambda: cluster.condition("demo", "Reconciling").get("reason") == "Running", what="Running")
+    assert [j["metadata"]["name"] for j in cluster.jobs("demo")] == [job["metadata"]["name"]]
+    posts = [
+        r
+        for r in list(cluster.km)
+        if r.resource is not None and r.resource.plural == "jobs" and str(r.method).upper().endswith("POST")
+    ]
+    assert len(posts) == 1
+
+
+async def test_suspend_and_resume(cluster: Cluster, operator: Operator) -> None:
+    job = await _created(cluster, "demo", "uid-p")
+    jname = job["metadata"]["name"]
+    await cluster.patch_eft("demo", {"metadata": {"generation": 2}, "spec": {"runPolicy": {"suspend": True}}})
+    await cluster.wait(lambda: cluster.jobs("demo")[0]["spec"]["suspend"] is True, what="Job suspended")
+    await cluster.wait(lambda: cluster.condition("demo", "Reconciling").get("reason") == "Suspended")
+    await cluster.patch_eft("demo", {"metadata": {"generation": 3}, "spec": {"runPolicy": {"suspend": False}}})
+    await cluster.wait(lambda: cluster.jobs("demo")[0]["spec"]["suspend"] is False, what="Job resumed")
+    assert [j["metadata"]["name"] for j in cluster.jobs("demo")] == [jname]  # same run, no new Job
+    await cluster.wait(lambda: cluster.eft("demo")["status"]["observedGeneration"] == 3)
+
+
+async def test_metrics_and_health_endpoints(cluster: Cluster, operator: Operator) -> None:
+    job = await _created(cluster, "demo", "uid-m")
+    rid = job["metadata"]["labels"][contract.LABEL_RUN]
+    term = {"terminated": {"exitCode": 0, "reason": "Completed", "message": _succeeded_message(rid)}}
+    await cluster.create_pod(_pod(job, "a", {"state": term}, "2026-01-01T00:00:01Z"))
+    await cluster.patch_job(
+        job["metadata"]["name"], {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    )
+    await cluster.wait(lambda: cluster.condition("demo", "Ready").get("status") == "True")
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{operator.metrics_port}/metrics") as resp:
+            text = await resp.text()
+        async with s.get(f"http://127.0.0.1:{operator.health_port}/healthz") as resp:
+            assert resp.status == 200
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+    assert samples[("eft_reconciles_total", (("result", "success"),))] >= 2
+    assert samples[("eft_runs", (("phase", "Succeeded"),))] == 1
+    assert samples[("eft_headline_metric", (("model", "finetuned"), ("name", "demo"), ("namespace", NS)))] == 0.59
+    assert samples[("eft_reconcile_duration_seconds_count", ())] >= 2
+    assert Settings().metrics_port == 8080
