@@ -158,52 +158,6 @@ def group_batches(
     return batches
 
 
-def length_grouped_sampler_class() -> Any:
-    """A no-duplicates batch sampler that groups rows of similar length (see :func:`group_batches`)."""
-    import torch
-    from sentence_transformers.base.sampler import DefaultBatchSampler
-
-    class LengthGroupedNoDuplicatesBatchSampler(DefaultBatchSampler):  # type: ignore[misc]
-        def __init__(
-            self,
-            dataset: Any,
-            batch_size: int,
-            drop_last: bool,
-            valid_label_columns: list[str] | None = None,
-            generator: Any = None,
-            seed: int = 0,
-            **kwargs: Any,
-        ) -> None:
-            super().__init__(
-                dataset,
-                batch_size=batch_size,
-                drop_last=drop_last,
-                valid_label_columns=valid_label_columns,
-                generator=generator,
-                seed=seed,
-            )
-            cols = [c for c in dataset.column_names if c not in set(valid_label_columns or [])]
-            data = dataset.select_columns(cols).to_dict()
-            self.texts = [tuple(str(data[c][i]) for c in cols) for i in range(len(dataset))]
-
-        def _batches(self) -> list[list[int]]:
-            g = torch.Generator()
-            g.manual_seed(int(self.seed) + int(getattr(self, "epoch", 0)))
-            order = torch.randperm(len(self.texts), generator=g).tolist()
-            batches = group_batches(self.texts, self.batch_size, order, drop_last=self.drop_last)
-            shuffle = torch.randperm(len(batches), generator=g).tolist()
-            return [batches[j] for j in shuffle]
-
-        def __iter__(self) -> Any:
-            yield from self._batches()
-
-        def __len__(self) -> int:
-            n = len(self.texts)
-            return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    return LengthGroupedNoDuplicatesBatchSampler
-
-
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -314,7 +268,9 @@ def train(
     loss = build_loss(model, spec, full_dim)
     sampler: Any
     if spec.loss in IN_BATCH_NEGATIVE_LOSSES:
-        sampler = length_grouped_sampler_class() if group_by_length else BatchSamplers.NO_DUPLICATES
+        from eft_trainer.sampler import LengthGroupedNoDuplicatesBatchSampler
+
+        sampler = LengthGroupedNoDuplicatesBatchSampler if group_by_length else BatchSamplers.NO_DUPLICATES
     elif fmt is DataFormat.LABELED_TEXTS:
         sampler = BatchSamplers.GROUP_BY_LABEL
     else:
@@ -349,6 +305,7 @@ def train(
         logging_steps=10,
         report_to="none",
         dataloader_num_workers=num_workers,
+        dataloader_pin_memory=cuda,
         disable_tqdm=not sys.stderr.isatty(),
     )
     stopper = None
