@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -166,7 +167,11 @@ def cluster(kmock: Any) -> Cluster:
 
 
 class Operator:
-    """A running operator (kopf's real loop over the real handlers) logged in to kmock."""
+    """A running operator (kopf's real loop over the real handlers) logged in to kmock.
+
+    kopf runs in its own thread and event loop, as in a real process: when kopf stops it cancels the
+    tasks it did not start, which in a shared loop would include kmock's request handlers.
+    """
 
     def __init__(self, cluster: Cluster, settings: Settings) -> None:
         self.cluster = cluster
@@ -174,29 +179,37 @@ class Operator:
         self.reconciler = Reconciler(settings)
         self.metrics_port = free_port()
         self.health_port = free_port()
-        self.task: asyncio.Task[None] | None = None
-        self.stop_flag = asyncio.Event()
+        self.thread: threading.Thread | None = None
+        self.stop_flag = threading.Event()
 
-    async def start(self) -> None:
-        url = str(self.cluster.km.url)
+    async def _main(self, url: str) -> None:
         registry = register(kopf.OperatorRegistry())
 
         def login(**_: Any) -> kopf.ConnectionInfo:
             return kopf.ConnectionInfo(server=url, insecure=True)
 
         kopf.on.login(id="kmock", registry=registry)(login)
-        self.stop_flag = asyncio.Event()
-        since = len(list(self.cluster.km))
-        self.task = asyncio.create_task(
+        task = asyncio.create_task(
             kopf.operator(
                 registry=registry,
                 memo=kopf.Memo(reconciler=self.reconciler, metrics_port=self.metrics_port, metrics_host="127.0.0.1"),
                 clusterwide=True,
                 standalone=True,
                 liveness_endpoint=f"http://127.0.0.1:{self.health_port}/healthz",
-                stop_flag=self.stop_flag,
             )
         )
+        while not self.stop_flag.is_set() and not task.done():
+            await asyncio.sleep(0.05)
+        task.cancel()  # kopf's graceful exit idles ~5 s in its workers; a cancel is as good for tests
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+    async def start(self) -> None:
+        since = len(list(self.cluster.km))
+        self.stop_flag = threading.Event()
+        url = str(self.cluster.km.url)
+        self.thread = threading.Thread(target=asyncio.run, args=(self._main(url),), daemon=True)
+        self.thread.start()
 
         def watching() -> bool:
             plurals = {
@@ -209,12 +222,11 @@ class Operator:
         await self.cluster.wait(watching, timeout=15, what="kopf's watches to open")
 
     async def stop(self) -> None:
-        if self.task is None:
+        if self.thread is None:
             return
         self.stop_flag.set()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(self.task, timeout=1.0)  # kopf idles ~5 s in workers; cancel after 1 s
-        self.task = None
+        await asyncio.to_thread(self.thread.join, 10)
+        self.thread = None
 
 
 @pytest.fixture

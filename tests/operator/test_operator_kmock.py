@@ -248,8 +248,12 @@ async def test_restart_mid_run_keeps_one_job_and_converges(cluster: Cluster, ope
     job = await _created(cluster, "demo", "uid-r")
     await operator.stop()
     await cluster.create_pod(_pod(job, "a", {"state": {"running": {}}}, "2026-01-01T00:00:01Z"))
-    await operator.start()
-    await cluster.wait(lambda: cluster.condition("demo", "Reconciling").get("reason") == "Running", what="Running")
+    again = Operator(cluster, operator.settings)  # a new process: fresh memory, fresh ports
+    await again.start()
+    try:
+        await cluster.wait(lambda: cluster.condition("demo", "Reconciling").get("reason") == "Running", what="Running")
+    finally:
+        await again.stop()
     assert [j["metadata"]["name"] for j in cluster.jobs("demo")] == [job["metadata"]["name"]]
     posts = [
         r
