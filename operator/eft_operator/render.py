@@ -231,7 +231,7 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
                             "values": sorted(int(c) for c in contract.NON_RETRYABLE_EXIT_CODES),
                         },
                     },
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                 ]
             },
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
