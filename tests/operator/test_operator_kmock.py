@@ -183,7 +183,6 @@ async def test_spec_change_supersedes_running_run(cluster: Cluster, operator: Op
     assert st["runs"][0]["phase"] == "Superseded" and st["runs"][0]["generation"] == 1
     await cluster.wait(lambda: "RunSuperseded" in cluster.event_reasons("demo"), what="RunSuperseded")
     # Metadata alone starts nothing.
-    n = len(list(cluster.km))
     await cluster.patch_eft("demo", {"metadata": {"labels": {"team": "a"}}})
     await asyncio.sleep(0.5)
     assert len(cluster.jobs("demo")) == 1

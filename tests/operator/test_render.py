@@ -94,7 +94,7 @@ def test_eft_render_cli(tmp_path: Path) -> None:
         str(REPO / "examples" / "quickstart.yaml"), image="local/t:dev", uid="u-1", generation=4, namespace="team"
     )
     assert render_file(args, out, err) == 0, err.getvalue()
-    cm, job = yaml.safe_load_all(out.getvalue())
+    _cm, job = yaml.safe_load_all(out.getvalue())
     assert job["metadata"]["name"] == contract.child_name("quickstart", contract.run_id("u-1", 4))
     assert (
         job["metadata"]["namespace"] == "team"

@@ -1,0 +1,210 @@
+"""Table tests of the pure status computation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from eft_api import contract
+from eft_operator.status import Observation, Problem, compute_status, merge_patch, observe
+
+JOB: dict[str, Any] = {
+    "metadata": {"name": "j", "labels": {}},
+    "spec": {
+        "activeDeadlineSeconds": 60,
+        "backoffLimit": 2,
+        "template": {"spec": {"containers": [{"resources": {"limits": {"memory": "6Gi"}}}]}},
+    },
+    "status": {},
+}
+
+
+def job(**status: Any) -> dict[str, Any]:
+    return {**JOB, "status": status}
+
+
+def failed(reason: str) -> dict[str, Any]:
+    return job(conditions=[{"type": "Failed", "status": "True", "reason": reason}])
+
+
+def pod(state: dict[str, Any], last: dict[str, Any] | None = None, ts: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+    cs: dict[str, Any] = {"name": "trainer", "state": state}
+    if last:
+        cs["lastState"] = last
+    return {"metadata": {"name": f"p-{ts}", "creationTimestamp": ts}, "status": {"containerStatuses": [cs]}}
+
+
+def tm(reason: str, outcome: str = "Failed") -> str:
+    return contract.TerminationMessage(outcome=outcome, reason=reason, message=f"{reason} happened").to_json()
+
+
+CASES = [
+    ("no pods yet", job(), [], "Pending", "JobCreated"),
+    ("running", job(), [pod({"running": {}})], "Running", "Running"),
+    ("ready without pods", job(ready=1), [], "Running", "Running"),
+    ("suspended", {**job(), "spec": {**JOB["spec"], "suspend": True}}, [], "Suspended", "Suspended"),
+    (
+        "queued",
+        {**job(), "metadata": {"labels": {contract.KUEUE_QUEUE_LABEL: "q"}}, "spec": {"suspend": True}},
+        [],
+        "Queued",
+        "Queued",
+    ),
+    (
+        "secret",
+        job(),
+        [pod({"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "s" not found'}})],
+        "Pending",
+        "SecretNotFound",
+    ),
+    ("image", job(), [pod({"waiting": {"reason": "ImagePullBackOff", "message": "x"}})], "Pending", "ImagePullFailed"),
+    (
+        "succeeded",
+        job(conditions=[{"type": "Complete", "status": "True"}]),
+        [pod({"terminated": {"exitCode": 0, "message": tm("Succeeded", "Succeeded")}})],
+        "Succeeded",
+        "Succeeded",
+    ),
+    (
+        "invalid corpus",
+        failed("PodFailurePolicy"),
+        [pod({"terminated": {"exitCode": 2, "message": tm("InvalidCorpus")}})],
+        "Failed",
+        "InvalidCorpus",
+    ),
+    (
+        "s3",
+        failed("BackoffLimitExceeded"),
+        [pod({"terminated": {"exitCode": 75, "message": tm("S3Unavailable")}})],
+        "Failed",
+        "S3Unavailable",
+    ),
+    (
+        "promotion",
+        failed("PodFailurePolicy"),
+        [pod({"terminated": {"exitCode": 3, "message": tm("PromotionRejected")}})],
+        "Failed",
+        "PromotionRejected",
+    ),
+    (
+        "oom state",
+        failed("BackoffLimitExceeded"),
+        [pod({"terminated": {"exitCode": 137, "reason": "OOMKilled"}})],
+        "Failed",
+        "OOMKilled",
+    ),
+    (
+        "oom lastState",
+        failed("BackoffLimitExceeded"),
+        [pod({"waiting": {}}, {"terminated": {"exitCode": 137, "reason": "OOMKilled"}})],
+        "Failed",
+        "OOMKilled",
+    ),
+    (
+        "137 is not oom",
+        failed("BackoffLimitExceeded"),
+        [pod({"terminated": {"exitCode": 137, "reason": "Error"}})],
+        "Failed",
+        "BackoffLimitExceeded",
+    ),
+    (
+        "newest pod decides",
+        failed("BackoffLimitExceeded"),
+        [
+            pod({"terminated": {"exitCode": 75, "message": tm("S3Unavailable")}}, ts="1"),
+            pod({"terminated": {"reason": "OOMKilled", "exitCode": 137}}, ts="2"),
+        ],
+        "Failed",
+        "OOMKilled",
+    ),
+    (
+        "deadline",
+        failed("DeadlineExceeded"),
+        [pod({"terminated": {"exitCode": 1, "message": tm("TrainerCrashed")}})],
+        "Failed",
+        "DeadlineExceeded",
+    ),
+    ("exit code only", failed("PodFailurePolicy"), [pod({"terminated": {"exitCode": 4}})], "Failed", "OOMKilled"),
+    ("job gone", None, [], "Failed", "JobDeleted"),
+]
+
+
+@pytest.mark.parametrize(("case", "j", "pods", "phase", "reason"), CASES, ids=[c[0] for c in CASES])
+def test_observe(case: str, j: Any, pods: list[dict[str, Any]], phase: str, reason: str) -> None:
+    obs = observe(j, pods)
+    assert (obs.phase, obs.reason) == (phase, reason)
+
+
+RUN = {
+    "id": "g1-abc",
+    "generation": 1,
+    "jobName": "d-g1-abc",
+    "specHash": "h",
+    "outputUri": "s3://b/x/",
+    "startTime": "T0",
+}
+
+
+def test_transitions_conditions_history_and_events() -> None:
+    s1, e1 = compute_status(None, generation=1, run=RUN, observation=Observation("Pending", "JobCreated"), now="T1")
+    assert [e.reason for e in e1] == ["RunCreated"]
+    cond = {c["type"]: c for c in s1["conditions"]}
+    assert (cond["Reconciling"]["status"], cond["Ready"]["status"], cond["Stalled"]["status"]) == (
+        "True",
+        "False",
+        "False",
+    )
+    s2, e2 = compute_status(
+        s1, generation=1, run=s1["currentRun"], observation=Observation("Pending", "JobCreated"), now="T2"
+    )
+    assert s2 == s1 and e2 == []  # nothing happened: nothing changes, not even a timestamp
+    s3, e3 = compute_status(
+        s2, generation=1, run=s2["currentRun"], observation=Observation("Running", "Running", "r"), now="T3"
+    )
+    assert [e.reason for e in e3] == ["RunStarted"]
+    assert {c["type"]: c for c in s3["conditions"]}["Reconciling"]["lastTransitionTime"] == "T1"  # still True
+    term = contract.TerminationMessage.parse(
+        '{"outcome":"Succeeded","reason":"Succeeded","headline":{"primaryMetric":"ndcg@10","dimension":384,'
+        '"base":0.531,"finetuned":0.59,"gain":0.059},"artifacts":{"model":"s3://b/x/model/"}}'
+    )
+    s4, e4 = compute_status(
+        s3, generation=1, run=s3["currentRun"], observation=Observation("Succeeded", "Succeeded", "ok", term), now="T4"
+    )
+    assert [e.reason for e in e4] == ["RunSucceeded"] and s4["results"]["finetuned"] == 0.59
+    assert s4["runs"][0]["id"] == "g1-abc" and s4["runs"][0]["completionTime"] == "T4"
+    ready = {c["type"]: c for c in s4["conditions"]}["Ready"]
+    assert (ready["status"], ready["lastTransitionTime"]) == ("True", "T4")
+    # A finished run is history: a later observation (Job gone after TTL) changes nothing.
+    s5, e5 = compute_status(s4, generation=1, run=s4["currentRun"], observation=observe(None, []), now="T5")
+    assert s5 == s4 and e5 == []
+
+
+def test_supersede_and_history_bound() -> None:
+    prev: dict[str, Any] = {"currentRun": {**RUN, "phase": "Running"}, "runs": [{"id": f"old{i}"} for i in range(10)]}
+    new = {**RUN, "id": "g2-abc", "generation": 2, "jobName": "d-g2-abc"}
+    s, e = compute_status(
+        prev,
+        generation=2,
+        run=new,
+        observation=Observation("Pending", "JobCreated"),
+        superseded=prev["currentRun"],
+        superseded_by="generation 2 changed the spec",
+        now="T",
+    )
+    assert [x.reason for x in e] == ["RunSuperseded", "RunCreated"]
+    assert len(s["runs"]) == 10 and s["runs"][0]["phase"] == "Superseded" and s["currentRun"]["id"] == "g2-abc"
+
+
+def test_problem_sets_stalled_once() -> None:
+    s, e = compute_status(None, generation=2, run=None, problem=Problem("InvalidSpec", "spec.x: bad"), now="T")
+    stalled = {c["type"]: c for c in s["conditions"]}["Stalled"]
+    assert (stalled["status"], stalled["reason"], stalled["observedGeneration"]) == ("True", "InvalidSpec", 2)
+    assert [x.reason for x in e] == ["InvalidSpec"]
+    s2, e2 = compute_status(s, generation=2, run=None, problem=Problem("InvalidSpec", "spec.x: bad"), now="T9")
+    assert s2 == s and e2 == []
+
+
+def test_merge_patch() -> None:
+    assert merge_patch({"a": 1, "b": {"c": 1, "d": 2}}, {"a": 1, "b": {"c": 2}}) == {"b": {"c": 2, "d": None}}
+    assert merge_patch({"a": [1]}, {"a": [1]}) == {}
