@@ -210,13 +210,9 @@ def make_callbacks(storage: Storage | None, prefix: S3Uri | None) -> list[Any]:
         def __init__(self) -> None:
             self.requested = False
 
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            def handler(signum: int, frame: FrameType | None) -> None:
-                log.warning("received SIGTERM: saving a checkpoint and stopping")
-                self.requested = True
-
-            with contextlib.suppress(ValueError):  # not the main thread
-                signal.signal(signal.SIGTERM, handler)
+        def handler(self, signum: int, frame: FrameType | None) -> None:
+            log.warning("received SIGTERM: saving a checkpoint at the end of this step and stopping")
+            self.requested = True
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if self.requested:
@@ -319,7 +315,14 @@ def train(
 
     trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[*own, *callbacks])
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    previous: Any = None
+    with contextlib.suppress(ValueError):  # only the main thread can take signals
+        previous = signal.signal(signal.SIGTERM, stopper.handler)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     seconds = time.perf_counter() - t0
     steps = int(trainer.state.global_step)
     samples = (steps - resumed_step) * spec.batch_size
