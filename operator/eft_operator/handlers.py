@@ -93,7 +93,7 @@ async def on_startup(**kw: Any) -> None:
     reconciler: Reconciler = memo["reconciler"]
     configure(settings, log_level=reconciler.settings.log_level)
     memo["kopf_settings"] = settings  # resource handlers get no settings kwarg; the API client needs them
-    port = memo.get("metrics_port", reconciler.settings.metrics_port)
+    port = memo.get("metrics_port", reconciler.settings.metrics_port)  # None in memo: no endpoint
     if port is not None:
         memo["metrics_runner"] = await reconciler.metrics.start_server(memo.get("metrics_host", "0.0.0.0"), port)
 
