@@ -28,10 +28,10 @@ import kopf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from eft_api.spec import API_GROUP, API_VERSION, KIND, PLURAL  # noqa: E402
-from eft_operator.config import Settings  # noqa: E402
-from eft_operator.handlers import register  # noqa: E402
-from eft_operator.reconciler import Reconciler  # noqa: E402
+from eft_api.spec import API_GROUP, API_VERSION, KIND, PLURAL
+from eft_operator.config import Settings
+from eft_operator.handlers import register
+from eft_operator.reconciler import Reconciler
 
 NS = "bench"
 CONSISTENCY_TIMEOUT = 0.2
