@@ -67,6 +67,8 @@ async def on_child_event(**kw: Any) -> None:
     owner = labels.get(contract.LABEL_NAME)
     if not owner or labels.get(contract.LABEL_MANAGED_BY) != contract.MANAGED_BY:
         return  # kopf filters by labels too; servers may ignore selectors, so check again here
+    if not child_event_has_news(kw["resource"].plural, kw["type"], kw["body"]):
+        return
     reconciler: Reconciler = memo["reconciler"]
     for attempt, delay in enumerate((*CHILD_RETRY_DELAYS, None)):
         try:
@@ -79,6 +81,19 @@ async def on_child_event(**kw: Any) -> None:
                 logger.warning(f"Gave up reconciling {namespace}/{owner} after {attempt + 1} tries: {exc!r}")
                 return
             await _sleep(delay)
+
+
+def child_event_has_news(plural: str, event_type: str | None, body: Any) -> bool:
+    """Whether a child's watch event can change the resource's status.
+
+    A Job with no status yet (just created by the pass that already recorded it, or only suspended or
+    resumed by us) tells nothing new; skipping it halves the API calls of a burst of creates. A Job that
+    disappears always counts (the run lost its Job), and Pods always count (their container states carry
+    Running, OOMKilled, SecretNotFound). After a restart, the resume handler reconciles every resource.
+    """
+    if event_type == "DELETED" or plural != "jobs":
+        return True
+    return bool(body.get("status"))
 
 
 async def _sleep(delay: float) -> None:

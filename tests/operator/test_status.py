@@ -208,3 +208,21 @@ def test_problem_sets_stalled_once() -> None:
 def test_merge_patch() -> None:
     assert merge_patch({"a": 1, "b": {"c": 1, "d": 2}}, {"a": 1, "b": {"c": 2}}) == {"b": {"c": 2, "d": None}}
     assert merge_patch({"a": [1]}, {"a": [1]}) == {}
+
+
+@pytest.mark.parametrize(
+    ("plural", "event_type", "body", "news"),
+    [
+        ("jobs", "ADDED", {"spec": {}}, False),  # just created by the pass that recorded it
+        ("jobs", "MODIFIED", {"spec": {"suspend": True}, "status": {}}, False),  # our own suspend patch
+        ("jobs", "MODIFIED", {"status": {"active": 1}}, True),
+        ("jobs", "MODIFIED", {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}, True),
+        ("jobs", "DELETED", {"spec": {}}, True),  # the run lost its Job
+        ("pods", "ADDED", {"spec": {}}, True),
+        ("pods", "MODIFIED", {"status": {"phase": "Pending"}}, True),
+    ],
+)
+def test_child_events_without_news_are_skipped(plural: str, event_type: str, body: dict[str, Any], news: bool) -> None:
+    from eft_operator.handlers import child_event_has_news
+
+    assert child_event_has_news(plural, event_type, body) is news
