@@ -204,6 +204,15 @@ def make_callbacks(storage: Storage | None, prefix: S3Uri | None) -> list[Any]:
             if ckpt.is_dir():
                 mirror_checkpoint(storage, ckpt, prefix)
 
+    class NoFinalCheckpoint(TrainerCallback):  # type: ignore[misc]
+        """Skip the end-of-training checkpoint: the model is evaluated and published right after, and a pod
+        that dies before publishing resumes from the last periodic checkpoint (at most checkpointSteps back).
+        Saves the time of writing (and mirroring) the weights and optimizer state once more."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.global_step >= state.max_steps and state.global_step % max(1, int(args.save_steps)) != 0:
+                control.should_save = False
+
     class StopOnSigterm(TrainerCallback):  # type: ignore[misc]
         """On SIGTERM: save (and so mirror) a checkpoint at the end of the current step, then stop."""
 
@@ -219,7 +228,8 @@ def make_callbacks(storage: Storage | None, prefix: S3Uri | None) -> list[Any]:
                 control.should_save = True
                 control.should_training_stop = True
 
-    return [MirrorCheckpoints(), StopOnSigterm()]
+    # Order matters: a SIGTERM's save request overrides NoFinalCheckpoint.
+    return [MirrorCheckpoints(), NoFinalCheckpoint(), StopOnSigterm()]
 
 
 @dataclass
@@ -306,7 +316,7 @@ def train(
     )
     stopper = None
     own = make_callbacks(storage, checkpoint_prefix)
-    stopper = own[1]
+    stopper = own[2]
 
     class Trainer(SentenceTransformerTrainer):  # type: ignore[misc]
         def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
