@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import stdlib_pairs
+from trainer_helpers import stdlib_pairs
 
 from eft_api.spec import EvalData
 from eft_trainer.data import ir_from_pairs

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import env, keys, make_cfg, spec_dict, stdlib_pairs, upload_pairs
+from trainer_helpers import env, keys, make_cfg, spec_dict, stdlib_pairs, upload_pairs
 
 from eft_api.contract import ExitCode, Reason, RunConfig
 from eft_api.spec import Loss

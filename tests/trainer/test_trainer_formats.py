@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import env, make_cfg, spec_dict, stdlib_pairs
+from trainer_helpers import env, make_cfg, spec_dict, stdlib_pairs
 
 from eft_cli.run import run_config
 from eft_trainer.local_s3 import LocalS3

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import env, keys, make_cfg, spec_dict, stdlib_pairs, upload_pairs
+from trainer_helpers import env, keys, make_cfg, spec_dict, stdlib_pairs, upload_pairs
 from transformers import TrainerCallback
 
 from eft_cli.run import run_config

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import env, keys, make_cfg, spec_dict, stdlib_pairs, upload_pairs
+from trainer_helpers import env, keys, make_cfg, spec_dict, stdlib_pairs, upload_pairs
 
 from eft_api.contract import ExitCode, Reason, TerminationMessage
 from eft_cli.run import run_config
