@@ -87,7 +87,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--worker", nargs=2, metavar=("KIND", "N"))
     p.add_argument("--pairs", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
     a = p.parse_args()
     if a.worker:
         worker(a.worker[0], int(a.worker[1]))
