@@ -12,6 +12,7 @@ from conftest import NS, PLURAL, TEST_IMAGE, Cluster, Operator, resource
 from prometheus_client.parser import text_string_to_metric_families
 
 from eft_api import contract
+from eft_api.spec import API_GROUP, API_VERSION
 from eft_operator.config import Settings
 from eft_operator.render import Owner, owner_reference
 
@@ -298,3 +299,34 @@ async def test_metrics_and_health_endpoints(cluster: Cluster, operator: Operator
     assert samples[("eft_headline_metric", (("model", "finetuned"), ("name", "demo"), ("namespace", NS)))] == 0.59
     assert samples[("eft_reconcile_duration_seconds_count", ())] >= 2
     assert Settings().metrics_port == 8080
+
+
+async def test_api_errors_on_create_and_status_retry_boundedly_and_converge(
+    cluster: Cluster, operator: Operator
+) -> None:
+    """503 on the Job creation (kmock stores the Job anyway: the write happened, the answer was lost) and
+    429 with Retry-After on the first status patch: the operator retries with backoff, resolves the 409 of
+    its own retry by reading the Job and checking its owner, and ends with one Job and its status."""
+    km = cluster.km
+    km[f"post /apis/batch/v1/namespaces/{NS}/jobs"][:2] << 503 << b'{"kind": "Status", "code": 503}'
+    (
+        km[f"patch /apis/{API_GROUP}/{API_VERSION}/namespaces/{NS}/{PLURAL}/flaky/status"][:1]
+        << 429
+        << {"Retry-After": "1"}
+        << b'{"kind": "Status", "code": 429}'
+    )
+    await cluster.create(resource("flaky", uid="uid-flaky"))
+    await cluster.wait(
+        lambda: cluster.condition("flaky", "Reconciling").get("reason") == "JobCreated", timeout=30, what="JobCreated"
+    )
+    jobs = cluster.jobs("flaky")
+    assert len(jobs) == 1
+    assert jobs[0]["metadata"]["ownerReferences"][0]["uid"] == "uid-flaky"
+    answers = [
+        r
+        for r in list(km)
+        if r.resource is not None and r.resource.plural == "jobs" and str(r.method).upper().endswith("POST")
+    ]
+    assert len(answers) == 2  # refused with 503 (but stored), then the retry's 409
+    assert cluster.fetched_since(0, "jobs")  # the 409 was resolved by reading the Job and its owner
+    assert cluster.condition("flaky", "Stalled").get("status") != "True"
