@@ -8,6 +8,9 @@ same run, is the same burst against the same API server with no operator: the ti
 
     python bench/bench_operator_burst.py [--count 300]
 
+Both servers run on uvloop, as ``eft-operator`` does (the API server is Go in a real cluster; here the
+emulator's own Python overhead is kept out of the operator's figures as far as possible).
+
 Targets on the 2-core development machine: p99 under 2 s, operator RSS under 250 MB, 0 duplicates.
 """
 
@@ -257,7 +260,10 @@ async def drive(count: int) -> int:
     p50 = statistics.median(latencies)
     p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
     print(f"resources in the burst: {count} (after {count} reconciled at start-up); Jobs: {len(jobs)}")
-    print(f"create -> Job: p50 {p50:.3f} s, p99 {p99:.3f} s (target p99 < 2 s)")
+    p90 = latencies[round(0.9 * (len(latencies) - 1))]
+    print(
+        f"create -> Job: p50 {p50:.3f} s, p90 {p90:.3f} s, p99 {p99:.3f} s, max {latencies[-1]:.3f} s (target p99 < 2 s)"
+    )
     print(
         f"time until every Job exists: {all_done:.2f} s; the same burst of creates with no operator: "
         f"{baseline:.2f} s (ratio {all_done / baseline:.1f})"
@@ -274,8 +280,12 @@ if __name__ == "__main__":
     parser.add_argument("--operator", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_api:
-        asyncio.run(serve_api(args.serve_api))
+        import uvloop
+
+        uvloop.run(serve_api(args.serve_api))
     elif args.operator:
-        asyncio.run(run_operator(args.operator))
+        import uvloop
+
+        uvloop.run(run_operator(args.operator))
     else:
         sys.exit(asyncio.run(drive(args.count)))

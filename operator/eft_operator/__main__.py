@@ -44,7 +44,14 @@ def main() -> int:
         print(f"eft-operator: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run(settings))
+    # uvloop: a libuv event loop; under a burst of resources it cuts the operator's create->Job p90 by a
+    # third (bench/bench_operator_burst.py). Plain asyncio where it is not installed.
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run(settings))
+    else:
+        uvloop.run(run(settings))
     return 0
 
 

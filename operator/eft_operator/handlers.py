@@ -32,11 +32,13 @@ CHILD_RETRY_DELAYS = (1.0, 3.0, 10.0)
 _TRANSIENT = (api_errors.APIServerError, api_errors.APITooManyRequestsError, api_errors.APIConflictError, TimeoutError)
 
 
-async def reconcile_resource(namespace: str, name: str, memo: kopf.Memo, settings: Any, logger: Any) -> None:
+async def reconcile_resource(
+    namespace: str, name: str, memo: kopf.Memo, settings: Any, logger: Any, fresh_body: Any = None
+) -> None:
     """Create/resume/update: one pass; invalid spec is permanent, API trouble temporary (bounded)."""
     reconciler: Reconciler = memo["reconciler"]
     try:
-        await reconciler.reconcile(namespace, name, kopf_settings=settings, logger=logger)
+        await reconciler.reconcile(namespace, name, kopf_settings=settings, logger=logger, fresh_body=fresh_body)
     except InvalidSpecError as exc:
         raise kopf.PermanentError(f"invalid spec: {exc}") from None
     except ChildConflictError as exc:
@@ -51,6 +53,13 @@ async def on_resource(**kw: Any) -> None:
     """The resource appeared, changed its spec, or the operator (re)started."""
     memo = kw["memo"]
     await reconcile_resource(kw["namespace"], kw["name"], memo, memo["kopf_settings"], kw["logger"])
+
+
+async def on_resource_created(**kw: Any) -> None:
+    """The resource appeared: its first pass uses the body the creation event carried (no write yet)."""
+    memo = kw["memo"]
+    fresh = kw["body"] if kw.get("retry", 0) == 0 else None
+    await reconcile_resource(kw["namespace"], kw["name"], memo, memo["kopf_settings"], kw["logger"], fresh)
 
 
 async def on_resource_event(**kw: Any) -> None:
@@ -125,7 +134,7 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
     kopf.on.startup(id="configure", registry=registry)(on_startup)
     kopf.on.cleanup(id="metrics", registry=registry)(on_cleanup)
     options: dict[str, Any] = {"registry": registry, "retries": RETRIES, "backoff": BACKOFF, "timeout": TIMEOUT}
-    kopf.on.create(*resource, id="reconcile", **options)(on_resource)
+    kopf.on.create(*resource, id="reconcile", **options)(on_resource_created)
     kopf.on.resume(*resource, id="reconcile", **options)(on_resource)
     kopf.on.update(*resource, id="reconcile", field="spec", **options)(on_resource)
     kopf.on.event(*resource, id="forget", registry=registry)(on_resource_event)
@@ -144,7 +153,9 @@ def configure(settings: kopf.OperatorSettings, *, log_level: str = "INFO") -> No
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=prefix, key="last-handled-spec")
     settings.posting.reporting_component = "eft-operator"
-    settings.posting.level = logging.INFO
+    # Only warnings and errors of kopf's own logs become Events ("Handler ... succeeded" on every watch
+    # event would drown the run Events that users read); the run Events are posted explicitly.
+    settings.posting.level = logging.WARNING
     settings.networking.error_backoffs = (1, 2, 4, 8)
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10

@@ -73,14 +73,27 @@ class Reconciler:
         self._locks.pop((namespace, name), None)
         self.metrics.forget(namespace, name)
 
-    async def reconcile(self, namespace: str, name: str, *, kopf_settings: Any, logger: Logger) -> None:
-        """One pass for ``namespace/name``; raises what the caller should turn into kopf errors."""
+    async def reconcile(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        kopf_settings: Any,
+        logger: Logger,
+        fresh_body: Mapping[str, Any] | None = None,
+    ) -> None:
+        """One pass for ``namespace/name``; raises what the caller should turn into kopf errors.
+
+        ``fresh_body`` is the object as a creation event delivered it: nothing has written to it yet, so
+        the pass need not read it again. Every other pass reads it under the lock, so that it sees the
+        status the previous pass wrote.
+        """
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
         started = time.monotonic()
         result = "success"
         try:
             async with lock:
-                await self._pass(namespace, name, children.Client(kopf_settings, logger), logger)
+                await self._pass(namespace, name, children.Client(kopf_settings, logger), logger, fresh_body)
         except InvalidSpecError:
             result = "invalid"
             self.metrics.errors.labels(kind="invalid_spec").inc()
@@ -101,8 +114,15 @@ class Reconciler:
             self.metrics.reconciles.labels(result=result).inc()
             self.metrics.duration.observe(time.monotonic() - started)
 
-    async def _pass(self, namespace: str, name: str, client: children.Client, logger: Logger) -> None:
-        body = await client.get("EmbeddingFinetune", namespace, name)
+    async def _pass(
+        self,
+        namespace: str,
+        name: str,
+        client: children.Client,
+        logger: Logger,
+        fresh_body: Mapping[str, Any] | None = None,
+    ) -> None:
+        body = dict(fresh_body) if fresh_body is not None else await client.get("EmbeddingFinetune", namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return
         meta = body["metadata"]
