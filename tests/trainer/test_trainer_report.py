@@ -52,5 +52,8 @@ def test_report_markdown_and_plot(tmp_path: Path) -> None:
     assert rep["metrics"]["delta"]["64"]["ndcg@10"] == pytest.approx(0.15)
     md = render_markdown(rep)
     assert "0.5000 -> 0.6000" in md and "| 64 |" in md and "dimensions.png" in md
+    assert "### ndcg" in md and "| dim | @10 |" in md
+    ndcg_64 = next(line for line in md.splitlines() if line.startswith("| 64 |") and "(+0.150)" in line)
+    assert ndcg_64.count("->") == 1
     png = plot(rep, tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

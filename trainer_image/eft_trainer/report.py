@@ -81,15 +81,7 @@ def render_markdown(report: dict[str, Any], plot_name: str | None = "dimensions.
         "## Metrics per dimension (base -> fine-tuned)",
         "",
     ]
-    base = report["metrics"]["base"]
-    tuned = report["metrics"]["finetuned"]
-    dims = sorted(base, key=int, reverse=True)
-    names = list(next(iter(base.values())))
-    lines.append("| dim | " + " | ".join(names) + " |")
-    lines.append("|---:|" + "---:|" * len(names))
-    for dim in dims:
-        cells = [f"{base[dim][n]:.3f} -> {tuned[dim][n]:.3f}" for n in names]
-        lines.append(f"| {dim} | " + " | ".join(cells) + " |")
+    lines += metric_tables(report["metrics"]["base"], report["metrics"]["finetuned"])
     data = report["data"]
     lines += ["", "## Data", ""]
     lines += [f"- {k}: {v}" for k, v in data.items()]
@@ -102,6 +94,27 @@ def render_markdown(report: dict[str, Any], plot_name: str | None = "dimensions.
     if plot_name:
         lines += ["", f"![{pm} per dimension]({plot_name})"]
     return "\n".join(lines) + "\n"
+
+
+def metric_tables(base: dict[str, dict[str, float]], tuned: dict[str, dict[str, float]]) -> list[str]:
+    """One Markdown table per metric (ndcg, mrr, ...): a row per dimension, a column per k."""
+    dims = sorted(base, key=int, reverse=True)
+    names = list(next(iter(base.values())))
+    order = ["ndcg", "mrr", "recall", "map", "accuracy"]
+    families = sorted(
+        dict.fromkeys(n.split("@")[0] for n in names),
+        key=lambda f: (f not in order, order.index(f) if f in order else 0, f),
+    )
+    lines: list[str] = []
+    for family in families:
+        cols = [n for n in names if n.split("@")[0] == family]
+        lines += [f"### {family}", "", "| dim | " + " | ".join("@" + n.split("@")[1] for n in cols) + " |"]
+        lines.append("|---:|" + "---:|" * len(cols))
+        for dim in dims:
+            cells = [f"{base[dim][n]:.3f} -> {tuned[dim][n]:.3f} ({tuned[dim][n] - base[dim][n]:+.3f})" for n in cols]
+            lines.append(f"| {dim} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path) -> Path:
