@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, NoCredentialsError
@@ -100,3 +102,36 @@ def test_loss_guard() -> None:
 )
 def test_precision(precision: str, cuda: bool, bf16: bool, expected: str) -> None:
     assert pick_precision(precision, cuda, bf16) == expected
+
+
+@pytest.mark.parametrize(
+    ("dims", "gate_dim", "problem"),
+    [
+        ([384, 256, 64], None, None),
+        ([], None, None),
+        ([384], 384, None),
+        ([768, 384], None, "spec.training.matryoshkaDims: [768]"),
+        ([1024, 512, 384], None, "spec.training.matryoshkaDims: [1024, 512]"),
+        ([], 512, "spec.evaluation.gate.dimension: 512"),
+    ],
+)
+def test_dimensions_must_fit_the_model(dims: list[int], gate_dim: int | None, problem: str | None) -> None:
+    from eft_api.spec import parse_spec
+    from eft_trainer.errors import InvalidSpecError
+    from eft_trainer.training import check_dimensions
+
+    raw: dict[str, Any] = {
+        "model": {"base": "org/m"},
+        "data": {"train": {"uri": "s3://bkt/t.jsonl", "format": "pairs"}},
+        "output": {"uri": "s3://bkt/o/"},
+        "training": {"matryoshkaDims": dims},
+    }
+    if gate_dim is not None:
+        raw["evaluation"] = {"gate": {"minGain": 0.0, "dimension": gate_dim}}
+    spec = parse_spec(raw)
+    if problem is None:
+        check_dimensions(spec, 384, "org/m")
+    else:
+        with pytest.raises(InvalidSpecError) as info:
+            check_dimensions(spec, 384, "org/m")
+        assert str(info.value).startswith(problem)

@@ -157,3 +157,15 @@ def test_gpu_out_of_memory(
     code, msg, _ = run(cfg, s3_server)
     assert_failed(s3_server, corpus_bucket, cfg, code, msg, Reason.OOM, ExitCode.OUT_OF_MEMORY)
     assert "batchSize" in msg.message
+
+
+def test_matryoshka_dims_larger_than_the_model(
+    s3_server: LocalS3, corpus_bucket: str, tmp_path: Path, model_dir: Path
+) -> None:
+    """The schema cannot know the model's size: the trainer refuses [768, ...] for 384-dim MiniLM at load."""
+    spec = spec_dict(corpus_bucket, s3_server.endpoint)
+    spec["training"]["matryoshkaDims"] = [768, 384, 128]
+    cfg = make_cfg(spec, tmp_path, model_dir, name="dims-too-big")
+    code, msg, secs = run(cfg, s3_server)
+    assert_failed(s3_server, corpus_bucket, cfg, code, msg, Reason.INVALID_SPEC, ExitCode.BAD_INPUT)
+    assert "spec.training.matryoshkaDims" in msg.message and "384" in msg.message and secs < 60

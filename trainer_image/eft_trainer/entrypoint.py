@@ -56,6 +56,7 @@ from eft_trainer.errors import (
     redact,
 )
 from eft_trainer.storage import S3Uri, Storage
+from eft_trainer.training import check_dimensions
 
 log = logging.getLogger("eft_trainer")
 
@@ -256,6 +257,7 @@ def load_model(cfg: RunConfig, storage: Storage | None, work: Path) -> Any:
         ) from None
     if m.max_seq_length:
         model.max_seq_length = m.max_seq_length
+    check_dimensions(cfg.spec, embedding_dim(model), m.base)
     log.info("loaded model %s in %.1fs", m.base, time.perf_counter() - t0)
     return model
 

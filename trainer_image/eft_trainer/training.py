@@ -21,8 +21,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from eft_api.spec import IN_BATCH_NEGATIVE_LOSSES, LOSSES_BY_FORMAT, DataFormat, Loss, TrainingSpec
-from eft_trainer.errors import LossFormatMismatch
+from eft_api.spec import (
+    IN_BATCH_NEGATIVE_LOSSES,
+    LOSSES_BY_FORMAT,
+    DataFormat,
+    EmbeddingFinetuneSpec,
+    Loss,
+    TrainingSpec,
+)
+from eft_trainer.errors import InvalidSpecError, LossFormatMismatch
 from eft_trainer.storage import S3Uri, Storage
 
 log = logging.getLogger(__name__)
@@ -52,34 +59,48 @@ def pick_precision(precision: str, cuda: bool, bf16_ok: bool) -> str:
     return precision
 
 
-def build_loss(model: Any, spec: TrainingSpec, full_dim: int) -> Any:
+#: The sentence-transformers loss class of each spec loss (in ``sentence_transformer.losses``).
+LOSS_CLASSES: dict[Loss, str] = {
+    Loss.MULTIPLE_NEGATIVES_RANKING: "MultipleNegativesRankingLoss",
+    Loss.CACHED_MULTIPLE_NEGATIVES_RANKING: "CachedMultipleNegativesRankingLoss",
+    Loss.MULTIPLE_NEGATIVES_SYMMETRIC_RANKING: "MultipleNegativesSymmetricRankingLoss",
+    Loss.TRIPLET: "TripletLoss",
+    Loss.COSENT: "CoSENTLoss",
+    Loss.ANGLE: "AnglELoss",
+    Loss.COSINE_SIMILARITY: "CosineSimilarityLoss",
+    Loss.BATCH_ALL_TRIPLET: "BatchAllTripletLoss",
+    Loss.BATCH_HARD_TRIPLET: "BatchHardTripletLoss",
+    Loss.BATCH_SEMI_HARD_TRIPLET: "BatchSemiHardTripletLoss",
+}
+
+
+def check_dimensions(spec: EmbeddingFinetuneSpec, full_dim: int, model_name: str) -> None:
+    """Matryoshka and gate dimensions must fit the model's embedding size (known only once it is loaded)."""
+    too_big = [d for d in spec.training.matryoshka_dims if d > full_dim]
+    if too_big:
+        raise InvalidSpecError(
+            f"spec.training.matryoshkaDims: {too_big} larger than the {full_dim} dims of {model_name}; "
+            f"start the list at {full_dim} or below"
+        )
+    gate = spec.evaluation.gate
+    if gate is not None and gate.dimension is not None and gate.dimension > full_dim:
+        raise InvalidSpecError(
+            f"spec.evaluation.gate.dimension: {gate.dimension} is larger than the {full_dim} dims of {model_name}"
+        )
+
+
+def build_loss(model: Any, spec: TrainingSpec) -> Any:
+    """The configured loss, wrapped in MatryoshkaLoss when dimensions are given."""
     from sentence_transformers.sentence_transformer import losses
 
-    kind = spec.loss
-    inner: Any
-    if kind is Loss.MULTIPLE_NEGATIVES_RANKING:
-        inner = losses.MultipleNegativesRankingLoss(model)
-    elif kind is Loss.CACHED_MULTIPLE_NEGATIVES_RANKING:
-        inner = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=spec.mini_batch_size)
-    elif kind is Loss.MULTIPLE_NEGATIVES_SYMMETRIC_RANKING:
-        inner = losses.MultipleNegativesSymmetricRankingLoss(model)
-    elif kind is Loss.TRIPLET:
-        inner = losses.TripletLoss(model)
-    elif kind is Loss.COSENT:
-        inner = losses.CoSENTLoss(model)
-    elif kind is Loss.ANGLE:
-        inner = losses.AnglELoss(model)
-    elif kind is Loss.COSINE_SIMILARITY:
-        inner = losses.CosineSimilarityLoss(model)
-    elif kind is Loss.BATCH_ALL_TRIPLET:
-        inner = losses.BatchAllTripletLoss(model)
-    elif kind is Loss.BATCH_HARD_TRIPLET:
-        inner = losses.BatchHardTripletLoss(model)
-    else:
-        inner = losses.BatchSemiHardTripletLoss(model)
-    dims = [d for d in spec.matryoshka_dims if d <= full_dim]
-    if dims:
-        return losses.MatryoshkaLoss(model, inner, matryoshka_dims=dims)
+    loss_class = getattr(losses, LOSS_CLASSES[spec.loss])
+    inner = (
+        loss_class(model, mini_batch_size=spec.mini_batch_size)
+        if spec.loss is Loss.CACHED_MULTIPLE_NEGATIVES_RANKING
+        else loss_class(model)
+    )
+    if spec.matryoshka_dims:
+        return losses.MatryoshkaLoss(model, inner, matryoshka_dims=list(spec.matryoshka_dims))
     return inner
 
 
@@ -269,9 +290,7 @@ def train(
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    full_dim = int(get())
-    loss = build_loss(model, spec, full_dim)
+    loss = build_loss(model, spec)
     sampler: Any
     if spec.loss in IN_BATCH_NEGATIVE_LOSSES:
         from eft_trainer.sampler import LengthGroupedNoDuplicatesBatchSampler
