@@ -90,6 +90,9 @@ class Cluster:
     async def patch_pod(self, name: str, patch: dict[str, Any]) -> Any:
         return await self._call("PATCH", f"/api/v1/namespaces/{NS}/pods/{name}", patch, True)
 
+    async def delete_job(self, name: str) -> Any:
+        return await self._call("DELETE", f"/apis/batch/v1/namespaces/{NS}/jobs/{name}")
+
     def objects(self, plural: str) -> list[dict[str, Any]]:
         out = []
         for (res, _ns, _name), obj in list(self.km.objects.items()):

@@ -330,3 +330,38 @@ async def test_api_errors_on_create_and_status_retry_boundedly_and_converge(
     assert len(answers) == 2  # refused with 503 (but stored), then the retry's 409
     assert cluster.fetched_since(0, "jobs")  # the 409 was resolved by reading the Job and its owner
     assert cluster.condition("flaky", "Stalled").get("status") != "True"
+
+
+async def test_job_deleted_mid_run_fails_the_run_once_with_an_event(cluster: Cluster, operator: Operator) -> None:
+    """Someone deletes the Job mid-run: the run ends Failed/JobDeleted (documented), no second Job, an Event."""
+    job = await _created(cluster, "demo", "uid-del")
+    await cluster.create_pod(_pod(job, "a", {"state": {"running": {}}}, "2026-01-01T00:00:01Z"))
+    await cluster.wait(lambda: cluster.condition("demo", "Reconciling").get("reason") == "Running", what="Running")
+    await cluster.delete_job(job["metadata"]["name"])
+    cond = await cluster.wait(lambda: (c := cluster.condition("demo", "Stalled")) and c["status"] == "True" and c)
+    assert cond["reason"] == "JobDeleted"
+    await cluster.wait(lambda: "RunFailed" in cluster.event_reasons("demo"), what="RunFailed")
+    await asyncio.sleep(0.5)
+    assert cluster.jobs("demo") == []  # the same generation never runs twice
+    assert cluster.eft("demo")["status"]["runs"][0]["reason"] == "JobDeleted"
+
+
+async def test_spec_edited_twice_while_down_runs_only_the_latest(cluster: Cluster, operator: Operator) -> None:
+    job1 = await _created(cluster, "demo", "uid-twice")
+    await operator.stop()
+    await cluster.patch_eft("demo", {"metadata": {"generation": 2}, "spec": {"training": {"epochs": 2}}})
+    await cluster.patch_eft("demo", {"metadata": {"generation": 3}, "spec": {"training": {"epochs": 3}}})
+    again = Operator(cluster, operator.settings)
+    await again.start()
+    try:
+        st: Any = await cluster.wait(
+            lambda: (s := cluster.eft("demo").get("status")) and s["currentRun"]["generation"] == 3 and s,
+            what="generation 3's run",
+        )
+    finally:
+        await again.stop()
+    jobs = cluster.jobs("demo")
+    assert len(jobs) == 1 and jobs[0]["metadata"]["name"] != job1["metadata"]["name"]
+    assert jobs[0]["metadata"]["labels"][contract.LABEL_GENERATION] == "3"
+    assert st["observedGeneration"] == 3
+    assert [(r["generation"], r["phase"]) for r in st["runs"]] == [(1, "Superseded")]
