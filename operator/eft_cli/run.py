@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,21 @@ def resolve(
     return cfg
 
 
+@contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_config(
     cfg: RunConfig, callbacks: Sequence[Any] = (), max_steps: int = -1
 ) -> tuple[int, TerminationMessage | None]:
@@ -95,17 +111,8 @@ def run_config(
     path = work / f"{cfg.run.run_id}-run-config.json"
     path.write_text(cfg.to_json())
     term = work / f"{cfg.run.run_id}-termination-log"
-    saved = {k: os.environ.get(k) for k in (RUN_CONFIG_ENV, TERMINATION_ENV)}
-    os.environ[RUN_CONFIG_ENV] = str(path)
-    os.environ[TERMINATION_ENV] = str(term)
-    try:
+    with environ({RUN_CONFIG_ENV: str(path), TERMINATION_ENV: str(term)}):
         code = trainer_main(callbacks=callbacks, max_steps=max_steps)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return code, TerminationMessage.parse(term.read_text() if term.exists() else None)
 
 

@@ -56,6 +56,15 @@ class ChildConflictError(Exception):
     """A child name is taken by an object another owner controls: the condition is written."""
 
 
+#: How a failed pass is counted: (exception type, ``eft_reconciles_total`` result, ``eft_reconcile_errors_total`` kind).
+_OUTCOMES: tuple[tuple[type[Exception], str, str], ...] = (
+    (InvalidSpecError, "invalid", "invalid_spec"),
+    (ChildConflictError, "conflict", "child_conflict"),
+    (children.APIError, "error", "api"),
+    (Exception, "error", "unexpected"),
+)
+
+
 def utcnow() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -94,21 +103,9 @@ class Reconciler:
         try:
             async with lock:
                 await self._pass(namespace, name, children.Client(kopf_settings, logger), logger, fresh_body)
-        except InvalidSpecError:
-            result = "invalid"
-            self.metrics.errors.labels(kind="invalid_spec").inc()
-            raise
-        except ChildConflictError:
-            result = "conflict"
-            self.metrics.errors.labels(kind="child_conflict").inc()
-            raise
-        except children.APIError:
-            result = "error"
-            self.metrics.errors.labels(kind="api").inc()
-            raise
-        except Exception:
-            result = "error"
-            self.metrics.errors.labels(kind="unexpected").inc()
+        except Exception as exc:
+            result, kind = next((r, k) for t, r, k in _OUTCOMES if isinstance(exc, t))
+            self.metrics.errors.labels(kind=kind).inc()
             raise
         finally:
             self.metrics.reconciles.labels(result=result).inc()

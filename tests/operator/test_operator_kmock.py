@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import NS, PLURAL, TEST_IMAGE, Cluster, Operator, resource
+from kube_harness import NS, PLURAL, TEST_IMAGE, Cluster, Operator, resource
 from prometheus_client.parser import text_string_to_metric_families
 
 from eft_api import contract

@@ -5,14 +5,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from eft_api.contract import RunConfig, TrainerSettings, build_run_config
 from eft_api.spec import parse_spec
+from eft_cli.run import environ
 from eft_trainer.local_s3 import LocalS3
 
 MODULES = [
@@ -135,18 +133,7 @@ def make_cfg(spec: dict[str, Any], work: Path, model_dir: Path, name: str = "t",
     )
 
 
-@contextmanager
-def env(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+env = environ  # the same helper `eft run` uses
 
 
 def upload_pairs(s3: LocalS3, bucket: str, pairs: list[dict[str, str]], key: str = "corpus/pairs.jsonl") -> None:
