@@ -90,6 +90,9 @@ class Cluster:
     async def patch_pod(self, name: str, patch: dict[str, Any]) -> Any:
         return await self._call("PATCH", f"/api/v1/namespaces/{NS}/pods/{name}", patch, True)
 
+    async def delete_eft(self, name: str) -> Any:
+        return await self._call("DELETE", f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{NS}/{PLURAL}/{name}")
+
     async def delete_job(self, name: str) -> Any:
         return await self._call("DELETE", f"/apis/batch/v1/namespaces/{NS}/jobs/{name}")
 

@@ -300,6 +300,19 @@ async def test_metrics_and_health_endpoints(cluster: Cluster, operator: Operator
     assert samples[("eft_reconcile_duration_seconds_count", ())] >= 2
     assert Settings().metrics_port == 8080
 
+    # A deleted resource leaves no series behind: per-resource labels stay bounded.
+    await cluster.delete_eft("demo")
+
+    async def scrape() -> str:
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{operator.metrics_port}/metrics") as resp:
+            return await resp.text()
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while 'name="demo"' in (text := await scrape()):
+        assert asyncio.get_running_loop().time() < deadline, "the deleted resource's series stayed"
+        await asyncio.sleep(0.05)
+    assert "eft_reconciles_total" in text
+
 
 async def test_api_errors_on_create_and_status_retry_boundedly_and_converge(
     cluster: Cluster, operator: Operator
