@@ -137,16 +137,7 @@ class Reconciler:
                 await client.delete_job(namespace, str(current.get("jobName")))
                 superseded = current
             problem = Problem("InvalidSpec", f"generation {generation} is invalid: {exc}")
-            status, events = compute_status(
-                prev,
-                generation=generation,
-                run=current or None,
-                superseded=superseded,
-                superseded_by=f"generation {generation} changed the spec",
-                problem=problem,
-                now=now,
-            )
-            await self._write(client, body, prev, status, events, logger)
+            await self._stall(client, body, prev, current, superseded, problem, now, logger)
             raise InvalidSpecError(str(exc)) from None
 
         owner = Owner(namespace=namespace, name=name, uid=uid, generation=generation)
@@ -170,16 +161,8 @@ class Reconciler:
                 await client.ensure(configmap, uid)
                 job, created = await client.ensure(job_body, uid)
             except children.OwnedByAnother as exc:
-                status, events = compute_status(
-                    prev,
-                    generation=generation,
-                    run=current or None,
-                    superseded=superseded,
-                    superseded_by=f"generation {generation} changed the spec",
-                    problem=Problem(CHILD_CONFLICT, str(exc)),
-                    now=now,
-                )
-                await self._write(client, body, prev, status, events, logger)
+                problem = Problem(CHILD_CONFLICT, str(exc))
+                await self._stall(client, body, prev, current, superseded, problem, now, logger)
                 raise ChildConflictError(str(exc)) from None
             run = {
                 "id": owner.run_id,
@@ -214,6 +197,30 @@ class Reconciler:
             observation=observation,
             superseded=superseded,
             superseded_by=f"generation {generation} changed the spec",
+            now=now,
+        )
+        await self._write(client, body, prev, status, events, logger)
+
+    async def _stall(
+        self,
+        client: children.Client,
+        body: Mapping[str, Any],
+        prev: Mapping[str, Any],
+        current: Mapping[str, Any],
+        superseded: Mapping[str, Any] | None,
+        problem: Problem,
+        now: str,
+        logger: Logger,
+    ) -> None:
+        """Write the status of a pass that cannot go on (invalid spec, a child name taken by another owner)."""
+        generation = int(body["metadata"].get("generation") or 1)
+        status, events = compute_status(
+            prev,
+            generation=generation,
+            run=current or None,
+            superseded=superseded,
+            superseded_by=f"generation {generation} changed the spec",
+            problem=problem,
             now=now,
         )
         await self._write(client, body, prev, status, events, logger)

@@ -169,3 +169,20 @@ def test_matryoshka_dims_larger_than_the_model(
     code, msg, secs = run(cfg, s3_server)
     assert_failed(s3_server, corpus_bucket, cfg, code, msg, Reason.INVALID_SPEC, ExitCode.BAD_INPUT)
     assert "spec.training.matryoshkaDims" in msg.message and "384" in msg.message and secs < 60
+
+
+def test_promotion_gate_rejects_a_small_gain(
+    s3_server: LocalS3, corpus_bucket: str, tmp_path: Path, model_dir: Path
+) -> None:
+    """A gain below evaluation.gate.minGain: PromotionRejected, exit 3, the report published, no model/."""
+    spec = spec_dict(corpus_bucket, s3_server.endpoint)
+    spec["evaluation"] = {"kValues": [1, 10], "primaryMetric": "ndcg@10", "gate": {"minGain": 0.99}}
+    cfg = make_cfg(spec, tmp_path, model_dir, name="gated")
+    code, msg, _ = run(cfg, s3_server)
+    assert msg is not None and msg.outcome == "Failed" and msg.reason == Reason.PROMOTION_REJECTED
+    assert code == ExitCode.PROMOTION_REJECTED
+    assert "minGain 0.99" in msg.message and msg.headline is not None
+    prefix = cfg.run.output_prefix.split("/", 3)[3]
+    published = keys(s3_server, corpus_bucket, prefix)
+    assert prefix + "report.json" in published and prefix + "manifest.json" in published
+    assert not any(k.startswith(prefix + "model/") for k in published)

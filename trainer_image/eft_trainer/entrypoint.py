@@ -518,22 +518,14 @@ def run_job(
     headline = Headline(primary_metric=pm, dimension=pdim, base=h["base"], finetuned=h["finetuned"], gain=h["gain"])
     if rejected:
         assert gate is not None
-        return TerminationMessage(
-            outcome="Failed",
-            reason=Reason.PROMOTION_REJECTED,
-            message=f"{pm} gain {h['gain']:+.4f} at {pdim} dims is below spec.evaluation.gate.minGain {gate.min_gain}",
-            run_id=cfg.run.run_id,
-            headline=headline,
-            artifacts=arts,
-        )
-    prog.set_phase("done")
+        outcome, reason = "Failed", Reason.PROMOTION_REJECTED
+        message = f"{pm} gain {h['gain']:+.4f} at {pdim} dims is below spec.evaluation.gate.minGain {gate.min_gain}"
+    else:
+        prog.set_phase("done")
+        outcome, reason = "Succeeded", Reason.SUCCEEDED
+        message = f"{pm} at {pdim} dims {h['base']:.4f} -> {h['finetuned']:.4f} ({h['gain']:+.4f})"
     return TerminationMessage(
-        outcome="Succeeded",
-        reason=Reason.SUCCEEDED,
-        message=f"{pm} at {pdim} dims {h['base']:.4f} -> {h['finetuned']:.4f} ({h['gain']:+.4f})",
-        run_id=cfg.run.run_id,
-        headline=headline,
-        artifacts=arts,
+        outcome=outcome, reason=reason, message=message, run_id=cfg.run.run_id, headline=headline, artifacts=arts
     )
 
 
