@@ -66,7 +66,12 @@ def table(report: dict[str, object]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=".data", help="folder made by `make data` (default .data)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("EFT_DEMO_S3_PORT", "8333")))
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("EFT_DEMO_S3_PORT", "0")),
+        help="the S3 server's port (default: a free one, as for every other port SeaweedFS binds)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (its path is printed)")
     parser.add_argument(
         "--limit",
