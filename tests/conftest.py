@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from eft_trainer.local_s3 import LocalS3
+from eft_devtools.local_s3 import LocalS3
 
 REPO = Path(__file__).resolve().parents[1]
 

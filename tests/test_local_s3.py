@@ -8,7 +8,7 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
-from eft_trainer.local_s3 import LocalS3
+from eft_devtools.local_s3 import LocalS3
 
 pytestmark = pytest.mark.slow
 
