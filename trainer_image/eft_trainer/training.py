@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -179,6 +179,32 @@ def group_batches(
     return batches
 
 
+def split_to(batches: Sequence[list[int]], count: int) -> list[list[int]]:
+    """``batches`` with the largest halved until there are ``count`` (a part of a batch repeats no text). Pure."""
+    out = [list(b) for b in batches]
+    while len(out) < count:
+        i = max(range(len(out)), key=lambda j: len(out[j]))
+        if len(out[i]) < 2:
+            break
+        half = len(out[i]) // 2
+        out[i : i + 1] = [out[i][:half], out[i][half:]]
+    return out
+
+
+def fit_epoch(candidates: Iterable[list[list[int]]], count: int) -> list[list[int]]:
+    """The first candidate batching with at most ``count`` batches, split up to exactly ``count``; else the
+    candidate with the fewest (its surplus batches would go untrained: logged). Pure but for the log line."""
+    best: list[list[int]] | None = None
+    for batches in candidates:
+        if len(batches) <= count:
+            return split_to(batches, count)
+        if best is None or len(batches) < len(best):
+            best = batches
+    assert best is not None
+    log.warning("no batching of this epoch fits in %d batches; the last %d are not trained", count, len(best) - count)
+    return best
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -251,6 +277,15 @@ def make_callbacks(storage: Storage | None, prefix: S3Uri | None) -> list[Any]:
 
     # Order matters: a SIGTERM's save request overrides NoFinalCheckpoint.
     return [MirrorCheckpoints(), NoFinalCheckpoint(), StopOnSigterm()]
+
+
+def batch_rows(inputs: dict[str, Any]) -> int:
+    """The number of rows in a collated batch: the first dimension of its first tensor. Pure."""
+    for value in inputs.values():
+        shape = getattr(value, "shape", None)
+        if shape is not None and len(shape) >= 1:
+            return int(shape[0])
+    return 0
 
 
 @dataclass
@@ -338,9 +373,17 @@ def train(
     stopper = own[2]
 
     class Trainer(SentenceTransformerTrainer):  # type: ignore[misc]
+        #: Rows the loss has seen in this process (the throughput's numerator; a short tail batch counts short).
+        rows_trained = 0
+
         def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
             # The published model card is ours (publish.model_card): skip the stock card's data collection.
             return None
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            if model.training:
+                self.rows_trained += batch_rows(inputs)
+            return super().compute_loss(model, inputs, *args, **kwargs)
 
     trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[*own, *callbacks])
     t0 = time.perf_counter()
@@ -354,7 +397,7 @@ def train(
             signal.signal(signal.SIGTERM, previous)
     seconds = time.perf_counter() - t0
     steps = int(trainer.state.global_step)
-    samples = (steps - resumed_step) * spec.batch_size
+    samples = trainer.rows_trained
     losses_seen = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return TrainStats(
         seconds=seconds,
