@@ -57,3 +57,24 @@ def test_report_markdown_and_plot(tmp_path: Path) -> None:
     assert ndcg_64.count("->") == 1
     png = plot(rep, tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_markdown_lists_files_and_rounds_figures() -> None:
+    files = [{"uri": "s3://b/corpus/pairs.jsonl", "bytes": 123456, "sha256": "ab" * 32}]
+    rep = build_report(
+        config={"name": "x", "baseModel": "m", "loss": "MultipleNegativesRanking"},
+        data={"trainRows": 10, "files": files},
+        base=BASE,
+        tuned=TUNED,
+        primary_metric="ndcg@10",
+        primary_dim=384,
+        bootstrap=paired_bootstrap([0.5], [0.6]),
+        timings={"train": 1.0},
+        training={"pairsPerSecond": 11.523456789, "finalLoss": 0.123456789, "precision": "fp32"},
+        hardware={"cpus": 2},
+    )
+    md = render_markdown(rep)
+    assert "[{" not in md and "'uri'" not in md
+    assert f"  - `s3://b/corpus/pairs.jsonl` (123,456 bytes, sha256 `{'ab' * 32}`)" in md
+    assert "- pairsPerSecond: 11.52\n" in md and "- finalLoss: 0.1235\n" in md
+    assert "456789" not in md

@@ -93,6 +93,14 @@ class Fetched:
     eval_root: Path | None = None
     eval_files: list[Path] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
+    #: The S3 prefix each root was downloaded from (a file's URI is the prefix + its path under the root).
+    train_base: str = ""
+    eval_base: str = ""
+
+
+def base_uri(uri: str) -> str:
+    """The prefix whose objects a data URI names: the URI itself for a prefix, its folder for an object."""
+    return uri if uri.endswith("/") else uri.rsplit("/", 1)[0] + "/"
 
 
 def _fetch(storage: Storage | None, uri: str, dest: Path) -> list[Path]:
@@ -120,21 +128,25 @@ def fetch_data(cfg: RunConfig, storage: Storage | None, work: Path) -> Fetched:
     if dest.exists():
         shutil.rmtree(dest)
     train = _fetch(storage, spec.train.uri, dest)
-    out = Fetched(dest, train)
+    out = Fetched(dest, train, train_base=base_uri(spec.train.uri))
     if spec.eval.uri:
         edest = work / "data" / "eval"
         if edest.exists():
             shutil.rmtree(edest)
         out.eval_root = edest
         out.eval_files = _fetch(storage, spec.eval.uri, edest)
-    base_train = spec.train.uri if spec.train.uri.endswith("/") else spec.train.uri.rsplit("/", 1)[0] + "/"
-    for root, files, uri in ((dest, train, base_train), (out.eval_root, out.eval_files, spec.eval.uri or "")):
+        out.eval_base = base_uri(spec.eval.uri)
+    for root, files, base in ((dest, train, out.train_base), (out.eval_root, out.eval_files, out.eval_base)):
         for f in files:
             assert root is not None
-            rel = f.relative_to(root).as_posix()
-            full = uri if not uri.endswith("/") and uri else uri + rel
-            out.files.append({"uri": full, "bytes": f.stat().st_size, "sha256": sha256_file(f)})
+            uri = base + f.relative_to(root).as_posix()
+            out.files.append({"uri": uri, "bytes": f.stat().st_size, "sha256": sha256_file(f)})
     return out
+
+
+#: How the evaluation data is named in errors, and the field whose column mapping it is read with.
+EVAL_DATA = "the evaluation data (spec.data.eval.uri)"
+EVAL_COLUMNS = "spec.data.train.columns (the evaluation data is read with the training data's columns)"
 
 
 @dataclass
@@ -153,19 +165,28 @@ def load_and_check(cfg: RunConfig, fetched: Fetched) -> Prepared:
     if fmt is DataFormat.BEIR:
         beir = D.read_beir(fetched.train_root)
         return Prepared(fmt, [], None, beir, {"corpus": len(beir.corpus), "queries": len(beir.queries)})
-    rows = D.read_files(fetched.train_files, tr.file_type, fetched.train_root)
+    rows = D.read_files(fetched.train_files, tr.file_type, fetched.train_root, base_uri=fetched.train_base)
     records, stats = D.drop_duplicates(D.map_and_check(rows, fmt, tr.columns), fmt)
+    counts = _prefixed("train", stats)
     ev = None
     if fetched.eval_files:
-        erows = D.read_files(fetched.eval_files, tr.file_type, fetched.eval_root)
-        ev, _ = D.drop_duplicates(D.map_and_check(erows, fmt, tr.columns), fmt)
+        erows = D.read_files(
+            fetched.eval_files, tr.file_type, fetched.eval_root, base_uri=fetched.eval_base, what=EVAL_DATA
+        )
+        ev, estats = D.drop_duplicates(
+            D.map_and_check(erows, fmt, tr.columns, what=EVAL_DATA, columns_field=EVAL_COLUMNS), fmt
+        )
+        counts.update(_prefixed("eval", estats))
     if not records:
         raise InvalidCorpus(
             "no training rows are left after dropping duplicates and pairs whose positive equals the anchor"
         )
-    return Prepared(
-        fmt, records, ev, None, {f"train{k[0].upper()}{k[1:]}": v for k, v in _camel(asdict(stats)).items()}
-    )
+    return Prepared(fmt, records, ev, None, counts)
+
+
+def _prefixed(side: str, stats: D.CleanStats) -> dict[str, Any]:
+    """``CleanStats`` as report keys: ``trainRowsRead``, ``evalDuplicatesDropped``, ..."""
+    return {f"{side}{k[0].upper()}{k[1:]}": v for k, v in _camel(asdict(stats)).items()}
 
 
 def _camel(d: dict[str, Any]) -> dict[str, Any]:
@@ -204,6 +225,7 @@ def build_evaluation(cfg: RunConfig, prep: Prepared) -> tuple[list[dict[str, Any
             train, ev = prep.train, prep.eval
         else:
             train, ev = D.split_held_out(prep.train, fmt, ev_spec.held_out_fraction, ev_spec.seed)
+        before = train
         train, leaked = D.remove_leakage(train, ev, fmt)
         stats["leakedRowsRemoved"] = leaked
         if fmt is DataFormat.LABELED_TEXTS:
@@ -212,6 +234,11 @@ def build_evaluation(cfg: RunConfig, prep: Prepared) -> tuple[list[dict[str, Any
             irset = D.ir_from_scored(ev, train, ev_spec)
         else:
             irset = D.ir_from_pairs(ev, train, ev_spec, negatives=fmt is DataFormat.TRIPLETS)
+            # The positives of leaked rows answer an evaluation query: never distractors (counted here).
+            kept = {id(r) for r in train}
+            in_corpus = set(irset.corpus.values())
+            left_out = {r["positive"] for r in before if id(r) not in kept} - in_corpus
+            stats["leakedPositivesLeftOut"] = len(left_out)
         stats["evalRows"] = len(ev)
     if not irset.queries:
         raise InvalidCorpus("the evaluation split has no query with a relevant document: add data or an eval set")

@@ -84,16 +84,32 @@ def render_markdown(report: dict[str, Any], plot_name: str | None = "dimensions.
     lines += metric_tables(report["metrics"]["base"], report["metrics"]["finetuned"])
     data = report["data"]
     lines += ["", "## Data", ""]
-    lines += [f"- {k}: {v}" for k, v in data.items()]
+    lines += [f"- {k}: {value(v)}" for k, v in data.items() if k != "files"]
+    if data.get("files"):
+        lines += ["- files:"]
+        lines += [f"  - `{f['uri']}` ({f['bytes']:,} bytes, sha256 `{f['sha256']}`)" for f in data["files"]]
     lines += ["", "## Training", ""]
-    lines += [f"- {k}: {v}" for k, v in report["training"].items()]
+    lines += [f"- {k}: {value(v)}" for k, v in report["training"].items()]
     lines += ["", "## Timings (seconds)", ""]
     lines += [f"- {k}: {v:.1f}" for k, v in report["timings"].items()]
     lines += ["", "## Hardware", ""]
-    lines += [f"- {k}: {v}" for k, v in report["hardware"].items()]
+    lines += [f"- {k}: {value(v)}" for k, v in report["hardware"].items()]
     if plot_name:
         lines += ["", f"![{pm} per dimension]({plot_name})"]
     return "\n".join(lines) + "\n"
+
+
+def value(v: Any) -> str:
+    """A value for people: floats to 4 significant digits, lists and mappings spelled out, not Python reprs."""
+    if isinstance(v, bool) or v is None:
+        return str(v).lower() if v is not None else "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {value(x)}" for k, x in v.items()) or "-"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(value(x) for x in v) or "-"
+    return str(v)
 
 
 def metric_tables(base: dict[str, dict[str, float]], tuned: dict[str, dict[str, float]]) -> list[str]:
