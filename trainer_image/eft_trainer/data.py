@@ -205,9 +205,7 @@ def map_and_check(
         missing = [user for user in mapping.values() if user not in r.data]
         if missing:
             have = ", ".join(sorted(r.data)[:10])
-            problems.add(
-                where, f"missing column(s) {', '.join(missing)} (the row has: {have}); see {columns_field}"
-            )
+            problems.add(where, f"missing column(s) {', '.join(missing)} (the row has: {have}); see {columns_field}")
             continue
         rec: dict[str, Any] = {}
         ok = True
