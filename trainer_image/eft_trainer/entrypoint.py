@@ -38,6 +38,7 @@ from eft_api.contract import (
     PUBLISHED_REPORT_JSON,
     PUBLISHED_REPORT_MD,
     TERMINATION_LOG,
+    TERMINATION_LOG_ENV,
     Artifacts,
     ExitCode,
     Headline,
@@ -60,7 +61,7 @@ from eft_trainer.training import check_dimensions
 
 log = logging.getLogger("eft_trainer")
 
-TERMINATION_ENV = "EFT_TERMINATION_LOG"
+TERMINATION_ENV = TERMINATION_LOG_ENV  # the name eft run imports
 DATA_ROOT_ENV = "EFT_DATA_ROOT"
 
 
@@ -434,7 +435,6 @@ def run_job(
     """Run every step; raise TrainerError (or anything) on failure. ``callbacks`` go to the HF Trainer."""
     from eft_trainer.metrics import Progress
     from eft_trainer.report import build_report, paired_bootstrap
-    from eft_trainer.training import check_loss_fits
 
     spec = cfg.spec
     work = Path(cfg.settings.work_dir) / cfg.run.run_id
@@ -448,7 +448,6 @@ def run_job(
         log.info("phase %s started", name)
         return time.perf_counter()
 
-    check_loss_fits(spec.data.train.format, spec.training.loss)
     storage = Storage(spec.storage) if not os.environ.get(DATA_ROOT_ENV) else None
     if storage is not None:
         done = _already_published(cfg, storage)

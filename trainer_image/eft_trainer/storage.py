@@ -10,18 +10,23 @@ anything).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from eft_api.spec import StorageSpec
-from eft_trainer.errors import InvalidCorpus, S3AccessDenied, S3NotFound, S3Unavailable, TrainerError
+from eft_trainer.errors import (
+    InvalidCorpus,
+    S3AccessDenied,
+    S3NotFound,
+    S3Unavailable,
+    TrainerError,
+    credential_files,
+)
 
 log = logging.getLogger(__name__)
 
-CREDENTIALS_DIR_ENV = "EFT_S3_CREDENTIALS_DIR"
 MB = 1024 * 1024
 
 _DENIED = {
@@ -117,19 +122,8 @@ def local_path(dest: Path, bucket: str, key: str, prefix: str) -> Path:
 
 
 def _credentials() -> dict[str, str]:
-    folder = os.environ.get(CREDENTIALS_DIR_ENV)
-    if not folder:
-        return {}
-    out: dict[str, str] = {}
-    for env, arg in (
-        ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
-        ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
-        ("AWS_SESSION_TOKEN", "aws_session_token"),
-    ):
-        f = Path(folder) / env
-        if f.is_file():
-            out[arg] = f.read_text().strip()
-    return out
+    """boto3 client arguments from the credentials folder (``AWS_SECRET_ACCESS_KEY`` -> aws_secret_access_key)."""
+    return {name.lower(): value for name, value in credential_files().items()}
 
 
 class Storage:

@@ -23,29 +23,18 @@ from typing import Any
 
 from eft_api.spec import (
     IN_BATCH_NEGATIVE_LOSSES,
-    LOSSES_BY_FORMAT,
     DataFormat,
     EmbeddingFinetuneSpec,
     Loss,
     TrainingSpec,
 )
-from eft_trainer.errors import InvalidSpecError, LossFormatMismatch
+from eft_trainer.errors import InvalidSpecError
 from eft_trainer.storage import S3Uri, Storage
 
 log = logging.getLogger(__name__)
 
 LATEST = "latest.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def check_loss_fits(fmt: DataFormat, loss: Loss) -> None:
-    """The trainer's own guard (a run config may bypass the API's validation)."""
-    fitting = LOSSES_BY_FORMAT[fmt]
-    if loss not in fitting:
-        names = ", ".join(x.value for x in fitting)
-        raise LossFormatMismatch(
-            f"spec.training.loss {loss.value} does not fit spec.data.train.format {fmt.value}: use one of {names}"
-        )
 
 
 def pick_precision(precision: str, cuda: bool, bf16_ok: bool) -> str:
@@ -124,9 +113,7 @@ def to_dataset(records: Sequence[dict[str, Any]], fmt: DataFormat, loss: Loss) -
     cols = ["anchor", "positive"]
     negs = sorted({k for r in records for k in r if k.startswith("negative_")}, key=lambda k: int(k.split("_")[1]))
     if loss is Loss.TRIPLET:
-        negs = negs[:1]
-        if not negs:
-            raise LossFormatMismatch("spec.training.loss Triplet needs a negative column (format triplets)")
+        negs = negs[:1]  # the run config's validator allows Triplet with triplets only, which have negatives
     rows = [r for r in records if all(isinstance(r.get(c), str) and r.get(c) for c in negs)]
     return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in cols + negs})
 
@@ -319,7 +306,6 @@ def train(
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
-    check_loss_fits(fmt, spec.loss)
     cuda = torch.cuda.is_available()
     precision = pick_precision(spec.precision, cuda, cuda and torch.cuda.is_bf16_supported())
     if cuda:
