@@ -24,7 +24,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,7 +269,8 @@ def resolve_model(cfg: RunConfig, storage: Storage | None, work: Path) -> str:
     return base
 
 
-def load_model(cfg: RunConfig, storage: Storage | None, work: Path) -> Any:
+def load_model(cfg: RunConfig, storage: Storage | None, work: Path) -> tuple[Any, str]:
+    """The base model, and where it was loaded from (a local folder or a hub id), for the lineage."""
     from sentence_transformers import SentenceTransformer
 
     m = cfg.spec.model
@@ -287,7 +288,7 @@ def load_model(cfg: RunConfig, storage: Storage | None, work: Path) -> Any:
         model.max_seq_length = m.max_seq_length
     check_dimensions(cfg.spec, embedding_dim(model), m.base)
     log.info("loaded model %s in %.1fs", m.base, time.perf_counter() - t0)
-    return model
+    return model, where
 
 
 def evaluate(model: Any, irset: D.IRSet, cfg: RunConfig) -> Any:
@@ -355,8 +356,15 @@ def hardware() -> dict[str, Any]:
 
 
 def publish_run(
-    cfg: RunConfig, storage: Storage, model: Any | None, report: dict[str, Any], work: Path
+    cfg: RunConfig,
+    storage: Storage,
+    model: Any | None,
+    report: dict[str, Any],
+    work: Path,
+    stamp: Callable[[], None] = lambda: None,
 ) -> tuple[dict[str, Any], Artifacts]:
+    """Publish the model, then the report, then the manifest; ``stamp()`` runs just before the report is
+    written (after the model's upload), to complete its timings."""
     import json
 
     from eft_trainer.publish import model_card, publish
@@ -365,19 +373,24 @@ def publish_run(
     out = work / "publish"
     if out.exists():
         shutil.rmtree(out)
-    rdir = out / "report"
-    rdir.mkdir(parents=True)
-    (rdir / PUBLISHED_REPORT_JSON).write_text(json.dumps(report, indent=2))
-    (rdir / PUBLISHED_REPORT_MD).write_text(render_markdown(report, PUBLISHED_PLOT))
-    plot(report, rdir / PUBLISHED_PLOT)
     mdir = out / "model"
     if model is not None:
         model.save(str(mdir))
         (mdir / "README.md").write_text(model_card(report))
     else:
-        mdir.mkdir()
+        mdir.mkdir(parents=True)
+
+    def write_report() -> Path:
+        stamp()
+        rdir = out / "report"
+        rdir.mkdir(parents=True)
+        (rdir / PUBLISHED_REPORT_JSON).write_text(json.dumps(report, indent=2))
+        (rdir / PUBLISHED_REPORT_MD).write_text(render_markdown(report, PUBLISHED_PLOT))
+        plot(report, rdir / PUBLISHED_PLOT)
+        return rdir
+
     prefix = S3Uri.parse(cfg.run.output_prefix)
-    manifest = publish(storage, prefix, mdir, rdir, cfg.run.run_id)
+    manifest = publish(storage, prefix, mdir, write_report, cfg.run.run_id)
     arts = Artifacts(
         model=str(prefix.join(PUBLISHED_MODEL_DIR)) if model is not None else None,
         report=str(prefix.join(PUBLISHED_REPORT_JSON)),
@@ -465,8 +478,11 @@ def run_job(
     log.info("data: %s", {k: v for k, v in stats.items() if k != "files"})
 
     t = time.perf_counter()
-    model = load_model(cfg, storage, work)
+    model, source = load_model(cfg, storage, work)
     timings["loadModel"] = time.perf_counter() - t
+    from eft_trainer.lineage import lineage
+
+    lineage_info = lineage(cfg, model, source)
     t = phase("evaluate-base")
     base = evaluate(model, irset, cfg)
     prog.record_eval("base", base.metrics)
@@ -507,18 +523,16 @@ def run_job(
     gate = spec.evaluation.gate
     pdim = gate.dimension if gate and gate.dimension and gate.dimension in base.metrics else full
     boot = paired_bootstrap(base.per_query[pdim][pm], tuned.per_query[pdim][pm], seed=spec.training.seed)
-    timings["total"] = time.perf_counter() - t_start
     report = build_report(
         config={
             "name": cfg.run.name,
             "namespace": cfg.run.namespace,
             "runId": cfg.run.run_id,
-            "baseModel": spec.model.base,
             "loss": spec.training.loss.value,
             "format": spec.data.train.format.value,
             "training": spec.training.model_dump(mode="json", by_alias=True),
             "evaluation": spec.evaluation.model_dump(mode="json", by_alias=True, exclude_none=True),
-            "maxSeqLength": spec.model.max_seq_length,
+            **lineage_info,
         },
         data=stats,
         base=base.metrics,
@@ -532,14 +546,20 @@ def run_job(
     )
     rejected = gate is not None and report["headline"]["gain"] < gate.min_gain
     t = phase("publish")
+
+    def stamp() -> None:
+        """Publishing up to the report's own upload (the model's upload included) and the run's total."""
+        report["timings"]["publish"] = time.perf_counter() - t
+        report["timings"]["total"] = time.perf_counter() - t_start
+
     arts = Artifacts()
     if storage is not None:
-        _, arts = publish_run(cfg, storage, None if rejected else model, report, work)
+        _, arts = publish_run(cfg, storage, None if rejected else model, report, work, stamp)
     else:
         local = work / "published"
         model.save(str(local / "model"))
         arts = Artifacts(model=str(local / "model"))
-    timings["publish"] = time.perf_counter() - t
+        stamp()
     h = report["headline"]
     headline = Headline(primary_metric=pm, dimension=pdim, base=h["base"], finetuned=h["finetuned"], gain=h["gain"])
     if rejected:
