@@ -93,7 +93,7 @@ def render_file(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             continue
         owner = Owner(
             namespace=meta.namespace or args.namespace or "default",
-            name=meta.name,
+            name=meta.resolved_name,
             uid=meta.uid or args.uid or PLACEHOLDER_UID,
             generation=meta.generation or args.generation or 1,
         )
