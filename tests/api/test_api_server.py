@@ -105,12 +105,7 @@ def test_server_and_eft_validate_agree(
 
 def _children_are_accepted(dyn: Any, doc: dict[str, Any], namespace: str) -> None:
     meta, spec = parse_resource(doc)
-    owner = Owner(
-        namespace=namespace,
-        name=meta.resolved_name,
-        uid="5b7a7c54-5d6b-4a4e-9d8e-0123456789ab",
-        generation=1,
-    )
+    owner = Owner.of(namespace, meta.resolved_name, "5b7a7c54-5d6b-4a4e-9d8e-0123456789ab", 1, spec)
     for child in render_children(owner, spec, Settings()):
         apply(dyn, child, dry_run=True)
 

@@ -26,12 +26,7 @@ SETTINGS = Settings(trainer_image="ghcr.io/eft-dev/eft-trainer:0.1.0")
 
 def _render(path: Path, settings: Settings = SETTINGS) -> list[dict]:
     meta, spec = parse_resource(yaml.safe_load(path.read_text()))
-    owner = Owner(
-        namespace=meta.namespace or "default",
-        name=meta.resolved_name,
-        uid="11111111-2222-3333-4444-555555555555",
-        generation=3,
-    )
+    owner = Owner.of(meta.namespace or "default", meta.resolved_name, "11111111-2222-3333-4444-555555555555", 3, spec)
     return list(render_children(owner, spec, settings))
 
 
@@ -103,7 +98,10 @@ def test_eft_render_cli(tmp_path: Path) -> None:
     )
     assert render_file(args, out, err) == 0, err.getvalue()
     _cm, job = yaml.safe_load_all(out.getvalue())
-    assert job["metadata"]["name"] == contract.child_name("quickstart", contract.run_id("u-1", 4))
+    _, spec = parse_resource(yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text()))
+    assert job["metadata"]["name"] == contract.child_name(
+        "quickstart", contract.run_id("u-1", 4, contract.spec_digest(spec))
+    )
     assert (
         job["metadata"]["namespace"] == "team"
         and job["spec"]["template"]["spec"]["containers"][0]["image"] == "local/t:dev"
