@@ -173,3 +173,22 @@ def _rules(node: Any) -> list[dict[str, Any]]:
     if isinstance(node, list):
         return [r for v in node for r in _rules(v)]
     return []
+
+
+def test_eft_validate_server_command(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command a user runs: exit 0 for what the server accepts, 1 naming the field, 2 when no cluster answers."""
+    from eft_cli.main import main
+
+    kubeconfig = str(control_plane.kubeconfig)
+    assert main(["validate", "--server", "--kubeconfig", kubeconfig, "-n", namespace, str(EXAMPLES[0])]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(next(doc for cid, doc, _ in CASES if cid == "metric-leading-zero")))
+    capsys.readouterr()
+    assert main(["validate", "--server", "--kubeconfig", kubeconfig, "-n", namespace, str(bad)]) == 1
+    assert f"{bad}: spec.evaluation.primaryMetric: " in capsys.readouterr().out
+    gone = tmp_path / "kubeconfig"
+    gone.write_text(control_plane.kubeconfig.read_text().replace(control_plane.server, "https://127.0.0.1:1"))
+    assert main(["validate", "--server", "--kubeconfig", str(gone), str(bad)]) == 2
+    assert "cannot ask the API server" in capsys.readouterr().err
