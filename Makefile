@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= .data
 PYTEST_ARGS ?=
+# A real Kubernetes control plane for the tests (controller-runtime's envtest convention).
+ENVTEST_SOURCE ?= ../shared/envtest
+KUBEBUILDER_ASSETS ?= $(CURDIR)/.envtest/bin
+export KUBEBUILDER_ASSETS
 
 .DEFAULT_GOAL := help
 
@@ -28,6 +32,20 @@ install: $(STAMP) ## Create .venv and install the project with every extra
 data: $(STAMP) ## Build the sample corpus from Debian's Python documentation into .data/
 	$(BIN)/python -m eft_devtools.sample_data --out $(DATA_DIR)
 
+.PHONY: envtest
+envtest: ## Unpack kube-apiserver, kube-controller-manager and etcd for the tests into .envtest/bin
+	@if [ -x "$(KUBEBUILDER_ASSETS)/kube-apiserver" ] && [ -x "$(KUBEBUILDER_ASSETS)/etcd" ]; then \
+	  echo "envtest: binaries in $(KUBEBUILDER_ASSETS)"; \
+	elif [ -x "$(ENVTEST_SOURCE)/install" ]; then \
+	  "$(ENVTEST_SOURCE)/install" "$(KUBEBUILDER_ASSETS)"; \
+	elif command -v setup-envtest >/dev/null; then \
+	  setup-envtest use -p path --bin-dir .envtest/setup >/dev/null && \
+	  mkdir -p "$(KUBEBUILDER_ASSETS)" && cp "$$(setup-envtest use -i -p path --bin-dir .envtest/setup)"/* "$(KUBEBUILDER_ASSETS)/"; \
+	else \
+	  echo "envtest: no control-plane binaries: set ENVTEST_SOURCE to a folder with an install script, or install setup-envtest"; \
+	  if [ "$$CI" = "true" ]; then exit 1; fi; \
+	fi
+
 .PHONY: lint
 lint: $(STAMP) ## Ruff, mypy, import-linter contracts and hadolint
 	$(BIN)/ruff check operator trainer_image tests bench
@@ -37,11 +55,11 @@ lint: $(STAMP) ## Ruff, mypy, import-linter contracts and hadolint
 	$(BIN)/hadolint $(wildcard trainer_image/Dockerfile operator/Dockerfile)
 
 .PHONY: test
-test: lint data ## Lint, then run the whole test suite (slow tests included)
+test: lint data envtest ## Lint, then run the whole test suite (slow tests included) on a real control plane
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-fast
-test-fast: $(STAMP) ## The tests not marked slow
+test-fast: $(STAMP) envtest ## The tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: demo
@@ -60,7 +78,7 @@ image: ## Build the trainer and operator images with docker or podman (not part 
 
 .PHONY: clean
 clean: ## Remove the virtual environment, data and caches
-	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DATA_DIR) .envtest .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: docs
 docs: $(STAMP) ## Regenerate the README's spec field table from the CRD

@@ -1,6 +1,10 @@
-"""Shared fixtures: a real S3 server (SeaweedFS on loopback) for the whole test session.
+"""Shared fixtures: a real S3 server (SeaweedFS on loopback) and a real Kubernetes control plane (envtest).
 
-The Kubernetes API fixture (kmock with the real kopf loop) lives in ``tests/operator/conftest.py``.
+``control_plane`` starts etcd, kube-apiserver and kube-controller-manager from ``$KUBEBUILDER_ASSETS``
+(``make envtest``) once per session; ``kube`` is an API client for it (admin), ``dyn`` a dynamic client,
+``eft_crd`` installs ``crds/`` server-side, and ``kube_namespace`` gives each test a fresh namespace.
+Without the binaries these tests skip, saying how to get them, except under ``CI=true``, where that
+fails. The kmock fixtures (fault injection with the real kopf loop) live in ``tests/operator/``.
 """
 
 from __future__ import annotations
@@ -9,8 +13,11 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from controlplane import HOW_TO_GET, ControlPlane, apply, assets_dir, wait_for
 
 from eft_devtools.local_s3 import LocalS3
 
@@ -40,3 +47,72 @@ def s3_bucket(s3_server: LocalS3) -> str:
     name = f"t-{uuid.uuid4().hex[:12]}"
     s3_server.create_bucket(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A real control plane (v1.36 here) on free loopback ports for the session, stopped by pid at the end."""
+    assets = assets_dir()
+    if assets is None:
+        message = f"no Kubernetes control-plane binaries (KUBEBUILDER_ASSETS): {HOW_TO_GET}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    plane = ControlPlane(assets, tmp_path_factory.mktemp("envtest"))
+    try:
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: ControlPlane) -> Iterator[Any]:
+    """An API client of the control plane, as its admin (system:masters)."""
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def dyn(kube: Any) -> Any:
+    from kubernetes import dynamic
+
+    return dynamic.DynamicClient(kube)
+
+
+@pytest.fixture(scope="session")
+def eft_crd(kube: Any, dyn: Any) -> dict[str, Any]:
+    """crds/ installed server-side and Established; returns the CRD as the server stores it."""
+    from kubernetes import client
+
+    doc = yaml.safe_load((REPO / "crds" / "embeddingfinetunes.yaml").read_text(encoding="utf-8"))
+    apply(dyn, doc)
+    api = client.ApiextensionsV1Api(kube)
+    name = doc["metadata"]["name"]
+
+    def established() -> bool:
+        conditions = api.read_custom_resource_definition(name).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_for(established, 30, what=f"CRD {name} to be Established")
+    stored: dict[str, Any] = kube.sanitize_for_serialization(api.read_custom_resource_definition(name))
+    return stored
+
+
+@pytest.fixture
+def kube_namespace(kube: Any) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (the garbage collector removes what was in it)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube)
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core.create_namespace({"metadata": {"name": name}})
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from eft_api.spec import EmbeddingFinetuneSpec
+from eft_api.spec import EmbeddingFinetuneSpec, dump_spec
 
 RUN_CONFIG_KEY = "run-config.json"
 RUN_CONFIG_ENV = "EFT_RUN_CONFIG"
@@ -101,13 +101,25 @@ def _short_hash(text: str, n: int = 5) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
-def run_id(uid: str, generation: int) -> str:
-    """The id of the run that trains ``generation`` of the resource with ``uid``: ``g<generation>-<hash>``.
+def spec_digest(spec: EmbeddingFinetuneSpec) -> str:
+    """A hash of what defines a run: the spec (defaults filled in) less ``runPolicy.suspend``.
 
-    The uid part keeps a deleted and re-created resource of the same name from reusing (and so
-    overwriting) an earlier resource's publication prefix.
+    Suspending or resuming a run is not a new run; every other change of spec is.
     """
-    return f"g{generation}-{_short_hash(uid)}"
+    doc = dump_spec(spec)
+    doc.get("runPolicy", {}).pop("suspend", None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_id(uid: str, generation: int, digest: str) -> str:
+    """The id of the run that trains ``generation`` of the resource with ``uid`` and spec ``digest``.
+
+    ``g<generation>-<hash of uid and spec digest>``. The uid keeps a deleted and re-created resource of
+    the same name from reusing (and so overwriting) an earlier resource's publication prefix; the spec
+    digest keeps an edited spec from ever returning an earlier result where the generation does not
+    move (``eft run`` on a file, a resource re-created from Git).
+    """
+    return f"g{generation}-{_short_hash(f'{uid}/{digest}')}"
 
 
 def child_name(name: str, rid: str) -> str:
@@ -170,7 +182,7 @@ def build_run_config(
     spec: EmbeddingFinetuneSpec,
     settings: TrainerSettings | None = None,
 ) -> RunConfig:
-    rid = run_id(uid, generation)
+    rid = run_id(uid, generation, spec_digest(spec))
     return RunConfig(
         run=RunIdentity(
             namespace=namespace,

@@ -3,19 +3,19 @@
 * :func:`openapi_schema` returns the v1alpha1 ``openAPIV3Schema``.
 * :func:`structural_problems` checks a resource with ``jsonschema`` (OpenAPI 3.0 spellings converted),
   reporting each problem with its field path, as ``kubectl apply`` would reject it.
-* :func:`apply_defaults` fills defaults the way the API server does (CEL rules see defaulted objects).
-* :func:`cel_rules` lists every ``x-kubernetes-validations`` rule with the path it sits at.
+* :func:`iter_fields` walks every spec field with its schema (for docs and tests).
+
+The CRD's CEL rules are mirrored by the typed model (:mod:`eft_api.spec`); a real API server checks
+both agree (``tests/api/test_api_server.py``).
 
 Pure (file reading aside): no Kubernetes client.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -148,52 +148,6 @@ def _message(err: Any) -> str:
     if err.validator == "anyOf" and any(s.get("type") == "integer" for s in err.validator_value):
         return f"{err.instance!r} must be an integer or a quantity string (such as 4, 500m or 16Gi)"
     return str(err.message)
-
-
-def apply_defaults(obj: Any, schema: dict[str, Any] | None = None) -> Any:
-    """Return a copy of ``obj`` with the schema's defaults filled in, as the API server defaults."""
-    schema = openapi_schema() if schema is None else schema
-    obj = copy.deepcopy(obj)
-    return _default(obj, schema)
-
-
-def _default(obj: Any, schema: dict[str, Any]) -> Any:
-    if isinstance(obj, dict):
-        props = schema.get("properties", {})
-        for key, sub in props.items():
-            if key not in obj and "default" in sub:
-                obj[key] = copy.deepcopy(sub["default"])
-            if key in obj:
-                obj[key] = _default(obj[key], sub)
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict):
-            for key in obj:
-                if key not in props:
-                    obj[key] = _default(obj[key], extra)
-    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
-        return [_default(item, schema["items"]) for item in obj]
-    return obj
-
-
-@dataclass(frozen=True)
-class CelRule:
-    path: tuple[str, ...]  # where the rule sits, from the root (for example ("spec",))
-    rule: str
-    message: str
-    field_path: str | None
-
-
-def cel_rules(schema: dict[str, Any] | None = None) -> list[CelRule]:
-    return list(_walk_rules(openapi_schema() if schema is None else schema, ()))
-
-
-def _walk_rules(node: dict[str, Any], path: tuple[str, ...]) -> Iterator[CelRule]:
-    for rule in node.get("x-kubernetes-validations", []):
-        yield CelRule(path=path, rule=rule["rule"], message=rule.get("message", ""), field_path=rule.get("fieldPath"))
-    for key, sub in node.get("properties", {}).items():
-        yield from _walk_rules(sub, (*path, key))
-    if isinstance(node.get("items"), dict):
-        yield from _walk_rules(node["items"], (*path, "[]"))
 
 
 def iter_fields(node: dict[str, Any] | None = None, path: str = "spec") -> Iterator[tuple[str, dict[str, Any]]]:

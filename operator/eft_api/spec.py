@@ -10,11 +10,13 @@ invalid resources. Pure: no I/O, no kopf, kubernetes, boto3 or torch.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -39,9 +41,35 @@ MODEL_PATTERN = (
 )
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-CPU_QUANTITY = r"^[0-9]+(\.[0-9]+)?m?$"
-BYTES_QUANTITY = r"^[0-9]+(\.[0-9]+)?([EPTGMk]i?)?$"
-METRIC_PATTERN = r"^(ndcg|mrr|recall|map|accuracy)@[0-9]+$"
+#: Kubernetes' quantity grammar (resource.Quantity), without a sign: what a Pod's resources accept.
+QUANTITY = (
+    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
+    r"|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+QUANTITY_MAX_LENGTH = 32
+#: A label key (a qualified name): an optional DNS-subdomain prefix and /, then a name of at most 63.
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+METRIC_PATTERN = r"^(ndcg|mrr|recall|map|accuracy)@[1-9][0-9]{0,3}$"
+#: metadata.name becomes the value of the finetune.eft.dev/name label on the run's Job and Pods.
+NAME_MAX_LENGTH = 63
+#: The API server appends 5 random characters to metadata.generateName, cut to 58 characters first.
+GENERATED_SUFFIX_LENGTH = 5
+GENERATE_NAME_KEPT = NAME_MAX_LENGTH - GENERATED_SUFFIX_LENGTH
+
+
+def _integral(value: Any) -> Any:
+    """The API server stores a JSON number with an integral value (32.0) in an integer field as 32."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: Before the strict integer check: accept what the API server accepts for an integer field.
+Integral = BeforeValidator(_integral)
 
 S3Uri = Annotated[str, StringConstraints(pattern=S3_URI_PATTERN, max_length=1024)]
 
@@ -120,7 +148,7 @@ class _Model(BaseModel):
 class ModelSpec(_Model):
     base: Annotated[str, StringConstraints(pattern=MODEL_PATTERN, min_length=1, max_length=512)]
     revision: Annotated[str, StringConstraints(max_length=128)] | None = None
-    max_seq_length: Annotated[int, Field(strict=True, ge=8, le=32768)] | None = None
+    max_seq_length: Annotated[int, Field(strict=True, ge=8, le=32768), Integral] | None = None
     trust_remote_code: StrictBool = False
 
     @property
@@ -159,8 +187,8 @@ class TrainData(_Model):
 class EvalData(_Model):
     uri: S3Uri | None = None
     held_out_fraction: Annotated[float, Field(strict=True, ge=0.01, le=0.5)] = 0.1
-    seed: Annotated[int, Field(strict=True, ge=0, le=4294967295)] = 42
-    max_distractors: Annotated[int, Field(strict=True, ge=0, le=10_000_000)] = 10000
+    seed: Annotated[int, Field(strict=True, ge=0, le=4294967295), Integral] = 42
+    max_distractors: Annotated[int, Field(strict=True, ge=0, le=10_000_000), Integral] = 10000
 
 
 class DataSpec(_Model):
@@ -170,25 +198,25 @@ class DataSpec(_Model):
 
 class HardNegatives(_Model):
     enabled: StrictBool = False
-    count: Annotated[int, Field(strict=True, ge=1, le=50)] = 3
+    count: Annotated[int, Field(strict=True, ge=1, le=50), Integral] = 3
     margin: Annotated[float, Field(strict=True, ge=0, le=1)] = 0.05
-    range_max: Annotated[int, Field(strict=True, ge=1, le=1000)] = 50
+    range_max: Annotated[int, Field(strict=True, ge=1, le=1000), Integral] = 50
 
 
 class TrainingSpec(_Model):
     loss: Loss = Loss.MULTIPLE_NEGATIVES_RANKING
-    matryoshka_dims: Annotated[list[Annotated[int, Field(strict=True, ge=8, le=16384)]], Field(max_length=16)] = Field(
-        default_factory=list
-    )
+    matryoshka_dims: Annotated[
+        list[Annotated[int, Field(strict=True, ge=8, le=16384), Integral]], Field(max_length=16)
+    ] = Field(default_factory=list)
     epochs: Annotated[float, Field(strict=True, gt=0, le=100)] = 1
-    batch_size: Annotated[int, Field(strict=True, ge=2, le=65536)] = 32
-    mini_batch_size: Annotated[int, Field(strict=True, ge=1, le=4096)] = 32
+    batch_size: Annotated[int, Field(strict=True, ge=2, le=65536), Integral] = 32
+    mini_batch_size: Annotated[int, Field(strict=True, ge=1, le=4096), Integral] = 32
     learning_rate: Annotated[float, Field(strict=True, gt=0, le=1)] = 2e-5
     warmup_ratio: Annotated[float, Field(strict=True, ge=0, le=0.5)] = 0.1
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    seed: Annotated[int, Field(strict=True, ge=0, le=4294967295)] = 42
-    checkpoint_steps: Annotated[int, Field(strict=True, ge=10, le=1_000_000)] = 500
+    seed: Annotated[int, Field(strict=True, ge=0, le=4294967295), Integral] = 42
+    checkpoint_steps: Annotated[int, Field(strict=True, ge=10, le=1_000_000), Integral] = 500
     hard_negatives: HardNegatives = Field(default_factory=HardNegatives)
 
     @field_validator("matryoshka_dims")
@@ -204,16 +232,39 @@ class TrainingSpec(_Model):
 
 class Gate(_Model):
     min_gain: Annotated[float, Field(strict=True, ge=-1, le=1)]
-    dimension: Annotated[int, Field(strict=True, ge=8, le=16384)] | None = None
+    dimension: Annotated[int, Field(strict=True, ge=8, le=16384), Integral] | None = None
+
+
+class GuardColumns(_Model):
+    anchor: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "anchor"
+    positive: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "positive"
+
+
+class Guard(_Model):
+    """A further evaluation set the fine-tuned model must not get worse on by more than ``max_drop``."""
+
+    name: Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]
+    uri: S3Uri
+    format: Literal[DataFormat.PAIRS, DataFormat.BEIR] = DataFormat.PAIRS
+    file_type: Literal["jsonl", "csv", "parquet"] = "jsonl"
+    columns: GuardColumns = Field(default_factory=GuardColumns)
+    max_drop: Annotated[float, Field(strict=True, ge=0, le=1)] = 0.0
+
+    @model_validator(mode="after")
+    def _beir_is_a_prefix(self) -> Guard:
+        if self.format is DataFormat.BEIR and not self.uri.endswith("/"):
+            raise SpecRuleError(("uri",), "a guard's uri must be a prefix ending in / for format beir")
+        return self
 
 
 class EvaluationSpec(_Model):
-    k_values: Annotated[list[Annotated[int, Field(strict=True, ge=1, le=1000)]], Field(min_length=1, max_length=10)] = (
-        Field(default_factory=lambda: [1, 3, 5, 10])
-    )
-    primary_metric: Annotated[str, StringConstraints(pattern=METRIC_PATTERN)] = "ndcg@10"
-    batch_size: Annotated[int, Field(strict=True, ge=1, le=65536)] = 128
+    k_values: Annotated[
+        list[Annotated[int, Field(strict=True, ge=1, le=1000), Integral]], Field(min_length=1, max_length=10)
+    ] = Field(default_factory=lambda: [1, 3, 5, 10])
+    primary_metric: Annotated[str, StringConstraints(pattern=METRIC_PATTERN, max_length=16)] = "ndcg@10"
+    batch_size: Annotated[int, Field(strict=True, ge=1, le=65536), Integral] = 128
     gate: Gate | None = None
+    guards: Annotated[list[Guard], Field(max_length=8)] = Field(default_factory=list)
 
     @field_validator("k_values")
     @classmethod
@@ -221,6 +272,14 @@ class EvaluationSpec(_Model):
         if len(set(ks)) != len(ks):
             raise ValueError("must not repeat a value (it is a set)")
         return ks
+
+    @model_validator(mode="after")
+    def _unique_guard_names(self) -> EvaluationSpec:
+        names = [g.name for g in self.guards]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise SpecRuleError(("guards", i), f"repeats the name {name!r} (a guard's name is its key)")
+        return self
 
     @property
     def primary_name(self) -> str:
@@ -246,55 +305,94 @@ class StorageSpec(_Model):
     credentials_secret: SecretRef | None = None
 
 
-def _check_quantity(pattern: str, example: str) -> Any:
+def quantity_value(text: str) -> Decimal:
+    """The value of a quantity string that matches :data:`QUANTITY` (for its sign and size, not for arithmetic)."""
+    m = re.match(r"^([0-9.]+)(.*)$", text)
+    assert m is not None
+    number, suffix = Decimal(m.group(1)), m.group(2)
+    if suffix[:1] in ("e", "E"):
+        return number.scaleb(int(suffix[1:]))
+    return number  # binary and decimal suffixes scale by a positive factor: the sign is the number's
+
+
+def _check_quantity(example: str) -> Any:
     def check(value: Any) -> int | str:
+        value = _integral(value)
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise ValueError(f"must be a Kubernetes quantity (an integer or a string such as {example})")
-        if isinstance(value, int):
-            if value < 0:
-                raise ValueError("must not be negative")
-            return value
-        if not re.match(pattern, value):
-            raise ValueError(f"{value!r} is not a Kubernetes quantity such as {example}")
+        if isinstance(value, str):
+            if len(value) > QUANTITY_MAX_LENGTH:
+                raise ValueError(f"must be at most {QUANTITY_MAX_LENGTH} characters")
+            if not re.match(QUANTITY, value):
+                raise ValueError(f"{value!r} is not a Kubernetes quantity such as {example}")
+        if (value if isinstance(value, int) else quantity_value(value)) <= 0:
+            raise ValueError("must be a positive Kubernetes quantity")
         return value
 
     return check
 
 
-def _quantity(pattern: str, example: str) -> Any:
-    return Annotated[int | str, PlainValidator(_check_quantity(pattern, example))]
+def _quantity(example: str) -> Any:
+    return Annotated[int | str, PlainValidator(_check_quantity(example))]
 
 
 class ResourcesSpec(_Model):
-    gpus: Annotated[int, Field(strict=True, ge=0, le=16)] = 1
+    gpus: Annotated[int, Field(strict=True, ge=0, le=16), Integral] = 1
     gpu_resource_name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$", max_length=253)] = (
         "nvidia.com/gpu"
     )
-    cpu: _quantity(CPU_QUANTITY, "4 or 500m") = "4"  # type: ignore[valid-type]
-    memory: _quantity(BYTES_QUANTITY, "16Gi") = "16Gi"  # type: ignore[valid-type]
-    work_dir_size: _quantity(BYTES_QUANTITY, "20Gi") = "20Gi"  # type: ignore[valid-type]
+    cpu: _quantity("4 or 500m") = "4"  # type: ignore[valid-type]
+    memory: _quantity("16Gi") = "16Gi"  # type: ignore[valid-type]
+    work_dir_size: _quantity("20Gi") = "20Gi"  # type: ignore[valid-type]
+
+
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE, max_length=63)]
 
 
 class Toleration(_Model):
-    key: str | None = None
+    key: Annotated[str, StringConstraints(pattern=LABEL_KEY, max_length=317)] | None = None
     operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
+    value: LabelValue | None = None
     effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: Annotated[int, Field(strict=True, ge=0)] | None = None
+    toleration_seconds: Annotated[int, Field(strict=True, ge=0), Integral] | None = None
+
+    @model_validator(mode="after")
+    def _pod_rules(self) -> Toleration:
+        # The rules a Pod's tolerations must keep (and the CRD's CEL rules on each toleration).
+        if not self.key and self.operator != "Exists":
+            raise SpecRuleError(("operator",), "a toleration without a key must have operator Exists")
+        if self.operator == "Exists" and self.value:
+            raise SpecRuleError(("value",), "a toleration with operator Exists must not have a value")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise SpecRuleError(("tolerationSeconds",), "tolerationSeconds needs effect NoExecute")
+        return self
+
+
+def _check_label_keys(selector: dict[str, str]) -> dict[str, str]:
+    for key in selector:
+        prefix = key.split("/", 1)[0] if "/" in key else ""
+        if len(key) > 317 or len(prefix) > 253 or not re.match(LABEL_KEY, key):
+            raise ValueError(
+                f"key {key!r} is not a label key: an optional DNS-subdomain prefix and /, then at most 63 "
+                "characters of a-z, A-Z, 0-9, -, _ and ."
+            )
+    return selector
 
 
 class SchedulingSpec(_Model):
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: Annotated[dict[str, LabelValue], Field(max_length=64)] = Field(default_factory=dict)
     tolerations: Annotated[list[Toleration], Field(max_length=32)] = Field(default_factory=list)
     priority_class_name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN, max_length=253)] | None = None
     queue_name: Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)] | None = None
 
+    _label_keys = field_validator("node_selector")(_check_label_keys)
+
 
 class RunPolicy(_Model):
     suspend: StrictBool = False
-    backoff_limit: Annotated[int, Field(strict=True, ge=0, le=10)] = 2
-    active_deadline_seconds: Annotated[int, Field(strict=True, ge=60, le=2592000)] = 86400
-    ttl_seconds_after_finished: Annotated[int, Field(strict=True, ge=0, le=31536000)] = 604800
+    backoff_limit: Annotated[int, Field(strict=True, ge=0, le=10), Integral] = 2
+    active_deadline_seconds: Annotated[int, Field(strict=True, ge=60, le=2592000), Integral] = 86400
+    ttl_seconds_after_finished: Annotated[int, Field(strict=True, ge=0, le=31536000), Integral] = 604800
 
 
 class EmbeddingFinetuneSpec(_Model):
@@ -348,7 +446,7 @@ def _either(names: Any) -> str:
 class SpecRuleError(ValueError):
     """A cross-field rule failed; ``path`` is the field it is reported on (relative to spec)."""
 
-    def __init__(self, path: tuple[str, ...], message: str) -> None:
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
         super().__init__(message)
         self.path = path
         self.message = message
@@ -434,11 +532,79 @@ def parse_spec(spec: Any, *, prefix: str = "spec") -> EmbeddingFinetuneSpec:
 
 
 class ResourceMeta(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
-    name: str
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    name: str | None = None
+    generate_name: str | None = Field(default=None, alias="generateName")
     namespace: str | None = None
     uid: str | None = None
     generation: int | None = None
+
+    @property
+    def resolved_name(self) -> str:
+        """The name, or for a ``generateName`` resource the prefix and ``xxxxx`` where the server adds 5 characters."""
+        return self.name or f"{(self.generate_name or '')[:GENERATE_NAME_KEPT]}{'x' * GENERATED_SUFFIX_LENGTH}"
+
+
+#: The fields of Kubernetes' ObjectMeta (the API server refuses others under strict field validation).
+OBJECT_META_FIELDS = frozenset(
+    {
+        "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
+        "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations",
+        "ownerReferences", "finalizers", "managedFields",
+    }
+)  # fmt: skip
+
+
+def _metadata_problems(meta: Any) -> list[SpecProblem]:
+    """What the API server refuses in an EmbeddingFinetune's metadata (and the CRD's rule on the name's length)."""
+    if not isinstance(meta, dict):
+        return [SpecProblem(path="metadata", message="must be an object with a name (or generateName)")]
+    problems = [
+        SpecProblem(path=f"metadata.{k}", message="unknown field") for k in sorted(set(meta) - OBJECT_META_FIELDS)
+    ]
+    name, generate = meta.get("name"), meta.get("generateName")
+    if name is None and generate is None:
+        problems.append(SpecProblem(path="metadata.name", message="name or generateName is required"))
+    if name is not None:
+        if not isinstance(name, str) or not re.match(DNS_SUBDOMAIN, name) or len(name) > 253:
+            problems.append(
+                SpecProblem(path="metadata.name", message="must be a DNS subdomain name (a-z, 0-9, - and .)")
+            )
+        elif len(name) > NAME_MAX_LENGTH:
+            problems.append(
+                SpecProblem(
+                    path="metadata.name",
+                    message=f"must be at most {NAME_MAX_LENGTH} characters: it becomes a label value of the "
+                    "run's Job and Pods",
+                )
+            )
+    elif generate is not None:
+        # The server keeps the first 58 characters and adds 5: the generated name is a valid, short name.
+        candidate = (
+            f"{generate[:GENERATE_NAME_KEPT]}{'a' * GENERATED_SUFFIX_LENGTH}" if isinstance(generate, str) else ""
+        )
+        if not re.match(DNS_SUBDOMAIN, candidate):
+            problems.append(
+                SpecProblem(path="metadata.generateName", message="must be the prefix of a DNS subdomain name")
+            )
+    for field in ("labels", "annotations"):
+        value = meta.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            problems.append(SpecProblem(path=f"metadata.{field}", message="must map strings to strings"))
+            continue
+        try:
+            _check_label_keys(value)
+        except ValueError as exc:
+            problems.append(SpecProblem(path=f"metadata.{field}", message=str(exc)))
+        if field == "labels":
+            bad = [k for k, v in value.items() if len(v) > 63 or not re.match(LABEL_VALUE, v)]
+            problems.extend(
+                SpecProblem(path="metadata.labels", message=f"{k}: must be a label value (at most 63 characters)")
+                for k in bad
+            )
+    return problems
 
 
 def parse_resource(doc: Any) -> tuple[ResourceMeta, EmbeddingFinetuneSpec]:
@@ -452,9 +618,7 @@ def parse_resource(doc: Any) -> tuple[ResourceMeta, EmbeddingFinetuneSpec]:
     if doc.get("kind") != KIND:
         problems.append(SpecProblem(path="kind", message=f"must be {KIND}, not {doc.get('kind')!r}"))
     meta = doc.get("metadata")
-    name = meta.get("name") if isinstance(meta, dict) else None
-    if not isinstance(name, str) or not re.match(DNS_SUBDOMAIN, name) or len(name) > 253:
-        problems.append(SpecProblem(path="metadata.name", message="must be a DNS subdomain name (a-z, 0-9, - and .)"))
+    problems.extend(_metadata_problems(meta))
     unknown = sorted(set(doc) - {"apiVersion", "kind", "metadata", "spec", "status"})
     problems.extend(SpecProblem(path=k, message="unknown top-level field") for k in unknown)
     spec: EmbeddingFinetuneSpec | None = None

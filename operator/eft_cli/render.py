@@ -91,11 +91,12 @@ def render_file(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             for p in exc.problems:
                 print(f"{where}: {p.path}: {p.message}", file=err)
             continue
-        owner = Owner(
-            namespace=meta.namespace or args.namespace or "default",
-            name=meta.name,
-            uid=meta.uid or args.uid or PLACEHOLDER_UID,
-            generation=meta.generation or args.generation or 1,
+        owner = Owner.of(
+            meta.namespace or args.namespace or "default",
+            meta.resolved_name,
+            meta.uid or args.uid or PLACEHOLDER_UID,
+            meta.generation or args.generation or 1,
+            spec,
         )
         rendered.extend(render_children(owner, spec, settings))
     if failed:

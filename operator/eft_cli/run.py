@@ -66,8 +66,8 @@ def resolve(
     namespace = meta.namespace or "default"
     cfg = build_run_config(
         namespace=namespace,
-        name=meta.name,
-        uid=uid or meta.uid or f"local-{namespace}-{meta.name}",
+        name=meta.resolved_name,
+        uid=uid or meta.uid or f"local-{namespace}-{meta.resolved_name}",
         generation=meta.generation or 1,
         spec=spec,
         settings=TrainerSettings(
@@ -78,7 +78,10 @@ def resolve(
     )
     if run_id:
         ident = cfg.run.model_copy(
-            update={"run_id": run_id, "output_prefix": output_prefix(spec.output.uri, namespace, meta.name, run_id)}
+            update={
+                "run_id": run_id,
+                "output_prefix": output_prefix(spec.output.uri, namespace, meta.resolved_name, run_id),
+            }
         )
         cfg = cfg.model_copy(update={"run": ident})
     return cfg

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -14,10 +14,18 @@ from eft_api.schema import structural_problems
 from eft_api.spec import KIND, InvalidSpec, SpecProblem, parse_resource
 
 HELP = """\
-Check EmbeddingFinetune resources before you apply them: first against the CRD's schema (what
-`kubectl apply` would refuse), then with the operator's own typed checks (what would fail the run,
-including which losses fit which data format). Each problem is printed on one line as
-FILE[#DOC]: FIELD.PATH: WHAT, and the exit status is 1 when any file has a problem.
+Check EmbeddingFinetune resources before you apply them. Each problem is printed on one line as
+FILE[#DOC]: FIELD.PATH: WHAT, and the exit status is 1 when any file has a problem (2 when the
+check itself could not run, for example an unreachable cluster).
+
+Offline (the default), two checks that a test keeps in agreement with a real API server case by
+case: the CRD's structural schema (types, enums, ranges, patterns, unknown fields) and the typed
+model, which also holds the CRD's CEL rules (which losses fit which data format, and so on) and
+the metadata rules (name length, generateName).
+
+With --server, the API server of your kubeconfig judges instead: a server-side dry run with strict
+field validation, which also runs the cluster's admission policies and persists nothing. It needs
+the CRD installed and permission to create EmbeddingFinetunes in the namespace.
 
 Documents of other kinds in a multi-document file are skipped, so a kustomize build or a Helm
 template output can be piped in with `-`.
@@ -25,6 +33,7 @@ template output can be piped in with `-`.
 examples:
   eft validate examples/*.yaml
   kustomize build overlays/prod | eft validate -
+  eft validate --server -n ml-team examples/quickstart.yaml
 """
 
 
@@ -39,6 +48,12 @@ def add_parser(sub: Any) -> None:
         "files", nargs="+", metavar="FILE", help="YAML files with EmbeddingFinetune documents, or - for stdin"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print problems only, not the OK lines")
+    p.add_argument(
+        "--server", action="store_true", help="ask the API server of the kubeconfig (a dry run) instead of offline"
+    )
+    p.add_argument("-n", "--namespace", help="namespace for --server when a document has none (default: context's)")
+    p.add_argument("--kubeconfig", help="kubeconfig file for --server (default: $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context for --server (default: the current context)")
     p.set_defaults(handler=run)
 
 
@@ -58,7 +73,10 @@ def check_document(doc: Any) -> list[SpecProblem]:
     return problems
 
 
-def validate_files(files: list[str], out: TextIO, quiet: bool = False) -> int:
+Checker = Callable[[Any], list[SpecProblem]]
+
+
+def validate_files(files: list[str], out: TextIO, quiet: bool = False, check: Checker = check_document) -> int:
     failed = 0
     for name in files:
         label = "<stdin>" if name == "-" else name
@@ -81,13 +99,14 @@ def validate_files(files: list[str], out: TextIO, quiet: bool = False) -> int:
                 continue
             found += 1
             where = f"{label}#{i}" if multi else label
-            problems = check_document(doc)
+            problems = check(doc)
             if problems:
                 failed += 1
                 for p in problems:
                     print(f"{where}: {p.path}: {p.message}", file=out)
             elif not quiet:
-                name_ = (doc.get("metadata") or {}).get("name", "?")
+                meta = doc.get("metadata") or {}
+                name_ = meta.get("name") or f"{meta.get('generateName', '')}*"
                 print(f"{where}: {KIND} {name_} is valid", file=out)
         if found == 0:
             print(f"{label}: no {KIND} document found", file=out)
@@ -95,5 +114,27 @@ def validate_files(files: list[str], out: TextIO, quiet: bool = False) -> int:
     return 1 if failed else 0
 
 
+def server_checker(args: argparse.Namespace) -> Checker:
+    """A checker that asks the API server of the kubeconfig (see :mod:`eft_cli.server`)."""
+    from eft_cli.server import load_client, server_problems
+
+    api_client, context_namespace = load_client(args.kubeconfig, args.context)
+    namespace = args.namespace or context_namespace
+
+    def check(doc: Any) -> list[SpecProblem]:
+        return server_problems(api_client, doc, namespace)
+
+    return check
+
+
 def run(args: argparse.Namespace) -> int:
-    return validate_files(args.files, sys.stdout, quiet=args.quiet)
+    if not args.server:
+        return validate_files(args.files, sys.stdout, quiet=args.quiet)
+    try:
+        check = server_checker(args)
+        return validate_files(args.files, sys.stdout, quiet=args.quiet, check=check)
+    except Exception as exc:  # kubeconfig missing, cluster unreachable, TLS: say so, exit 2
+        if isinstance(exc, OSError) or type(exc).__module__.startswith(("kubernetes", "urllib3")):
+            print(f"eft validate --server: cannot ask the API server: {exc}", file=sys.stderr)
+            return 2
+        raise

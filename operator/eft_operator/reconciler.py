@@ -140,7 +140,7 @@ class Reconciler:
             await self._stall(client, body, prev, current, superseded, problem, now, logger)
             raise InvalidSpecError(str(exc)) from None
 
-        owner = Owner(namespace=namespace, name=name, uid=uid, generation=generation)
+        owner = Owner.of(namespace, name, uid, generation, spec)
         digest = spec_hash(spec)
         keep = bool(current) and (
             int(current.get("generation") or 0) == generation or current.get("specHash") == digest

@@ -11,13 +11,11 @@ the "restricted" Pod Security Standard with a read-only root filesystem and no s
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from eft_api import contract
-from eft_api.spec import API_GROUP, API_VERSION, KIND, EmbeddingFinetuneSpec, dump_spec
+from eft_api.spec import API_GROUP, API_VERSION, KIND, EmbeddingFinetuneSpec
 from eft_operator.config import Settings
 
 RUN_CONFIG_DIR = "/etc/eft"
@@ -34,27 +32,30 @@ SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"
 
 @dataclass(frozen=True)
 class Owner:
-    """The EmbeddingFinetune a run belongs to: where it lives and which generation the run trains."""
+    """The EmbeddingFinetune a run belongs to: where it lives, which generation and which spec the run trains."""
 
     namespace: str
     name: str
     uid: str
     generation: int
+    #: :func:`spec_hash` of the spec the run trains (part of the run id).
+    digest: str
+
+    @classmethod
+    def of(cls, namespace: str, name: str, uid: str, generation: int, spec: EmbeddingFinetuneSpec) -> Owner:
+        return cls(namespace=namespace, name=name, uid=uid, generation=generation, digest=spec_hash(spec))
 
     @property
     def run_id(self) -> str:
-        return contract.run_id(self.uid, self.generation)
+        return contract.run_id(self.uid, self.generation, self.digest)
 
     @property
     def child_name(self) -> str:
         return contract.child_name(self.name, self.run_id)
 
 
-def spec_hash(spec: EmbeddingFinetuneSpec) -> str:
-    """A hash of what defines a run: the spec less ``runPolicy.suspend`` (suspending is not a new run)."""
-    doc = dump_spec(spec)
-    doc.get("runPolicy", {}).pop("suspend", None)
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+#: A hash of what defines a run (the spec less ``runPolicy.suspend``), from the contract.
+spec_hash = contract.spec_digest
 
 
 def queue_name(spec: EmbeddingFinetuneSpec, settings: Settings) -> str | None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -20,6 +24,7 @@ from eft_api.contract import (
     child_name,
     output_prefix,
     run_id,
+    spec_digest,
 )
 from eft_api.spec import parse_spec
 
@@ -33,19 +38,51 @@ SPEC = parse_spec(
 )
 
 
-def test_run_id_is_deterministic_and_differs_by_uid_and_generation() -> None:
-    assert run_id("uid-1", 3) == run_id("uid-1", 3)
-    assert run_id("uid-1", 3).startswith("g3-")
-    assert len({run_id("uid-1", 3), run_id("uid-2", 3), run_id("uid-1", 4)}) == 3
+RAW = SPEC.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _edited(**changes: object) -> str:
+    raw = json.loads(json.dumps(RAW))
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = raw
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return spec_digest(parse_spec(raw))
+
+
+def test_run_id_changes_with_uid_generation_and_every_spec_change() -> None:
+    digest = spec_digest(SPEC)
+    assert re.fullmatch(r"g3-[0-9a-f]{5}", run_id("uid-1", 3, digest))
+    edits = [_edited(training__epochs=2), _edited(data__train__uri="s3://bkt/v2.jsonl"), _edited(model__revision="v2")]
+    ids = {run_id("uid-1", 3, digest), run_id("uid-2", 3, digest), run_id("uid-1", 4, digest)}
+    ids |= {run_id("uid-1", 3, d) for d in edits}
+    assert len(ids) == 6
+
+
+def test_suspending_is_not_a_new_run() -> None:
+    assert _edited(runPolicy__suspend=True) == spec_digest(SPEC)
+
+
+def test_run_id_is_the_same_in_another_process() -> None:
+    """A restarted operator must find its children: no per-process hashing (PYTHONHASHSEED) in the id."""
+    code = (
+        "import json,sys; from eft_api.contract import run_id, spec_digest; from eft_api.spec import parse_spec;"
+        "print(run_id('uid-1', 3, spec_digest(parse_spec(json.loads(sys.argv[1])))))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(RAW)], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == run_id("uid-1", 3, spec_digest(SPEC)), out.stderr
 
 
 @pytest.mark.parametrize("name", ["q", "quickstart", "a" * 63, "x" * 253, "a-" * 40, "dotted.name." * 10])
 def test_child_name_is_a_valid_label_value(name: str) -> None:
-    child = child_name(name, run_id("u", 12))
+    child = child_name(name, run_id("u", 12, "d"))
     assert len(child) <= 63
     assert child[0].isalnum() and child[-1].isalnum()
-    assert child == child_name(name, run_id("u", 12))
-    assert child.endswith(run_id("u", 12))
+    assert child == child_name(name, run_id("u", 12, "d"))
+    assert child.endswith(run_id("u", 12, "d"))
 
 
 def test_output_prefix_layout() -> None:
@@ -57,7 +94,8 @@ def test_run_config_round_trips_and_carries_no_credentials() -> None:
     rc = build_run_config(namespace="ns", name="q", uid="u-1", generation=2, spec=SPEC)
     text = rc.to_json()
     assert RunConfig.from_json(text) == rc
-    assert rc.run.output_prefix == f"s3://bkt/runs/ns/q/{run_id('u-1', 2)}/"
+    assert re.fullmatch(r"s3://bkt/runs/ns/q/g2-[0-9a-f]{5}/", rc.run.output_prefix)
+    assert rc.run.output_prefix.endswith(f"/{rc.run.run_id}/")
     data = json.loads(text)
     assert data["spec"]["storage"]["credentialsSecret"] == {"name": "creds"}
     assert "AWS_SECRET_ACCESS_KEY" not in text

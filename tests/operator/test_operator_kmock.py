@@ -12,7 +12,7 @@ from kube_harness import NS, PLURAL, TEST_IMAGE, Cluster, Operator, resource
 from prometheus_client.parser import text_string_to_metric_families
 
 from eft_api import contract
-from eft_api.spec import API_GROUP, API_VERSION
+from eft_api.spec import API_GROUP, API_VERSION, parse_spec
 from eft_operator.config import Settings
 from eft_operator.render import Owner, owner_reference
 
@@ -203,7 +203,7 @@ async def test_conflict_with_own_child_is_adopted_and_foreign_child_is_not(
     cluster: Cluster, operator: Operator
 ) -> None:
     # Ours already there (the operator died after creating it): read back, no second Job.
-    mine = Owner(NS, "mine", "uid-mine", 1)
+    mine = Owner.of(NS, "mine", "uid-mine", 1, parse_spec(resource("mine")["spec"]))
     await cluster.create_job(
         {
             "apiVersion": "batch/v1",
@@ -225,7 +225,7 @@ async def test_conflict_with_own_child_is_adopted_and_foreign_child_is_not(
     await cluster.wait(lambda: cluster.condition("mine", "Reconciling").get("reason") == "JobCreated")
     assert len(cluster.jobs("mine")) == 1
     # Someone else's Job under our name: never adopted; a condition says so.
-    other = Owner(NS, "theirs", "uid-theirs", 1)
+    other = Owner.of(NS, "theirs", "uid-theirs", 1, parse_spec(resource("theirs")["spec"]))
     foreign = {
         "apiVersion": "batch/v1",
         "kind": "Job",

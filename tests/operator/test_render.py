@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 from pathlib import Path
 
 import kubernetes_validate
@@ -25,9 +26,7 @@ SETTINGS = Settings(trainer_image="ghcr.io/eft-dev/eft-trainer:0.1.0")
 
 def _render(path: Path, settings: Settings = SETTINGS) -> list[dict]:
     meta, spec = parse_resource(yaml.safe_load(path.read_text()))
-    owner = Owner(
-        namespace=meta.namespace or "default", name=meta.name, uid="11111111-2222-3333-4444-555555555555", generation=3
-    )
+    owner = Owner.of(meta.namespace or "default", meta.resolved_name, "11111111-2222-3333-4444-555555555555", 3, spec)
     return list(render_children(owner, spec, settings))
 
 
@@ -61,7 +60,11 @@ def test_job_follows_the_conventions() -> None:
     assert {r["name"] for r in refs} == {"ml-team-s3"} and [r.get("optional") for r in refs] == [None, None, True]
     assert not any("value" in e and "secret" in e["name"].lower() for e in c["env"])
     config = contract.RunConfig.from_json(cm["data"][contract.RUN_CONFIG_KEY])
-    assert config.run.output_prefix == "s3://ml-team-models/ml-team/gpu-kueue/g3-" + config.run.run_id[3:] + "/"
+    # <output>/<namespace>/<name>/<run id>/, the run id naming the generation (3) and a short hash
+    assert re.fullmatch(r"s3://ml-team-models/default/gpu-kueue/g3-[0-9a-f]{5}/", config.run.output_prefix)
+    assert config.run.output_prefix.endswith(f"/{config.run.run_id}/") and cm["metadata"]["name"].endswith(
+        config.run.run_id
+    )
 
 
 def test_quickstart_has_no_queue_and_no_gpu() -> None:
@@ -95,7 +98,10 @@ def test_eft_render_cli(tmp_path: Path) -> None:
     )
     assert render_file(args, out, err) == 0, err.getvalue()
     _cm, job = yaml.safe_load_all(out.getvalue())
-    assert job["metadata"]["name"] == contract.child_name("quickstart", contract.run_id("u-1", 4))
+    _, spec = parse_resource(yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text()))
+    assert job["metadata"]["name"] == contract.child_name(
+        "quickstart", contract.run_id("u-1", 4, contract.spec_digest(spec))
+    )
     assert (
         job["metadata"]["namespace"] == "team"
         and job["spec"]["template"]["spec"]["containers"][0]["image"] == "local/t:dev"

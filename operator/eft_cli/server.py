@@ -1,0 +1,91 @@
+"""Ask a real API server for its verdict on an EmbeddingFinetune: a server-side dry run (``eft validate --server``).
+
+The dry run goes through everything ``kubectl apply`` would meet (the CRD's structural schema and CEL
+rules, defaulting, strict field validation, admission webhooks and policies) and persists nothing. A
+refusal comes back as :class:`~eft_api.spec.SpecProblem` items with the server's field paths, so the
+output reads like the offline check's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from eft_api.spec import API_GROUP, API_VERSION, PLURAL, SpecProblem
+
+FIELD_MANAGER = "eft-validate"
+_UNKNOWN_FIELD = re.compile(r'unknown field "([^"]+)"')
+_DUPLICATE_FIELD = re.compile(r'duplicate field "([^"]+)"')
+
+
+def load_client(kubeconfig: str | None = None, context: str | None = None) -> tuple[Any, str]:
+    """An API client from a kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``) and the context's namespace."""
+    from kubernetes import config
+
+    contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    chosen = next((c for c in contexts if c["name"] == context), active) if context else active
+    namespace = (chosen or {}).get("context", {}).get("namespace") or "default"
+    client = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+    return client, namespace
+
+
+def problems_of(status_body: str | bytes | None, fallback: str) -> list[SpecProblem]:
+    """The problems in a Kubernetes ``Status`` (the body of a refused request), each with its field path."""
+    try:
+        status = json.loads(status_body or b"")
+    except ValueError:
+        return [SpecProblem(path="(server)", message=fallback)]
+    message = str(status.get("message") or fallback)
+    causes = (status.get("details") or {}).get("causes") or []
+    # Causes without a field ("<nil>": "some validation rules were not checked...") only echo the others.
+    named = [c for c in causes if c.get("field") not in (None, "", "<nil>")]
+    problems = [
+        SpecProblem(path=_field(c.get("field")), message=str(c.get("message") or c.get("reason")))
+        for c in (named or causes)
+    ]
+    if not problems:
+        for pattern, what in ((_UNKNOWN_FIELD, "unknown field"), (_DUPLICATE_FIELD, "duplicate field")):
+            problems += [SpecProblem(path=p.lstrip("."), message=what) for p in pattern.findall(message)]
+    return problems or [SpecProblem(path="(document)", message=message)]
+
+
+def _field(field: Any) -> str:
+    """A cause's field path; rules on the whole object (metadata.name's length) come back as ``<nil>``."""
+    return "(document)" if field in (None, "", "<nil>") else str(field)
+
+
+def server_problems(api_client: Any, doc: dict[str, Any], namespace: str) -> list[SpecProblem]:
+    """The API server's verdict on ``doc``: [] if it would accept it, else its problems. Persists nothing.
+
+    A dry-run create with strict field validation; where an object of that name exists already, a
+    dry-run server-side apply instead (what ``kubectl apply --server-side`` would do).
+    """
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi(api_client)
+    ns = (doc.get("metadata") or {}).get("namespace") or namespace
+    common: dict[str, Any] = {"dry_run": "All", "field_validation": "Strict"}
+    try:
+        api.create_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, doc, **common)
+        return []
+    except ApiException as exc:
+        if exc.status != 409 or (json.loads(exc.body or b"{}").get("reason") != "AlreadyExists"):
+            return problems_of(exc.body, f"{exc.status} {exc.reason}")
+    try:
+        api.patch_namespaced_custom_object(
+            API_GROUP,
+            API_VERSION,
+            ns,
+            PLURAL,
+            doc["metadata"]["name"],
+            doc,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+            **common,
+        )
+        return []
+    except ApiException as exc:
+        return problems_of(exc.body, f"{exc.status} {exc.reason}")

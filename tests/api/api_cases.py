@@ -1,0 +1,303 @@
+"""The table of EmbeddingFinetune cases that a real API server and ``eft validate`` must judge alike.
+
+Each case is ``(id, document, expect)``: ``expect`` is None for a resource the API must accept, else the
+field path the refusal must name. The table is built from four sources:
+
+* the examples (all valid) and the hand-written files in ``invalid/`` (their ``# expect:`` line);
+* every CEL rule, with passing and failing cases (which loss fits which format, Matryoshka order, ...);
+* a walk over the CRD's schema: for every field a value outside its enum, below its minimum, above its
+  maximum, over its maxLength or maxItems, against its pattern, and an unknown field in every object;
+* what a real cluster showed: leading zeros, integers written as 32.0, negative and malformed quantities,
+  generateName, names too long for a label value, toleration and nodeSelector rules of Pod validation.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from eft_api.schema import iter_fields
+
+HERE = Path(__file__).parent
+INVALID_DIR = HERE / "invalid"
+EXAMPLES_DIR = HERE.parents[1] / "examples"
+
+Case = tuple[str, dict[str, Any], str | None]
+
+
+def resource(name: str = "t", **spec_changes: Any) -> dict[str, Any]:
+    """A minimal valid resource; keyword ``a__b__c=value`` sets ``spec.a.b.c``."""
+    spec: dict[str, Any] = {
+        "model": {"base": "sentence-transformers/all-MiniLM-L6-v2"},
+        "data": {"train": {"uri": "s3://bucket/train/", "format": "pairs"}},
+        "output": {"uri": "s3://bucket/out/"},
+        "resources": {"gpus": 0},
+    }
+    for dotted, value in spec_changes.items():
+        node = spec
+        keys = dotted.split("__")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = copy.deepcopy(value)
+    return {
+        "apiVersion": "finetune.eft.dev/v1alpha1",
+        "kind": "EmbeddingFinetune",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def _file_cases() -> list[Case]:
+    cases: list[Case] = []
+    for path in sorted(INVALID_DIR.glob("*.yaml")):
+        m = re.search(r"^# expect: (.+)$", path.read_text(), re.M)
+        assert m, f"{path.name} lacks a '# expect:' line"
+        cases.append((f"file-{path.stem}", yaml.safe_load(path.read_text()), m.group(1).strip()))
+    return cases
+
+
+FITTING = {
+    "pairs": ["MultipleNegativesRanking", "CachedMultipleNegativesRanking", "MultipleNegativesSymmetricRanking"],
+    "triplets": ["MultipleNegativesRanking", "CachedMultipleNegativesRanking", "Triplet"],
+    "scored-pairs": ["CoSENT", "AnglE", "CosineSimilarity"],
+    "labeled-texts": ["BatchAllTriplet", "BatchHardTriplet", "BatchSemiHardTriplet"],
+    "beir": ["MultipleNegativesRanking", "CachedMultipleNegativesRanking", "MultipleNegativesSymmetricRanking"],
+}
+ALL_LOSSES = sorted({loss for losses in FITTING.values() for loss in losses})
+
+
+def _rule_cases() -> list[Case]:
+    cases: list[Case] = [
+        (
+            f"loss-{fmt}-{loss}",
+            resource(data__train__format=fmt, training__loss=loss),
+            None if loss in FITTING[fmt] else "spec.training.loss",
+        )
+        for fmt in FITTING
+        for loss in ALL_LOSSES
+    ]
+    r = resource
+    cases += [
+        ("dims-empty", r(training__matryoshkaDims=[]), None),
+        ("dims-one", r(training__matryoshkaDims=[384]), None),
+        ("dims-decreasing", r(training__matryoshkaDims=[768, 512, 64]), None),
+        ("dims-increasing", r(training__matryoshkaDims=[64, 128]), "spec.training.matryoshkaDims"),
+        ("dims-equal", r(training__matryoshkaDims=[128, 128]), "spec.training.matryoshkaDims"),
+        ("dims-dip", r(training__matryoshkaDims=[384, 64, 128]), "spec.training.matryoshkaDims"),
+        ("mining-pairs", r(training__hardNegatives={"enabled": True}), None),
+        (
+            "mining-labeled",
+            r(
+                data__train__format="labeled-texts",
+                training__loss="BatchAllTriplet",
+                training__hardNegatives={"enabled": True},
+            ),
+            "spec.training.hardNegatives.enabled",
+        ),
+        ("metric-k-listed", r(evaluation={"kValues": [1, 100], "primaryMetric": "recall@100"}), None),
+        (
+            "metric-k-unlisted",
+            r(evaluation={"kValues": [1, 5], "primaryMetric": "mrr@10"}),
+            "spec.evaluation.primaryMetric",
+        ),
+        (
+            "metric-k-suffix-trap",
+            r(evaluation={"kValues": [1, 10], "primaryMetric": "ndcg@100"}),
+            "spec.evaluation.primaryMetric",
+        ),
+        ("metric-leading-zero", r(evaluation={"primaryMetric": "ndcg@010"}), "spec.evaluation.primaryMetric"),
+        ("metric-k-zero", r(evaluation={"primaryMetric": "ndcg@0"}), "spec.evaluation.primaryMetric"),
+        ("metric-no-k", r(evaluation={"primaryMetric": "ndcg"}), "spec.evaluation.primaryMetric"),
+        ("gate-no-dimension", r(evaluation={"gate": {"minGain": 0.02}}), None),
+        (
+            "gate-dim-listed",
+            r(training__matryoshkaDims=[384, 128], evaluation={"gate": {"minGain": 0, "dimension": 128}}),
+            None,
+        ),
+        ("gate-dim-no-dims", r(evaluation={"gate": {"minGain": 0, "dimension": 768}}), None),
+        (
+            "gate-dim-unlisted",
+            r(training__matryoshkaDims=[384, 128], evaluation={"gate": {"minGain": 0, "dimension": 256}}),
+            "spec.evaluation.gate.dimension",
+        ),
+        ("beir-prefix", r(data__train__format="beir", data__train__uri="s3://bkt/beir/"), None),
+        (
+            "beir-file",
+            r(data__train__format="beir", data__train__uri="s3://bkt/beir/corpus.jsonl"),
+            "spec.data.train.uri",
+        ),
+    ]
+    return cases
+
+
+# Parents that need required fields before a child can be set (keyed by the schema path).
+SEEDS: dict[str, Any] = {
+    "spec.evaluation.gate": {"minGain": 0},
+    "spec.evaluation.guards[]": {"name": "faq", "uri": "s3://bucket/faq.jsonl"},
+    "spec.storage.credentialsSecret": {"name": "s3"},
+    "spec.scheduling.tolerations[]": {"key": "gpu", "operator": "Exists"},
+}
+
+
+def _set(doc: dict[str, Any], path: str, value: Any) -> str:
+    """Set the field at a schema path (``spec.a.b[].c``) in ``doc``; returns the concrete path (``[0]``)."""
+    parts = path.split(".")
+    node: Any = doc[parts[0]]
+    concrete = [parts[0]]
+    for depth, part in enumerate(parts[1:], start=1):
+        last = depth == len(parts) - 1
+        here = ".".join(parts[: depth + 1])
+        if part.endswith("[]"):
+            key = part[:-2]
+            if last:
+                node[key] = value
+                concrete.append(key)
+                break
+            items = node.setdefault(key, [])
+            if not items:
+                items.append(copy.deepcopy(SEEDS.get(here, {})))
+            node = items[0]
+            concrete.append(f"{key}[0]")
+        elif last:
+            node[part] = value
+            concrete.append(part)
+        else:
+            if part not in node:
+                node[part] = copy.deepcopy(SEEDS.get(here, {}))
+            node = node[part]
+            concrete.append(part)
+    return ".".join(concrete).replace(".[", "[")
+
+
+def _schema_cases() -> list[Case]:
+    cases: list[Case] = []
+
+    def case(tag: str, path: str, value: Any) -> None:
+        doc = resource()
+        where = _set(doc, path, value)
+        cases.append((f"{tag}-{path.removeprefix('spec.')}", doc, where))
+
+    for path, node in iter_fields():
+        if "enum" in node:
+            case("enum", path, "NotInTheEnum")
+        if node.get("type") in ("integer", "number"):
+            if "minimum" in node:
+                below = node["minimum"] if node.get("exclusiveMinimum") else node["minimum"] - 1
+                case("below-min", path, below)
+            if "maximum" in node:
+                case("above-max", path, node["maximum"] + 1)
+            case("wrong-type", path, "12")
+        if node.get("type") == "integer":
+            case("fraction", path, 2.5)
+        if node.get("type") == "string" and "enum" not in node:
+            if "pattern" in node:
+                case("pattern", path, "Not Valid!")
+            if "maxLength" in node:
+                case("max-length", path, "a" * (node["maxLength"] + 1))
+            if node.get("minLength"):
+                case("empty", path, "")
+            case("wrong-type", path, 7)
+        if node.get("type") == "boolean":
+            case("wrong-type", path, "true")
+        if node.get("type") == "array" and "maxItems" in node:
+            item = node["items"]
+            sample = SEEDS.get(f"{path}[]") or (8 if item.get("type") == "integer" else "x")
+            case("max-items", path, [sample] * (node["maxItems"] + 1))
+        if node.get("type") == "array" and "properties" in node.get("items", {}):
+            doc = resource()
+            where = _set(doc, f"{path}[].bogusField", 1)
+            cases.append((f"unknown-field-{path.removeprefix('spec.')}-item", doc, where))
+        if node.get("type") == "object" and "properties" in node:
+            doc = resource()
+            where = _set(doc, f"{path}.bogusField", 1)
+            cases.append((f"unknown-field-{path.removeprefix('spec.')}", doc, where))
+    return cases
+
+
+def _cluster_cases() -> list[Case]:
+    """What a real cluster showed, and what Pod validation refuses in the children."""
+    r = resource
+    quantity_ok = ["4", "500m", "1.5", "512Ki", "16Gi", "1e3", "100M", 4]
+    quantity_bad = ["-1", "16ki", "1.2.3", "", "0", "0.0", "4 cores", -1, 0, 1.5]
+    cases: list[Case] = []
+    for field in ("cpu", "memory", "workDirSize"):
+        cases += [(f"quantity-{field}-{v!r}", r(**{f"resources__{field}": v}), None) for v in quantity_ok]
+        cases += [
+            (f"quantity-{field}-bad-{v!r}", r(**{f"resources__{field}": v}), f"spec.resources.{field}")
+            for v in quantity_bad
+        ]
+    cases += [
+        ("integral-float-batch", r(training__batchSize=32.0), None),
+        ("integral-float-gpus", r(resources__gpus=0.0), None),
+        ("int-for-number-epochs", r(training__epochs=2), None),
+        ("fraction-batch", r(training__batchSize=32.5), "spec.training.batchSize"),
+        ("name-63", r(name="a" * 63), None),
+        ("name-64", r(name="a" * 64), "metadata.name"),
+        ("name-dots", r(name="team.v2.run"), None),
+        ("name-upper", r(name="Demo"), "metadata.name"),
+        ("metadata-unknown", {**r(), "metadata": {"name": "t", "nickname": "x"}}, "metadata.nickname"),
+        ("label-bad-value", {**r(), "metadata": {"name": "t", "labels": {"team": "a b"}}}, "metadata.labels"),
+        ("label-ok", {**r(), "metadata": {"name": "t", "labels": {"app.kubernetes.io/part-of": "search"}}}, None),
+        ("top-level-unknown", {**r(), "extra": 1}, "extra"),
+        ("generate-name", {**r(), "metadata": {"generateName": "nightly-"}}, None),
+        ("generate-name-long", {**r(), "metadata": {"generateName": "a" * 100}}, None),  # the server keeps 58
+        ("generate-name-upper", {**r(), "metadata": {"generateName": "Nightly-"}}, "metadata.generateName"),
+    ]
+    tol = "spec.scheduling.tolerations[0]"
+    tolerations: list[tuple[str, dict[str, Any], str | None]] = [
+        ("exists-no-key", {"operator": "Exists"}, None),
+        ("equal-value", {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}, None),
+        ("no-operator", {"key": "gpu", "value": "a"}, None),
+        ("exists-with-value", {"key": "gpu", "operator": "Exists", "value": "true"}, f"{tol}.value"),
+        ("no-key-equal", {"operator": "Equal", "value": "x"}, f"{tol}.operator"),
+        ("no-key-no-operator", {"effect": "NoSchedule"}, f"{tol}.operator"),
+        ("seconds-noexecute", {"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}, None),
+        ("seconds-noschedule", {"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 60},
+         f"{tol}.tolerationSeconds"),
+        ("bad-key", {"key": "bad key!", "operator": "Exists"}, f"{tol}.key"),
+        ("bad-value", {"key": "k", "operator": "Equal", "value": "a b"}, f"{tol}.value"),
+        ("long-value", {"key": "k", "operator": "Equal", "value": "v" * 64}, f"{tol}.value"),
+    ]  # fmt: skip
+    cases += [(f"toleration-{n}", r(scheduling__tolerations=[t]), e) for n, t, e in tolerations]
+    ns = "spec.scheduling.nodeSelector"
+    selectors: list[tuple[str, dict[str, str], str | None]] = [
+        ("ok", {"kubernetes.io/arch": "amd64", "gpu": "a100", "empty": ""}, None),
+        ("bad-key", {"bad key!": "x"}, ns),
+        ("two-slashes", {"a/b/c": "x"}, ns),
+        ("long-name", {"n" * 64: "x"}, ns),
+        ("long-prefix", {"p" * 254 + "/n": "x"}, ns),
+        ("bad-value", {"gpu": "a b"}, f"{ns}.gpu"),
+        ("long-value", {"gpu": "v" * 64}, f"{ns}.gpu"),
+    ]
+    cases += [(f"node-selector-{n}", r(scheduling__nodeSelector=s), e) for n, s, e in selectors]
+    g = "spec.evaluation.guards"
+    guard = {"name": "faq", "uri": "s3://bucket/faq.jsonl", "maxDrop": 0.01}
+    cases += [
+        ("guard-ok", r(evaluation={"guards": [guard]}), None),
+        ("guard-beir", r(evaluation={"guards": [{"name": "b", "uri": "s3://bkt/beir/", "format": "beir"}]}), None),
+        ("guard-beir-file", r(evaluation={"guards": [{"name": "b", "uri": "s3://bkt/c.jsonl", "format": "beir"}]}),
+         f"{g}[0].uri"),
+        ("guard-duplicate", r(evaluation={"guards": [guard, {**guard, "uri": "s3://bucket/other.jsonl"}]}), f"{g}[1]"),
+        ("guard-no-uri", r(evaluation={"guards": [{"name": "faq"}]}), f"{g}[0].uri"),
+        ("guard-format-triplets", r(evaluation={"guards": [{**guard, "format": "triplets"}]}), f"{g}[0].format"),
+    ]  # fmt: skip
+    return cases
+
+
+def _example_cases() -> list[Case]:
+    return [(f"example-{p.stem}", yaml.safe_load(p.read_text()), None) for p in sorted(EXAMPLES_DIR.glob("*.yaml"))]
+
+
+def all_cases() -> list[Case]:
+    cases = _example_cases() + _file_cases() + _rule_cases() + _schema_cases() + _cluster_cases()
+    ids = [c[0] for c in cases]
+    duplicates = {i for i in ids if ids.count(i) > 1}
+    assert not duplicates, duplicates
+    return cases
+
+
+CASES = all_cases()
