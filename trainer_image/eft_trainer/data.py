@@ -480,11 +480,14 @@ def read_qrels(path: Path, problems: Problems, label: str) -> dict[str, dict[str
     return out
 
 
-def read_beir(root: Path) -> Beir:
+def read_beir(root: Path, *, require_train: bool = True) -> Beir:
+    """A BEIR prefix. Training needs ``qrels/train.tsv``; an evaluation-only set (a guard) needs either qrels."""
     problems = Problems()
-    for need in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv"):
+    for need in ("corpus.jsonl", "queries.jsonl", *(("qrels/train.tsv",) if require_train else ())):
         if not (root / need).is_file():
             problems.add(need, "missing: a beir prefix holds corpus.jsonl, queries.jsonl and qrels/train.tsv")
+    if not require_train and not any((root / q).is_file() for q in ("qrels/test.tsv", "qrels/train.tsv")):
+        problems.add("qrels/test.tsv", "missing: an evaluation set needs qrels/test.tsv (or qrels/train.tsv)")
     problems.raise_if_any("the beir corpus is incomplete")
     corpus: dict[str, str] = {}
     for r in read_jsonl(root / "corpus.jsonl", problems, "corpus.jsonl"):
@@ -499,12 +502,13 @@ def read_beir(root: Path) -> Beir:
             problems.add(f"{r.file}:{r.line}", "a query row needs _id and a non-empty text")
             continue
         queries[str(r.data["_id"])] = str(r.data["text"])
-    train = read_qrels(root / "qrels/train.tsv", problems, "qrels/train.tsv")
+    has_train = (root / "qrels/train.tsv").is_file()
+    train = read_qrels(root / "qrels/train.tsv", problems, "qrels/train.tsv") if has_train else {}
     test = (
         read_qrels(root / "qrels/test.tsv", problems, "qrels/test.tsv") if (root / "qrels/test.tsv").is_file() else None
     )
     problems.raise_if_any("the beir corpus is malformed")
-    if not train:
+    if require_train and not train:
         raise InvalidCorpus("qrels/train.tsv has no judgements")
     return Beir(corpus, queries, train, test)
 

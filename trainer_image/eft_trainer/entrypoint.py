@@ -355,6 +355,37 @@ def hardware() -> dict[str, Any]:
     return info
 
 
+def fetch_guards(cfg: RunConfig, storage: Storage | None, work: Path, fetched: Fetched) -> list[Any]:
+    """Download each guard set (``spec.evaluation.guards``) and read and check it (GuardSet per guard)."""
+    from eft_trainer.guards import load_guard
+    from eft_trainer.publish import sha256_file
+
+    out = []
+    for i, guard in enumerate(cfg.spec.evaluation.guards):
+        dest = work / "data" / "guards" / guard.name
+        if dest.exists():
+            shutil.rmtree(dest)
+        uri = guard.uri if guard.format is not DataFormat.BEIR else guard.uri.rstrip("/") + "/"
+        files = _fetch(storage, uri, dest)
+        for f in files:
+            rel = f.relative_to(dest).as_posix()
+            entry = {"uri": base_uri(uri) + rel, "bytes": f.stat().st_size, "sha256": sha256_file(f)}
+            fetched.files.append({**entry, "guard": guard.name})
+        out.append(load_guard(guard, i, dest, files, cfg.spec.data.eval))
+    return out
+
+
+def evaluate_guards(model: Any, guard_sets: Sequence[Any], dim: int, cfg: RunConfig) -> list[Any]:
+    """Each guard set measured at ``dim`` only (the gate's dimension or the full one)."""
+    from eft_trainer.evaluation import evaluate_model
+
+    ev = cfg.spec.evaluation
+    return [
+        evaluate_model(model, gs.irset, [dim], ev.k_values, batch_size=ev.batch_size, progress=False)
+        for gs in guard_sets
+    ]
+
+
 def publish_run(
     cfg: RunConfig,
     storage: Storage,
@@ -473,6 +504,7 @@ def run_job(
     t = phase("check")
     prep = load_and_check(cfg, fetched)
     train, irset, stats = build_evaluation(cfg, prep)
+    guard_sets = fetch_guards(cfg, storage, work, fetched)
     stats["files"] = fetched.files
     timings["check"] = time.perf_counter() - t
     log.info("data: %s", {k: v for k, v in stats.items() if k != "files"})
@@ -486,6 +518,10 @@ def run_job(
     t = phase("evaluate-base")
     base = evaluate(model, irset, cfg)
     prog.record_eval("base", base.metrics)
+    pm = spec.evaluation.primary_metric
+    gate = spec.evaluation.gate
+    pdim = gate.dimension if gate and gate.dimension and gate.dimension in base.metrics else max(base.metrics)
+    guards_base = evaluate_guards(model, guard_sets, pdim, cfg)
     timings["evaluateBase"] = time.perf_counter() - t
     log.info("base model: %s", _headline_str(base.metrics, spec.evaluation.primary_metric))
 
@@ -515,14 +551,21 @@ def run_job(
     t = phase("evaluate-finetuned")
     tuned = evaluate(model, irset, cfg)
     prog.record_eval("finetuned", tuned.metrics)
+    guards_tuned = evaluate_guards(model, guard_sets, pdim, cfg)
     timings["evaluateFinetuned"] = time.perf_counter() - t
     log.info("fine-tuned model: %s", _headline_str(tuned.metrics, spec.evaluation.primary_metric))
 
-    pm = spec.evaluation.primary_metric
-    full = max(base.metrics)
-    gate = spec.evaluation.gate
-    pdim = gate.dimension if gate and gate.dimension and gate.dimension in base.metrics else full
+    from eft_trainer import guards as G
+
     boot = paired_bootstrap(base.per_query[pdim][pm], tuned.per_query[pdim][pm], seed=spec.training.seed)
+    guard_results = [
+        G.figures(
+            gs, b.per_query[pdim][pm], f.per_query[pdim][pm], primary_metric=pm, dimension=pdim, seed=spec.training.seed
+        )
+        for gs, b, f in zip(guard_sets, guards_base, guards_tuned, strict=True)
+    ]
+    for r in guard_results:
+        log.info("guard %s", G.summary(r))
     report = build_report(
         config={
             "name": cfg.run.name,
@@ -544,7 +587,11 @@ def run_job(
         training={**_camel(asdict(stats_train)), "pairsPerSecond": stats_train.samples_per_second},
         hardware=hardware(),
     )
-    rejected = gate is not None and report["headline"]["gain"] < gate.min_gain
+    if guard_results:
+        report["guards"] = guard_results
+    below_gain = gate is not None and report["headline"]["gain"] < gate.min_gain
+    guard_rejection = G.rejection(guard_results)
+    rejected = below_gain or bool(guard_rejection)
     t = phase("publish")
 
     def stamp() -> None:
@@ -562,14 +609,24 @@ def run_job(
         stamp()
     h = report["headline"]
     headline = Headline(primary_metric=pm, dimension=pdim, base=h["base"], finetuned=h["finetuned"], gain=h["gain"])
+    figures = f"{pm} at {pdim} dims {h['base']:.4f} -> {h['finetuned']:.4f} ({h['gain']:+.4f})"
+    if guard_results:
+        figures += "; guards: " + "; ".join(G.summary(r) for r in guard_results)
     if rejected:
-        assert gate is not None
         outcome, reason = "Failed", Reason.PROMOTION_REJECTED
-        message = f"{pm} gain {h['gain']:+.4f} at {pdim} dims is below spec.evaluation.gate.minGain {gate.min_gain}"
+        why = []
+        if below_gain:
+            assert gate is not None
+            why.append(
+                f"{pm} gain {h['gain']:+.4f} at {pdim} dims is below spec.evaluation.gate.minGain {gate.min_gain}"
+            )
+        if guard_rejection:
+            why.append(guard_rejection)
+        message = "; ".join(why) + f" ({figures})"
     else:
         prog.set_phase("done")
         outcome, reason = "Succeeded", Reason.SUCCEEDED
-        message = f"{pm} at {pdim} dims {h['base']:.4f} -> {h['finetuned']:.4f} ({h['gain']:+.4f})"
+        message = figures
     return TerminationMessage(
         outcome=outcome, reason=reason, message=message, run_id=cfg.run.run_id, headline=headline, artifacts=arts
     )
