@@ -178,3 +178,8 @@ def test_promotion_gate_rejects_a_small_gain(
     published = keys(s3_server, corpus_bucket, prefix)
     assert prefix + "report.json" in published and prefix + "manifest.json" in published
     assert not any(k.startswith(prefix + "model/") for k in published)
+    # Run again (eft run on the same file, a Job retried by hand): the published verdict, not a success.
+    code2, again, _ = run(cfg, s3_server)
+    assert again is not None and again.reason == Reason.PROMOTION_REJECTED and code2 == ExitCode.PROMOTION_REJECTED
+    assert "already published" in again.message and "minGain 0.99" in again.message
+    assert again.artifacts is not None and again.artifacts.model is None

@@ -188,6 +188,7 @@ def test_a_guard_that_drops_more_than_allowed_rejects_the_model(
     published = keys(s3_server, guarded_bucket, prefix)
     assert prefix + "manifest.json" in published and not any(k.startswith(prefix + "model/") for k in published)
     rep = json.loads(s3_server.client().get_object(Bucket=guarded_bucket, Key=prefix + "report.json")["Body"].read())
+    assert rep["promotion"]["rejected"] is True and rep["promotion"]["reasons"][0].startswith("guard beir-faq dropped")
     docs, beir = rep["guards"]
     assert (docs["name"], docs["passed"], beir["name"], beir["passed"]) == ("docs", True, "beir-faq", False)
     for g, queries in ((docs, 60), (beir, 70)):

@@ -443,8 +443,11 @@ def _already_published(cfg: RunConfig, storage: Storage) -> TerminationMessage |
         return None
     log.info("run %s is already published under %s; not overwriting", cfg.run.run_id, prefix)
     headline = None
+    rejected: list[str] | None = None
     try:
         rep = json.loads(storage.get_bytes(prefix.join(PUBLISHED_REPORT_JSON)))
+        promotion = rep.get("promotion") or {}
+        rejected = [str(r) for r in promotion.get("reasons", [])] if promotion.get("rejected") else None
         h = rep["headline"]
         headline = Headline(
             primary_metric=rep["primaryMetric"],
@@ -455,6 +458,17 @@ def _already_published(cfg: RunConfig, storage: Storage) -> TerminationMessage |
         )
     except (TrainerError, KeyError, ValueError):
         pass
+    if rejected is not None:
+        return TerminationMessage(
+            outcome="Failed",
+            reason=Reason.PROMOTION_REJECTED,
+            message=f"already published under {prefix}, rejected: {'; '.join(rejected)}",
+            run_id=cfg.run.run_id,
+            headline=headline,
+            artifacts=Artifacts(
+                report=str(prefix.join(PUBLISHED_REPORT_JSON)), manifest=str(prefix.join(PUBLISHED_MANIFEST))
+            ),
+        )
     return TerminationMessage(
         outcome="Succeeded",
         reason=Reason.SUCCEEDED,
@@ -589,9 +603,15 @@ def run_job(
     )
     if guard_results:
         report["guards"] = guard_results
-    below_gain = gate is not None and report["headline"]["gain"] < gate.min_gain
-    guard_rejection = G.rejection(guard_results)
-    rejected = below_gain or bool(guard_rejection)
+    h = report["headline"]
+    why = []
+    if gate is not None and h["gain"] < gate.min_gain:
+        why.append(f"{pm} gain {h['gain']:+.4f} at {pdim} dims is below spec.evaluation.gate.minGain {gate.min_gain}")
+    if guard_rejection := G.rejection(guard_results):
+        why.append(guard_rejection)
+    rejected = bool(why)
+    # The verdict is published with the report, so that a rerun of a published run returns the same outcome.
+    report["promotion"] = {"rejected": rejected, "reasons": why}
     t = phase("publish")
 
     def stamp() -> None:
@@ -607,21 +627,12 @@ def run_job(
         model.save(str(local / "model"))
         arts = Artifacts(model=str(local / "model"))
         stamp()
-    h = report["headline"]
     headline = Headline(primary_metric=pm, dimension=pdim, base=h["base"], finetuned=h["finetuned"], gain=h["gain"])
     figures = f"{pm} at {pdim} dims {h['base']:.4f} -> {h['finetuned']:.4f} ({h['gain']:+.4f})"
     if guard_results:
         figures += "; guards: " + "; ".join(G.summary(r) for r in guard_results)
     if rejected:
         outcome, reason = "Failed", Reason.PROMOTION_REJECTED
-        why = []
-        if below_gain:
-            assert gate is not None
-            why.append(
-                f"{pm} gain {h['gain']:+.4f} at {pdim} dims is below spec.evaluation.gate.minGain {gate.min_gain}"
-            )
-        if guard_rejection:
-            why.append(guard_rejection)
         message = "; ".join(why) + f" ({figures})"
     else:
         prog.set_phase("done")
