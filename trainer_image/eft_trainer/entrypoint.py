@@ -458,25 +458,19 @@ def _already_published(cfg: RunConfig, storage: Storage) -> TerminationMessage |
         )
     except (TrainerError, KeyError, ValueError):
         pass
+    done = f"already published under {prefix}"
     if rejected is not None:
-        return TerminationMessage(
-            outcome="Failed",
-            reason=Reason.PROMOTION_REJECTED,
-            message=f"already published under {prefix}, rejected: {'; '.join(rejected)}",
-            run_id=cfg.run.run_id,
-            headline=headline,
-            artifacts=Artifacts(
-                report=str(prefix.join(PUBLISHED_REPORT_JSON)), manifest=str(prefix.join(PUBLISHED_MANIFEST))
-            ),
-        )
+        outcome, reason, message = "Failed", Reason.PROMOTION_REJECTED, f"{done}, rejected: {'; '.join(rejected)}"
+    else:
+        outcome, reason, message = "Succeeded", Reason.SUCCEEDED, done
     return TerminationMessage(
-        outcome="Succeeded",
-        reason=Reason.SUCCEEDED,
-        message=f"already published under {prefix}",
+        outcome=outcome,
+        reason=reason,
+        message=message,
         run_id=cfg.run.run_id,
         headline=headline,
         artifacts=Artifacts(
-            model=str(prefix.join(PUBLISHED_MODEL_DIR)),
+            model=str(prefix.join(PUBLISHED_MODEL_DIR)) if rejected is None else None,
             report=str(prefix.join(PUBLISHED_REPORT_JSON)),
             manifest=str(prefix.join(PUBLISHED_MANIFEST)),
         ),
