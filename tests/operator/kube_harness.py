@@ -172,6 +172,15 @@ def cluster(kmock: Any) -> Cluster:
     return Cluster(kmock)
 
 
+def api_config(url: str) -> Any:
+    """The operator's API client configuration for kmock (plain HTTP, no credentials)."""
+    from kubernetes_asyncio import client
+
+    configuration = client.Configuration(host=url)
+    configuration.verify_ssl = False
+    return configuration
+
+
 class Operator:
     """A running operator (kopf's real loop over the real handlers) logged in to kmock.
 
@@ -198,7 +207,12 @@ class Operator:
         task = asyncio.create_task(
             kopf.operator(
                 registry=registry,
-                memo=kopf.Memo(reconciler=self.reconciler, metrics_port=self.metrics_port, metrics_host="127.0.0.1"),
+                memo=kopf.Memo(
+                    reconciler=self.reconciler,
+                    metrics_port=self.metrics_port,
+                    metrics_host="127.0.0.1",
+                    api_config=api_config(url),
+                ),
                 clusterwide=True,
                 standalone=True,
                 liveness_endpoint=f"http://127.0.0.1:{self.health_port}/healthz",

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from kube_harness import NS, PLURAL, TEST_IMAGE, Cluster, Operator, resource
 from prometheus_client.parser import text_string_to_metric_families
+from real_cluster import succeeded_message
 
 from eft_api import contract
 from eft_api.spec import API_GROUP, API_VERSION
@@ -30,16 +31,6 @@ def _pod(job: dict[str, Any], suffix: str, container: dict[str, Any], created: s
         },
         "status": {"containerStatuses": [{"name": "trainer", **container}]},
     }
-
-
-def _succeeded_message(run_id: str) -> str:
-    return contract.TerminationMessage(
-        outcome="Succeeded",
-        reason="Succeeded",
-        run_id=run_id,
-        headline=contract.Headline(primary_metric="ndcg@10", dimension=384, base=0.531, finetuned=0.590, gain=0.059),
-        artifacts=contract.Artifacts(model="s3://bucket/runs/ml/demo/x/model/", report="s3://r", manifest="s3://m"),
-    ).to_json()
 
 
 async def _created(cluster: Cluster, name: str, uid: str, **spec: Any) -> dict[str, Any]:
@@ -72,7 +63,7 @@ async def test_running_then_succeeded_records_history_results_and_events(cluster
     await cluster.create_pod(_pod(job, "a", {"state": {"running": {}}}, "2026-01-01T00:00:01Z"))
     await cluster.wait(lambda: cluster.condition("demo", "Reconciling").get("reason") == "Running", what="Running")
     ltt = cluster.condition("demo", "Ready")["lastTransitionTime"]
-    term = {"terminated": {"exitCode": 0, "reason": "Completed", "message": _succeeded_message(rid)}}
+    term = {"terminated": {"exitCode": 0, "reason": "Completed", "message": succeeded_message(rid)}}
     await cluster.patch_pod(f"{jname}-a", {"status": {"containerStatuses": [{"name": "trainer", "state": term}]}})
     await cluster.patch_job(
         jname,
@@ -278,7 +269,7 @@ async def test_suspend_and_resume(cluster: Cluster, operator: Operator) -> None:
 async def test_metrics_and_health_endpoints(cluster: Cluster, operator: Operator) -> None:
     job = await _created(cluster, "demo", "uid-m")
     rid = job["metadata"]["labels"][contract.LABEL_RUN]
-    term = {"terminated": {"exitCode": 0, "reason": "Completed", "message": _succeeded_message(rid)}}
+    term = {"terminated": {"exitCode": 0, "reason": "Completed", "message": succeeded_message(rid)}}
     await cluster.create_pod(_pod(job, "a", {"state": term}, "2026-01-01T00:00:01Z"))
     await cluster.patch_job(
         job["metadata"]["name"], {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
