@@ -141,7 +141,7 @@ def image_allowed(image: str, prefixes: tuple[str, ...]) -> bool:
         if prefix == "*":
             return True
         if prefix.endswith("/"):
-            if image.startswith(prefix) and ".." not in image:
+            if image.startswith(prefix):
                 return True
         elif image == prefix or image.startswith((prefix + ":", prefix + "@")):
             return True
