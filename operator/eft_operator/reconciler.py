@@ -335,6 +335,9 @@ class Reconciler:
         await self._write(client, body, prev, status, events, logger)
         if superseded is not None:
             await self._clean_up(client, namespace, superseded, logger)
+        elif created and current and not active and current.get("jobName") != run.get("jobName"):
+            # A new run follows a finished one: the old run config is history (status has its record).
+            await self._delete_configmap(client, namespace, current, logger)
         finished = (status.get("currentRun") or {}).get("phase") in TERMINAL_PHASES
         if finished and observation is not None:
             for obj in ([job] if job is not None else []) + pods:
@@ -377,8 +380,14 @@ class Reconciler:
             await client.release(job)
         for pod in await client.pods_of_run(namespace, str(run.get("id"))):
             await client.release(pod)
-        if await client.delete("ConfigMap", namespace, job_name):
-            logger.info(f"Deleted ConfigMap {namespace}/{job_name} of superseded run {run.get('id')}.")
+        await self._delete_configmap(client, namespace, run, logger)
+
+    async def _delete_configmap(
+        self, client: children.Client, namespace: str, run: Mapping[str, Any], logger: Logger
+    ) -> None:
+        name = str(run.get("jobName"))
+        if await client.delete("ConfigMap", namespace, name):
+            logger.info(f"Deleted ConfigMap {namespace}/{name} of the earlier run {run.get('id')}.")
 
     async def _release_child(self, child: Mapping[str, Any], status: Mapping[str, Any] | None, logger: Logger) -> None:
         """Let a Job or Pod go once its run's outcome is in status, or its run is not current, or its resource is gone."""
