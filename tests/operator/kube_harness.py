@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import threading
 import time
@@ -190,9 +191,10 @@ class Operator:
 
     def __init__(self, cluster: Cluster, settings: Settings) -> None:
         self.cluster = cluster
-        self.settings = settings
-        self.reconciler = Reconciler(settings)
-        self.metrics_port = free_port()
+        # The metrics port comes from the settings (EFT_METRICS_PORT), as in production, not from the memo.
+        self.settings = dataclasses.replace(settings, metrics_port=free_port())
+        self.reconciler = Reconciler(self.settings)
+        self.metrics_port = self.settings.metrics_port
         self.health_port = free_port()
         self.thread: threading.Thread | None = None
         self.stop_flag = threading.Event()
@@ -209,7 +211,6 @@ class Operator:
                 registry=registry,
                 memo=kopf.Memo(
                     reconciler=self.reconciler,
-                    metrics_port=self.metrics_port,
                     metrics_host="127.0.0.1",
                     api_config=api_config(url),
                 ),
