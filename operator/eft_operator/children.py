@@ -113,8 +113,17 @@ class Client:
     """The API calls the reconciler makes, each retried a bounded number of times on what may pass."""
 
     def __init__(self, configuration: k8s.Configuration, retry_delays: Sequence[float] = RETRY_DELAYS) -> None:
-        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, 64)
         self.api = k8s.ApiClient(configuration)
+        # kubernetes_asyncio's session trusts the environment, so aiohttp looks up proxy variables in a
+        # worker thread on every request: under a burst that thread hop doubled create->Job latency
+        # (bench/bench_operator_burst.py). Like kopf's own client, the operator reaches the API server
+        # directly, or through configuration.proxy when a kubeconfig names one.
+        rest = self.api.rest_client
+        old = rest.pool_manager
+        rest.pool_manager = aiohttp.ClientSession(
+            connector=old.connector, connector_owner=True, trust_env=False, read_bufsize=2**21
+        )
+        old.detach()  # the connector now belongs to the new session
         self.retry_delays = tuple(retry_delays)
 
     async def close(self) -> None:

@@ -408,7 +408,8 @@ class Reconciler:
         else:
             ctype, cstatus = "Stalled", "True"
             message = f"the operator failed to reconcile the resource: {type(exc).__name__}: {exc}"
-        logger.error(f"Reconciling {namespace}/{name} failed: {message}")
+        unexpected = not isinstance(exc, children.APIError)
+        logger.error(f"Reconciling {namespace}/{name} failed: {message}", exc_info=exc if unexpected else None)
         try:
             body = await self.client.get("EmbeddingFinetune", namespace, name)
             if body is None:
