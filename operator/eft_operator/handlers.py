@@ -74,9 +74,11 @@ async def on_child_event(**kw: Any) -> None:
     owner = labels.get(contract.LABEL_NAME)
     if not owner or labels.get(contract.LABEL_MANAGED_BY) != contract.MANAGED_BY:
         return  # kopf filters by labels too; servers may ignore selectors, so check again here
-    if not child_event_has_news(kw["resource"].plural, kw["type"], kw["body"]):
-        return
     reconciler: Reconciler = memo["reconciler"]
+    plural = kw["resource"].plural
+    news = child_event_has_news(plural, kw["type"], kw["body"])
+    if not news and (plural != "pods" or not reconciler.pod_appeared(namespace, owner)):
+        return
     for attempt, delay in enumerate((*CHILD_RETRY_DELAYS, None)):
         try:
             await reconciler.reconcile(namespace, owner, logger=logger, child=kw["body"])
@@ -93,15 +95,32 @@ async def on_child_event(**kw: Any) -> None:
 def child_event_has_news(plural: str, event_type: str | None, body: Any) -> bool:
     """Whether a child's watch event can change the resource's status.
 
-    A Job with no status yet (just created by the pass that already recorded it, or only suspended or
-    resumed by us) tells nothing new; skipping it halves the API calls of a burst of creates. A Job that
-    disappears or is being deleted always counts (the run lost its Job, or the finalizer must go), and
-    Pods always count (their container states carry Running, OOMKilled, SecretNotFound, Unschedulable).
-    After a restart, the resume handler reconciles every resource.
+    Under a burst most child events are bookkeeping: the Job controller counting a new pod, a pod
+    appearing with no status yet. Skipping them halves the API calls per resource on a real server.
+    What counts: a child that disappears or is being deleted (the run lost its Job, or the finalizer
+    must go); a Job with conditions (finished, failed, suspended or resumed) or a ready pod; a pod that
+    runs or ended, waits for a reason other than starting (SecretNotFound, ImagePullFailed), or that the
+    scheduler cannot place. A pod appearing matters only to a run waiting for its pods
+    (:meth:`Reconciler.pod_appeared`). After a restart, the resume handler reconciles every resource.
     """
-    if event_type == "DELETED" or plural != "jobs" or (body.get("metadata") or {}).get("deletionTimestamp"):
+    meta = body.get("metadata") or {}
+    if event_type == "DELETED" or meta.get("deletionTimestamp"):
         return True
-    return bool(body.get("status"))
+    status = body.get("status") or {}
+    if plural == "jobs":
+        return bool(status.get("conditions")) or (status.get("ready") or 0) > 0
+    if status.get("phase") in ("Running", "Succeeded", "Failed"):
+        return True
+    for c in status.get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False":
+            return True
+    for cs in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or []):
+        state = cs.get("state") or {}
+        if "running" in state or "terminated" in state or (cs.get("lastState") or {}).get("terminated"):
+            return True
+        if (state.get("waiting") or {}).get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+            return True
+    return False
 
 
 async def _sleep(delay: float) -> None:
@@ -119,6 +138,7 @@ async def on_startup(**kw: Any) -> None:
     configure(settings, log_level=reconciler.settings.log_level, clusterwide=reconciler.settings.clusterwide)
     configuration = memo.get("api_config") or await children.load_config(memo.get("kubeconfig"))
     reconciler.connect(children.Client(configuration))
+    reconciler.kopf_settings = settings
     port = memo.get("metrics_port", reconciler.settings.metrics_port)  # None in memo: no endpoint
     if port is not None:
         memo["metrics_runner"] = await reconciler.metrics.start_server(memo.get("metrics_host", "0.0.0.0"), port)

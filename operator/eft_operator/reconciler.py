@@ -115,9 +115,13 @@ class Reconciler:
         self.recheck_delays = tuple(recheck_delays)
         self.no_pod_grace = no_pod_grace
         self._client: children.Client | None = None
+        #: kopf's settings (set at start-up): a pass woken by a Job or Pod logs as its resource with them.
+        self.kopf_settings: Any = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._rechecks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._attempts: dict[tuple[str, str], int] = {}
+        #: The reason of each resource's current run after its last pass (what a pod appearing can change).
+        self._reasons: dict[tuple[str, str], str] = {}
 
     @property
     def client(self) -> children.Client:
@@ -140,10 +144,25 @@ class Reconciler:
         key = (namespace, name)
         self._locks.pop(key, None)
         self._attempts.pop(key, None)
+        self._reasons.pop(key, None)
         task = self._rechecks.pop(key, None)
         if task is not None:
             task.cancel()
         self.metrics.forget(namespace, name)
+
+    def pod_appeared(self, namespace: str, name: str) -> bool:
+        """A pod of the resource appeared (with nothing to say yet): whether a pass is needed.
+
+        Only when the resource shows that its pods cannot be created (the pass clears it), or when
+        nothing is known of it yet. A run merely waiting for its first pod needs no pass: its recheck,
+        which looked for the pod, is cancelled instead.
+        """
+        key = (namespace, name)
+        reason = self._reasons.get(key)
+        if reason != JOB_CREATED:
+            return True
+        self._unschedule(key)
+        return False
 
     def rechecking(self, namespace: str, name: str) -> bool:
         """Whether a recheck of the resource is scheduled (for tests and the benchmark)."""
@@ -183,6 +202,11 @@ class Reconciler:
         finally:
             self.metrics.reconciles.labels(result=result).inc()
             self.metrics.duration.observe(time.monotonic() - started)
+        current = (outcome.status or {}).get("currentRun") or {}
+        if outcome.status is None:
+            self._reasons.pop(key, None)
+        else:
+            self._reasons[key] = str(current.get("reason") or "")
         if outcome.recheck and outcome.status is not None:
             self._schedule(key, logger)
         else:
@@ -231,6 +255,8 @@ class Reconciler:
         body = dict(fresh_body) if fresh_body is not None else await client.get("EmbeddingFinetune", namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return _Result(None)
+        if self.kopf_settings is not None:  # lines name the resource ([namespace/name]), whoever woke the pass
+            logger = kopf.ObjectLogger(body=cast(Any, body), settings=self.kopf_settings)
         meta = body["metadata"]
         uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 1)
         prev: dict[str, Any] = dict(body.get("status") or {})

@@ -193,7 +193,11 @@ async def test_spec_change_supersedes_running_run(cluster: Cluster, operator: Op
     # at the labelled resource: a pod event makes it reconcile after the label change.
     job2 = cluster.jobs("demo")[0]
     await cluster.patch_eft("demo", {"metadata": {"labels": {"team": "a"}}})
-    await _pass_after(cluster, operator, lambda: cluster.create_pod(_pod(job2, "x", {}, "2026-01-01T00:00:02Z")))
+    await _pass_after(
+        cluster,
+        operator,
+        lambda: cluster.create_pod(_pod(job2, "x", {"state": {"running": {}}}, "2026-01-01T00:00:02Z")),
+    )
     assert [j["metadata"]["name"] for j in cluster.jobs("demo")] == [job2["metadata"]["name"]]
     assert cluster.eft("demo")["status"]["currentRun"]["generation"] == 2
 
