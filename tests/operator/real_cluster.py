@@ -111,9 +111,6 @@ class RealOperator:
             self.thread = None
         logging.getLogger().removeHandler(self.records)
 
-    def forbidden(self) -> list[str]:
-        return [line for line in self.records.lines if "403" in line or "orbidden" in line]
-
 
 def resource(name: str, **spec_over: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {

@@ -82,7 +82,7 @@ def test_pods_that_cannot_be_created_stall_the_run_and_clear_when_they_can(
     assert k.eft("nopods")["status"]["currentRun"]["phase"] == "Pending"
 
     k.core.delete_namespaced_resource_quota(quota, k.ns)
-    wait(lambda: k.pods("nopods"), 60, "the Job controller to create the pod")
+    wait(lambda: k.pods("nopods"), 120, "the Job controller (backing off) to create the pod")
     wait(lambda: k.condition("nopods", "Stalled").get("status") == "False", 20, "Stalled cleared")
 
 
