@@ -1,27 +1,58 @@
 """Thin async I/O with the Kubernetes API: read the resource, create-if-absent its children, read Jobs and Pods.
 
-Requests go through kopf's authenticated API client (``kopf._cogs.clients.api``), so they use the same
-credentials, connection pool and bounded retries (``settings.networking.error_backoffs``: 5xx, 429 with
-Retry-After, timeouts) as kopf's own watches, whichever login handler is active (in-cluster, kubeconfig,
-or a test server). That module is kopf-internal: this file is the one place that touches it.
+Requests go through the public asyncio Kubernetes client (``kubernetes_asyncio``), configured from a
+kubeconfig or the in-cluster service account (:func:`load_config`), with bounded retries of what may pass
+(5xx, 429 honouring ``Retry-After``, timeouts and refused connections). Every other answer raises
+:class:`APIError` with the API's status code and message, so that callers can say why a request was
+refused (a 422 or an admission 403 is not worth retrying as is).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
+import asyncio
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from kopf._cogs.clients import api, errors
-from kopf._cogs.configs.configuration import OperatorSettings
+import aiohttp
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
 
 from eft_api import contract
 from eft_api.spec import API_GROUP, API_VERSION, PLURAL
+from eft_operator.render import OUTCOME_FINALIZER
 
-NotFound = errors.APINotFoundError
-Conflict = errors.APIConflictError
-APIError = errors.APIError
-MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+MERGE_PATCH = "application/merge-patch+json"
+#: Seconds between retries of a request that may pass (5xx, 429 without Retry-After, timeouts).
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+REQUEST_TIMEOUT = 60.0
+FINALIZER = OUTCOME_FINALIZER
+
+
+class APIError(Exception):
+    """The API answered with an error (or could not be reached: ``status`` 0)."""
+
+    def __init__(self, status: int, reason: str, message: str, method: str = "", path: str = "") -> None:
+        self.status, self.reason, self.message, self.method, self.path = status, reason, message, method, path
+        super().__init__(f"{method} {path}: {status} {reason}: {message}".strip())
+
+    @property
+    def transient(self) -> bool:
+        """Whether it may pass by itself (server trouble, throttling, a conflict of versions)."""
+        return self.status in (0, 409, 429) or self.status >= 500
+
+    @property
+    def refused(self) -> bool:
+        """The API refused the request as it is (validation, admission, quota, RBAC): retrying the same fails."""
+        return self.status in (400, 403, 404, 405, 410, 413, 415, 422)
+
+
+class NotFound(APIError):
+    pass
+
+
+class Conflict(APIError):
+    pass
 
 
 class OwnedByAnother(Exception):
@@ -42,6 +73,7 @@ def _url(kind: str, namespace: str, name: str | None = None, subresource: str | 
         "Job": f"/apis/batch/v1/namespaces/{namespace}/jobs",
         "ConfigMap": f"/api/v1/namespaces/{namespace}/configmaps",
         "Pod": f"/api/v1/namespaces/{namespace}/pods",
+        "Event": f"/api/v1/namespaces/{namespace}/events",
     }[kind]
     return base + (f"/{name}" if name else "") + (f"/{subresource}" if subresource else "")
 
@@ -51,19 +83,104 @@ def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(r.get("uid") == uid and r.get("controller") for r in refs)
 
 
-class Client:
-    """The API calls the reconciler makes (each one request, retried by kopf on transient failures)."""
+def has_finalizer(obj: Mapping[str, Any]) -> bool:
+    return FINALIZER in ((obj.get("metadata") or {}).get("finalizers") or [])
 
-    def __init__(self, settings: OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
-        self.settings = settings
-        self.logger = logger
+
+async def load_config(kubeconfig: str | None = None) -> k8s.Configuration:
+    """The client configuration: ``kubeconfig`` (or ``$KUBECONFIG``, ``~/.kube/config``), else in-cluster."""
+    configuration = k8s.Configuration()
+    if kubeconfig:
+        await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        await k8s_config.load_config(client_configuration=configuration)
+    return configuration
+
+
+def _status_message(body: str | bytes | None) -> tuple[str, str]:
+    """The reason and message of a Kubernetes ``Status`` body (or the raw text)."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return "", text[:500]
+    if not isinstance(data, dict):
+        return "", text[:500]
+    return str(data.get("reason") or ""), str(data.get("message") or text[:500])
+
+
+class Client:
+    """The API calls the reconciler makes, each retried a bounded number of times on what may pass."""
+
+    def __init__(self, configuration: k8s.Configuration, retry_delays: Sequence[float] = RETRY_DELAYS) -> None:
+        self.api = k8s.ApiClient(configuration)
+        # kubernetes_asyncio's session trusts the environment, so aiohttp looks up proxy variables in a
+        # worker thread on every request: under a burst that thread hop doubled create->Job latency
+        # (bench/bench_operator_burst.py). Like kopf's own client, the operator reaches the API server
+        # directly, or through configuration.proxy when a kubeconfig names one.
+        rest = self.api.rest_client
+        old = rest.pool_manager
+        rest.pool_manager = aiohttp.ClientSession(
+            connector=old.connector, connector_owner=True, trust_env=False, read_bufsize=2**21
+        )
+        old.detach()  # the connector now belongs to the new session
+        self.retry_delays = tuple(retry_delays)
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str | None = None,
+        query: Iterable[tuple[str, str]] = (),
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        for attempt in range(len(self.retry_delays) + 1):
+            try:
+                return await self.api.call_api(
+                    path,
+                    method,
+                    query_params=list(query),
+                    header_params=headers,
+                    body=body,
+                    response_types_map={200: "object", 201: "object", 202: "object"},
+                    auth_settings=["BearerToken"],
+                    _return_http_data_only=True,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            except k8s.ApiException as exc:
+                reason, message = _status_message(exc.body)
+                error = _error(int(exc.status or 0), reason or str(exc.reason or ""), message, method, path)
+                answer: Any = exc.headers
+                retry_after = answer.get("Retry-After") if answer else None
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = APIError(0, type(exc).__name__, str(exc) or type(exc).__name__, method, path)
+                retry_after = None
+            if (error.status not in (0, 429) and error.status < 500) or attempt >= len(self.retry_delays):
+                raise error
+            delay = self.retry_delays[attempt]
+            if retry_after and str(retry_after).isdigit():
+                delay = max(delay, min(float(retry_after), 60.0))
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            obj: dict[str, Any] = await api.get(_url(kind, namespace, name), settings=self.settings, logger=self.logger)
+            obj: dict[str, Any] = await self._call("GET", _url(kind, namespace, name))
         except NotFound:
             return None
         return obj
+
+    async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        meta = body["metadata"]
+        created: dict[str, Any] = await self._call("POST", _url(str(body["kind"]), str(meta["namespace"])), body)
+        return created
 
     async def ensure(self, body: Mapping[str, Any], owner_uid: str) -> tuple[dict[str, Any], bool]:
         """Create ``body`` unless it exists; on 409 read the existing one and check its owner uid.
@@ -74,17 +191,11 @@ class Client:
         kind, meta = str(body["kind"]), body["metadata"]
         namespace, name = str(meta["namespace"]), str(meta["name"])
         try:
-            created: dict[str, Any] = await api.post(
-                _url(kind, namespace), payload=body, settings=self.settings, logger=self.logger
-            )
-            return created, True
+            return await self.create(body), True
         except Conflict:
             existing = await self.get(kind, namespace, name)
             if existing is None:  # deleted in between: one more try, then let the caller retry
-                created = await api.post(
-                    _url(kind, namespace), payload=body, settings=self.settings, logger=self.logger
-                )
-                return created, True
+                return await self.create(body), True
             if not owned_by(existing, owner_uid):
                 refs = (existing.get("metadata") or {}).get("ownerReferences") or []
                 raise OwnedByAnother(
@@ -94,33 +205,71 @@ class Client:
 
     async def pods_of_run(self, namespace: str, run_id: str) -> list[dict[str, Any]]:
         selector = f"{contract.LABEL_RUN}={run_id}"
-        listing = await api.get(
-            _url("Pod", namespace) + f"?labelSelector={selector}", settings=self.settings, logger=self.logger
-        )
+        listing = await self._call("GET", _url("Pod", namespace), query=[("labelSelector", selector)])
         items = listing.get("items") or []
         # Filter here as well: selectors are a server's courtesy (test servers may ignore them).
         return [p for p in items if ((p.get("metadata") or {}).get("labels") or {}).get(contract.LABEL_RUN) == run_id]
 
+    async def events_of(self, namespace: str, kind: str, name: str, uid: str) -> list[dict[str, Any]]:
+        """The core/v1 Events about one object (by kind, name and uid), oldest first."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+        listing = await self._call("GET", _url("Event", namespace), query=[("fieldSelector", selector)])
+        items = [
+            e
+            for e in listing.get("items") or []
+            if (e.get("involvedObject") or {}).get("name") == name
+            and (not uid or (e.get("involvedObject") or {}).get("uid") in (None, "", uid))
+        ]
+        return sorted(items, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+
     async def patch(
         self, kind: str, namespace: str, name: str, patch: Mapping[str, Any], subresource: str | None = None
-    ) -> None:
-        await api.patch(
-            _url(kind, namespace, name, subresource),
-            payload=patch,
-            headers=MERGE_PATCH,
-            settings=self.settings,
-            logger=self.logger,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "PATCH", _url(kind, namespace, name, subresource), patch, content_type=MERGE_PATCH
         )
+        return result
 
-    async def delete_job(self, namespace: str, name: str) -> bool:
-        """Delete a Job and (in the background) its pods; False when it was already gone."""
+    async def release(self, obj: Mapping[str, Any]) -> bool:
+        """Remove the operator's finalizer from a Job or Pod; False when it had none or is gone.
+
+        A merge patch of the remaining finalizers with the object's resourceVersion as a precondition, so
+        that another controller's finalizer edit in between is never lost (409: read again and retry).
+        """
+        meta = obj.get("metadata") or {}
+        kind = str(obj.get("kind") or ("Job" if "template" in (obj.get("spec") or {}) else "Pod"))
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        for _ in range(5):
+            finalizers = list(meta.get("finalizers") or [])
+            if FINALIZER not in finalizers:
+                return False
+            patch: dict[str, Any] = {"finalizers": [f for f in finalizers if f != FINALIZER]}
+            if meta.get("resourceVersion"):
+                patch["resourceVersion"] = meta["resourceVersion"]
+            try:
+                await self.patch(kind, namespace, name, {"metadata": patch})
+                return True
+            except NotFound:
+                return False
+            except Conflict:
+                fresh = await self.get(kind, namespace, name)
+                if fresh is None:
+                    return False
+                meta = fresh.get("metadata") or {}
+        return False
+
+    async def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete an object (its dependents in the background); False when it was already gone."""
         try:
-            await api.delete(
-                _url("Job", namespace, name),
-                payload={"propagationPolicy": "Background"},
-                settings=self.settings,
-                logger=self.logger,
-            )
+            await self._call("DELETE", _url(kind, namespace, name), {"propagationPolicy": "Background"})
         except NotFound:
             return False
         return True
+
+    async def delete_job(self, namespace: str, name: str) -> bool:
+        return await self.delete("Job", namespace, name)
+
+
+def _error(status: int, reason: str, message: str, method: str, path: str) -> APIError:
+    cls = {404: NotFound, 409: Conflict}.get(status, APIError)
+    return cls(status, reason, message, method, path)

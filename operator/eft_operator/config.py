@@ -8,6 +8,12 @@ Variable                  Meaning                                   Default
 EFT_WATCH_NAMESPACES      comma-separated namespaces to watch       empty: the whole cluster
 EFT_TRAINER_IMAGE         trainer image for resources without       ghcr.io/eft-dev/eft-trainer:0.1.0
                           ``spec.image``
+EFT_ALLOWED_IMAGES        comma-separated trainer image prefixes    the repository of EFT_TRAINER_IMAGE
+                          a resource's ``spec.image`` may use: a    (ghcr.io/eft-dev/eft-trainer)
+                          prefix ending in ``/`` allows every
+                          repository under it, any other names one
+                          repository (any tag or digest); ``*``
+                          allows every image
 EFT_TRAINER_SERVICE_      service account of trainer pods           empty: the namespace's default account
 ACCOUNT                                                             (its token is never mounted)
 EFT_DEFAULT_QUEUE_NAME    Kueue LocalQueue for resources that set   empty: no Kueue
@@ -49,6 +55,16 @@ class Settings:
     trainer_metrics_port: int = 9090
     peering_name: str | None = None
     log_level: str = "INFO"
+    #: Image prefixes ``spec.image`` may use (see :func:`image_allowed`); empty: the default image's repository.
+    allowed_images: tuple[str, ...] = ()
+
+    @property
+    def image_prefixes(self) -> tuple[str, ...]:
+        return self.allowed_images or (image_repository(self.trainer_image),)
+
+    def image_allowed(self, image: str) -> bool:
+        """Whether a resource may run ``image`` (the operator's own default image always may)."""
+        return image == self.trainer_image or image_allowed(image, self.image_prefixes)
 
     @property
     def clusterwide(self) -> bool:
@@ -88,7 +104,12 @@ class Settings:
         image = text("EFT_TRAINER_IMAGE") or DEFAULT_TRAINER_IMAGE
         if any(c.isspace() for c in image):
             raise SettingsError(f"EFT_TRAINER_IMAGE={image!r}: must be an image reference without spaces")
+        allowed = tuple(p.strip() for p in (text("EFT_ALLOWED_IMAGES") or "").split(",") if p.strip())
+        for prefix in allowed:
+            if any(c.isspace() for c in prefix):
+                raise SettingsError(f"EFT_ALLOWED_IMAGES: {prefix!r} is not an image prefix")
         return cls(
+            allowed_images=allowed,
             watch_namespaces=namespaces,
             trainer_image=image,
             trainer_service_account=text("EFT_TRAINER_SERVICE_ACCOUNT"),
@@ -99,3 +120,29 @@ class Settings:
             peering_name=text("EFT_PEERING_NAME"),
             log_level=level,
         )
+
+
+def image_repository(image: str) -> str:
+    """``registry/path/name`` of an image reference, without its tag or digest."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def image_allowed(image: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``image`` matches one of ``prefixes``.
+
+    ``*`` allows every image; a prefix ending in ``/`` allows every repository under that registry or path;
+    any other prefix names one repository, with any tag or digest (``ghcr.io/a/b`` allows ``ghcr.io/a/b:1``
+    and ``ghcr.io/a/b@sha256:...`` but not ``ghcr.io/a/b-evil``).
+    """
+    for prefix in prefixes:
+        if prefix == "*":
+            return True
+        if prefix.endswith("/"):
+            if image.startswith(prefix):
+                return True
+        elif image == prefix or image.startswith((prefix + ":", prefix + "@")):
+            return True
+    return False

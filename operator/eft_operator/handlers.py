@@ -1,9 +1,11 @@
 """The kopf handlers: thin. Each one hands a resource to :class:`~eft_operator.reconciler.Reconciler`.
 
-Deletion needs no handler and so no finalizer: the ConfigMap and Job carry owner references
-(``controller: true, blockOwnerDeletion: true``) and go with the resource through the garbage collector;
-nothing else needs cleaning up, and published models in S3 are deliberately kept. The only deletion
-reaction (dropping the resource's metrics series) is an ``on.event`` handler, which adds no finalizer.
+Deletion of a resource needs no handler and so no finalizer on it: the ConfigMap and Job carry owner
+references (``controller: true, blockOwnerDeletion: true``) and go with the resource through the garbage
+collector, and published models in S3 are deliberately kept. The run's Job and Pods carry the operator's
+finalizer (so that a run's outcome is never lost); the child event handler lets them go once the outcome
+is recorded or their resource is gone. The only deletion reaction on the resource (dropping its metrics
+series and recheck timer) is an ``on.event`` handler, which adds no finalizer.
 
 Handlers are registered into a given :class:`kopf.OperatorRegistry` by :func:`register`, so that tests
 and the benchmark run the real handlers in their own registry.
@@ -11,14 +13,15 @@ and the benchmark run the real handlers in their own registry.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
-from kopf._cogs.clients import errors as api_errors
 
 from eft_api import contract
 from eft_api.spec import API_GROUP, API_VERSION, PLURAL
+from eft_operator import children
 from eft_operator.reconciler import ChildConflictError, InvalidSpecError, Reconciler
 
 #: Bounded retries for the resource handlers: transient trouble is retried, nothing forever.
@@ -29,37 +32,33 @@ TRANSIENT_DELAY = 10.0
 CONFLICT_DELAY = 60.0
 CHILD_RETRY_DELAYS = (1.0, 3.0, 10.0)
 
-_TRANSIENT = (api_errors.APIServerError, api_errors.APITooManyRequestsError, api_errors.APIConflictError, TimeoutError)
 
+async def reconcile_resource(namespace: str, name: str, memo: kopf.Memo, logger: Any, fresh_body: Any = None) -> None:
+    """Create/resume/update: one pass; invalid spec is permanent, API trouble temporary (bounded).
 
-async def reconcile_resource(
-    namespace: str, name: str, memo: kopf.Memo, settings: Any, logger: Any, fresh_body: Any = None
-) -> None:
-    """Create/resume/update: one pass; invalid spec is permanent, API trouble temporary (bounded)."""
+    Every failure has already been written as a condition and an Event by the reconciler; kopf's own
+    log lines about it become Events too (``settings.posting.loggers``).
+    """
     reconciler: Reconciler = memo["reconciler"]
     try:
-        await reconciler.reconcile(namespace, name, kopf_settings=settings, logger=logger, fresh_body=fresh_body)
+        await reconciler.reconcile(namespace, name, logger=logger, fresh_body=fresh_body)
     except InvalidSpecError as exc:
         raise kopf.PermanentError(f"invalid spec: {exc}") from None
     except ChildConflictError as exc:
         raise kopf.TemporaryError(str(exc), delay=CONFLICT_DELAY) from None
-    except _TRANSIENT as exc:
-        raise kopf.TemporaryError(f"the API failed ({type(exc).__name__}); retrying", delay=TRANSIENT_DELAY) from exc
-    except api_errors.APIError as exc:
-        raise kopf.TemporaryError(f"the API refused a request: {exc}", delay=TRANSIENT_DELAY) from exc
+    except children.APIError as exc:
+        raise kopf.TemporaryError(f"the API failed a request ({exc}); retrying", delay=TRANSIENT_DELAY) from exc
 
 
 async def on_resource(**kw: Any) -> None:
     """The resource appeared, changed its spec, or the operator (re)started."""
-    memo = kw["memo"]
-    await reconcile_resource(kw["namespace"], kw["name"], memo, memo["kopf_settings"], kw["logger"])
+    await reconcile_resource(kw["namespace"], kw["name"], kw["memo"], kw["logger"])
 
 
 async def on_resource_created(**kw: Any) -> None:
     """The resource appeared: its first pass uses the body the creation event carried (no write yet)."""
-    memo = kw["memo"]
     fresh = kw["body"] if kw.get("retry", 0) == 0 else None
-    await reconcile_resource(kw["namespace"], kw["name"], memo, memo["kopf_settings"], kw["logger"], fresh)
+    await reconcile_resource(kw["namespace"], kw["name"], kw["memo"], kw["logger"], fresh)
 
 
 async def on_resource_event(**kw: Any) -> None:
@@ -72,20 +71,21 @@ async def on_resource_event(**kw: Any) -> None:
 async def on_child_event(**kw: Any) -> None:
     """A Job or Pod of a run changed: reconcile its resource (retried a few times on transient errors)."""
     namespace, labels, memo, logger = kw["namespace"], kw["labels"], kw["memo"], kw["logger"]
-    settings = memo["kopf_settings"]
     owner = labels.get(contract.LABEL_NAME)
     if not owner or labels.get(contract.LABEL_MANAGED_BY) != contract.MANAGED_BY:
         return  # kopf filters by labels too; servers may ignore selectors, so check again here
-    if not child_event_has_news(kw["resource"].plural, kw["type"], kw["body"]):
-        return
     reconciler: Reconciler = memo["reconciler"]
+    plural = kw["resource"].plural
+    news = child_event_has_news(plural, kw["type"], kw["body"])
+    if not news and (plural != "pods" or not reconciler.pod_appeared(namespace, owner)):
+        return
     for attempt, delay in enumerate((*CHILD_RETRY_DELAYS, None)):
         try:
-            await reconciler.reconcile(namespace, owner, kopf_settings=settings, logger=logger)
+            await reconciler.reconcile(namespace, owner, logger=logger, child=kw["body"])
             return
         except (InvalidSpecError, ChildConflictError):
             return  # the condition says so; the resource's own handler owns the retries
-        except (*_TRANSIENT, api_errors.APIError) as exc:
+        except children.APIError as exc:
             if delay is None:
                 logger.warning(f"Gave up reconciling {namespace}/{owner} after {attempt + 1} tries: {exc!r}")
                 return
@@ -95,28 +95,50 @@ async def on_child_event(**kw: Any) -> None:
 def child_event_has_news(plural: str, event_type: str | None, body: Any) -> bool:
     """Whether a child's watch event can change the resource's status.
 
-    A Job with no status yet (just created by the pass that already recorded it, or only suspended or
-    resumed by us) tells nothing new; skipping it halves the API calls of a burst of creates. A Job that
-    disappears always counts (the run lost its Job), and Pods always count (their container states carry
-    Running, OOMKilled, SecretNotFound). After a restart, the resume handler reconciles every resource.
+    Under a burst most child events are bookkeeping: the Job controller counting a new pod, a pod
+    appearing with no status yet. Skipping them halves the API calls per resource on a real server.
+    What counts: a child that disappears or is being deleted (the run lost its Job, or the finalizer
+    must go); a Job with conditions (finished, failed, suspended or resumed) or a ready pod; a pod that
+    runs or ended, waits for a reason other than starting (SecretNotFound, ImagePullFailed), or that the
+    scheduler cannot place. A pod appearing matters only to a run waiting for its pods
+    (:meth:`Reconciler.pod_appeared`). After a restart, the resume handler reconciles every resource.
     """
-    if event_type == "DELETED" or plural != "jobs":
+    meta = body.get("metadata") or {}
+    if event_type == "DELETED" or meta.get("deletionTimestamp"):
         return True
-    return bool(body.get("status"))
+    status = body.get("status") or {}
+    if plural == "jobs":
+        return bool(status.get("conditions")) or (status.get("ready") or 0) > 0
+    if status.get("phase") in ("Running", "Succeeded", "Failed"):
+        return True
+    for c in status.get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False":
+            return True
+    for cs in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or []):
+        state = cs.get("state") or {}
+        if "running" in state or "terminated" in state or (cs.get("lastState") or {}).get("terminated"):
+            return True
+        if (state.get("waiting") or {}).get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+            return True
+    return False
 
 
 async def _sleep(delay: float) -> None:
-    import asyncio
-
     await asyncio.sleep(delay)
 
 
 async def on_startup(**kw: Any) -> None:
-    """Apply kopf settings and start the metrics endpoint (``memo["metrics_host"]``, settings' port)."""
+    """Apply kopf settings, connect the API client and start the metrics endpoint.
+
+    The client's configuration is ``memo["api_config"]`` when given (tests), else loaded from
+    ``memo["kubeconfig"]``, ``$KUBECONFIG`` or ``~/.kube/config``, else the in-cluster service account.
+    """
     memo, settings = kw["memo"], kw["settings"]
     reconciler: Reconciler = memo["reconciler"]
-    configure(settings, log_level=reconciler.settings.log_level)
-    memo["kopf_settings"] = settings  # resource handlers get no settings kwarg; the API client needs them
+    configure(settings, log_level=reconciler.settings.log_level, clusterwide=reconciler.settings.clusterwide)
+    configuration = memo.get("api_config") or await children.load_config(memo.get("kubeconfig"))
+    reconciler.connect(children.Client(configuration))
+    reconciler.kopf_settings = settings
     port = memo.get("metrics_port", reconciler.settings.metrics_port)  # None in memo: no endpoint
     if port is not None:
         memo["metrics_runner"] = await reconciler.metrics.start_server(memo.get("metrics_host", "0.0.0.0"), port)
@@ -126,6 +148,8 @@ async def on_cleanup(**kw: Any) -> None:
     runner = kw["memo"].get("metrics_runner")
     if runner is not None:
         await runner.cleanup()
+    reconciler: Reconciler = kw["memo"]["reconciler"]
+    await reconciler.close()
 
 
 def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
@@ -147,15 +171,23 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
     return registry
 
 
-def configure(settings: kopf.OperatorSettings, *, log_level: str = "INFO") -> None:
-    """kopf settings: no finalizers or status fields of kopf's own, bounded API retries, quiet posting."""
+def configure(settings: kopf.OperatorSettings, *, log_level: str = "INFO", clusterwide: bool = True) -> None:
+    """kopf settings: no finalizers or status fields of kopf's own, bounded API retries, failures as Events.
+
+    Namespaced (``clusterwide`` False): kopf serves exactly the named namespaces and does not scan the
+    cluster's namespaces, which a namespaced operator may not list (it would get 403s and start late).
+    """
     prefix = "finetune.eft.dev"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=prefix, key="last-handled-spec")
     settings.posting.reporting_component = "eft-operator"
-    # Only warnings and errors of kopf's own logs become Events ("Handler ... succeeded" on every watch
-    # event would drown the run Events that users read); the run Events are posted explicitly.
+    # kopf posts nothing from its logs unless asked (posting.loggers is False by default): ask, so that a
+    # handler's failure ("Handler 'reconcile' failed temporarily: ...") reaches the resource's Events.
+    # Only warnings and errors ("Handler ... succeeded" on every watch event would drown the run Events
+    # that users read); the run Events are posted explicitly.
+    settings.posting.loggers = True
     settings.posting.level = logging.WARNING
+    settings.scanning.disabled = not clusterwide
     settings.networking.error_backoffs = (1, 2, 4, 8)
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10

@@ -1,19 +1,26 @@
 """One reconciliation of one EmbeddingFinetune: read the world, act, write status. Level-based.
 
 Every pass, whatever woke it (the resource appearing or changing, its Job or Pod changing, an operator
-restart), reads the resource, its current run's Job and Pods, and derives status from them:
+restart, a recheck timer), reads the resource, its current run's Job and Pods, and derives status from them:
 
 1. The spec is parsed with the shared typed model; an invalid spec gets ``Stalled=True, reason
    InvalidSpec`` naming the field path, and nothing is created (:class:`InvalidSpecError`, not retried).
+   A ``spec.image`` outside the operator's allowed images gets ``Stalled=True, reason ImageNotAllowed``.
 2. Which run should exist: the current run when it trains this generation or the same run-defining spec
    (a ``runPolicy.suspend`` toggle is not a new run); else a new run for this generation. A run still
-   going for an older generation is stopped (its Job deleted) and recorded as ``Superseded``. A finished
-   run is never started again: status history is the record (finished Jobs vanish after their TTL).
+   going for an older generation is stopped (its Job deleted, its ConfigMap too) and recorded as
+   ``Superseded``. A finished run is never started again: status history is the record.
 3. Children are created if absent (deterministic names; on 409 the existing child is read and its owner
-   uid checked: a child owned by another object is never adopted, a condition says so).
+   uid checked: a child owned by another object is never adopted, a condition says so). A child the API
+   refuses (validation, admission policy, quota) gives ``Stalled=True, reason JobRejected`` with the API's
+   message at once, and the pass is tried again on a timer with backoff, so it clears by itself when the
+   cause goes away.
 4. The Job's ``suspend`` follows ``spec.runPolicy.suspend`` (a Kueue-queued Job is left to Kueue to start).
+   A started Job without pods is looked at again on the timer: the Job controller's ``FailedCreate``
+   Events (quota, LimitRange, a missing PriorityClass) give ``Stalled=True, reason PodCreationRefused``.
 5. Status is computed by :func:`eft_operator.status.compute_status` and patched only when it changed;
-   Events are posted for each transition.
+   Events are posted for each transition. Once a run's outcome is in status, the operator's finalizer
+   leaves its Job and Pods (it keeps them, and the trainer's termination message, until then).
 
 Passes for one resource are serialised by an in-memory lock; the controller never writes spec.
 """
@@ -24,11 +31,13 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import kopf
 
+from eft_api import contract
 from eft_api.contract import output_prefix
 from eft_api.spec import EmbeddingFinetuneSpec, InvalidSpec, parse_spec
 from eft_operator import children
@@ -37,15 +46,26 @@ from eft_operator.metrics import Metrics
 from eft_operator.render import Owner, queue_name, render_children, spec_hash
 from eft_operator.status import (
     CHILD_CONFLICT,
+    IMAGE_NOT_ALLOWED,
+    JOB_CREATED,
+    JOB_REJECTED,
+    NO_POD_GRACE,
+    PENDING,
+    RECONCILE_FAILED,
     TERMINAL_PHASES,
     Observation,
     Problem,
     compute_status,
     merge_patch,
     observe,
+    pods_missing,
+    set_condition,
 )
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
+#: Seconds before each recheck of a resource that waits on something outside it (a refused Job, a Job
+#: without pods): the delays grow, then stay at the last one until the cause goes away.
+RECHECK_DELAYS = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0)
 
 
 class InvalidSpecError(Exception):
@@ -69,47 +89,160 @@ def utcnow() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class Reconciler:
-    """Holds what passes share: settings, metrics, per-resource locks."""
+@dataclass
+class _Result:
+    """What a pass ended with: the status it left (None: the resource is gone) and whether to look again."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None, clock: Callable[[], str] = utcnow) -> None:
+    status: Mapping[str, Any] | None
+    recheck: bool = False
+
+
+class Reconciler:
+    """Holds what passes share: settings, the API client, metrics, per-resource locks and recheck timers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        clock: Callable[[], str] = utcnow,
+        *,
+        recheck_delays: Sequence[float] = RECHECK_DELAYS,
+        no_pod_grace: float = NO_POD_GRACE,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.clock = clock
+        self.recheck_delays = tuple(recheck_delays)
+        self.no_pod_grace = no_pod_grace
+        self._client: children.Client | None = None
+        #: kopf's settings (set at start-up): a pass woken by a Job or Pod logs as its resource with them.
+        self.kopf_settings: Any = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._rechecks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._attempts: dict[tuple[str, str], int] = {}
+        #: The reason of each resource's current run after its last pass (what a pod appearing can change).
+        self._reasons: dict[tuple[str, str], str] = {}
+
+    @property
+    def client(self) -> children.Client:
+        if self._client is None:
+            raise RuntimeError("the reconciler is not connected to an API server (call connect() first)")
+        return self._client
+
+    def connect(self, client: children.Client) -> None:
+        self._client = client
+
+    async def close(self) -> None:
+        for task in self._rechecks.values():
+            task.cancel()
+        self._rechecks.clear()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     def forget(self, namespace: str, name: str) -> None:
-        self._locks.pop((namespace, name), None)
+        key = (namespace, name)
+        self._locks.pop(key, None)
+        self._attempts.pop(key, None)
+        self._reasons.pop(key, None)
+        task = self._rechecks.pop(key, None)
+        if task is not None:
+            task.cancel()
         self.metrics.forget(namespace, name)
+
+    def pod_appeared(self, namespace: str, name: str) -> bool:
+        """A pod of the resource appeared (with nothing to say yet): whether a pass is needed.
+
+        Only when the resource shows that its pods cannot be created (the pass clears it), or when
+        nothing is known of it yet. A run merely waiting for its first pod needs no pass: its recheck,
+        which looked for the pod, is cancelled instead.
+        """
+        key = (namespace, name)
+        reason = self._reasons.get(key)
+        if reason != JOB_CREATED:
+            return True
+        self._unschedule(key)
+        return False
+
+    def rechecking(self, namespace: str, name: str) -> bool:
+        """Whether a recheck of the resource is scheduled (for tests and the benchmark)."""
+        return (namespace, name) in self._rechecks
 
     async def reconcile(
         self,
         namespace: str,
         name: str,
         *,
-        kopf_settings: Any,
         logger: Logger,
         fresh_body: Mapping[str, Any] | None = None,
+        child: Mapping[str, Any] | None = None,
     ) -> None:
         """One pass for ``namespace/name``; raises what the caller should turn into kopf errors.
 
         ``fresh_body`` is the object as a creation event delivered it: nothing has written to it yet, so
         the pass need not read it again. Every other pass reads it under the lock, so that it sees the
-        status the previous pass wrote.
+        status the previous pass wrote. ``child`` is the Job or Pod whose event woke the pass: once its
+        run's outcome is recorded (or its resource is gone), the operator's finalizer leaves it.
         """
-        lock = self._locks.setdefault((namespace, name), asyncio.Lock())
+        key = (namespace, name)
+        lock = self._locks.setdefault(key, asyncio.Lock())
         started = time.monotonic()
         result = "success"
         try:
             async with lock:
-                await self._pass(namespace, name, children.Client(kopf_settings, logger), logger, fresh_body)
+                outcome = await self._pass(namespace, name, self.client, logger, fresh_body)
+                if child is not None:
+                    await self._release_child(child, outcome.status, logger)
         except Exception as exc:
             result, kind = next((r, k) for t, r, k in _OUTCOMES if isinstance(exc, t))
             self.metrics.errors.labels(kind=kind).inc()
+            if not isinstance(exc, InvalidSpecError | ChildConflictError):
+                await self._report_failure(namespace, name, exc, logger)
             raise
         finally:
             self.metrics.reconciles.labels(result=result).inc()
             self.metrics.duration.observe(time.monotonic() - started)
+        current = (outcome.status or {}).get("currentRun") or {}
+        if outcome.status is None:
+            self._reasons.pop(key, None)
+        else:
+            self._reasons[key] = str(current.get("reason") or "")
+        if outcome.recheck and outcome.status is not None:
+            self._schedule(key, logger)
+        else:
+            self._unschedule(key)
+
+    # --- rechecks -----------------------------------------------------------------------------------
+
+    def _schedule(self, key: tuple[str, str], logger: Logger) -> None:
+        attempt = self._attempts.get(key, 0)
+        self._attempts[key] = attempt + 1
+        delay = self.recheck_delays[min(attempt, len(self.recheck_delays) - 1)]
+        old = self._rechecks.pop(key, None)
+        if old is not None and old is not asyncio.current_task():
+            old.cancel()
+        self._rechecks[key] = asyncio.create_task(self._recheck(key, delay, logger), name=f"recheck {key}")
+
+    def _unschedule(self, key: tuple[str, str]) -> None:
+        self._attempts.pop(key, None)
+        task = self._rechecks.pop(key, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _recheck(self, key: tuple[str, str], delay: float, logger: Logger) -> None:
+        await asyncio.sleep(delay)
+        if self._rechecks.get(key) is asyncio.current_task():
+            del self._rechecks[key]
+        try:
+            await self.reconcile(*key, logger=logger)
+        except (InvalidSpecError, ChildConflictError):
+            pass  # the condition says so; a spec change starts a pass of its own
+        except Exception as exc:
+            logger.warning(f"Rechecking {key[0]}/{key[1]} failed ({exc}); trying again later.")
+            if key in self._locks:  # not forgotten (deleted) in the meantime
+                self._schedule(key, logger)
+
+    # --- one pass -----------------------------------------------------------------------------------
 
     async def _pass(
         self,
@@ -118,10 +251,12 @@ class Reconciler:
         client: children.Client,
         logger: Logger,
         fresh_body: Mapping[str, Any] | None = None,
-    ) -> None:
+    ) -> _Result:
         body = dict(fresh_body) if fresh_body is not None else await client.get("EmbeddingFinetune", namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            return
+            return _Result(None)
+        if self.kopf_settings is not None:  # lines name the resource ([namespace/name]), whoever woke the pass
+            logger = kopf.ObjectLogger(body=cast(Any, body), settings=self.kopf_settings)
         meta = body["metadata"]
         uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 1)
         prev: dict[str, Any] = dict(body.get("status") or {})
@@ -132,10 +267,9 @@ class Reconciler:
         try:
             spec = parse_spec(body.get("spec"))
         except InvalidSpec as exc:
-            superseded = None
-            if active and int(current.get("generation") or 0) < generation:
-                await client.delete_job(namespace, str(current.get("jobName")))
-                superseded = current
+            superseded = (
+                await self._stop(client, namespace, current) if active and _older(current, generation) else None
+            )
             problem = Problem("InvalidSpec", f"generation {generation} is invalid: {exc}")
             await self._stall(client, body, prev, current, superseded, problem, now, logger)
             raise InvalidSpecError(str(exc)) from None
@@ -147,15 +281,22 @@ class Reconciler:
         )
         superseded = None
         created = False
-        job: dict[str, Any] | None
+        job: dict[str, Any] | None = None
         if keep:
             run = current
         elif any(int(r.get("generation") or 0) == generation for r in prev.get("runs") or []):
-            return  # this generation already ran to the end: history is the record, never run it twice
+            return _Result(prev)  # this generation already ran to the end: history is the record
         else:
-            if active:
-                await client.delete_job(namespace, str(current.get("jobName")))
-                superseded = current
+            superseded = await self._stop(client, namespace, current) if active else None
+            if spec.image and not self.settings.image_allowed(spec.image):
+                allowed = ", ".join(self.settings.image_prefixes)
+                problem = Problem(
+                    IMAGE_NOT_ALLOWED,
+                    f"spec.image {spec.image!r} is not among the trainer images this operator allows ({allowed}): "
+                    "use one of them, or unset spec.image to use the default trainer image",
+                )
+                status = await self._stall(client, body, prev, current, superseded, problem, now, logger)
+                return _Result(status)
             configmap, job_body = render_children(owner, spec, self.settings)
             try:
                 await client.ensure(configmap, uid)
@@ -164,6 +305,18 @@ class Reconciler:
                 problem = Problem(CHILD_CONFLICT, str(exc))
                 await self._stall(client, body, prev, current, superseded, problem, now, logger)
                 raise ChildConflictError(str(exc)) from None
+            except children.APIError as exc:
+                if not exc.refused:
+                    raise
+                kind = "ConfigMap" if exc.path.endswith("/configmaps") else "Job"
+                problem = Problem(
+                    JOB_REJECTED,
+                    f"the API server refused to create {kind} {namespace}/{owner.child_name} ({exc.status}): "
+                    f"{exc.message}",
+                )
+                logger.warning(f"The API server refused {kind} {namespace}/{owner.child_name}: {exc.message}")
+                status = await self._stall(client, body, prev, current, superseded, problem, now, logger)
+                return _Result(status, recheck=True)
             run = {
                 "id": owner.run_id,
                 "generation": generation,
@@ -173,13 +326,17 @@ class Reconciler:
                 "startTime": (job.get("metadata") or {}).get("creationTimestamp") or now,
             }
             if created:
-                logger.info(f"Created Job {namespace}/{owner.child_name} for generation {generation}.")
+                logger.info(
+                    f"Created Job {namespace}/{owner.child_name} for generation {generation} of {namespace}/{name}."
+                )
             else:
                 logger.info(
-                    f"Found Job {namespace}/{owner.child_name} of this resource; adopted it as run {owner.run_id}."
+                    f"Found Job {namespace}/{owner.child_name} of {namespace}/{name}; adopted it as run {owner.run_id}."
                 )
 
         observation: Observation | None = None
+        pods: list[dict[str, Any]] = []
+        recheck = False
         if run.get("phase") not in TERMINAL_PHASES:
             job_name = str(run.get("jobName"))
             if keep:
@@ -190,6 +347,8 @@ class Reconciler:
                 )
             pods = [] if created or job is None else await client.pods_of_run(namespace, str(run.get("id")))
             observation = observe(job, pods)
+            if job is not None and observation.phase == PENDING and observation.reason == JOB_CREATED:
+                observation, recheck = await self._without_pods(client, job, pods, created, observation)
         status, events = compute_status(
             prev,
             generation=generation,
@@ -200,6 +359,99 @@ class Reconciler:
             now=now,
         )
         await self._write(client, body, prev, status, events, logger)
+        if superseded is not None:
+            await self._clean_up(client, namespace, superseded, logger)
+        elif created and current and not active and current.get("jobName") != run.get("jobName"):
+            # A new run follows a finished one: the old run config is history (status has its record).
+            await self._delete_configmap(client, namespace, current, logger)
+        finished = (status.get("currentRun") or {}).get("phase") in TERMINAL_PHASES
+        if finished and observation is not None:
+            for obj in ([job] if job is not None else []) + pods:
+                await client.release(obj)
+            if job is None:  # the Job is gone: its pods may still hold the finalizer
+                for pod in await client.pods_of_run(namespace, str(run.get("id"))):
+                    await client.release(pod)
+        return _Result(status, recheck)
+
+    async def _without_pods(
+        self,
+        client: children.Client,
+        job: Mapping[str, Any],
+        pods: list[dict[str, Any]],
+        created: bool,
+        observation: Observation,
+    ) -> tuple[Observation, bool]:
+        """A started Job without pods: say why (the Job controller's FailedCreate Events), look again later."""
+        if pods or (job.get("spec") or {}).get("suspend"):
+            return observation, False
+        if created:
+            return observation, True
+        meta = job.get("metadata") or {}
+        events = await client.events_of(str(meta["namespace"]), "Job", str(meta["name"]), str(meta.get("uid") or ""))
+        since = _parse_time((job.get("status") or {}).get("startTime") or meta.get("creationTimestamp"))
+        age = (datetime.datetime.now(datetime.UTC) - since).total_seconds() if since else 0.0
+        missing = pods_missing(job, pods, events, age, self.no_pod_grace)
+        return (missing or observation), True
+
+    async def _stop(self, client: children.Client, namespace: str, run: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Stop a run of an older generation: delete its Job (its pods go with it). Returns the run."""
+        await client.delete_job(namespace, str(run.get("jobName")))
+        return run
+
+    async def _clean_up(self, client: children.Client, namespace: str, run: Mapping[str, Any], logger: Logger) -> None:
+        """After a stopped run is recorded: its Job, Pods and ConfigMap go (the finalizer leaves them)."""
+        job_name = str(run.get("jobName"))
+        job = await client.get("Job", namespace, job_name)
+        if job is not None:
+            await client.release(job)
+        for pod in await client.pods_of_run(namespace, str(run.get("id"))):
+            await client.release(pod)
+        await self._delete_configmap(client, namespace, run, logger)
+
+    async def _delete_configmap(
+        self, client: children.Client, namespace: str, run: Mapping[str, Any], logger: Logger
+    ) -> None:
+        name = str(run.get("jobName"))
+        if await client.delete("ConfigMap", namespace, name):
+            logger.info(f"Deleted ConfigMap {namespace}/{name} of the earlier run {run.get('id')}.")
+
+    async def _release_child(self, child: Mapping[str, Any], status: Mapping[str, Any] | None, logger: Logger) -> None:
+        """Let a Job or Pod go once its run's outcome is in status, or its run is not current, or its resource is gone."""
+        if not children.has_finalizer(child):
+            return
+        meta = child.get("metadata") or {}
+        rid = (meta.get("labels") or {}).get(contract.LABEL_RUN)
+        current = dict((status or {}).get("currentRun") or {})
+        done = status is None or current.get("id") != rid or current.get("phase") in TERMINAL_PHASES
+        if done and await self.client.release(child):
+            logger.debug(f"Released {meta.get('namespace')}/{meta.get('name')}: its run's outcome is recorded.")
+
+    async def _report_failure(self, namespace: str, name: str, exc: Exception, logger: Logger) -> None:
+        """A pass failed: say so in a condition and a Warning Event (best effort: the API may be what failed)."""
+        if isinstance(exc, children.APIError) and exc.transient:
+            ctype, cstatus = "Reconciling", "True"
+            message = f"the API server failed a request ({exc}); retrying"
+        else:
+            ctype, cstatus = "Stalled", "True"
+            message = f"the operator failed to reconcile the resource: {type(exc).__name__}: {exc}"
+        unexpected = not isinstance(exc, children.APIError)
+        logger.error(f"Reconciling {namespace}/{name} failed: {message}", exc_info=exc if unexpected else None)
+        try:
+            body = await self.client.get("EmbeddingFinetune", namespace, name)
+            if body is None:
+                return
+            prev = dict(body.get("status") or {})
+            generation = int(body["metadata"].get("generation") or 1)
+            before = prev.get("conditions") or []
+            conds = set_condition(before, ctype, cstatus, RECONCILE_FAILED, message, generation, self.clock())
+            if conds == before:
+                return
+            await self.client.patch(
+                "EmbeddingFinetune", namespace, name, {"status": {"conditions": conds}}, subresource="status"
+            )
+            kopf.event(cast(Any, body), type="Warning", reason=RECONCILE_FAILED, message=message[:1024])
+        except Exception as again:  # the API is what failed: kopf's retry will try the pass again
+            logger.debug(f"Could not record the failure of {namespace}/{name}: {again!r}")
 
     async def _stall(
         self,
@@ -211,8 +463,8 @@ class Reconciler:
         problem: Problem,
         now: str,
         logger: Logger,
-    ) -> None:
-        """Write the status of a pass that cannot go on (invalid spec, a child name taken by another owner)."""
+    ) -> dict[str, Any]:
+        """Write the status of a pass that cannot go on (invalid spec, image not allowed, a child refused or taken)."""
         generation = int(body["metadata"].get("generation") or 1)
         status, events = compute_status(
             prev,
@@ -224,6 +476,9 @@ class Reconciler:
             now=now,
         )
         await self._write(client, body, prev, status, events, logger)
+        if superseded is not None:
+            await self._clean_up(client, body["metadata"]["namespace"], superseded, logger)
+        return status
 
     async def _follow_suspend(
         self, client: children.Client, job: dict[str, Any], suspend: bool, queued: bool, logger: Logger
@@ -269,6 +524,10 @@ class Reconciler:
             start, end = _parse_time(r.get("startTime")), _parse_time(r.get("completionTime"))
             if start is not None and end is not None and end >= start:
                 self.metrics.run_duration.observe((end - start).total_seconds())
+
+
+def _older(run: Mapping[str, Any], generation: int) -> bool:
+    return int(run.get("generation") or 0) < generation
 
 
 def render_outputs(owner: Owner, spec: EmbeddingFinetuneSpec) -> str:

@@ -26,6 +26,10 @@ APP_LABEL = "app.kubernetes.io/name"
 APP_NAME = "eft-trainer"
 #: Annotation on the Job: the hash of the run-defining spec (everything but runPolicy.suspend).
 SPEC_HASH_ANNOTATION = "finetune.eft.dev/spec-hash"
+#: The operator's finalizer on a run's Job and (through the pod template) its Pods: they, and the trainer's
+#: termination message with them, stay until the run's outcome is in status, even if the TTL controller
+#: or a person deletes them while the operator is down. The operator removes it once the outcome is recorded.
+OUTCOME_FINALIZER = "finetune.eft.dev/record-outcome"
 #: Keys the credentials Secret holds (the same names as the environment variables boto3 reads).
 SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
@@ -212,6 +216,7 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
         pod_spec["priorityClassName"] = spec.scheduling.priority_class_name
     meta = _metadata(owner, job_labels)
     meta["annotations"] = {SPEC_HASH_ANNOTATION: spec_hash(spec)}
+    meta["finalizers"] = [OUTCOME_FINALIZER]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -235,7 +240,7 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                 ]
             },
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": {"labels": labels, "finalizers": [OUTCOME_FINALIZER]}, "spec": pod_spec},
         },
     }
 

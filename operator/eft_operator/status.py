@@ -35,8 +35,17 @@ BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 JOB_DELETED = "JobDeleted"
 CHILD_CONFLICT = "ChildNameConflict"
 JOB_FAILED = "JobFailed"
+JOB_REJECTED = "JobRejected"
+POD_CREATION_REFUSED = "PodCreationRefused"
+IMAGE_NOT_ALLOWED = "ImageNotAllowed"
+UNSCHEDULABLE = "Unschedulable"
+RECONCILE_FAILED = "ReconcileFailed"
 #: Pending reasons that will not pass without a person acting (Stalled=True while they last).
-BLOCKING_REASONS = frozenset({SECRET_NOT_FOUND, IMAGE_PULL_FAILED})
+BLOCKING_REASONS = frozenset({SECRET_NOT_FOUND, IMAGE_PULL_FAILED, POD_CREATION_REFUSED})
+#: Pending reasons worth a Warning Event when they start, blocking or not (a node may still be added).
+NOTICE_REASONS = BLOCKING_REASONS | {UNSCHEDULABLE}
+#: Seconds a started Job may go without any pod before the run says so (without a FailedCreate Event).
+NO_POD_GRACE = 60.0
 _EXIT_CODE_REASONS: dict[int, str] = {
     int(contract.ExitCode.BAD_INPUT): "BadInput",
     int(contract.ExitCode.PROMOTION_REJECTED): contract.Reason.PROMOTION_REJECTED.value,
@@ -124,9 +133,14 @@ def _job_condition(job: Mapping[str, Any], *types: str) -> Mapping[str, Any] | N
 
 
 def observe(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) -> Observation:
-    """The phase of a run from its Job and the Job's Pods (``job`` None: the Job is gone)."""
+    """The phase of a run from its Job and the Job's Pods (``job`` None: the Job is gone).
+
+    A Job being deleted (``deletionTimestamp``; the operator's finalizer keeps it) still tells its
+    outcome when it finished; otherwise the run lost its Job.
+    """
+    deleted = Observation(FAILED, JOB_DELETED, "the run's Job was deleted before the run finished")
     if job is None:
-        return Observation(FAILED, JOB_DELETED, "the run's Job disappeared before its outcome was recorded")
+        return deleted
     done = _job_condition(job, "Complete", "SuccessCriteriaMet")
     if done is not None:
         term = next(
@@ -142,6 +156,8 @@ def observe(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) ->
     failed = _job_condition(job, "Failed", "FailureTarget")
     if failed is not None:
         return _failure(job, failed, pods)
+    if _get(job, "metadata", "deletionTimestamp"):
+        return deleted
     if _get(job, "spec", "suspend"):
         queue = (_get(job, "metadata", "labels") or {}).get(contract.KUEUE_QUEUE_LABEL)
         if queue:
@@ -158,10 +174,63 @@ def observe(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) ->
         if _get(cs, "state", "running") is not None:
             name = _get(pod, "metadata", "name")
             return Observation(RUNNING, "Running", f"the trainer is running in pod {name}")
+        unschedulable = _unschedulable(pod)
+        if unschedulable is not None:
+            return unschedulable
         break
     if (_get(job, "status", "ready") or 0) > 0:
         return Observation(RUNNING, "Running", "the trainer is running")
     return Observation(PENDING, JOB_CREATED, "the Job was created; waiting for its pod to start")
+
+
+def _unschedulable(pod: Mapping[str, Any]) -> Observation | None:
+    """The scheduler found no node for the pod (``PodScheduled=False, reason=Unschedulable``)."""
+    for c in _get(pod, "status", "conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == UNSCHEDULABLE:
+            said = str(c.get("message") or "no node can run it")
+            return Observation(
+                PENDING,
+                UNSCHEDULABLE,
+                f"the trainer pod cannot be scheduled yet: {said} (waiting: a cluster autoscaler may add a node; "
+                "otherwise lower spec.resources (gpus, cpu, memory) or change spec.scheduling "
+                "(nodeSelector, tolerations, priorityClassName))",
+            )
+    return None
+
+
+def pods_missing(
+    job: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    events: Sequence[Mapping[str, Any]],
+    age: float,
+    grace: float = NO_POD_GRACE,
+) -> Observation | None:
+    """Why a started Job has no pod: the Job controller's newest ``FailedCreate`` Event, or none past ``grace``.
+
+    ``events`` are the Job's Events (oldest first), ``age`` the seconds since the Job was created or
+    resumed. None while the Job has a pod, is suspended or finished, or it is too early to say.
+    """
+    if pods or _get(job, "spec", "suspend") or _job_condition(job, "Complete", "Failed", "SuccessCriteriaMet"):
+        return None
+    if (_get(job, "status", "active") or 0) > 0:
+        return None
+    refused = [e for e in events if e.get("reason") == "FailedCreate"]
+    if refused:
+        said = str(refused[-1].get("message") or "the Job controller could not create it")
+        return Observation(
+            PENDING,
+            POD_CREATION_REFUSED,
+            f"the trainer pod cannot be created: {said} (the Job controller keeps trying; fix the quota, "
+            "LimitRange, PriorityClass or policy it names, or change spec.resources)",
+        )
+    if age >= grace:
+        return Observation(
+            PENDING,
+            POD_CREATION_REFUSED,
+            f"the Job has had no pod for {int(age)} s and the Job controller gave no reason: check the cluster's "
+            "controllers and admission webhooks",
+        )
+    return None
 
 
 def _failure(job: Mapping[str, Any], cond: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Observation:
@@ -370,7 +439,7 @@ def _phase_events(
 ) -> list[Event]:
     job = run.get("jobName")
     if obs.phase == old_phase:
-        if obs.reason != old_reason and obs.reason in BLOCKING_REASONS:
+        if obs.reason != old_reason and obs.reason in NOTICE_REASONS:
             return [Event("Warning", obs.reason, obs.message)]
         return []
     if obs.phase == RUNNING:
@@ -383,7 +452,7 @@ def _phase_events(
         return [Event("Normal", "RunSuspended", f"Job {job} suspended (spec.runPolicy.suspend is true)")]
     if obs.phase == QUEUED:
         return [Event("Normal", "RunQueued", obs.message)]
-    if obs.reason in BLOCKING_REASONS:
+    if obs.reason in NOTICE_REASONS:
         return [Event("Warning", obs.reason, obs.message)]
     if old_phase in (SUSPENDED, QUEUED):
         return [Event("Normal", "RunResumed", f"Job {job} resumed")]

@@ -13,10 +13,11 @@ RBAC_KINDS = ("ClusterRole", "Role")
 ALLOWED: dict[tuple[str, str], set[str]] = {
     ("finetune.eft.dev", "embeddingfinetunes"): {"get", "list", "watch", "patch"},
     ("finetune.eft.dev", "embeddingfinetunes/status"): {"get", "patch", "update"},
+    ("finetune.eft.dev", "embeddingfinetunes/finalizers"): {"update"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
-    ("", "events"): {"create", "patch"},
+    ("", "pods"): {"get", "list", "watch", "patch"},
+    ("", "events"): {"list", "create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
     ("", "namespaces"): {"get", "list", "watch"},

@@ -118,6 +118,9 @@ def test_integrations_are_off_by_default() -> None:
         "ClusterRoleBinding",
         "Deployment",
         "Service",
+        # Not an integration but the image allowlist's admission twin: on by default, like the allowlist.
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     }
     env = env_of(one(scenario_objects("defaults"), "Deployment"))
     assert env["EFT_DEFAULT_QUEUE_NAME"] == ""
@@ -134,6 +137,7 @@ def test_operator_settings_reach_the_operator_as_env() -> None:
     assert env_of(deployment) == {
         "EFT_WATCH_NAMESPACES": "",
         "EFT_TRAINER_IMAGE": "ghcr.io/eft-dev/eft-trainer:0.1.0",
+        "EFT_ALLOWED_IMAGES": "ghcr.io/eft-dev/eft-trainer",
         "EFT_TRAINER_SERVICE_ACCOUNT": "",
         "EFT_DEFAULT_QUEUE_NAME": "",
         "EFT_METRICS_PORT": "8080",
@@ -299,3 +303,6 @@ def test_the_operator_accepts_the_settings_the_chart_gives_it(scenario: str) -> 
     assert settings.standalone is not peered
     assert settings.default_queue_name == (values.get("kueue", {}).get("defaultQueueName") or None)
     assert settings.trainer_image == env["EFT_TRAINER_IMAGE"]
+    # The allowlist defaults to the default trainer image's repository, as the operator's own default.
+    assert settings.image_prefixes == Settings(trainer_image=settings.trainer_image).image_prefixes
+    assert settings.image_allowed(settings.trainer_image)

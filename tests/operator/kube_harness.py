@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import threading
 import time
@@ -172,6 +173,15 @@ def cluster(kmock: Any) -> Cluster:
     return Cluster(kmock)
 
 
+def api_config(url: str) -> Any:
+    """The operator's API client configuration for kmock (plain HTTP, no credentials)."""
+    from kubernetes_asyncio import client
+
+    configuration = client.Configuration(host=url)
+    configuration.verify_ssl = False
+    return configuration
+
+
 class Operator:
     """A running operator (kopf's real loop over the real handlers) logged in to kmock.
 
@@ -181,9 +191,10 @@ class Operator:
 
     def __init__(self, cluster: Cluster, settings: Settings) -> None:
         self.cluster = cluster
-        self.settings = settings
-        self.reconciler = Reconciler(settings)
-        self.metrics_port = free_port()
+        # The metrics port comes from the settings (EFT_METRICS_PORT), as in production, not from the memo.
+        self.settings = dataclasses.replace(settings, metrics_port=free_port())
+        self.reconciler = Reconciler(self.settings)
+        self.metrics_port = self.settings.metrics_port
         self.health_port = free_port()
         self.thread: threading.Thread | None = None
         self.stop_flag = threading.Event()
@@ -198,7 +209,11 @@ class Operator:
         task = asyncio.create_task(
             kopf.operator(
                 registry=registry,
-                memo=kopf.Memo(reconciler=self.reconciler, metrics_port=self.metrics_port, metrics_host="127.0.0.1"),
+                memo=kopf.Memo(
+                    reconciler=self.reconciler,
+                    metrics_host="127.0.0.1",
+                    api_config=api_config(url),
+                ),
                 clusterwide=True,
                 standalone=True,
                 liveness_endpoint=f"http://127.0.0.1:{self.health_port}/healthz",

@@ -10,10 +10,10 @@ import aiohttp
 import pytest
 from kube_harness import NS, PLURAL, TEST_IMAGE, Cluster, Operator, resource
 from prometheus_client.parser import text_string_to_metric_families
+from real_cluster import succeeded_message
 
 from eft_api import contract
 from eft_api.spec import API_GROUP, API_VERSION, parse_spec
-from eft_operator.config import Settings
 from eft_operator.render import Owner, owner_reference
 
 
@@ -32,14 +32,20 @@ def _pod(job: dict[str, Any], suffix: str, container: dict[str, Any], created: s
     }
 
 
-def _succeeded_message(run_id: str) -> str:
-    return contract.TerminationMessage(
-        outcome="Succeeded",
-        reason="Succeeded",
-        run_id=run_id,
-        headline=contract.Headline(primary_metric="ndcg@10", dimension=384, base=0.531, finetuned=0.590, gain=0.059),
-        artifacts=contract.Artifacts(model="s3://bucket/runs/ml/demo/x/model/", report="s3://r", manifest="s3://m"),
-    ).to_json()
+def _job_posts(cluster: Cluster) -> int:
+    return sum(
+        1
+        for r in list(cluster.km)
+        if r.resource is not None and r.resource.plural == "jobs" and str(r.method).upper().endswith("POST")
+    )
+
+
+async def _pass_after(cluster: Cluster, operator: Operator, action: Any) -> None:
+    """Do ``action`` (which wakes the operator) and wait until a whole pass has run after it."""
+    done = operator.reconciler.metrics.reconciles.labels(result="success")
+    before = done._value.get()
+    await action()
+    await cluster.wait(lambda: done._value.get() > before, what="a pass after the change")
 
 
 async def _created(cluster: Cluster, name: str, uid: str, **spec: Any) -> dict[str, Any]:
@@ -72,7 +78,7 @@ async def test_running_then_succeeded_records_history_results_and_events(cluster
     await cluster.create_pod(_pod(job, "a", {"state": {"running": {}}}, "2026-01-01T00:00:01Z"))
     await cluster.wait(lambda: cluster.condition("demo", "Reconciling").get("reason") == "Running", what="Running")
     ltt = cluster.condition("demo", "Ready")["lastTransitionTime"]
-    term = {"terminated": {"exitCode": 0, "reason": "Completed", "message": _succeeded_message(rid)}}
+    term = {"terminated": {"exitCode": 0, "reason": "Completed", "message": succeeded_message(rid)}}
     await cluster.patch_pod(f"{jname}-a", {"status": {"containerStatuses": [{"name": "trainer", "state": term}]}})
     await cluster.patch_job(
         jname,
@@ -183,10 +189,17 @@ async def test_spec_change_supersedes_running_run(cluster: Cluster, operator: Op
     assert st["observedGeneration"] == 2
     assert st["runs"][0]["phase"] == "Superseded" and st["runs"][0]["generation"] == 1
     await cluster.wait(lambda: "RunSuperseded" in cluster.event_reasons("demo"), what="RunSuperseded")
-    # Metadata alone starts nothing.
+    # Metadata alone (a label added by GitOps tooling, say) starts nothing, even when the operator looks
+    # at the labelled resource: a pod event makes it reconcile after the label change.
+    job2 = cluster.jobs("demo")[0]
     await cluster.patch_eft("demo", {"metadata": {"labels": {"team": "a"}}})
-    await asyncio.sleep(0.5)
-    assert len(cluster.jobs("demo")) == 1
+    await _pass_after(
+        cluster,
+        operator,
+        lambda: cluster.create_pod(_pod(job2, "x", {"state": {"running": {}}}, "2026-01-01T00:00:02Z")),
+    )
+    assert [j["metadata"]["name"] for j in cluster.jobs("demo")] == [job2["metadata"]["name"]]
+    assert cluster.eft("demo")["status"]["currentRun"]["generation"] == 2
 
 
 async def test_invalid_spec_gives_condition_and_no_job(cluster: Cluster, operator: Operator) -> None:
@@ -255,12 +268,7 @@ async def test_restart_mid_run_keeps_one_job_and_converges(cluster: Cluster, ope
     finally:
         await again.stop()
     assert [j["metadata"]["name"] for j in cluster.jobs("demo")] == [job["metadata"]["name"]]
-    posts = [
-        r
-        for r in list(cluster.km)
-        if r.resource is not None and r.resource.plural == "jobs" and str(r.method).upper().endswith("POST")
-    ]
-    assert len(posts) == 1
+    assert _job_posts(cluster) == 1
 
 
 async def test_suspend_and_resume(cluster: Cluster, operator: Operator) -> None:
@@ -278,7 +286,7 @@ async def test_suspend_and_resume(cluster: Cluster, operator: Operator) -> None:
 async def test_metrics_and_health_endpoints(cluster: Cluster, operator: Operator) -> None:
     job = await _created(cluster, "demo", "uid-m")
     rid = job["metadata"]["labels"][contract.LABEL_RUN]
-    term = {"terminated": {"exitCode": 0, "reason": "Completed", "message": _succeeded_message(rid)}}
+    term = {"terminated": {"exitCode": 0, "reason": "Completed", "message": succeeded_message(rid)}}
     await cluster.create_pod(_pod(job, "a", {"state": term}, "2026-01-01T00:00:01Z"))
     await cluster.patch_job(
         job["metadata"]["name"], {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
@@ -298,7 +306,6 @@ async def test_metrics_and_health_endpoints(cluster: Cluster, operator: Operator
     assert samples[("eft_runs", (("phase", "Succeeded"),))] == 1
     assert samples[("eft_headline_metric", (("model", "finetuned"), ("name", "demo"), ("namespace", NS)))] == 0.59
     assert samples[("eft_reconcile_duration_seconds_count", ())] >= 2
-    assert Settings().metrics_port == 8080
 
     # A deleted resource leaves no series behind: per-resource labels stay bounded.
     await cluster.delete_eft("demo")
@@ -335,12 +342,7 @@ async def test_api_errors_on_create_and_status_retry_boundedly_and_converge(
     jobs = cluster.jobs("flaky")
     assert len(jobs) == 1
     assert jobs[0]["metadata"]["ownerReferences"][0]["uid"] == "uid-flaky"
-    answers = [
-        r
-        for r in list(km)
-        if r.resource is not None and r.resource.plural == "jobs" and str(r.method).upper().endswith("POST")
-    ]
-    assert len(answers) == 2  # refused with 503 (but stored), then the retry's 409
+    assert _job_posts(cluster) == 2  # refused with 503 (but stored), then the retry's 409
     assert cluster.fetched_since(0, "jobs")  # the 409 was resolved by reading the Job and its owner
     assert cluster.condition("flaky", "Stalled").get("status") != "True"
 
@@ -354,8 +356,11 @@ async def test_job_deleted_mid_run_fails_the_run_once_with_an_event(cluster: Clu
     cond = await cluster.wait(lambda: (c := cluster.condition("demo", "Stalled")) and c["status"] == "True" and c)
     assert cond["reason"] == "JobDeleted"
     await cluster.wait(lambda: "RunFailed" in cluster.event_reasons("demo"), what="RunFailed")
-    await asyncio.sleep(0.5)
-    assert cluster.jobs("demo") == []  # the same generation never runs twice
+    await cluster.wait(lambda: cluster.jobs("demo") == [], what="the Job gone (its finalizer released)")
+    # The same generation never runs twice: a later pass (woken by the pod) creates no second Job.
+    pod = f"{job['metadata']['name']}-a"
+    await _pass_after(cluster, operator, lambda: cluster.patch_pod(pod, {"metadata": {"labels": {"touch": "1"}}}))
+    assert cluster.jobs("demo") == [] and _job_posts(cluster) == 1
     assert cluster.eft("demo")["status"]["runs"][0]["reason"] == "JobDeleted"
 
 

@@ -215,11 +215,31 @@ def test_merge_patch() -> None:
     [
         ("jobs", "ADDED", {"spec": {}}, False),  # just created by the pass that recorded it
         ("jobs", "MODIFIED", {"spec": {"suspend": True}, "status": {}}, False),  # our own suspend patch
-        ("jobs", "MODIFIED", {"status": {"active": 1}}, True),
+        ("jobs", "MODIFIED", {"status": {"active": 1, "ready": 0}}, False),  # the Job controller counting
+        ("jobs", "MODIFIED", {"status": {"active": 1, "ready": 1}}, True),
         ("jobs", "MODIFIED", {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}, True),
+        ("jobs", "MODIFIED", {"status": {"conditions": [{"type": "Suspended", "status": "False"}]}}, True),
+        ("jobs", "MODIFIED", {"metadata": {"deletionTimestamp": "t"}}, True),  # the finalizer must go
         ("jobs", "DELETED", {"spec": {}}, True),  # the run lost its Job
-        ("pods", "ADDED", {"spec": {}}, True),
-        ("pods", "MODIFIED", {"status": {"phase": "Pending"}}, True),
+        # A pod appearing says nothing yet (Reconciler.pod_appeared decides whether a waiting run cares).
+        ("pods", "ADDED", {"spec": {}}, False),
+        ("pods", "MODIFIED", {"status": {"phase": "Pending"}}, False),
+        (
+            "pods",
+            "MODIFIED",
+            {"status": {"containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]}},
+            False,
+        ),
+        (
+            "pods",
+            "MODIFIED",
+            {"status": {"containerStatuses": [{"state": {"waiting": {"reason": "ErrImagePull"}}}]}},
+            True,
+        ),
+        ("pods", "MODIFIED", {"status": {"containerStatuses": [{"state": {"running": {}}}]}}, True),
+        ("pods", "MODIFIED", {"status": {"conditions": [{"type": "PodScheduled", "status": "False"}]}}, True),
+        ("pods", "MODIFIED", {"status": {"phase": "Failed"}}, True),
+        ("pods", "DELETED", {"spec": {}}, True),
     ],
 )
 def test_child_events_without_news_are_skipped(plural: str, event_type: str, body: dict[str, Any], news: bool) -> None:

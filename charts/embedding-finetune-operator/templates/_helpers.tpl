@@ -106,6 +106,19 @@ Usage: include "eft.image" (dict "image" .Values.image "context" .)
 {{- end }}
 
 {{/*
+The trainer image prefixes resources may use, as a list: trainer.allowedImages, else the default trainer
+repository (registry/repository). The default trainer image itself is always allowed.
+*/}}
+{{- define "eft.allowedImages" -}}
+{{- $img := .Values.trainer.image }}
+{{- $repo := $img.repository }}
+{{- if $img.registry }}
+{{- $repo = printf "%s/%s" $img.registry $img.repository }}
+{{- end }}
+{{- toJson (default (list $repo) .Values.trainer.allowedImages) }}
+{{- end }}
+
+{{/*
 "true" when kopf peering is on (more than one replica, or forced).
 */}}
 {{- define "eft.peeringEnabled" -}}
@@ -159,18 +172,24 @@ reference the credentials Secret by name; the operator never reads it).
 - apiGroups: ["finetune.eft.dev"]
   resources: ["embeddingfinetunes/status"]
   verbs: ["get", "patch", "update"]
+# Children carry blockOwnerDeletion: where OwnerReferencesPermissionEnforcement is on, that needs this.
+- apiGroups: ["finetune.eft.dev"]
+  resources: ["embeddingfinetunes/finalizers"]
+  verbs: ["update"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# patch: the operator's finalizer leaves a run's pods once its outcome is recorded.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
+# list: the Job controller's FailedCreate Events say why a Job has no pods.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
