@@ -217,8 +217,8 @@ def test_operator_image_gives_a_resource_its_job(
             return bool(status.get("observedGeneration") == 1 and status.get("conditions"))
 
         wait_for(status_written, 30, what="the operator to write the resource's status")
-        logs = _podman("logs", container_name).stderr + _podman("logs", container_name).stdout
-        assert "Traceback" not in logs, logs
+        logs = _podman("logs", container_name)
+        assert "Traceback" not in logs.stdout + logs.stderr, logs.stderr
     except BaseException:
         print(_podman("logs", container_name, check=False).stderr[-8000:], file=sys.stderr)
         raise
