@@ -71,7 +71,8 @@ def _say(request: pytest.FixtureRequest, line: str) -> None:
 
 @pytest.fixture(scope="module")
 def images(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Build the operator image and the CPU trainer image; name -> tag. Prints build time and size of each."""
+    """Build the operator image and the CPU trainer image; name -> tag. Prints build time and size of each
+    (the build script's own lines: ``images: built TAG in N s: M MB``)."""
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         message = f"image tests need {', '.join(missing)}: run `make image-tools` (apt-get install, as root)"
@@ -82,23 +83,26 @@ def images(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     env = {**os.environ, "IMAGES_REPORT": str(report), "ENGINE": "buildah", "BASE": "local"}
     env.setdefault("PYTHON", sys.executable)
     start = time.monotonic()
-    proc = subprocess.run(
-        ["bash", str(BUILD), "operator", "trainer-cpu"], env=env, capture_output=True, text=True, timeout=3000
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"{BUILD} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
-    for line in proc.stderr.splitlines():
-        if line.startswith("images: ") and (" in " in line or "ready" in line):
-            _say(request, line)
+    log = report.with_name("build.log")
+    # The build's own progress lines (images: ...) appear as they come; buildah's output goes to build.log.
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            ["bash", str(BUILD), "operator", "trainer-cpu"], env=env, stdout=out, stderr=subprocess.PIPE, text=True
+        )
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            out.write(line)
+            out.flush()
+            if line.startswith("images: "):
+                _say(request, line.rstrip())
+        code = proc.wait(timeout=3000)
+    if code != 0:
+        pytest.fail(f"{BUILD} failed ({code}); the end of {log}:\n{log.read_text()[-12000:]}")
     built: dict[str, str] = {}
     for line in report.read_text().splitlines():
         fields = dict(f.split("=", 1) for f in line.split())
         name = "operator" if "/eft-operator:" in fields["image"] else "trainer-cpu"
         built[name] = fields["image"]
-        _say(
-            request,
-            f"image {fields['image']}: built in {fields['seconds']} s, {int(fields['bytes']) / 1e6:.0f} MB",
-        )
     _say(request, f"images: build step took {time.monotonic() - start:.0f} s in all")
     assert set(built) == {"operator", "trainer-cpu"}
     return built
