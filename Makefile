@@ -16,7 +16,7 @@ export KUBEBUILDER_ASSETS
 
 .PHONY: help
 help: ## Show the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,7 +55,7 @@ lint: $(STAMP) ## Ruff, mypy, import-linter contracts and hadolint
 	$(BIN)/hadolint $(wildcard trainer_image/Dockerfile operator/Dockerfile)
 
 .PHONY: test
-test: lint data envtest ## Lint, then run the whole test suite (slow tests included) on a real control plane
+test: lint data envtest image-tools ## Lint, then the whole test suite (slow tests and the images included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-fast
@@ -70,11 +70,32 @@ demo: data ## Fine-tune MiniLM on the Python docs corpus via a local S3 server; 
 bench: data ## Run the benchmarks in bench/ (ratios against a baseline measured in the same run)
 	$(BIN)/python bench/run_all.py
 
+# Images (README "Images"): .ci/images/build downloads the wheels each lock file pins into .data/wheels/, then
+# builds offline; with docker FROM python:3.11-slim-bookworm, else (buildah/podman) on a Debian bookworm base
+# made here with mmdebstrap, for machines without a registry. IMAGES: operator trainer (CUDA) trainer-cpu.
+IMAGES ?= operator trainer trainer-cpu
+IMAGE_TOOLS := buildah podman runc mmdebstrap
+
 .PHONY: image
-image: ## Build the trainer and operator images with docker or podman (not part of CI)
-	@engine=$$(command -v docker || command -v podman) || { echo "make image: needs docker or podman"; exit 1; }; \
-	$$engine build -f trainer_image/Dockerfile -t eft-trainer:dev . && \
-	$$engine build -f operator/Dockerfile -t eft-operator:dev .
+image: ## Build the operator and trainer images (docker; else buildah and a local Debian base)
+	@if ! { command -v docker >/dev/null && docker info >/dev/null 2>&1; } && [ -z "$$ENGINE" ]; then $(MAKE) --no-print-directory image-tools; fi
+	.ci/images/build $(IMAGES)
+
+.PHONY: image-tools
+image-tools: ## Install buildah, podman, runc and mmdebstrap (Debian packages) for image builds without Docker
+	@missing=$$(for t in $(IMAGE_TOOLS); do command -v $$t >/dev/null || echo $$t; done); \
+	if [ -z "$$missing" ]; then echo "image-tools: $(IMAGE_TOOLS) are installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "image-tools: apt-get install $(IMAGE_TOOLS)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(IMAGE_TOOLS) >/dev/null; \
+	else \
+	  echo "image-tools: missing $$(echo $$missing): install Debian's packages $(IMAGE_TOOLS) (as root)"; \
+	  if [ "$$CI" = "true" ]; then exit 1; fi; \
+	fi
+
+.PHONY: image-lock
+image-lock: $(STAMP) ## Re-pin every Python package of the images (operator/requirements.lock, trainer_image/requirements-*.lock)
+	PYTHON=$(BIN)/python .ci/images/lock
 
 .PHONY: clean
 clean: ## Remove the virtual environment, data and caches
