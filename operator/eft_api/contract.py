@@ -23,6 +23,10 @@ from eft_api.spec import EmbeddingFinetuneSpec, dump_spec
 
 RUN_CONFIG_KEY = "run-config.json"
 RUN_CONFIG_ENV = "EFT_RUN_CONFIG"
+#: The llm generator's API key (from spec.data.generate.generator.llm.apiKeySecret, by secretKeyRef).
+LLM_API_KEY_ENV = "EFT_LLM_API_KEY"
+#: The llm generator's prompt (from spec.data.generate.generator.llm.promptConfigMap, by configMapKeyRef).
+LLM_PROMPT_ENV = "EFT_LLM_PROMPT"
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
 
