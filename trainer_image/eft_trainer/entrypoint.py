@@ -146,6 +146,24 @@ class Prepared:
     stats: dict[str, Any]
 
 
+@dataclass
+class FromDocuments:
+    model: Any
+    generated: Any  # eft_trainer.generation.Generated
+    fetched: Fetched
+    prepared: Prepared
+
+
+def generate_pairs(cfg: RunConfig, storage: Storage | None, work: Path) -> FromDocuments:
+    """Format documents: the generate stage makes (or reuses) the pairs; the base model's tokenizer chunks."""
+    from eft_trainer.generation import generate_stage
+
+    model = load_model(cfg, storage, work)
+    g = generate_stage(cfg, storage, work, model.tokenizer, _fetch)
+    fetched = Fetched(work / "documents", [], files=[g.pairs_file, *g.eval_files])
+    return FromDocuments(model, g, fetched, Prepared(DataFormat.PAIRS, g.train, g.eval, None, g.stats))
+
+
 def load_and_check(cfg: RunConfig, fetched: Fetched) -> Prepared:
     """Read, map columns, check every row (file and line on failure), drop duplicates (counted)."""
     tr = cfg.spec.data.train
@@ -429,17 +447,18 @@ def run_job(
             return done
 
     t = phase("fetch")
-    fetched = fetch_data(cfg, storage, work)
+    gen = generate_pairs(cfg, storage, work) if spec.data.train.format is DataFormat.DOCUMENTS else None
+    fetched = gen.fetched if gen else fetch_data(cfg, storage, work)
     timings["fetch"] = time.perf_counter() - t
     t = phase("check")
-    prep = load_and_check(cfg, fetched)
+    prep = gen.prepared if gen else load_and_check(cfg, fetched)
     train, irset, stats = build_evaluation(cfg, prep)
     stats["files"] = fetched.files
     timings["check"] = time.perf_counter() - t
     log.info("data: %s", {k: v for k, v in stats.items() if k != "files"})
 
     t = time.perf_counter()
-    model = load_model(cfg, storage, work)
+    model = gen.model if gen else load_model(cfg, storage, work)
     timings["loadModel"] = time.perf_counter() - t
     t = phase("evaluate-base")
     base = evaluate(model, irset, cfg)
@@ -504,6 +523,8 @@ def run_job(
         training={**_camel(asdict(stats_train)), "pairsPerSecond": stats_train.samples_per_second},
         hardware=hardware(),
     )
+    if gen:
+        report["generation"] = gen.generated.report_section()
     rejected = gate is not None and report["headline"]["gain"] < gate.min_gain
     t = phase("publish")
     arts = Artifacts()
@@ -525,7 +546,13 @@ def run_job(
         outcome, reason = "Succeeded", Reason.SUCCEEDED
         message = f"{pm} at {pdim} dims {h['base']:.4f} -> {h['finetuned']:.4f} ({h['gain']:+.4f})"
     return TerminationMessage(
-        outcome=outcome, reason=reason, message=message, run_id=cfg.run.run_id, headline=headline, artifacts=arts
+        outcome=outcome,
+        reason=reason,
+        message=message,
+        run_id=cfg.run.run_id,
+        headline=headline,
+        artifacts=arts,
+        generation=gen.generated.summary() if gen else None,
     )
 
 
