@@ -7,14 +7,16 @@ JSON, empty answers, a refused schema, an unknown model, a wrong key).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from llm_standin import KEY, MODEL, StandIn, questions_for
 
-from eft_api.contract import LLM_API_KEY_ENV, LLM_PROMPT_ENV
+from eft_api.contract import LLM_API_KEY_ENV, LLM_PROMPT_ENV, RunConfig
 from eft_api.spec import LLMGenerator as LLMSpec
 from eft_trainer.documents import Chunk
 from eft_trainer.errors import GenerationFailed, GeneratorMisconfigured
@@ -191,3 +193,77 @@ def test_parse_questions() -> None:
         "lines",
     )
     assert parse_questions("") == ([], "none") and parse_questions("{") == ([], "none")
+
+
+# ---------------------------------------------------------------- through the generate stage
+
+
+def _llm_cfg(standin: StandIn, work: Path, model_dir: Path) -> RunConfig:
+    from trainer_helpers import HUB_ID, make_cfg
+
+    spec = {
+        "model": {"base": HUB_ID},
+        "data": {
+            "train": {"uri": "s3://docs/handbook/", "format": "documents"},
+            "generate": {
+                "chunking": {"size": 40, "overlap": 0},
+                "queriesPerChunk": 2,
+                "generator": {"llm": {"endpoint": standin.url, "model": MODEL, "apiKeySecret": {"name": "k"}}},
+            },
+        },
+        "output": {"uri": "s3://docs/out/"},
+    }
+    return make_cfg(spec, work, model_dir)
+
+
+def _handbook(root: Path) -> None:
+    folder = root / "docs" / "handbook"
+    folder.mkdir(parents=True)
+    for d in range(4):
+        parts = [f"# Handbook part {d}\n"]
+        for s in range(3):
+            parts.append(
+                f"## Topic {d}.{s}\n\nThe assembly procedure{d}{s} fastens the bracket{s} to the housing{d}. "
+                f"Tighten every screw{s} by hand before the torque wrench{d} is used.\n\n"
+                f"Inspection{d}{s} follows: look for cracks along the weld seam{s} and record them.\n"
+            )
+        (folder / f"part{d}.md").write_text("\n".join(parts))
+
+
+def test_stage_publishes_resumes_and_reuses_without_calling_the_endpoint(
+    standin: StandIn, tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eft_trainer import generate, generation
+    from eft_trainer.documents import whitespace_tokenizer
+
+    _handbook(tmp_path / "root")
+    monkeypatch.setenv("EFT_DATA_ROOT", str(tmp_path / "root"))
+    monkeypatch.setattr(generation, "PART_CHUNKS", 4)
+    cfg = _llm_cfg(standin, tmp_path / "work", model_dir)
+    tok = whitespace_tokenizer()
+    generate.CALLS.clear()
+    first = generation.generate_dataset(cfg, None, tmp_path / "work", tok)
+    chunks = first.card["chunksUsed"]
+    assert not first.reused and generate.CALLS["llm"] == chunks == len(standin.requests) and chunks >= 8
+    card = first.card
+    assert card["requests"] == chunks and card["generatorStats"]["llm"]["tokensIn"] > 0
+    assert card["prompt"].startswith("You write search queries") and card["pairsGenerated"] == 2 * chunks
+    assert KEY not in json.dumps(card)
+    local = tmp_path / "work" / "datasets" / card["hash"]
+    assert sorted(p.name for p in (local / "parts").iterdir()) == [
+        f"llm-{i:05d}.jsonl" for i in range((chunks + 3) // 4)
+    ]
+
+    # The same documents and settings: the dataset is reused, the endpoint is not called.
+    generate.CALLS.clear()
+    again = generation.generate_dataset(cfg, None, tmp_path / "work", tok)
+    assert again.reused and again.pairs == first.pairs and generate.CALLS == {} and len(standin.requests) == chunks
+
+    # A pod killed after its second part (no manifest, parts 3.. missing) resumes from the saved parts.
+    (local / "manifest.json").unlink()
+    for part in sorted((local / "parts").iterdir())[2:]:
+        part.unlink()
+    generate.CALLS.clear()
+    resumed = generation.generate_dataset(cfg, None, tmp_path / "work", tok)
+    assert not resumed.reused and resumed.pairs == first.pairs
+    assert generate.CALLS["llm"] == chunks - 8 and resumed.card["generatorStats"]["llm"]["partsResumed"] == 2

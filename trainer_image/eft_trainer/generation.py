@@ -21,7 +21,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from eft_api.spec import DataFormat, dump_spec
 from eft_trainer import data as D
 from eft_trainer.documents import Chunk, Document, Tokenizer, chunk_documents, read_document
 from eft_trainer.errors import InvalidCorpus
+from eft_trainer.generate import Generator, Pair
 from eft_trainer.storage import S3Uri, Storage
 
 log = logging.getLogger("eft_trainer.generation")
@@ -41,6 +42,9 @@ PAIRS_FILE = "pairs.jsonl"
 DATA_CARD = "datacard.json"
 MANIFEST = "manifest.json"
 SAMPLES = 20
+#: Generators that call a model: their output is saved in parts of this many chunks, and resumed.
+RESUMABLE = frozenset({"llm", "seq2seq"})
+PART_CHUNKS = 256
 
 Fetch = Callable[[Storage | None, str, Path], list[Path]]
 
@@ -227,7 +231,53 @@ def read_documents(
     return docs
 
 
-def make_pairs(cfg: RunConfig, docs: list[Document], tok: Tokenizer) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+class Parts:
+    """Saved parts of a model-based generator's output under ``datasets/<hash>/parts/``, so that a pod killed
+    half-way resumes from its last saved part (the hash makes a part valid only for the same settings)."""
+
+    def __init__(self, storage: Storage | None, prefix: S3Uri, local: Path) -> None:
+        self.storage, self.prefix, self.local = storage, prefix, local / "parts"
+
+    def get(self, name: str) -> list[Pair] | None:
+        if self.storage is not None:
+            if not self.storage.exists(self.prefix.join(f"parts/{name}")):
+                return None
+            data = self.storage.get_bytes(self.prefix.join(f"parts/{name}"))
+        elif (self.local / name).is_file():
+            data = (self.local / name).read_bytes()
+        else:
+            return None
+        return [Pair(**json.loads(line)) for line in data.decode().splitlines() if line.strip()]
+
+    def put(self, name: str, pairs: list[Pair]) -> None:
+        data = "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs).encode()
+        self.local.mkdir(parents=True, exist_ok=True)
+        (self.local / name).write_bytes(data)
+        if self.storage is not None:
+            self.storage.put_bytes(data, self.prefix.join(f"parts/{name}"), "application/json")
+
+
+def run_generator(gen: Generator, used: list[Chunk], n: int, parts: Parts | None) -> tuple[list[Pair], int]:
+    """A generator over the chunks; model-based ones part by part, resuming from saved parts. (pairs, parts resumed)"""
+    if parts is None or gen.name not in RESUMABLE:
+        return gen.generate(used, n), 0
+    out: list[Pair] = []
+    resumed = 0
+    for start in range(0, len(used), PART_CHUNKS):
+        name = f"{gen.name}-{start // PART_CHUNKS:05d}.jsonl"
+        saved = parts.get(name)
+        if saved is None:
+            saved = gen.generate(used[start : start + PART_CHUNKS], n)
+            parts.put(name, saved)
+        else:
+            resumed += 1
+        out += saved
+    return out, resumed
+
+
+def make_pairs(
+    cfg: RunConfig, docs: list[Document], tok: Tokenizer, parts: Parts | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Chunk, sample, generate and filter: the pair records and the counts for the data card."""
     from eft_trainer.generate import build
     from eft_trainer.generate.filters import apply
@@ -244,8 +294,10 @@ def make_pairs(cfg: RunConfig, docs: list[Document], tok: Tokenizer) -> tuple[li
     stats: dict[str, Any] = {}
     for gen in generators:
         t0 = time.perf_counter()
-        out = gen.generate(used, g.queries_per_chunk)
+        out, resumed = run_generator(gen, used, g.queries_per_chunk, parts)
         stats[gen.name] = {"pairs": len(out), "seconds": round(time.perf_counter() - t0, 3), **gen.stats()}
+        if resumed:
+            stats[gen.name]["partsResumed"] = resumed
         made += out
         log.info("generator %s made %d pairs from %d chunks", gen.name, len(out), len(used))
     kept, dropped = apply(made, g.filter)
@@ -283,7 +335,7 @@ def generate_dataset(cfg: RunConfig, storage: Storage | None, work: Path, tokeni
             f"spec.data.train.uri {cfg.spec.data.train.uri}: none of the {len(listing)} files holds text"
         )
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.of(tokenizer)
-    pairs, counts = make_pairs(cfg, docs, tok)
+    pairs, counts = make_pairs(cfg, docs, tok, Parts(storage, prefix, local))
     if not pairs:
         raise InvalidCorpus(
             f"no pairs were generated from {len(docs)} documents ({counts['chunks']} chunks; dropped "
