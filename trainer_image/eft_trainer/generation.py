@@ -276,7 +276,11 @@ def run_generator(gen: Generator, used: list[Chunk], n: int, parts: Parts | None
 
 
 def make_pairs(
-    cfg: RunConfig, docs: list[Document], tok: Tokenizer, parts: Parts | None = None
+    cfg: RunConfig,
+    docs: list[Document],
+    tok: Tokenizer,
+    parts: Parts | None = None,
+    locate: Callable[[str], str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Chunk, sample, generate and filter: the pair records and the counts for the data card."""
     from eft_trainer.generate import build
@@ -289,7 +293,7 @@ def make_pairs(
     if len(chunks) > g.max_chunks:
         picked = sorted(random.Random(g.seed).sample(range(len(chunks)), g.max_chunks))
         used = [chunks[i] for i in picked]
-    generators = build(g)
+    generators = build(g, locate)
     made = []
     stats: dict[str, Any] = {}
     for gen in generators:
@@ -335,7 +339,7 @@ def generate_dataset(cfg: RunConfig, storage: Storage | None, work: Path, tokeni
             f"spec.data.train.uri {cfg.spec.data.train.uri}: none of the {len(listing)} files holds text"
         )
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.of(tokenizer)
-    pairs, counts = make_pairs(cfg, docs, tok, Parts(storage, prefix, local))
+    pairs, counts = make_pairs(cfg, docs, tok, Parts(storage, prefix, local), _locator(cfg, storage, work))
     if not pairs:
         raise InvalidCorpus(
             f"no pairs were generated from {len(docs)} documents ({counts['chunks']} chunks; dropped "
@@ -358,6 +362,23 @@ def generate_dataset(cfg: RunConfig, storage: Storage | None, work: Path, tokeni
     }
     entry = publish_dataset(storage, prefix, local, pairs, card)
     return Generated(pairs, card, str(prefix), reused=False, pairs_file=entry)
+
+
+def _locator(cfg: RunConfig, storage: Storage | None, work: Path) -> Callable[[str], str]:
+    """Where a generator's model is: s3:// prefixes are downloaded; modelCacheDir maps hub ids to folders."""
+
+    def locate(model: str) -> str:
+        if model.startswith("s3://"):
+            dest = work / "generator-model"
+            if dest.exists():
+                shutil.rmtree(dest)
+            assert storage is not None
+            storage.download_tree(S3Uri.parse(model if model.endswith("/") else model + "/"), dest, allow_object=False)
+            return str(dest)
+        cache = cfg.settings.model_cache_dir
+        return str(Path(cache) / model) if cache and (Path(cache) / model).is_dir() else model
+
+    return locate
 
 
 def _prompt(cfg: RunConfig) -> str | None:

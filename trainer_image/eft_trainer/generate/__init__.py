@@ -10,7 +10,7 @@ cache's tests use it: a reused dataset makes no call).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,8 +47,9 @@ class Generator(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
 
-def build(spec: GenerateSpec) -> list[Generator]:
-    """The generators the spec sets, in a fixed order (inverseCloze, titles, llm, seq2seq)."""
+def build(spec: GenerateSpec, locate: Callable[[str], str] | None = None) -> list[Generator]:
+    """The generators the spec sets, in a fixed order (inverseCloze, titles, llm, seq2seq); ``locate`` maps
+    a model id (seq2seq) to a local folder or hub id."""
     g = spec.generator
     out: list[Generator] = []
     if g.inverse_cloze is not None:
@@ -64,7 +65,7 @@ def build(spec: GenerateSpec) -> list[Generator]:
 
         out.append(LLMGenerator(g.llm, spec.seed))
     if g.seq2seq is not None:
-        from eft_trainer.errors import InvalidSpecError
+        from eft_trainer.generate.seq2seq import Seq2SeqGenerator
 
-        raise InvalidSpecError("spec.data.generate.generator.seq2seq is not available in this trainer yet")
+        out.append(Seq2SeqGenerator(g.seq2seq, spec.seed, locate))
     return out
