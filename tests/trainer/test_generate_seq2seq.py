@@ -56,7 +56,7 @@ def test_batches_sample_n_sequences_per_chunk_seeded(tiny_t5: Path) -> None:
 
 def test_a_missing_model_is_model_not_found(tmp_path: Path) -> None:
     spec = Seq2SeqSpec.model_validate({"model": "org/absent"})
-    with pytest.raises(ModelNotFound, match="seq2seq.model org/absent"):
+    with pytest.raises(ModelNotFound, match=r"seq2seq\.model org/absent"):
         Seq2SeqGenerator(spec, seed=1, locate=lambda _: str(tmp_path / "absent")).generate(_chunks(1), 1)
 
 
