@@ -181,3 +181,37 @@ def test_bad_documents_are_invalid_corpus_and_publish_nothing(
     if key:
         assert f"s3://{bucket}/{key}" in msg.message
     assert keys(s3_server, bucket, "runs/") == []
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "reason", "words"),
+    [
+        ("model-not-served", ExitCode.BAD_INPUT, Reason.GENERATOR_MISCONFIGURED, "does not serve model 'gpt-absent'"),
+        ("refuses-every-call", ExitCode.RETRYABLE, Reason.GENERATION_FAILED, "more than maxFailureRate"),
+    ],
+)
+def test_an_llm_endpoint_that_fails_stops_the_run_with_its_reason(
+    case: str, code: int, reason: str, words: str, s3_server: LocalS3, tmp_path: Path, model_dir: Path
+) -> None:
+    from llm_standin import KEY, MODEL, StandIn
+
+    from eft_api.contract import LLM_API_KEY_ENV
+
+    bucket = f"llm-{case}"
+    s3_server.create_bucket(bucket)
+    (good,) = library_rst(pydoc_root(), ["json"])
+    s3_server.client().upload_file(str(good), bucket, "docs/json.rst.txt")
+    standin = StandIn().start()
+    try:
+        standin.refuse_all = case == "refuses-every-call"
+        spec = documents_spec(bucket, s3_server.endpoint)
+        llm = {"endpoint": standin.url, "model": "gpt-absent" if case == "model-not-served" else MODEL, "maxRetries": 1}
+        spec["data"]["generate"]["generator"] = {"llm": llm}
+        cfg = make_cfg(spec, tmp_path / "work", model_dir)
+        with env({**s3_server.env(), LLM_API_KEY_ENV: KEY}):
+            got, msg = run_config(cfg)
+    finally:
+        standin.stop()
+    assert got == code, msg
+    assert msg is not None and msg.reason == reason and words in msg.message and KEY not in msg.to_json()
+    assert [k for k in keys(s3_server, bucket, "runs/") if k.endswith("manifest.json")] == []

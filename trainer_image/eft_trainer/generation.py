@@ -144,7 +144,7 @@ def dataset_hash(cfg: RunConfig, listing: list[tuple[str, int, str]], prompt: st
         "generate": dump_spec(spec)["data"]["generate"],
         "documentType": spec.data.train.document_type.value if spec.data.train.document_type else None,
         "textColumn": spec.data.train.columns.text,
-        "tokenizer": [spec.model.base, spec.model.revision, spec.model.max_seq_length],
+        "tokenizer": [spec.model.base, spec.model.revision],  # chunks are counted in its tokens
         "prompt": prompt,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
