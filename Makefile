@@ -30,7 +30,7 @@ install: $(STAMP) ## Create .venv and install the project with every extra
 
 .PHONY: data
 data: $(STAMP) ## Build the sample corpus from Debian's Python documentation into .data/
-	$(BIN)/python -m eft_trainer.sample_data --out $(DATA_DIR)
+	$(BIN)/python -m eft_devtools.sample_data --out $(DATA_DIR)
 
 .PHONY: envtest
 envtest: ## Unpack kube-apiserver, kube-controller-manager and etcd for the tests into .envtest/bin
@@ -64,7 +64,7 @@ test-fast: $(STAMP) envtest ## The tests not marked slow
 
 .PHONY: demo
 demo: data ## Fine-tune MiniLM on the Python docs corpus via a local S3 server; print base vs fine-tuned
-	$(BIN)/python -m eft_trainer.demo --data $(DATA_DIR)
+	$(BIN)/python -m eft_devtools.demo --data $(DATA_DIR) --spec examples/quickstart.yaml
 
 .PHONY: bench
 bench: data ## Run the benchmarks in bench/ (ratios against a baseline measured in the same run)

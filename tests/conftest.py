@@ -19,7 +19,7 @@ import pytest
 import yaml
 from controlplane import HOW_TO_GET, ControlPlane, apply, assets_dir, wait_for
 
-from eft_trainer.local_s3 import LocalS3
+from eft_devtools.local_s3 import LocalS3
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,8 +31,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
-    """A SeaweedFS S3 server on 127.0.0.1:8333 for the test session, stopped by pid at the end."""
-    server = LocalS3(tmp_path_factory.mktemp("seaweedfs"), port=int(os.environ.get("EFT_TEST_S3_PORT", "8333")))
+    """A SeaweedFS S3 server on 127.0.0.1 for the test session (free ports, so sessions run side by side;
+    EFT_TEST_S3_PORT fixes the S3 port), stopped by pid at the end."""
+    server = LocalS3(tmp_path_factory.mktemp("seaweedfs"), port=int(os.environ.get("EFT_TEST_S3_PORT", "0")))
     server.start()
     try:
         yield server

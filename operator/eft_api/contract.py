@@ -268,3 +268,25 @@ class TerminationMessage(_Model):
 
 def headline_dict(h: Headline | None) -> dict[str, Any] | None:
     return None if h is None else h.model_dump(mode="json", by_alias=True)
+
+
+# ---------------------------------------------------------------- constants shared by the operator and the trainer
+# One home for each (issue 10): the operator renders the Job from these, the trainer reads its pod from them.
+
+#: Where the run config's ConfigMap is mounted in the trainer's pod, and the file ``EFT_RUN_CONFIG`` names there.
+RUN_CONFIG_DIR = "/etc/eft"
+RUN_CONFIG_PATH = f"{RUN_CONFIG_DIR}/{RUN_CONFIG_KEY}"
+#: The trainer's writable work folder (HOME, HF_HOME, data, checkpoints); everything else is read-only.
+WORK_DIR = "/work"
+#: Default ports: the operator's ``/metrics`` and ``/healthz``, and the trainer's ``/metrics``.
+OPERATOR_METRICS_PORT = 8080
+OPERATOR_HEALTH_PORT = 8081
+TRAINER_METRICS_PORT = 9090
+#: The S3 credential variables: env of the trainer (from spec.storage.credentialsSecret), or file names in the
+#: folder that ``S3_CREDENTIALS_DIR_ENV`` names (a mounted Secret). Their values are redacted from every message.
+S3_CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+S3_CREDENTIALS_DIR_ENV = "EFT_S3_CREDENTIALS_DIR"
+#: Where the trainer writes its termination message (default :data:`TERMINATION_LOG`).
+TERMINATION_LOG_ENV = "EFT_TERMINATION_LOG"
+#: The condition reason of a run that failed with :attr:`ExitCode.BAD_INPUT` but left no termination message.
+BAD_INPUT_REASON = "BadInput"

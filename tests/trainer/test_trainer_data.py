@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,13 +37,14 @@ def test_jsonl_tolerates_bom_and_crlf(tmp_path: Path) -> None:
         (b'{"anchor": "q", "positive": "p"}\n{"anchor": "q2", \n', "bad.jsonl:2: not valid JSON"),
         (b'{"anchor": "q", "positive": "p"}\n{"anchor": "\xff\xfe", "positive": "p"}\n', "bad.jsonl:2: invalid UTF-8"),
         (b'["a", "b"]\n', "bad.jsonl:1: expected a JSON object"),
+        (b'{"anchor": "q\n', "bad.jsonl:1: not valid JSON (Unterminated string starting at column 12)"),
         (b"", "the corpus is empty"),
         (b"\n\n", "the corpus is empty"),
     ],
 )
 def test_malformed_files_name_file_and_line(tmp_path: Path, content: bytes, expected: str) -> None:
     p = write(tmp_path, "bad.jsonl", content)
-    with pytest.raises(InvalidCorpus, match=expected.replace(".", r"\.")):
+    with pytest.raises(InvalidCorpus, match=re.escape(expected)):
         D.read_files([p], "jsonl", tmp_path)
 
 
@@ -190,3 +193,88 @@ def test_beir(tmp_path: Path) -> None:
     (tmp_path / "qrels/train.tsv").unlink()
     with pytest.raises(InvalidCorpus, match=r"qrels/train\.tsv"):
         D.read_beir(tmp_path)
+
+
+def test_beir_qrels_with_invalid_utf8_name_file_and_line(tmp_path: Path) -> None:
+    """A bad byte in qrels is bad input (InvalidCorpus, exit 2, not retried), not a crash."""
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d0", "text": "doc"}) + "\n")
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q0", "text": "query"}) + "\n")
+    (tmp_path / "qrels/train.tsv").write_bytes(b"query-id\tcorpus-id\tscore\nq0\td0\t1\nq\xff1\td0\t1\n")
+    with pytest.raises(InvalidCorpus, match=r"qrels/train\.tsv:3: invalid UTF-8 at byte 1"):
+        D.read_beir(tmp_path)
+
+
+def _local_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train: str, held: str) -> tuple[Any, Any]:
+    """A run config reading s3://bkt/corpus/pairs.jsonl and s3://bkt/eval/held.jsonl from a local data root."""
+    from trainer_helpers import make_cfg, spec_dict
+
+    from eft_trainer.entrypoint import DATA_ROOT_ENV, fetch_data
+
+    root = tmp_path / "root"
+    (root / "bkt" / "corpus").mkdir(parents=True, exist_ok=True)
+    (root / "bkt" / "eval").mkdir(parents=True, exist_ok=True)
+    (root / "bkt" / "corpus" / "pairs.jsonl").write_text(train)
+    (root / "bkt" / "eval" / "held.jsonl").write_text(held)
+    monkeypatch.setenv(DATA_ROOT_ENV, str(root))
+    spec = spec_dict("bkt", "http://127.0.0.1:1")
+    spec["data"]["eval"]["uri"] = "s3://bkt/eval/held.jsonl"
+    cfg = make_cfg(spec, tmp_path / "work", tmp_path / "models")
+    return cfg, fetch_data(cfg, None, tmp_path / "work")
+
+
+def _lines(*rows: dict[str, str]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def test_evaluation_data_errors_name_its_uri_and_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from eft_trainer.entrypoint import load_and_check
+
+    train = _lines(*({"question": f"q{i}", "answer": f"a{i}"} for i in range(5)))
+    held = _lines({"question": "e0", "answer": "x"}, {"question": "e1", "reply": "y"})
+    cfg, fetched = _local_run(tmp_path, monkeypatch, train, held)
+    with pytest.raises(InvalidCorpus) as info:
+        load_and_check(cfg, fetched)
+    msg = str(info.value)
+    assert msg.startswith("the evaluation data (spec.data.eval.uri) has bad rows")
+    assert "s3://bkt/eval/held.jsonl:2: missing column(s) answer" in msg
+    assert "see spec.data.train.columns (the evaluation data is read with the training data's columns)" in msg
+
+    bad_train = train + '{"question": "q9", \n'
+    cfg, fetched = _local_run(tmp_path, monkeypatch, bad_train, held)
+    with pytest.raises(
+        InvalidCorpus, match=re.escape("the corpus is malformed: 1 problem(s): s3://bkt/corpus/pairs.jsonl:6")
+    ):
+        load_and_check(cfg, fetched)
+
+
+def test_evaluation_duplicates_and_corpus_composition_are_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eft_trainer.entrypoint import build_evaluation, load_and_check
+
+    train = _lines(
+        *({"question": f"q{i}", "answer": f"a{i}"} for i in range(6)),
+        {"question": "e0", "answer": "another answer to e0"},  # leaked: e0 is an evaluation query
+    )
+    held = _lines(
+        {"question": "e0", "answer": "x0"},
+        {"question": "e0", "answer": "x0"},  # duplicate
+        {"question": "e1", "answer": "e1"},  # positive equals the anchor
+        {"question": "e2", "answer": "x2"},
+    )
+    cfg, fetched = _local_run(tmp_path, monkeypatch, train, held)
+    prep = load_and_check(cfg, fetched)
+    assert {k: v for k, v in prep.stats.items() if k.startswith("eval")} == {
+        "evalRowsRead": 4,
+        "evalDuplicatesDropped": 1,
+        "evalSameTextDropped": 1,
+        "evalRowsKept": 2,
+    }
+    rows, ir, stats = build_evaluation(cfg, prep)
+    assert stats["leakedRowsRemoved"] == 1 and len(rows) == 6
+    assert "another answer to e0" not in ir.corpus.values()
+    assert stats["leakedPositivesLeftOut"] == 1
+    assert stats["evalCorpusPositives"] == 2 and stats["evalCorpusDistractors"] == 6
+    assert stats["evalCorpusNegatives"] == 0 and stats["evalDistractorsAvailable"] == 6
+    assert stats["evalCorpus"] == 2 + 6

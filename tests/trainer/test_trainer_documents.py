@@ -15,8 +15,8 @@ from trainer_helpers import HUB_ID, env, keys, make_cfg
 
 from eft_api.contract import ExitCode, Reason, TerminationMessage
 from eft_cli.run import run_config
+from eft_devtools.local_s3 import LocalS3
 from eft_trainer import generate
-from eft_trainer.local_s3 import LocalS3
 from eft_trainer.publish import sha256_file
 
 pytestmark = pytest.mark.slow

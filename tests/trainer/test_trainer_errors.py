@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, NoCredentialsError
 
-from eft_api.contract import ExitCode, Reason
-from eft_api.spec import DataFormat, Loss
+from eft_api import contract
+from eft_api.contract import ExitCode, Reason, TrainerSettings
+from eft_api.spec import Loss
 from eft_trainer.entrypoint import exit_code, failure
-from eft_trainer.errors import InvalidCorpus, redact
+from eft_trainer.errors import InvalidCorpus, S3AccessDenied, redact
 from eft_trainer.storage import map_error
-from eft_trainer.training import check_loss_fits, pick_precision
+from eft_trainer.training import pick_precision
+
+REPO = Path(__file__).resolve().parents[2]
 
 CANARY = "canary-SECRET-7f3a9b"
 
@@ -81,12 +87,53 @@ def test_oom_and_crash_messages(monkeypatch: pytest.MonkeyPatch) -> None:
     assert redact(f"a{CANARY}b") == "a***b"
 
 
-def test_loss_guard() -> None:
-    check_loss_fits(DataFormat.PAIRS, Loss.MULTIPLE_NEGATIVES_RANKING)
+def test_a_loss_that_does_not_fit_the_format_is_refused_by_the_run_config_loader(tmp_path: Path) -> None:
+    """Why the trainer has no loss guard of its own: the run config it reads is parsed with the spec's rules."""
+    from trainer_helpers import make_cfg, spec_dict
+
+    from eft_trainer.config import load_run_config
+
+    cfg = make_cfg(spec_dict("bkt", "http://127.0.0.1:1"), tmp_path, tmp_path)
+    bad = cfg.spec.training.model_copy(update={"loss": Loss.COSENT})  # bypasses validation, as a hand edit would
+    path = tmp_path / "run-config.json"
+    path.write_text(cfg.model_copy(update={"spec": cfg.spec.model_copy(update={"training": bad})}).to_json())
     with pytest.raises(Exception) as info:
-        check_loss_fits(DataFormat.PAIRS, Loss.COSENT)
-    assert getattr(info.value, "reason", None) is Reason.LOSS_FORMAT_MISMATCH
-    assert "spec.training.loss" in str(info.value)
+        load_run_config(path)
+    msg = failure(info.value, None)
+    assert msg.reason == Reason.INVALID_SPEC and exit_code(msg) == ExitCode.BAD_INPUT
+    assert "CoSENT does not fit data.train.format pairs" in msg.message
+
+
+def test_credentials_from_the_mounted_secret_are_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Credentials read from EFT_S3_CREDENTIALS_DIR (not the environment) never reach a message or a log line."""
+    from eft_trainer.entrypoint import _Redact
+
+    for name in contract.S3_CREDENTIAL_VARS:
+        monkeypatch.delenv(name, raising=False)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "AWS_ACCESS_KEY_ID").write_text("AKIAFILEKEY0001\n")
+    (secret / "AWS_SECRET_ACCESS_KEY").write_text(CANARY + "\n")
+    monkeypatch.setenv(contract.S3_CREDENTIALS_DIR_ENV, str(secret))
+    assert redact(f"key AKIAFILEKEY0001 secret {CANARY}.") == "key *** secret ***."
+    assert CANARY not in S3AccessDenied(f"refused: {CANARY}").message
+    crash = failure(RuntimeError(f"boom {CANARY}"), "r")
+    assert CANARY not in crash.message and "***" in crash.message
+    record = logging.LogRecord("eft_trainer", logging.ERROR, __file__, 1, "body %s", (CANARY,), None)
+    assert _Redact().filter(record) and record.getMessage() == "body ***"
+
+
+def test_the_trainer_image_agrees_with_the_contract() -> None:
+    """The Dockerfile cannot import the contract's constants: it must spell the same values."""
+    docker = (REPO / "trainer_image" / "Dockerfile").read_text()
+    assert re.search(rf"\b{contract.RUN_CONFIG_ENV}={re.escape(contract.RUN_CONFIG_PATH)}\b", docker)
+    assert re.search(rf"\bHOME={contract.WORK_DIR}\b", docker)
+    assert re.search(rf"^EXPOSE {contract.TRAINER_METRICS_PORT}$", docker, flags=re.M)
+    assert contract.TERMINATION_LOG_ENV == "EFT_TERMINATION_LOG"
+    settings = TrainerSettings()
+    assert (settings.work_dir, settings.metrics_port) == (contract.WORK_DIR, contract.TRAINER_METRICS_PORT)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from trainer_helpers import env, keys, make_cfg, spec_dict, stdlib_pairs, upload
 from eft_api.contract import ExitCode, Reason, RunConfig
 from eft_api.spec import Loss
 from eft_cli.run import run_config
-from eft_trainer.local_s3 import LocalS3
+from eft_devtools.local_s3 import LocalS3
 
 pytestmark = pytest.mark.slow
 
@@ -124,23 +124,15 @@ def test_bad_corpus(
     assert expected in msg.message and secs < 30
 
 
-def test_loss_format_mismatch_caught_by_the_trainer(
+def test_loss_format_mismatch_is_refused_before_any_work(
     s3_server: LocalS3, corpus_bucket: str, tmp_path: Path, model_dir: Path
 ) -> None:
-    """A run config that bypassed the API's validation still fails on the trainer's own guard."""
-    from eft_trainer.entrypoint import failure, run_job
-
+    """A run config that bypassed the API's validation is refused by the run config loader (InvalidSpec)."""
     cfg = make_cfg(spec_dict(corpus_bucket, s3_server.endpoint), tmp_path, model_dir, name="mismatch")
     bad_training = cfg.spec.training.model_copy(update={"loss": Loss.COSENT})
     cfg = cfg.model_copy(update={"spec": cfg.spec.model_copy(update={"training": bad_training})})
-    t0 = time.perf_counter()
-    with env(s3_server.env()), pytest.raises(Exception) as info:
-        run_job(cfg)
-    msg = failure(info.value, cfg.run.run_id)
-    assert msg.reason == Reason.LOSS_FORMAT_MISMATCH and "CoSENT" in msg.message
-    assert time.perf_counter() - t0 < 10
-    # Through the file path, the run config loader refuses it first (InvalidSpec, same exit class).
-    code, msg2, _ = run(cfg, s3_server)
+    code, msg2, seconds = run(cfg, s3_server)
+    assert seconds < 10 and "CoSENT" in msg2.message
     assert_failed(s3_server, corpus_bucket, cfg, code, msg2, Reason.INVALID_SPEC, ExitCode.BAD_INPUT)
 
 
@@ -186,3 +178,8 @@ def test_promotion_gate_rejects_a_small_gain(
     published = keys(s3_server, corpus_bucket, prefix)
     assert prefix + "report.json" in published and prefix + "manifest.json" in published
     assert not any(k.startswith(prefix + "model/") for k in published)
+    # Run again (eft run on the same file, a Job retried by hand): the published verdict, not a success.
+    code2, again, _ = run(cfg, s3_server)
+    assert again is not None and again.reason == Reason.PROMOTION_REJECTED and code2 == ExitCode.PROMOTION_REJECTED
+    assert "already published" in again.message and "minGain 0.99" in again.message
+    assert again.artifacts is not None and again.artifacts.model is None

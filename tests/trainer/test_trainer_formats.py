@@ -15,7 +15,7 @@ import pytest
 from trainer_helpers import env, make_cfg, spec_dict, stdlib_pairs
 
 from eft_cli.run import run_config
-from eft_trainer.local_s3 import LocalS3
+from eft_devtools.local_s3 import LocalS3
 
 pytestmark = pytest.mark.slow
 

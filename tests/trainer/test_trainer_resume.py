@@ -14,7 +14,7 @@ from trainer_helpers import env, keys, make_cfg, spec_dict, stdlib_pairs, upload
 from transformers import TrainerCallback
 
 from eft_cli.run import run_config
-from eft_trainer.local_s3 import LocalS3
+from eft_devtools.local_s3 import LocalS3
 
 pytestmark = pytest.mark.slow
 

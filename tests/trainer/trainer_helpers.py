@@ -11,7 +11,7 @@ from typing import Any
 from eft_api.contract import RunConfig, TrainerSettings, build_run_config
 from eft_api.spec import parse_spec
 from eft_cli.run import environ
-from eft_trainer.local_s3 import LocalS3
+from eft_devtools.local_s3 import LocalS3
 
 MODULES = [
     "json",

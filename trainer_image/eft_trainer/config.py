@@ -7,15 +7,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from eft_api.contract import RUN_CONFIG_ENV, RunConfig
+from eft_api.contract import RUN_CONFIG_ENV, RUN_CONFIG_PATH, RunConfig
 from eft_trainer.errors import InvalidSpecError
-
-DEFAULT_RUN_CONFIG = "/etc/eft/run-config.json"
 
 
 def load_run_config(path: str | os.PathLike[str] | None = None) -> RunConfig:
     """Read and check the run config; :class:`InvalidSpecError` names the file and the fields at fault."""
-    where = Path(path or os.environ.get(RUN_CONFIG_ENV) or DEFAULT_RUN_CONFIG)
+    where = Path(path or os.environ.get(RUN_CONFIG_ENV) or RUN_CONFIG_PATH)
     try:
         text = where.read_text(encoding="utf-8")
     except OSError as exc:

@@ -84,13 +84,19 @@ def read_jsonl(path: Path, problems: Problems, label: str | None = None) -> list
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                problems.add(f"{name}:{n}", f"not valid JSON ({exc.msg} at column {exc.colno})")
+                problems.add(f"{name}:{n}", f"not valid JSON ({json_problem(exc)})")
                 continue
             if not isinstance(obj, dict):
                 problems.add(f"{name}:{n}", f"expected a JSON object, got {type(obj).__name__}")
                 continue
             rows.append(Row(obj, name, n))
     return rows
+
+
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """``exc``'s message with its column ("Unterminated string starting at column 12", not "at at")."""
+    msg = exc.msg.removesuffix(" at").rstrip()
+    return f"{msg} at column {exc.colno}"
 
 
 def read_csv(path: Path, problems: Problems, label: str | None = None, delimiter: str = ",") -> list[Row]:
@@ -128,23 +134,35 @@ def read_parquet(path: Path, problems: Problems, label: str | None = None) -> li
     return [Row(dict(r), name, i + 1) for i, r in enumerate(ds)]
 
 
-def read_files(paths: Sequence[Path], file_type: str, root: Path | None = None) -> list[Row]:
-    """Read every data file; InvalidCorpus naming file and line when any is malformed, or when none has rows."""
+def read_files(
+    paths: Sequence[Path],
+    file_type: str,
+    root: Path | None = None,
+    *,
+    base_uri: str = "",
+    what: str = "the corpus",
+) -> list[Row]:
+    """Read every data file; InvalidCorpus naming file and line when any is malformed, or when none has rows.
+
+    A file is named by its path under ``root``, after ``base_uri`` (the S3 prefix it came from) when given;
+    ``what`` names the data in the error ("the corpus", "the evaluation data (spec.data.eval.uri)").
+    """
     problems = Problems()
     rows: list[Row] = []
     files = [p for p in paths if p.suffix.lower() in _SUFFIXES[file_type]] or list(paths)
     for p in sorted(files):
-        label = str(p.relative_to(root)) if root and p.is_relative_to(root) else p.name
+        rel = p.relative_to(root).as_posix() if root and p.is_relative_to(root) else p.name
+        label = base_uri + rel
         if file_type == "jsonl":
             rows += read_jsonl(p, problems, label)
         elif file_type == "csv":
             rows += read_csv(p, problems, label)
         else:
             rows += read_parquet(p, problems, label)
-    problems.raise_if_any("the corpus is malformed")
+    problems.raise_if_any(f"{what} is malformed")
     if not rows:
-        names = ", ".join(p.name for p in files) or "(no files)"
-        raise InvalidCorpus(f"the corpus is empty: no rows in {names}")
+        names = ", ".join(base_uri + p.name for p in files) or "(no files)"
+        raise InvalidCorpus(f"{what} is empty: no rows in {names}")
     return rows
 
 
@@ -167,8 +185,18 @@ def column_map(fmt: DataFormat, cols: Columns) -> dict[str, str]:
     return {"text": cols.text, "label": cols.label}
 
 
-def map_and_check(rows: Sequence[Row], fmt: DataFormat, cols: Columns) -> list[dict[str, Any]]:
-    """Apply the column mapping and check every row; InvalidCorpus lists missing columns, empty texts, bad scores."""
+def map_and_check(
+    rows: Sequence[Row],
+    fmt: DataFormat,
+    cols: Columns,
+    *,
+    what: str = "the corpus",
+    columns_field: str = "spec.data.train.columns",
+) -> list[dict[str, Any]]:
+    """Apply the column mapping and check every row; InvalidCorpus lists missing columns, empty texts, bad scores.
+
+    ``what`` names the data and ``columns_field`` the spec field whose mapping applies, in the error.
+    """
     mapping = column_map(fmt, cols)
     problems = Problems()
     out: list[dict[str, Any]] = []
@@ -177,9 +205,7 @@ def map_and_check(rows: Sequence[Row], fmt: DataFormat, cols: Columns) -> list[d
         missing = [user for user in mapping.values() if user not in r.data]
         if missing:
             have = ", ".join(sorted(r.data)[:10])
-            problems.add(
-                where, f"missing column(s) {', '.join(missing)} (the row has: {have}); see spec.data.train.columns"
-            )
+            problems.add(where, f"missing column(s) {', '.join(missing)} (the row has: {have}); see {columns_field}")
             continue
         rec: dict[str, Any] = {}
         ok = True
@@ -206,7 +232,7 @@ def map_and_check(rows: Sequence[Row], fmt: DataFormat, cols: Columns) -> list[d
                 rec[canon] = value
         if ok:
             out.append(rec)
-    problems.raise_if_any("the corpus has bad rows")
+    problems.raise_if_any(f"{what} has bad rows")
     return out
 
 
@@ -288,12 +314,18 @@ class IRSet:
     relevant: dict[str, set[str]]
     #: corpus ids never to return for a query (the query's own text in labeled-texts).
     exclude: dict[str, set[str]] = field(default_factory=dict)
+    #: What the corpus is made of: ``corpusPositives`` (held-out positives), ``corpusNegatives`` (held-out
+    #: negatives, or scored-pairs texts below the threshold), ``corpusDistractors`` (training texts or unjudged
+    #: BEIR documents added), ``distractorsAvailable`` (how many there were to draw from), ``corpusOther``
+    #: (labeled-texts: every held-out text).
+    composition: dict[str, int] = field(default_factory=dict)
 
     def stats(self) -> dict[str, int]:
         return {
             "queries": len(self.queries),
             "corpus": len(self.corpus),
             "relevantPairs": sum(len(v) for v in self.relevant.values()),
+            **self.composition,
         }
 
 
@@ -305,6 +337,13 @@ class _CorpusBuilder:
         if text not in self.ids:
             self.ids[text] = f"d{len(self.ids):08d}"
         return self.ids[text]
+
+    def add_counted(self, texts: Iterable[str]) -> int:
+        """Add texts; return how many were new to the corpus."""
+        before = len(self.ids)
+        for t in texts:
+            self.add(t)
+        return len(self.ids) - before
 
     def corpus(self) -> dict[str, str]:
         return {cid: text for text, cid in self.ids.items()}
@@ -319,7 +358,11 @@ def _distractors(texts: Iterable[str], cap: int, seed: int) -> list[str]:
 def ir_from_pairs(
     ev: Sequence[dict[str, Any]], train: Sequence[dict[str, Any]], eval_spec: EvalData, negatives: bool = False
 ) -> IRSet:
-    """Queries = eval anchors; corpus = eval positives (and negatives) + training positives as distractors."""
+    """Queries = eval anchors; corpus = eval positives (and negatives) + training positives as distractors.
+
+    ``train`` is the training data as trained (after leakage removal): the positives of training rows removed
+    because their query is an evaluation query are not distractors, since they answer that query.
+    """
     cb = _CorpusBuilder()
     queries: dict[str, str] = {}
     relevant: dict[str, set[str]] = {}
@@ -329,14 +372,15 @@ def ir_from_pairs(
         qid = qids.setdefault(q, f"q{len(qids):07d}")
         queries[qid] = q
         relevant.setdefault(qid, set()).add(cb.add(rec["positive"]))
+    comp = {"corpusPositives": len(cb.ids), "corpusNegatives": 0}
     if negatives:
-        for rec in ev:
-            for k, v in rec.items():
-                if k.startswith("negative_") and isinstance(v, str) and v.strip():
-                    cb.add(v)
-    for text in _distractors((r["positive"] for r in train), eval_spec.max_distractors, eval_spec.seed):
-        cb.add(text)
-    return IRSet(queries, cb.corpus(), relevant)
+        comp["corpusNegatives"] = cb.add_counted(
+            v for rec in ev for k, v in rec.items() if k.startswith("negative_") and isinstance(v, str) and v.strip()
+        )
+    available = {r["positive"] for r in train}
+    comp["corpusDistractors"] = cb.add_counted(_distractors(available, eval_spec.max_distractors, eval_spec.seed))
+    comp["distractorsAvailable"] = len(available)
+    return IRSet(queries, cb.corpus(), relevant, composition=comp)
 
 
 def ir_from_scored(ev: Sequence[dict[str, Any]], train: Sequence[dict[str, Any]], eval_spec: EvalData) -> IRSet:
@@ -355,9 +399,12 @@ def ir_from_scored(ev: Sequence[dict[str, Any]], train: Sequence[dict[str, Any]]
             qid = qids.setdefault(q, f"q{len(qids):07d}")
             queries[qid] = q
             relevant.setdefault(qid, set()).add(cid)
-    for text in _distractors((r["sentence2"] for r in train), eval_spec.max_distractors, eval_spec.seed):
-        cb.add(text)
-    return IRSet(queries, cb.corpus(), relevant)
+    comp = {"corpusPositives": len(set().union(*relevant.values())) if relevant else 0}
+    comp["corpusNegatives"] = len(cb.ids) - comp["corpusPositives"]  # eval texts scored below the threshold
+    available = {r["sentence2"] for r in train}
+    comp["corpusDistractors"] = cb.add_counted(_distractors(available, eval_spec.max_distractors, eval_spec.seed))
+    comp["distractorsAvailable"] = len(available)
+    return IRSet(queries, cb.corpus(), relevant, composition=comp)
 
 
 def ir_from_labeled(ev: Sequence[dict[str, Any]]) -> IRSet:
@@ -377,7 +424,7 @@ def ir_from_labeled(ev: Sequence[dict[str, Any]]) -> IRSet:
             queries[qid] = str(r["text"])
             relevant[qid] = others
             exclude[qid] = {own}
-    return IRSet(queries, corpus, relevant, exclude)
+    return IRSet(queries, corpus, relevant, exclude, composition={"corpusOther": len(corpus)})
 
 
 def ir_from_beir(
@@ -390,7 +437,12 @@ def ir_from_beir(
     others = sorted(set(corpus) - judged)
     random.Random(eval_spec.seed).shuffle(others)
     keep = sorted(judged) + others[: eval_spec.max_distractors]
-    return IRSet({q: queries[q] for q in sorted(rel)}, {d: corpus[d] for d in keep}, rel)
+    comp = {
+        "corpusPositives": len(judged),
+        "corpusDistractors": min(len(others), eval_spec.max_distractors),
+        "distractorsAvailable": len(others),
+    }
+    return IRSet({q: queries[q] for q in sorted(rel)}, {d: corpus[d] for d in keep}, rel, composition=comp)
 
 
 # ---------------------------------------------------------------- BEIR layout
@@ -406,8 +458,13 @@ class Beir:
 
 def read_qrels(path: Path, problems: Problems, label: str) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    text = path.read_bytes().decode("utf-8-sig", errors="strict")
-    for n, line in enumerate(text.splitlines(), start=1):
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    for n, raw_line in enumerate(raw.splitlines(), start=1):
+        try:
+            line = raw_line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.add(f"{label}:{n}", f"invalid UTF-8 at byte {exc.start}")
+            continue
         parts = line.strip().split("\t")
         if not line.strip() or (n == 1 and parts[0] in ("query-id", "query_id", "qid")):
             continue
@@ -423,11 +480,14 @@ def read_qrels(path: Path, problems: Problems, label: str) -> dict[str, dict[str
     return out
 
 
-def read_beir(root: Path) -> Beir:
+def read_beir(root: Path, *, require_train: bool = True) -> Beir:
+    """A BEIR prefix. Training needs ``qrels/train.tsv``; an evaluation-only set (a guard) needs either qrels."""
     problems = Problems()
-    for need in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv"):
+    for need in ("corpus.jsonl", "queries.jsonl", *(("qrels/train.tsv",) if require_train else ())):
         if not (root / need).is_file():
             problems.add(need, "missing: a beir prefix holds corpus.jsonl, queries.jsonl and qrels/train.tsv")
+    if not require_train and not any((root / q).is_file() for q in ("qrels/test.tsv", "qrels/train.tsv")):
+        problems.add("qrels/test.tsv", "missing: an evaluation set needs qrels/test.tsv (or qrels/train.tsv)")
     problems.raise_if_any("the beir corpus is incomplete")
     corpus: dict[str, str] = {}
     for r in read_jsonl(root / "corpus.jsonl", problems, "corpus.jsonl"):
@@ -442,12 +502,13 @@ def read_beir(root: Path) -> Beir:
             problems.add(f"{r.file}:{r.line}", "a query row needs _id and a non-empty text")
             continue
         queries[str(r.data["_id"])] = str(r.data["text"])
-    train = read_qrels(root / "qrels/train.tsv", problems, "qrels/train.tsv")
+    has_train = (root / "qrels/train.tsv").is_file()
+    train = read_qrels(root / "qrels/train.tsv", problems, "qrels/train.tsv") if has_train else {}
     test = (
         read_qrels(root / "qrels/test.tsv", problems, "qrels/test.tsv") if (root / "qrels/test.tsv").is_file() else None
     )
     problems.raise_if_any("the beir corpus is malformed")
-    if not train:
+    if require_train and not train:
         raise InvalidCorpus("qrels/train.tsv has no judgements")
     return Beir(corpus, queries, train, test)
 

@@ -24,7 +24,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from eft_api.contract import (
     PUBLISHED_REPORT_JSON,
     PUBLISHED_REPORT_MD,
     TERMINATION_LOG,
+    TERMINATION_LOG_ENV,
     Artifacts,
     ExitCode,
     Headline,
@@ -60,7 +61,7 @@ from eft_trainer.training import check_dimensions
 
 log = logging.getLogger("eft_trainer")
 
-TERMINATION_ENV = "EFT_TERMINATION_LOG"
+TERMINATION_ENV = TERMINATION_LOG_ENV  # the name eft run imports
 DATA_ROOT_ENV = "EFT_DATA_ROOT"
 
 
@@ -93,6 +94,14 @@ class Fetched:
     eval_root: Path | None = None
     eval_files: list[Path] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
+    #: The S3 prefix each root was downloaded from (a file's URI is the prefix + its path under the root).
+    train_base: str = ""
+    eval_base: str = ""
+
+
+def base_uri(uri: str) -> str:
+    """The prefix whose objects a data URI names: the URI itself for a prefix, its folder for an object."""
+    return uri if uri.endswith("/") else uri.rsplit("/", 1)[0] + "/"
 
 
 def _fetch(storage: Storage | None, uri: str, dest: Path) -> list[Path]:
@@ -120,21 +129,25 @@ def fetch_data(cfg: RunConfig, storage: Storage | None, work: Path) -> Fetched:
     if dest.exists():
         shutil.rmtree(dest)
     train = _fetch(storage, spec.train.uri, dest)
-    out = Fetched(dest, train)
+    out = Fetched(dest, train, train_base=base_uri(spec.train.uri))
     if spec.eval.uri:
         edest = work / "data" / "eval"
         if edest.exists():
             shutil.rmtree(edest)
         out.eval_root = edest
         out.eval_files = _fetch(storage, spec.eval.uri, edest)
-    base_train = spec.train.uri if spec.train.uri.endswith("/") else spec.train.uri.rsplit("/", 1)[0] + "/"
-    for root, files, uri in ((dest, train, base_train), (out.eval_root, out.eval_files, spec.eval.uri or "")):
+        out.eval_base = base_uri(spec.eval.uri)
+    for root, files, base in ((dest, train, out.train_base), (out.eval_root, out.eval_files, out.eval_base)):
         for f in files:
             assert root is not None
-            rel = f.relative_to(root).as_posix()
-            full = uri if not uri.endswith("/") and uri else uri + rel
-            out.files.append({"uri": full, "bytes": f.stat().st_size, "sha256": sha256_file(f)})
+            uri = base + f.relative_to(root).as_posix()
+            out.files.append({"uri": uri, "bytes": f.stat().st_size, "sha256": sha256_file(f)})
     return out
+
+
+#: How the evaluation data is named in errors, and the field whose column mapping it is read with.
+EVAL_DATA = "the evaluation data (spec.data.eval.uri)"
+EVAL_COLUMNS = "spec.data.train.columns (the evaluation data is read with the training data's columns)"
 
 
 @dataclass
@@ -149,6 +162,7 @@ class Prepared:
 @dataclass
 class FromDocuments:
     model: Any
+    source: str
     generated: Any  # eft_trainer.generation.Generated
     fetched: Fetched
     prepared: Prepared
@@ -158,10 +172,10 @@ def generate_pairs(cfg: RunConfig, storage: Storage | None, work: Path) -> FromD
     """Format documents: the generate stage makes (or reuses) the pairs; the base model's tokenizer chunks."""
     from eft_trainer.generation import generate_stage
 
-    model = load_model(cfg, storage, work)
+    model, source = load_model(cfg, storage, work)
     g = generate_stage(cfg, storage, work, model.tokenizer, _fetch)
     fetched = Fetched(work / "documents", [], files=[g.pairs_file, *g.eval_files])
-    return FromDocuments(model, g, fetched, Prepared(DataFormat.PAIRS, g.train, g.eval, None, g.stats))
+    return FromDocuments(model, source, g, fetched, Prepared(DataFormat.PAIRS, g.train, g.eval, None, g.stats))
 
 
 def load_and_check(cfg: RunConfig, fetched: Fetched) -> Prepared:
@@ -171,19 +185,28 @@ def load_and_check(cfg: RunConfig, fetched: Fetched) -> Prepared:
     if fmt is DataFormat.BEIR:
         beir = D.read_beir(fetched.train_root)
         return Prepared(fmt, [], None, beir, {"corpus": len(beir.corpus), "queries": len(beir.queries)})
-    rows = D.read_files(fetched.train_files, tr.file_type, fetched.train_root)
+    rows = D.read_files(fetched.train_files, tr.file_type, fetched.train_root, base_uri=fetched.train_base)
     records, stats = D.drop_duplicates(D.map_and_check(rows, fmt, tr.columns), fmt)
+    counts = _prefixed("train", stats)
     ev = None
     if fetched.eval_files:
-        erows = D.read_files(fetched.eval_files, tr.file_type, fetched.eval_root)
-        ev, _ = D.drop_duplicates(D.map_and_check(erows, fmt, tr.columns), fmt)
+        erows = D.read_files(
+            fetched.eval_files, tr.file_type, fetched.eval_root, base_uri=fetched.eval_base, what=EVAL_DATA
+        )
+        ev, estats = D.drop_duplicates(
+            D.map_and_check(erows, fmt, tr.columns, what=EVAL_DATA, columns_field=EVAL_COLUMNS), fmt
+        )
+        counts.update(_prefixed("eval", estats))
     if not records:
         raise InvalidCorpus(
             "no training rows are left after dropping duplicates and pairs whose positive equals the anchor"
         )
-    return Prepared(
-        fmt, records, ev, None, {f"train{k[0].upper()}{k[1:]}": v for k, v in _camel(asdict(stats)).items()}
-    )
+    return Prepared(fmt, records, ev, None, counts)
+
+
+def _prefixed(side: str, stats: D.CleanStats) -> dict[str, Any]:
+    """``CleanStats`` as report keys: ``trainRowsRead``, ``evalDuplicatesDropped``, ..."""
+    return {f"{side}{k[0].upper()}{k[1:]}": v for k, v in _camel(asdict(stats)).items()}
 
 
 def _camel(d: dict[str, Any]) -> dict[str, Any]:
@@ -222,6 +245,7 @@ def build_evaluation(cfg: RunConfig, prep: Prepared) -> tuple[list[dict[str, Any
             train, ev = prep.train, prep.eval
         else:
             train, ev = D.split_held_out(prep.train, fmt, ev_spec.held_out_fraction, ev_spec.seed)
+        before = train
         train, leaked = D.remove_leakage(train, ev, fmt)
         stats["leakedRowsRemoved"] = leaked
         if fmt is DataFormat.LABELED_TEXTS:
@@ -230,6 +254,11 @@ def build_evaluation(cfg: RunConfig, prep: Prepared) -> tuple[list[dict[str, Any
             irset = D.ir_from_scored(ev, train, ev_spec)
         else:
             irset = D.ir_from_pairs(ev, train, ev_spec, negatives=fmt is DataFormat.TRIPLETS)
+            # The positives of leaked rows answer an evaluation query: never distractors (counted here).
+            kept = {id(r) for r in train}
+            in_corpus = set(irset.corpus.values())
+            left_out = {r["positive"] for r in before if id(r) not in kept} - in_corpus
+            stats["leakedPositivesLeftOut"] = len(left_out)
         stats["evalRows"] = len(ev)
     if not irset.queries:
         raise InvalidCorpus("the evaluation split has no query with a relevant document: add data or an eval set")
@@ -259,7 +288,8 @@ def resolve_model(cfg: RunConfig, storage: Storage | None, work: Path) -> str:
     return base
 
 
-def load_model(cfg: RunConfig, storage: Storage | None, work: Path) -> Any:
+def load_model(cfg: RunConfig, storage: Storage | None, work: Path) -> tuple[Any, str]:
+    """The base model, and where it was loaded from (a local folder or a hub id), for the lineage."""
     from sentence_transformers import SentenceTransformer
 
     m = cfg.spec.model
@@ -277,7 +307,7 @@ def load_model(cfg: RunConfig, storage: Storage | None, work: Path) -> Any:
         model.max_seq_length = m.max_seq_length
     check_dimensions(cfg.spec, embedding_dim(model), m.base)
     log.info("loaded model %s in %.1fs", m.base, time.perf_counter() - t0)
-    return model
+    return model, where
 
 
 def evaluate(model: Any, irset: D.IRSet, cfg: RunConfig) -> Any:
@@ -344,9 +374,47 @@ def hardware() -> dict[str, Any]:
     return info
 
 
+def fetch_guards(cfg: RunConfig, storage: Storage | None, work: Path, fetched: Fetched) -> list[Any]:
+    """Download each guard set (``spec.evaluation.guards``) and read and check it (GuardSet per guard)."""
+    from eft_trainer.guards import load_guard
+    from eft_trainer.publish import sha256_file
+
+    out = []
+    for i, guard in enumerate(cfg.spec.evaluation.guards):
+        dest = work / "data" / "guards" / guard.name
+        if dest.exists():
+            shutil.rmtree(dest)
+        uri = guard.uri if guard.format is not DataFormat.BEIR else guard.uri.rstrip("/") + "/"
+        files = _fetch(storage, uri, dest)
+        for f in files:
+            rel = f.relative_to(dest).as_posix()
+            entry = {"uri": base_uri(uri) + rel, "bytes": f.stat().st_size, "sha256": sha256_file(f)}
+            fetched.files.append({**entry, "guard": guard.name})
+        out.append(load_guard(guard, i, dest, files, cfg.spec.data.eval))
+    return out
+
+
+def evaluate_guards(model: Any, guard_sets: Sequence[Any], dim: int, cfg: RunConfig) -> list[Any]:
+    """Each guard set measured at ``dim`` only (the gate's dimension or the full one)."""
+    from eft_trainer.evaluation import evaluate_model
+
+    ev = cfg.spec.evaluation
+    return [
+        evaluate_model(model, gs.irset, [dim], ev.k_values, batch_size=ev.batch_size, progress=False)
+        for gs in guard_sets
+    ]
+
+
 def publish_run(
-    cfg: RunConfig, storage: Storage, model: Any | None, report: dict[str, Any], work: Path
+    cfg: RunConfig,
+    storage: Storage,
+    model: Any | None,
+    report: dict[str, Any],
+    work: Path,
+    stamp: Callable[[], None] = lambda: None,
 ) -> tuple[dict[str, Any], Artifacts]:
+    """Publish the model, then the report, then the manifest; ``stamp()`` runs just before the report is
+    written (after the model's upload), to complete its timings."""
     import json
 
     from eft_trainer.publish import model_card, publish
@@ -355,19 +423,24 @@ def publish_run(
     out = work / "publish"
     if out.exists():
         shutil.rmtree(out)
-    rdir = out / "report"
-    rdir.mkdir(parents=True)
-    (rdir / PUBLISHED_REPORT_JSON).write_text(json.dumps(report, indent=2))
-    (rdir / PUBLISHED_REPORT_MD).write_text(render_markdown(report, PUBLISHED_PLOT))
-    plot(report, rdir / PUBLISHED_PLOT)
     mdir = out / "model"
     if model is not None:
         model.save(str(mdir))
         (mdir / "README.md").write_text(model_card(report))
     else:
-        mdir.mkdir()
+        mdir.mkdir(parents=True)
+
+    def write_report() -> Path:
+        stamp()
+        rdir = out / "report"
+        rdir.mkdir(parents=True)
+        (rdir / PUBLISHED_REPORT_JSON).write_text(json.dumps(report, indent=2))
+        (rdir / PUBLISHED_REPORT_MD).write_text(render_markdown(report, PUBLISHED_PLOT))
+        plot(report, rdir / PUBLISHED_PLOT)
+        return rdir
+
     prefix = S3Uri.parse(cfg.run.output_prefix)
-    manifest = publish(storage, prefix, mdir, rdir, cfg.run.run_id)
+    manifest = publish(storage, prefix, mdir, write_report, cfg.run.run_id)
     arts = Artifacts(
         model=str(prefix.join(PUBLISHED_MODEL_DIR)) if model is not None else None,
         report=str(prefix.join(PUBLISHED_REPORT_JSON)),
@@ -389,8 +462,11 @@ def _already_published(cfg: RunConfig, storage: Storage) -> TerminationMessage |
         return None
     log.info("run %s is already published under %s; not overwriting", cfg.run.run_id, prefix)
     headline = None
+    rejected: list[str] | None = None
     try:
         rep = json.loads(storage.get_bytes(prefix.join(PUBLISHED_REPORT_JSON)))
+        promotion = rep.get("promotion") or {}
+        rejected = [str(r) for r in promotion.get("reasons", [])] if promotion.get("rejected") else None
         h = rep["headline"]
         headline = Headline(
             primary_metric=rep["primaryMetric"],
@@ -401,14 +477,19 @@ def _already_published(cfg: RunConfig, storage: Storage) -> TerminationMessage |
         )
     except (TrainerError, KeyError, ValueError):
         pass
+    done = f"already published under {prefix}"
+    if rejected is not None:
+        outcome, reason, message = "Failed", Reason.PROMOTION_REJECTED, f"{done}, rejected: {'; '.join(rejected)}"
+    else:
+        outcome, reason, message = "Succeeded", Reason.SUCCEEDED, done
     return TerminationMessage(
-        outcome="Succeeded",
-        reason=Reason.SUCCEEDED,
-        message=f"already published under {prefix}",
+        outcome=outcome,
+        reason=reason,
+        message=message,
         run_id=cfg.run.run_id,
         headline=headline,
         artifacts=Artifacts(
-            model=str(prefix.join(PUBLISHED_MODEL_DIR)),
+            model=str(prefix.join(PUBLISHED_MODEL_DIR)) if rejected is None else None,
             report=str(prefix.join(PUBLISHED_REPORT_JSON)),
             manifest=str(prefix.join(PUBLISHED_MANIFEST)),
         ),
@@ -425,7 +506,6 @@ def run_job(
     """Run every step; raise TrainerError (or anything) on failure. ``callbacks`` go to the HF Trainer."""
     from eft_trainer.metrics import Progress
     from eft_trainer.report import build_report, paired_bootstrap
-    from eft_trainer.training import check_loss_fits
 
     spec = cfg.spec
     work = Path(cfg.settings.work_dir) / cfg.run.run_id
@@ -439,7 +519,6 @@ def run_job(
         log.info("phase %s started", name)
         return time.perf_counter()
 
-    check_loss_fits(spec.data.train.format, spec.training.loss)
     storage = Storage(spec.storage) if not os.environ.get(DATA_ROOT_ENV) else None
     if storage is not None:
         done = _already_published(cfg, storage)
@@ -453,16 +532,24 @@ def run_job(
     t = phase("check")
     prep = gen.prepared if gen else load_and_check(cfg, fetched)
     train, irset, stats = build_evaluation(cfg, prep)
+    guard_sets = fetch_guards(cfg, storage, work, fetched)
     stats["files"] = fetched.files
     timings["check"] = time.perf_counter() - t
     log.info("data: %s", {k: v for k, v in stats.items() if k != "files"})
 
     t = time.perf_counter()
-    model = gen.model if gen else load_model(cfg, storage, work)
+    model, source = (gen.model, gen.source) if gen else load_model(cfg, storage, work)
     timings["loadModel"] = time.perf_counter() - t
+    from eft_trainer.lineage import lineage
+
+    lineage_info = lineage(cfg, model, source)
     t = phase("evaluate-base")
     base = evaluate(model, irset, cfg)
     prog.record_eval("base", base.metrics)
+    pm = spec.evaluation.primary_metric
+    gate = spec.evaluation.gate
+    pdim = gate.dimension if gate and gate.dimension and gate.dimension in base.metrics else max(base.metrics)
+    guards_base = evaluate_guards(model, guard_sets, pdim, cfg)
     timings["evaluateBase"] = time.perf_counter() - t
     log.info("base model: %s", _headline_str(base.metrics, spec.evaluation.primary_metric))
 
@@ -492,26 +579,31 @@ def run_job(
     t = phase("evaluate-finetuned")
     tuned = evaluate(model, irset, cfg)
     prog.record_eval("finetuned", tuned.metrics)
+    guards_tuned = evaluate_guards(model, guard_sets, pdim, cfg)
     timings["evaluateFinetuned"] = time.perf_counter() - t
     log.info("fine-tuned model: %s", _headline_str(tuned.metrics, spec.evaluation.primary_metric))
 
-    pm = spec.evaluation.primary_metric
-    full = max(base.metrics)
-    gate = spec.evaluation.gate
-    pdim = gate.dimension if gate and gate.dimension and gate.dimension in base.metrics else full
+    from eft_trainer import guards as G
+
     boot = paired_bootstrap(base.per_query[pdim][pm], tuned.per_query[pdim][pm], seed=spec.training.seed)
-    timings["total"] = time.perf_counter() - t_start
+    guard_results = [
+        G.figures(
+            gs, b.per_query[pdim][pm], f.per_query[pdim][pm], primary_metric=pm, dimension=pdim, seed=spec.training.seed
+        )
+        for gs, b, f in zip(guard_sets, guards_base, guards_tuned, strict=True)
+    ]
+    for r in guard_results:
+        log.info("guard %s", G.summary(r))
     report = build_report(
         config={
             "name": cfg.run.name,
             "namespace": cfg.run.namespace,
             "runId": cfg.run.run_id,
-            "baseModel": spec.model.base,
             "loss": spec.training.loss.value,
             "format": spec.data.train.format.value,
             "training": spec.training.model_dump(mode="json", by_alias=True),
             "evaluation": spec.evaluation.model_dump(mode="json", by_alias=True, exclude_none=True),
-            "maxSeqLength": spec.model.max_seq_length,
+            **lineage_info,
         },
         data=stats,
         base=base.metrics,
@@ -525,26 +617,43 @@ def run_job(
     )
     if gen:
         report["generation"] = gen.generated.report_section()
-    rejected = gate is not None and report["headline"]["gain"] < gate.min_gain
+    if guard_results:
+        report["guards"] = guard_results
+    h = report["headline"]
+    why = []
+    if gate is not None and h["gain"] < gate.min_gain:
+        why.append(f"{pm} gain {h['gain']:+.4f} at {pdim} dims is below spec.evaluation.gate.minGain {gate.min_gain}")
+    if guard_rejection := G.rejection(guard_results):
+        why.append(guard_rejection)
+    rejected = bool(why)
+    # The verdict is published with the report, so that a rerun of a published run returns the same outcome.
+    report["promotion"] = {"rejected": rejected, "reasons": why}
     t = phase("publish")
+
+    def stamp() -> None:
+        """Publishing up to the report's own upload (the model's upload included) and the run's total."""
+        report["timings"]["publish"] = time.perf_counter() - t
+        report["timings"]["total"] = time.perf_counter() - t_start
+
     arts = Artifacts()
     if storage is not None:
-        _, arts = publish_run(cfg, storage, None if rejected else model, report, work)
+        _, arts = publish_run(cfg, storage, None if rejected else model, report, work, stamp)
     else:
         local = work / "published"
         model.save(str(local / "model"))
         arts = Artifacts(model=str(local / "model"))
-    timings["publish"] = time.perf_counter() - t
-    h = report["headline"]
+        stamp()
     headline = Headline(primary_metric=pm, dimension=pdim, base=h["base"], finetuned=h["finetuned"], gain=h["gain"])
+    figures = f"{pm} at {pdim} dims {h['base']:.4f} -> {h['finetuned']:.4f} ({h['gain']:+.4f})"
+    if guard_results:
+        figures += "; guards: " + "; ".join(G.summary(r) for r in guard_results)
     if rejected:
-        assert gate is not None
         outcome, reason = "Failed", Reason.PROMOTION_REJECTED
-        message = f"{pm} gain {h['gain']:+.4f} at {pdim} dims is below spec.evaluation.gate.minGain {gate.min_gain}"
+        message = "; ".join(why) + f" ({figures})"
     else:
         prog.set_phase("done")
         outcome, reason = "Succeeded", Reason.SUCCEEDED
-        message = f"{pm} at {pdim} dims {h['base']:.4f} -> {h['finetuned']:.4f} ({h['gain']:+.4f})"
+        message = figures
     return TerminationMessage(
         outcome=outcome,
         reason=reason,

@@ -7,10 +7,9 @@ the credential environment variables that slipped in anyway).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from eft_api.contract import EXIT_CODE_OF_REASON, ExitCode, Reason
-
-_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+from eft_api.contract import S3_CREDENTIAL_VARS, S3_CREDENTIALS_DIR_ENV, Reason
 
 
 class TrainerError(Exception):
@@ -22,10 +21,6 @@ class TrainerError(Exception):
         super().__init__(redact(message))
         self.message = redact(message)
 
-    @property
-    def exit_code(self) -> ExitCode:
-        return EXIT_CODE_OF_REASON[self.reason]
-
 
 class InvalidSpecError(TrainerError):
     reason = Reason.INVALID_SPEC
@@ -33,10 +28,6 @@ class InvalidSpecError(TrainerError):
 
 class InvalidCorpus(TrainerError):
     reason = Reason.INVALID_CORPUS
-
-
-class LossFormatMismatch(TrainerError):
-    reason = Reason.LOSS_FORMAT_MISMATCH
 
 
 class ModelNotFound(TrainerError):
@@ -77,12 +68,28 @@ class Interrupted(TrainerError):
     reason = Reason.CRASHED
 
 
+def credential_files() -> dict[str, str]:
+    """The credentials in the folder ``$EFT_S3_CREDENTIALS_DIR`` names (a mounted Secret): variable -> value."""
+    folder = os.environ.get(S3_CREDENTIALS_DIR_ENV)
+    out: dict[str, str] = {}
+    if folder:
+        for name in S3_CREDENTIAL_VARS:
+            f = Path(folder) / name
+            try:
+                out[name] = f.read_text().strip()
+            except OSError:
+                continue
+    return out
+
+
 def secret_values() -> list[str]:
-    return [v for k in _SECRET_ENV if len(v := os.environ.get(k, "")) >= 4]
+    """Every credential value this process may hold: from the environment and from the credentials folder."""
+    values = [os.environ.get(k, "") for k in S3_CREDENTIAL_VARS] + list(credential_files().values())
+    return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
 
 
 def redact(text: str) -> str:
-    """``text`` with every credential value of the environment replaced by ``***``."""
+    """``text`` with every credential value (environment or credentials folder) replaced by ``***``."""
     for value in secret_values():
         text = text.replace(value, "***")
     return text

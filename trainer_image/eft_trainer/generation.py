@@ -424,7 +424,8 @@ def generate_stage(cfg: RunConfig, storage: Storage | None, work: Path, tokenize
         from eft_trainer.publish import sha256_file
 
         gen.eval_files = [{"uri": ev_spec.uri, "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files]
-        rows = D.read_files(files, "jsonl", dest)
+        base = ev_spec.uri if ev_spec.uri.endswith("/") else ev_spec.uri.rsplit("/", 1)[0] + "/"
+        rows = D.read_files(files, "jsonl", dest, base_uri=base, what="the evaluation data (spec.data.eval.uri)")
         gen.eval, _ = D.drop_duplicates(
             D.map_and_check(rows, DataFormat.PAIRS, cfg.spec.data.train.columns), DataFormat.PAIRS
         )

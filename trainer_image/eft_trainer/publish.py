@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +41,18 @@ def sha256_file(path: Path) -> str:
 
 
 def model_card(report: dict[str, Any]) -> str:
-    """README.md of the published model: base model, data (URIs and sha256), hyperparameters, results."""
+    """README.md of the published model: base model (revision, weight checksums), data (URIs, sha256, columns,
+    evaluation split), maximum sequence length, hyperparameters, library versions, results."""
     cfg = report["config"]
     h = report["headline"]
     pm = report["primaryMetric"]
+    revision = cfg.get("baseModelRevision")
     lines = [
         "---",
         "library_name: sentence-transformers",
         "pipeline_tag: sentence-similarity",
         f"base_model: {cfg.get('baseModel', '')}",
+        *([f"base_model_revision: {revision}"] if revision else []),
         "tags: [sentence-transformers, embeddings, matryoshka, eft]",
         "---",
         "",
@@ -56,12 +60,27 @@ def model_card(report: dict[str, Any]) -> str:
         "",
         f"Fine-tuned from `{cfg.get('baseModel', '')}` by the EmbeddingFinetune operator (run {cfg.get('runId', '')}).",
         "",
+        "## Base model",
+        "",
+        f"- id: `{cfg.get('baseModel', '')}`, revision: `{revision or 'not pinned'}`",
+    ]
+    lines += [f"- `{name}` sha256 `{digest}`" for name, digest in cfg.get("baseModelWeightsSha256", {}).items()]
+    lines += [
+        f"- maximum sequence length: {cfg.get('maxSeqLength')} tokens ({cfg.get('maxSeqLengthFrom', '')})",
+        "",
         "## Data",
         "",
     ]
     for f in report["data"].get("files", []):
         lines.append(f"- `{f['uri']}` sha256 `{f['sha256']}` ({f['bytes']} bytes)")
+    if cfg.get("data"):
+        lines += ["", "Data settings (columns, evaluation split):", "", "```json", json.dumps(cfg["data"], indent=2)]
+        lines += ["```"]
     lines += ["", "## Hyperparameters", "", "```json", json.dumps(cfg.get("training", {}), indent=2), "```", ""]
+    if cfg.get("versions"):
+        lines += ["## Library versions", ""]
+        lines += [f"- {name}: {version}" for name, version in cfg["versions"].items()]
+        lines += [""]
     lines += [
         "## Results",
         "",
@@ -92,26 +111,39 @@ def manifest_exists(storage: Storage, prefix: S3Uri) -> bool:
     return storage.exists(prefix.join(PUBLISHED_MANIFEST))
 
 
-def publish(storage: Storage, prefix: S3Uri, model_dir: Path, report_dir: Path, run_id: str) -> dict[str, Any]:
-    """Upload everything, then the manifest (list of key, size, sha256) last. Returns the manifest."""
+def publish(
+    storage: Storage, prefix: S3Uri, model_dir: Path, write_report: Callable[[], Path], run_id: str
+) -> dict[str, Any]:
+    """Upload the model, then the report (``write_report`` writes it once the model is up, so its timings
+    include the model's upload; it returns the report folder), then the manifest (key, size, sha256) last."""
     if manifest_exists(storage, prefix):
         raise AlreadyPublished(f"{prefix.join(PUBLISHED_MANIFEST)} exists: a published run is never overwritten")
     aborted = storage.abort_multipart_uploads(prefix)
     if aborted:
         log.info("aborted %d stale multipart upload(s) under %s", aborted, prefix)
     objects: list[dict[str, Any]] = []
-    files: list[tuple[Path, str]] = [
+    model_files: list[tuple[Path, str]] = [
         (p, PUBLISHED_MODEL_DIR + p.relative_to(model_dir).as_posix())
         for p in sorted(model_dir.rglob("*"))
         if p.is_file()
     ]
-    for name in (PUBLISHED_REPORT_JSON, PUBLISHED_REPORT_MD, PUBLISHED_PLOT):
-        if (report_dir / name).is_file():
-            files.append((report_dir / name, name))
-    for path, rel in files:
-        storage.upload(path, prefix.join(rel), _TYPES.get(path.suffix))
-        objects.append({"key": rel, "size": path.stat().st_size, "sha256": sha256_file(path)})
+    objects += _upload(storage, prefix, model_files)
+    report_dir = write_report()
+    report_files = [
+        (report_dir / name, name)
+        for name in (PUBLISHED_REPORT_JSON, PUBLISHED_REPORT_MD, PUBLISHED_PLOT)
+        if (report_dir / name).is_file()
+    ]
+    objects += _upload(storage, prefix, report_files)
     manifest = {"runId": run_id, "prefix": str(prefix), "objects": objects}
     storage.put_bytes(json.dumps(manifest, indent=2).encode(), prefix.join(PUBLISHED_MANIFEST))
     log.info("published %d objects and the manifest under %s", len(objects), prefix)
     return manifest
+
+
+def _upload(storage: Storage, prefix: S3Uri, files: list[tuple[Path, str]]) -> list[dict[str, Any]]:
+    objects: list[dict[str, Any]] = []
+    for path, rel in files:
+        storage.upload(path, prefix.join(rel), _TYPES.get(path.suffix))
+        objects.append({"key": rel, "size": path.stat().st_size, "sha256": sha256_file(path)})
+    return objects

@@ -82,20 +82,59 @@ def render_markdown(report: dict[str, Any], plot_name: str | None = "dimensions.
         "",
     ]
     lines += metric_tables(report["metrics"]["base"], report["metrics"]["finetuned"])
+    if report.get("guards"):
+        lines += guard_table(report["guards"])
     data = report["data"]
     lines += ["", "## Data", ""]
-    lines += [f"- {k}: {v}" for k, v in data.items()]
+    lines += [f"- {k}: {value(v)}" for k, v in data.items() if k != "files"]
+    if data.get("files"):
+        lines += ["- files:"]
+        lines += [f"  - `{f['uri']}` ({f['bytes']:,} bytes, sha256 `{f['sha256']}`)" for f in data["files"]]
     if report.get("generation"):
         lines += generation_markdown(report["generation"])
     lines += ["", "## Training", ""]
-    lines += [f"- {k}: {v}" for k, v in report["training"].items()]
+    lines += [f"- {k}: {value(v)}" for k, v in report["training"].items()]
     lines += ["", "## Timings (seconds)", ""]
     lines += [f"- {k}: {v:.1f}" for k, v in report["timings"].items()]
     lines += ["", "## Hardware", ""]
-    lines += [f"- {k}: {v}" for k, v in report["hardware"].items()]
+    lines += [f"- {k}: {value(v)}" for k, v in report["hardware"].items()]
     if plot_name:
         lines += ["", f"![{pm} per dimension]({plot_name})"]
     return "\n".join(lines) + "\n"
+
+
+def value(v: Any) -> str:
+    """A value for people: floats to 4 significant digits, lists and mappings spelled out, not Python reprs."""
+    if isinstance(v, bool) or v is None:
+        return str(v).lower() if v is not None else "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {value(x)}" for k, x in v.items()) or "-"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(value(x) for x in v) or "-"
+    return str(v)
+
+
+def guard_table(guards: list[dict[str, Any]]) -> list[str]:
+    """The guard sets (spec.evaluation.guards): base -> fine-tuned with the bootstrap CI, and the verdict."""
+    g0 = guards[0]
+    lines = [
+        "## Guards (other evaluation sets the model must not get worse on)",
+        "",
+        f"{g0['primaryMetric']} at {g0['dimension']} dims; a drop larger than maxDrop rejects the model.",
+        "",
+        "| guard | queries | base | fine-tuned | delta | 95% CI | maxDrop | verdict |",
+        "|---|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for g in guards:
+        b = g["bootstrap"]
+        verdict = "passed" if g["passed"] else "**failed**"
+        lines.append(
+            f"| {g['name']} | {b['queries']} | {g['base']:.4f} | {g['finetuned']:.4f} | {g['delta']:+.4f} | "
+            f"{b['low']:+.4f} .. {b['high']:+.4f} | {g['maxDrop']:g} | {verdict} |"
+        )
+    return [*lines, ""]
 
 
 def metric_tables(base: dict[str, dict[str, float]], tuned: dict[str, dict[str, float]]) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from sentence_transformers.base.sampler import DefaultBatchSampler
 
-from eft_trainer.training import group_batches
+from eft_trainer.training import fit_epoch, group_batches
 
 
 class LengthGroupedNoDuplicatesBatchSampler(DefaultBatchSampler):  # type: ignore[misc]
@@ -40,17 +40,39 @@ class LengthGroupedNoDuplicatesBatchSampler(DefaultBatchSampler):  # type: ignor
         data = dataset.select_columns(cols).to_dict()
         self.texts = [tuple(str(data[c][i]) for c in cols) for i in range(len(dataset))]
 
-    def _batches(self) -> list[list[int]]:
+    #: Attempts at an epoch's batching (after the first epoch) that fit in the first epoch's batch count.
+    ATTEMPTS = 64
+
+    def _group(self, seed: int) -> list[list[int]]:
         g = torch.Generator()
-        g.manual_seed(int(self.seed) + int(getattr(self, "epoch", 0)))
+        g.manual_seed(seed)
         order = torch.randperm(len(self.texts), generator=g).tolist()
         batches = group_batches(self.texts, self.batch_size, order, drop_last=self.drop_last)
         shuffle = torch.randperm(len(batches), generator=g).tolist()
         return [batches[j] for j in shuffle]
 
+    def _batches(self) -> list[list[int]]:
+        """This epoch's batches, computed once per epoch (``len`` and ``iter`` agree on them).
+
+        The HF Trainer sizes every epoch (steps, learning-rate schedule, where a resumed run restarts) from
+        ``len`` taken once, at epoch 0, so every later epoch is fitted to the first epoch's batch count: the
+        first of a few deterministic re-shuffles that needs no more batches, split (largest batch first,
+        which never repeats a text) up to exactly that count.
+        """
+        epoch = int(getattr(self, "epoch", 0))
+        cache: dict[int, list[list[int]]] = self.__dict__.setdefault("_cache", {})
+        if epoch not in cache:
+            first = cache.get(0) or self._group(int(self.seed))
+            cache.clear()
+            cache[0] = first
+            if epoch:
+                cache[epoch] = fit_epoch(
+                    (self._group(int(self.seed) + epoch + k * 1_000_003) for k in range(self.ATTEMPTS)), len(first)
+                )
+        return cache[epoch]
+
     def __iter__(self) -> Iterator[list[int]]:
         yield from self._batches()
 
     def __len__(self) -> int:
-        n = len(self.texts)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self._batches())

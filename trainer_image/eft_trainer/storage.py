@@ -10,18 +10,23 @@ anything).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from eft_api.spec import StorageSpec
-from eft_trainer.errors import S3AccessDenied, S3NotFound, S3Unavailable, TrainerError
+from eft_trainer.errors import (
+    InvalidCorpus,
+    S3AccessDenied,
+    S3NotFound,
+    S3Unavailable,
+    TrainerError,
+    credential_files,
+)
 
 log = logging.getLogger(__name__)
 
-CREDENTIALS_DIR_ENV = "EFT_S3_CREDENTIALS_DIR"
 MB = 1024 * 1024
 
 _DENIED = {
@@ -95,20 +100,30 @@ def map_error(exc: BaseException, op: str, bucket: str, key: str = "") -> Traine
     return S3Unavailable(f"{op} {where}: {type(exc).__name__}")
 
 
+def local_path(dest: Path, bucket: str, key: str, prefix: str) -> Path:
+    """Where the object ``key`` (listed under ``prefix``) goes under ``dest``; InvalidCorpus for a key that would
+    land outside ``dest`` or on another key's file. Pure.
+
+    S3 keys are not paths: ``..`` and ``.`` segments, and a ``/`` right after the prefix (which makes the
+    joined path absolute), are legal in a key, so a corpus (or an s3:// base model) could otherwise overwrite
+    any file the run can write.
+    """
+    rel = key[len(prefix) :] if key.startswith(prefix) else key
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise InvalidCorpus(
+            f"s3://{bucket}/{key}: the object key is not a plain relative path under s3://{bucket}/{prefix} "
+            "(an empty, '.' or '..' segment, or a '/' right after the prefix): refused before downloading anything"
+        )
+    path = dest.joinpath(*parts)
+    if not path.resolve().is_relative_to(dest.resolve()):
+        raise InvalidCorpus(f"s3://{bucket}/{key}: the object key leads outside the download folder: refused")
+    return path
+
+
 def _credentials() -> dict[str, str]:
-    folder = os.environ.get(CREDENTIALS_DIR_ENV)
-    if not folder:
-        return {}
-    out: dict[str, str] = {}
-    for env, arg in (
-        ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
-        ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
-        ("AWS_SESSION_TOKEN", "aws_session_token"),
-    ):
-        f = Path(folder) / env
-        if f.is_file():
-            out[arg] = f.read_text().strip()
-    return out
+    """boto3 client arguments from the credentials folder (``AWS_SECRET_ACCESS_KEY`` -> aws_secret_access_key)."""
+    return {name.lower(): value for name, value in credential_files().items()}
 
 
 class Storage:
@@ -207,13 +222,16 @@ class Storage:
     def download_tree(self, uri: S3Uri, dest: Path, *, allow_object: bool = True) -> list[Path]:
         """Download an object, or every object under a prefix (keeping relative paths); S3NotFound if none."""
         if allow_object and uri.key and not uri.key.endswith("/") and self.exists(uri):
-            return [self.download(uri, dest / Path(uri.key).name)]
+            folder = uri.key.rsplit("/", 1)[0] + "/" if "/" in uri.key else ""
+            return [self.download(uri, local_path(dest, uri.bucket, uri.key, folder))]
         prefix = uri.key if not uri.key or uri.key.endswith("/") else uri.key + "/"
         objects = [(k, s) for k, s in self.list_objects(S3Uri(uri.bucket, prefix)) if not k.endswith("/")]
         if not objects:
             self.check_bucket(uri.bucket)
             raise S3NotFound(f"no object at {uri} and no objects under s3://{uri.bucket}/{prefix}")
-        return [self.download(S3Uri(uri.bucket, k), dest / k[len(prefix) :]) for k, _ in objects]
+        # Every key is checked before the first byte is written.
+        targets = [(k, local_path(dest, uri.bucket, k, prefix)) for k, _ in objects]
+        return [self.download(S3Uri(uri.bucket, k), path) for k, path in targets]
 
     def upload(self, path: Path, uri: S3Uri, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else None

@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -23,29 +23,18 @@ from typing import Any
 
 from eft_api.spec import (
     IN_BATCH_NEGATIVE_LOSSES,
-    LOSSES_BY_FORMAT,
     DataFormat,
     EmbeddingFinetuneSpec,
     Loss,
     TrainingSpec,
 )
-from eft_trainer.errors import InvalidSpecError, LossFormatMismatch
+from eft_trainer.errors import InvalidSpecError
 from eft_trainer.storage import S3Uri, Storage
 
 log = logging.getLogger(__name__)
 
 LATEST = "latest.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def check_loss_fits(fmt: DataFormat, loss: Loss) -> None:
-    """The trainer's own guard (a run config may bypass the API's validation)."""
-    fitting = LOSSES_BY_FORMAT[fmt]
-    if loss not in fitting:
-        names = ", ".join(x.value for x in fitting)
-        raise LossFormatMismatch(
-            f"spec.training.loss {loss.value} does not fit spec.data.train.format {fmt.value}: use one of {names}"
-        )
 
 
 def pick_precision(precision: str, cuda: bool, bf16_ok: bool) -> str:
@@ -124,9 +113,7 @@ def to_dataset(records: Sequence[dict[str, Any]], fmt: DataFormat, loss: Loss) -
     cols = ["anchor", "positive"]
     negs = sorted({k for r in records for k in r if k.startswith("negative_")}, key=lambda k: int(k.split("_")[1]))
     if loss is Loss.TRIPLET:
-        negs = negs[:1]
-        if not negs:
-            raise LossFormatMismatch("spec.training.loss Triplet needs a negative column (format triplets)")
+        negs = negs[:1]  # the run config's validator allows Triplet with triplets only, which have negatives
     rows = [r for r in records if all(isinstance(r.get(c), str) and r.get(c) for c in negs)]
     return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in cols + negs})
 
@@ -177,6 +164,32 @@ def group_batches(
             break
         carry = rest
     return batches
+
+
+def split_to(batches: Sequence[list[int]], count: int) -> list[list[int]]:
+    """``batches`` with the largest halved until there are ``count`` (a part of a batch repeats no text). Pure."""
+    out = [list(b) for b in batches]
+    while len(out) < count:
+        i = max(range(len(out)), key=lambda j: len(out[j]))
+        if len(out[i]) < 2:
+            break
+        half = len(out[i]) // 2
+        out[i : i + 1] = [out[i][:half], out[i][half:]]
+    return out
+
+
+def fit_epoch(candidates: Iterable[list[list[int]]], count: int) -> list[list[int]]:
+    """The first candidate batching with at most ``count`` batches, split up to exactly ``count``; else the
+    candidate with the fewest (its surplus batches would go untrained: logged). Pure but for the log line."""
+    best: list[list[int]] | None = None
+    for batches in candidates:
+        if len(batches) <= count:
+            return split_to(batches, count)
+        if best is None or len(batches) < len(best):
+            best = batches
+    assert best is not None
+    log.warning("no batching of this epoch fits in %d batches; the last %d are not trained", count, len(best) - count)
+    return best
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -253,6 +266,15 @@ def make_callbacks(storage: Storage | None, prefix: S3Uri | None) -> list[Any]:
     return [MirrorCheckpoints(), NoFinalCheckpoint(), StopOnSigterm()]
 
 
+def batch_rows(inputs: dict[str, Any]) -> int:
+    """The number of rows in a collated batch: the first dimension of its first tensor. Pure."""
+    for value in inputs.values():
+        shape = getattr(value, "shape", None)
+        if shape is not None and len(shape) >= 1:
+            return int(shape[0])
+    return 0
+
+
 @dataclass
 class TrainStats:
     seconds: float
@@ -284,7 +306,6 @@ def train(
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
-    check_loss_fits(fmt, spec.loss)
     cuda = torch.cuda.is_available()
     precision = pick_precision(spec.precision, cuda, cuda and torch.cuda.is_bf16_supported())
     if cuda:
@@ -338,9 +359,17 @@ def train(
     stopper = own[2]
 
     class Trainer(SentenceTransformerTrainer):  # type: ignore[misc]
+        #: Rows the loss has seen in this process (the throughput's numerator; a short tail batch counts short).
+        rows_trained = 0
+
         def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
             # The published model card is ours (publish.model_card): skip the stock card's data collection.
             return None
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            if model.training:
+                self.rows_trained += batch_rows(inputs)
+            return super().compute_loss(model, inputs, *args, **kwargs)
 
     trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[*own, *callbacks])
     t0 = time.perf_counter()
@@ -354,7 +383,7 @@ def train(
             signal.signal(signal.SIGTERM, previous)
     seconds = time.perf_counter() - t0
     steps = int(trainer.state.global_step)
-    samples = (steps - resumed_step) * spec.batch_size
+    samples = trainer.rows_trained
     losses_seen = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return TrainStats(
         seconds=seconds,

@@ -1,9 +1,13 @@
 """``make demo``: fine-tune the packaged MiniLM on the Python-docs corpus through the Job's path.
 
-Starts SeaweedFS on loopback (in a temporary folder), uploads ``<data>/python-docs/pairs.jsonl`` to
-``s3://eft-demo/python-docs/pairs.jsonl``, runs ``examples/quickstart.yaml`` with ``eft run``'s code (spec ->
-run config -> trainer main with the server's credentials in the environment), prints base vs fine-tuned
-metrics per dimension and where the model and report went, and stops the server.
+    python -m eft_devtools.demo --data .data --spec examples/quickstart.yaml
+
+Starts SeaweedFS on loopback (in a temporary folder, on free ports), uploads ``<data>/python-docs/pairs.jsonl``
+to ``s3://eft-demo/python-docs/pairs.jsonl``, runs the spec (``--spec``, default
+``examples/quickstart.yaml``) with ``eft run``'s code (spec -> run config -> trainer main with the server's
+credentials in the environment), prints base vs fine-tuned metrics per dimension and where the model and
+report went, and stops the server. Relative paths are taken from the current directory (run it from the
+repository root, as ``make demo`` does).
 """
 
 from __future__ import annotations
@@ -20,8 +24,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from eft_api.contract import RunConfig
 
-REPO = Path(__file__).resolve().parents[2]
-QUICKSTART = REPO / "examples" / "quickstart.yaml"
+DEFAULT_SPEC = Path("examples") / "quickstart.yaml"
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -66,7 +69,15 @@ def table(report: dict[str, object]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=".data", help="folder made by `make data` (default .data)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("EFT_DEMO_S3_PORT", "8333")))
+    parser.add_argument(
+        "--spec", default=str(DEFAULT_SPEC), help=f"the EmbeddingFinetune to run (default {DEFAULT_SPEC})"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("EFT_DEMO_S3_PORT", "0")),
+        help="the S3 server's port (default: a free one, as for every other port SeaweedFS binds)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (its path is printed)")
     parser.add_argument(
         "--limit",
@@ -79,8 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from eft_cli.run import resolve, run_config, summary
-    from eft_trainer.local_s3 import LocalS3
+    from eft_devtools.local_s3 import LocalS3
 
+    spec_path = Path(args.spec)
+    if not spec_path.is_file():
+        print(
+            f"demo: {spec_path.resolve()} is missing: run from the repository root or pass --spec FILE",
+            file=sys.stderr,
+        )
+        return 2
     corpus = Path(args.data) / "python-docs" / "pairs.jsonl"
     if not corpus.is_file():
         print(f"demo: {corpus} is missing: run `make data` first", file=sys.stderr)
@@ -102,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             "to s3://eft-demo/python-docs/pairs.jsonl"
         )
         os.environ.update(s3.env())
-        doc = yaml.safe_load(QUICKSTART.read_text())
+        doc = yaml.safe_load(spec_path.read_text())
         cfg = resolve(
             doc,
             s3_endpoint=s3.endpoint,
@@ -110,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             model_dir=str(model_cache(Path(tmp) / "models")),
             uid=f"demo-{int(time.time())}",
         )
-        print(
-            f"demo: running {QUICKSTART.name} as run {cfg.run.run_id} (the Job's path: spec -> run config -> trainer)"
-        )
+        print(f"demo: running {spec_path.name} as run {cfg.run.run_id} (the Job's path: spec -> run config -> trainer)")
         code, msg = run_config(cfg)
         print()
         print(summary(code, msg))

@@ -1,11 +1,13 @@
 """A real S3 server on loopback for development, the demo and the tests: SeaweedFS (``weed mini``).
 
 SeaweedFS checks credentials (wrong keys are refused), so code tested against it handles S3 auth for
-real. It binds several fixed ports, so run one per machine at a time; it is stopped by pid.
+real. ``weed mini`` binds ten ports (master, volume, filer, S3 and admin, each HTTP and gRPC); every one is
+given a free port on 127.0.0.1 (the S3 port too, unless one is asked for), so several servers (two test
+sessions, a demo beside them) run side by side. It is stopped by pid.
 
     with LocalS3(workdir) as s3:
         s3.create_bucket("eft-demo")
-        print(s3.endpoint)  # http://127.0.0.1:8333
+        print(s3.endpoint)  # http://127.0.0.1:<a free port>
 """
 
 from __future__ import annotations
@@ -25,7 +27,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-DEFAULT_PORT = 8333
+#: The ``weed mini`` flags of every port it listens on (besides -s3.port); each gets a free port.
+PORT_FLAGS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+)
+#: Listeners ``weed mini`` would open on fixed ports that nothing here uses: turned off.
+DISABLED = ("-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false")
 
 
 def weed_binary() -> str:
@@ -39,18 +54,39 @@ def weed_binary() -> str:
     return found
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports that are free on ``host`` now (the kernel's choice; all held open until chosen)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def _port_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
         return s.connect_ex((host, port)) == 0
 
 
+class _PortTaken(Exception):
+    """weed exited because a chosen port was taken in the meantime."""
+
+
 @dataclass
 class LocalS3:
-    """A SeaweedFS S3 server on 127.0.0.1 with one identity (random keys unless given)."""
+    """A SeaweedFS S3 server on 127.0.0.1 with one identity (random keys unless given).
+
+    ``port`` is the S3 port; 0 (the default) takes a free one, as every other port the server binds does.
+    """
 
     workdir: Path
-    port: int = DEFAULT_PORT
+    port: int = 0
     access_key: str = field(default_factory=lambda: "eft" + secrets.token_hex(6))
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     region: str = "us-east-1"
@@ -68,11 +104,27 @@ class LocalS3:
             "AWS_DEFAULT_REGION": self.region,
         }
 
-    def start(self, timeout: float = 30.0) -> LocalS3:
-        if _port_open("127.0.0.1", self.port):
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> LocalS3:
+        """Start the server; a port taken by someone else between choosing and binding it is chosen again."""
+        fixed = self.port
+        if fixed and _port_open("127.0.0.1", fixed):
             raise RuntimeError(
-                f"port {self.port} on 127.0.0.1 is already in use: another S3 server (or weed) is running; stop it first"
+                f"port {fixed} on 127.0.0.1 is already in use: choose another S3 port, or 0 for a free one"
             )
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(fixed, timeout)
+            except _PortTaken:
+                if attempt == attempts:
+                    raise RuntimeError(
+                        f"SeaweedFS could not bind its ports in {attempts} attempts; see {self.workdir / 'weed.log'}"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    def _start_once(self, fixed: int, timeout: float) -> LocalS3:
+        ports = free_ports(len(PORT_FLAGS) + 1)
+        s3_port = ports.pop()
+        self.port = fixed or s3_port
         self.workdir.mkdir(parents=True, exist_ok=True)
         data = self.workdir / "data"
         data.mkdir(exist_ok=True)
@@ -91,7 +143,8 @@ class LocalS3:
             )
         )
         os.chmod(config, 0o600)
-        log = (self.workdir / "weed.log").open("wb")
+        log_path = self.workdir / "weed.log"
+        log = log_path.open("wb")
         self.proc = subprocess.Popen(
             [
                 weed_binary(),
@@ -100,10 +153,10 @@ class LocalS3:
                 "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1",
                 f"-s3.port={self.port}",
+                *(f"-{flag}={port}" for flag, port in zip(PORT_FLAGS, ports, strict=True)),
+                *DISABLED,
                 f"-s3.config={config}",
                 "-master.telemetry=false",
-                "-webdav=false",
-                "-admin.ui=false",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -112,7 +165,11 @@ class LocalS3:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"SeaweedFS exited with {self.proc.returncode}; see {self.workdir / 'weed.log'}")
+                code = self.proc.returncode
+                self.proc = None
+                if "address already in use" in log_path.read_text(errors="replace"):
+                    raise _PortTaken
+                raise RuntimeError(f"SeaweedFS exited with {code}; see {log_path}")
             if _port_open("127.0.0.1", self.port) and self._ready():
                 return self
             time.sleep(0.2)

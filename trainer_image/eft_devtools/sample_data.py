@@ -1,6 +1,6 @@
 """Build the demo corpus from the Python documentation that Debian ships (``python3.11-doc``, PSF licence).
 
-    python -m eft_trainer.sample_data --out .data
+    python -m eft_devtools.sample_data --out .data
 
 writes ``.data/python-docs/pairs.jsonl`` with columns ``question`` and ``answer``: FAQ questions paired with
 their answers, and library-reference section titles ("json: Basic Usage") paired with the section's text.
