@@ -169,8 +169,9 @@ def test_max_requests_caps_the_cost(standin: StandIn) -> None:
 
 @pytest.mark.slow
 def test_concurrency_8_takes_about_an_eighth_of_the_serial_time(standin: StandIn) -> None:
-    """Each answer takes 0.25 s; the client's own work (~10-15 ms a request on a busy 2-core machine) does
-    not overlap, so the ratio lands near 1/6 rather than the ideal 1/8."""
+    """Each answer takes 0.25 s, so the ideal is 1/8. The client's own work (10-50 ms a request, more the
+    busier the machine) does not overlap: 1/7.0 measured at load 9 on 2 cores, 1/4.1 at load 12. The bound
+    is 1/4; that 8 requests really were in flight at once is checked exactly."""
     standin.delay = 0.25
     t0 = time.perf_counter()
     LLMGenerator(spec(standin, maxConcurrency=1), seed=1).generate(chunks(100), 1)
@@ -182,7 +183,7 @@ def test_concurrency_8_takes_about_an_eighth_of_the_serial_time(standin: StandIn
     parallel = time.perf_counter() - t0
     assert len(pairs) == 100 and standin.max_in_flight == 8
     print(f"100 chunks: serial {serial:.2f} s, maxConcurrency 8 {parallel:.2f} s, ratio {serial / parallel:.1f}")
-    assert serial >= 100 * 0.25 and parallel < serial / 5, (serial, parallel)
+    assert serial >= 100 * 0.25 and parallel < serial / 4, (serial, parallel)
 
 
 def test_parse_questions() -> None:

@@ -19,7 +19,8 @@ from eft_devtools.local_s3 import LocalS3
 from eft_trainer import generate
 from eft_trainer.publish import sha256_file
 
-pytestmark = pytest.mark.slow
+# Two training runs share a module fixture: on a busy 2-core machine they take 8-12 minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 MODULES = ["json", "csv", "os.path", "pathlib", "re", "shutil", "glob", "tempfile", "textwrap", "string", "datetime"]
 PDF_PAGES = [
