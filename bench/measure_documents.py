@@ -31,6 +31,7 @@ def main() -> int:
     parser.add_argument("--max-chunks", type=int, default=2500)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max-distractors", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "documents_measure.json")
     args = parser.parse_args()
     sources = args.root / "_sources"
@@ -60,7 +61,7 @@ def main() -> int:
             "model": {"base": "sentence-transformers/all-MiniLM-L6-v2", "maxSeqLength": args.size},
             "data": {
                 "train": {"uri": "s3://pydocs/library/", "format": "documents"},
-                "eval": {"uri": "s3://pydocs/faq/pairs.jsonl", "maxDistractors": 2000},
+                "eval": {"uri": "s3://pydocs/faq/pairs.jsonl", "maxDistractors": args.max_distractors},
                 "generate": {
                     "chunking": {"size": args.size, "overlap": 16},
                     "maxChunks": args.max_chunks,
