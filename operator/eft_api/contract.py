@@ -23,6 +23,10 @@ from eft_api.spec import EmbeddingFinetuneSpec, dump_spec
 
 RUN_CONFIG_KEY = "run-config.json"
 RUN_CONFIG_ENV = "EFT_RUN_CONFIG"
+#: The llm generator's API key (from spec.data.generate.generator.llm.apiKeySecret, by secretKeyRef).
+LLM_API_KEY_ENV = "EFT_LLM_API_KEY"
+#: The llm generator's prompt (from spec.data.generate.generator.llm.promptConfigMap, by configMapKeyRef).
+LLM_PROMPT_ENV = "EFT_LLM_PROMPT"
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
 
@@ -78,6 +82,8 @@ class Reason(StrEnum):
     S3_NOT_FOUND = "S3NotFound"
     OOM = "OOMKilled"
     PROMOTION_REJECTED = "PromotionRejected"
+    GENERATION_FAILED = "GenerationFailed"
+    GENERATOR_MISCONFIGURED = "GeneratorMisconfigured"
     CRASHED = "TrainerCrashed"
 
 
@@ -93,6 +99,8 @@ EXIT_CODE_OF_REASON: dict[Reason, ExitCode] = {
     Reason.S3_UNAVAILABLE: ExitCode.RETRYABLE,
     Reason.OOM: ExitCode.OUT_OF_MEMORY,
     Reason.PROMOTION_REJECTED: ExitCode.PROMOTION_REJECTED,
+    Reason.GENERATION_FAILED: ExitCode.RETRYABLE,
+    Reason.GENERATOR_MISCONFIGURED: ExitCode.BAD_INPUT,
     Reason.CRASHED: ExitCode.CRASHED,
 }
 
@@ -211,6 +219,18 @@ class Artifacts(_Model):
     manifest: str | None = None
 
 
+class GenerationSummary(_Model):
+    """Headline counts of pairs generated from documents (format documents)."""
+
+    dataset: str
+    reused: bool
+    documents: int
+    chunks: int
+    pairs: int
+    dropped: int
+    requests: int = 0
+
+
 class TerminationMessage(_Model):
     """Seam 4: the short JSON summary the trainer leaves in its container's termination message."""
 
@@ -220,6 +240,7 @@ class TerminationMessage(_Model):
     run_id: str | None = None
     headline: Headline | None = None
     artifacts: Artifacts | None = None
+    generation: GenerationSummary | None = None
 
     def to_json(self) -> str:
         """Serialise within :data:`TERMINATION_MESSAGE_LIMIT` bytes, shortening the message if need be."""

@@ -80,6 +80,7 @@ class DataFormat(StrEnum):
     SCORED_PAIRS = "scored-pairs"
     LABELED_TEXTS = "labeled-texts"
     BEIR = "beir"
+    DOCUMENTS = "documents"
 
 
 class Loss(StrEnum):
@@ -118,6 +119,11 @@ LOSSES_BY_FORMAT: dict[DataFormat, tuple[Loss, ...]] = {
         Loss.CACHED_MULTIPLE_NEGATIVES_RANKING,
         Loss.MULTIPLE_NEGATIVES_SYMMETRIC_RANKING,
     ),
+    DataFormat.DOCUMENTS: (
+        Loss.MULTIPLE_NEGATIVES_RANKING,
+        Loss.CACHED_MULTIPLE_NEGATIVES_RANKING,
+        Loss.MULTIPLE_NEGATIVES_SYMMETRIC_RANKING,
+    ),
 }
 
 #: Losses that use the other examples of a batch as negatives (they want the no-duplicates sampler).
@@ -130,7 +136,7 @@ IN_BATCH_NEGATIVE_LOSSES = frozenset(
 )
 
 #: Formats whose anchors can get mined hard negatives.
-MINABLE_FORMATS = frozenset({DataFormat.PAIRS, DataFormat.TRIPLETS, DataFormat.BEIR})
+MINABLE_FORMATS = frozenset({DataFormat.PAIRS, DataFormat.TRIPLETS, DataFormat.BEIR, DataFormat.DOCUMENTS})
 
 
 class _Model(BaseModel):
@@ -169,17 +175,122 @@ class Columns(_Model):
     label: Annotated[str, StringConstraints(min_length=1)] = "label"
 
 
+class DocumentType(StrEnum):
+    """How a document file is read (``None`` on the spec: by its extension)."""
+
+    PDF = "pdf"
+    HTML = "html"
+    MARKDOWN = "markdown"
+    RESTRUCTURED_TEXT = "restructuredtext"
+    TEXT = "text"
+    JSONL = "jsonl"
+
+
+# ---- spec.data.generate: pairs made from documents (format documents only)
+
+HTTP_URL = r"^https?://[^\s/]+(/[^\s]*)?$"
+CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
+
+
+class Chunking(_Model):
+    size: Annotated[int, Field(strict=True, ge=16, le=8192), Integral] = 256
+    overlap: Annotated[int, Field(strict=True, ge=0, le=4096), Integral] = 32
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Chunking:
+        if self.overlap >= self.size:
+            raise SpecRuleError(("overlap",), "data.generate.chunking.overlap must be below chunking.size")
+        return self
+
+
+class InverseCloze(_Model):
+    remove_query: StrictBool = True
+
+
+class Titles(_Model):
+    with_document_title: StrictBool = True
+
+
+class KeyRef(_Model):
+    """A key of a Secret or ConfigMap in the resource's own namespace."""
+
+    name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN, max_length=253)]
+    key: Annotated[str, StringConstraints(pattern=CONFIG_KEY, max_length=253)] = "apiKey"
+
+
+class PromptRef(KeyRef):
+    key: Annotated[str, StringConstraints(pattern=CONFIG_KEY, max_length=253)] = "prompt"
+
+
+class LLMGenerator(_Model):
+    endpoint: Annotated[str, StringConstraints(pattern=HTTP_URL, max_length=512)]
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    api_key_secret: KeyRef | None = None
+    prompt_config_map: PromptRef | None = None
+    temperature: Annotated[float, Field(strict=True, ge=0, le=2)] = 0.7
+    max_concurrency: Annotated[int, Field(strict=True, ge=1, le=256), Integral] = 8
+    timeout_seconds: Annotated[int, Field(strict=True, ge=1, le=3600), Integral] = 60
+    max_requests: Annotated[int, Field(strict=True, ge=1, le=10_000_000), Integral] = 10000
+    max_retries: Annotated[int, Field(strict=True, ge=0, le=20), Integral] = 4
+    max_failure_rate: Annotated[float, Field(strict=True, ge=0, le=1)] = 0.1
+
+
+class Seq2SeqGenerator(_Model):
+    model: Annotated[str, StringConstraints(pattern=MODEL_PATTERN, min_length=1, max_length=512)]
+    max_query_tokens: Annotated[int, Field(strict=True, ge=8, le=512), Integral] = 64
+    batch_size: Annotated[int, Field(strict=True, ge=1, le=1024), Integral] = 16
+    top_p: Annotated[float, Field(strict=True, gt=0, le=1)] = 0.95
+
+
+class Generator(_Model):
+    inverse_cloze: InverseCloze | None = None
+    titles: Titles | None = None
+    llm: LLMGenerator | None = None
+    seq2seq: Seq2SeqGenerator | None = Field(default=None, alias="seq2seq")
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Generator:
+        if all(g is None for g in (self.inverse_cloze, self.titles, self.llm, self.seq2seq)):
+            raise SpecRuleError((), "data.generate.generator must set inverseCloze, titles, llm or seq2seq")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        """The generators set, in a fixed order: inverseCloze, titles, llm, seq2seq."""
+        fields = (("inverseCloze", self.inverse_cloze), ("titles", self.titles), ("llm", self.llm))
+        return [n for n, v in (*fields, ("seq2seq", self.seq2seq)) if v is not None]
+
+
+class GenerateFilter(_Model):
+    min_query_chars: Annotated[int, Field(strict=True, ge=0, le=1000), Integral] = 8
+    near_duplicate_threshold: Annotated[float, Field(strict=True, ge=0.5, le=1)] = 0.9
+
+
+class GenerateSpec(_Model):
+    chunking: Chunking = Field(default_factory=Chunking)
+    queries_per_chunk: Annotated[int, Field(strict=True, ge=1, le=16), Integral] = 1
+    max_chunks: Annotated[int, Field(strict=True, ge=1, le=10_000_000), Integral] = 10000
+    seed: Annotated[int, Field(strict=True, ge=0, le=4294967295), Integral] = 42
+    generator: Generator
+    filter: GenerateFilter = Field(default_factory=GenerateFilter)
+
+
 class TrainData(_Model):
     uri: S3Uri
     format: DataFormat
     file_type: Literal["jsonl", "csv", "parquet"] = "jsonl"
     columns: Columns = Field(default_factory=Columns)
+    document_type: DocumentType | None = None
 
     @model_validator(mode="after")
     def _beir_is_a_prefix(self) -> TrainData:
         if self.format is DataFormat.BEIR and not self.uri.endswith("/"):
             raise SpecRuleError(
                 ("uri",), "must be a prefix ending in / for format beir (it holds corpus, queries and qrels/)"
+            )
+        if self.document_type is not None and self.format is not DataFormat.DOCUMENTS:
+            raise SpecRuleError(
+                ("documentType",), "data.train.documentType applies to data.train.format documents only"
             )
         return self
 
@@ -194,6 +305,15 @@ class EvalData(_Model):
 class DataSpec(_Model):
     train: TrainData
     eval: EvalData = Field(default_factory=EvalData)
+    generate: GenerateSpec | None = None
+
+    @model_validator(mode="after")
+    def _generate_iff_documents(self) -> DataSpec:
+        if (self.generate is not None) != (self.train.format is DataFormat.DOCUMENTS):
+            raise SpecRuleError(
+                ("generate",), "data.generate is required with data.train.format documents and allowed only there"
+            )
+        return self
 
 
 class HardNegatives(_Model):
@@ -421,13 +541,19 @@ class EmbeddingFinetuneSpec(_Model):
         if self.training.hard_negatives.enabled and fmt not in MINABLE_FORMATS:
             raise SpecRuleError(
                 ("training", "hardNegatives", "enabled"),
-                "hard negatives can only be mined for data.train.format pairs, triplets or beir",
+                "hard negatives can only be mined for data.train.format pairs, triplets, beir or documents",
             )
         ev = self.evaluation
         if ev.primary_k not in ev.k_values:
             raise SpecRuleError(
                 ("evaluation", "primaryMetric"),
                 f"{ev.primary_metric} uses k={ev.primary_k}, which is not in evaluation.kValues {ev.k_values}",
+            )
+        gen = self.data.generate
+        if gen is not None and self.model.max_seq_length and gen.chunking.size > self.model.max_seq_length:
+            raise SpecRuleError(
+                ("data", "generate", "chunking", "size"),
+                "data.generate.chunking.size must not exceed model.maxSeqLength (a chunk must fit the model)",
             )
         dims = self.training.matryoshka_dims
         if ev.gate is not None and ev.gate.dimension is not None and dims and ev.gate.dimension not in dims:

@@ -132,6 +132,13 @@ def _env(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
             if key == "AWS_SESSION_TOKEN":
                 ref["optional"] = True
             env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    llm = spec.data.generate.generator.llm if spec.data.generate else None
+    if llm is not None and llm.api_key_secret is not None:  # by reference: the operator never reads the key
+        key_ref = {"name": llm.api_key_secret.name, "key": llm.api_key_secret.key}
+        env.append({"name": contract.LLM_API_KEY_ENV, "valueFrom": {"secretKeyRef": key_ref}})
+    if llm is not None and llm.prompt_config_map is not None:
+        cm_ref = {"name": llm.prompt_config_map.name, "key": llm.prompt_config_map.key}
+        env.append({"name": contract.LLM_PROMPT_ENV, "valueFrom": {"configMapKeyRef": cm_ref}})
     return env
 
 

@@ -316,6 +316,8 @@ def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | N
         )
     if term is not None and term.artifacts is not None:
         entry["artifacts"] = term.artifacts.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if term is not None and term.generation is not None:  # format documents: the pairs it trained on
+        entry["generatedData"] = term.generation.model_dump(mode="json", by_alias=True)
     return entry
 
 

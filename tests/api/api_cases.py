@@ -131,7 +131,70 @@ def _rule_cases() -> list[Case]:
             "spec.data.train.uri",
         ),
     ]
+    return cases + _documents_cases()
+
+
+OFFLINE = {"inverseCloze": {}, "titles": {}}
+LLM = {"endpoint": "http://vllm.llm.svc:8000/v1", "model": "qwen2.5-7b-instruct"}
+
+
+def documents(generate: dict[str, Any] | None = None, **spec_changes: Any) -> dict[str, Any]:
+    """A valid resource of format documents (offline generators) with changes."""
+    gen = {"generator": OFFLINE} if generate is None else generate
+    return resource(
+        data__train__format="documents", data__train__uri="s3://bucket/docs/", data__generate=gen, **spec_changes
+    )
+
+
+def _documents_cases() -> list[Case]:
+    """spec.data.generate and format documents: what depends on what."""
+    d, g = documents, "spec.data.generate"
+    llm_full = {
+        **LLM,
+        "apiKeySecret": {"name": "llm-key", "key": "token"},
+        "promptConfigMap": {"name": "prompts"},
+        "temperature": 0,
+        "maxConcurrency": 32,
+    }
+    cases: list[Case] = [
+        (f"loss-documents-{loss}", d(training__loss=loss), None if loss in FITTING["pairs"] else "spec.training.loss")
+        for loss in ALL_LOSSES
+    ]
+    cases += [
+        ("docs-offline", d(), None),
+        ("docs-titles-only", d({"generator": {"titles": {"withDocumentTitle": False}}}), None),
+        ("docs-llm", d({"generator": {"llm": llm_full}, "queriesPerChunk": 3, "maxChunks": 500}), None),
+        ("docs-seq2seq", d({"generator": {"seq2seq": {"model": "doc2query/msmarco-t5-base-v1"}}}), None),
+        ("docs-eval-uri", d(data__eval={"uri": "s3://bucket/faq/pairs.jsonl"}), None),
+        ("docs-mining", d(training__hardNegatives={"enabled": True}), None),
+        ("docs-document-type", d(data__train__documentType="pdf"), None),
+        ("docs-document-type-pairs", r_pairs_with(documentType="html"), "spec.data.train.documentType"),
+        ("docs-no-generate", resource(data__train__format="documents"), g),
+        ("pairs-with-generate", resource(data__generate={"generator": OFFLINE}), g),
+        ("docs-empty-generator", d({"generator": {}}), f"{g}.generator"),
+        ("docs-no-generator", d({}), f"{g}.generator"),
+        ("docs-overlap-equals-size", d({"generator": OFFLINE, "chunking": {"size": 64, "overlap": 64}}),
+         f"{g}.chunking.overlap"),
+        ("docs-default-overlap-over-size", d({"generator": OFFLINE, "chunking": {"size": 16}}), f"{g}.chunking.overlap"),
+        ("docs-chunk-fits-model", d({"generator": OFFLINE, "chunking": {"size": 128}}, model__maxSeqLength=128), None),
+        ("docs-chunk-over-model", d({"generator": OFFLINE, "chunking": {"size": 256}}, model__maxSeqLength=128),
+         f"{g}.chunking.size"),
+        ("docs-llm-no-model", d({"generator": {"llm": {"endpoint": LLM["endpoint"]}}}), f"{g}.generator.llm.model"),
+        ("docs-llm-bad-endpoint", d({"generator": {"llm": {**LLM, "endpoint": "vllm:8000"}}}),
+         f"{g}.generator.llm.endpoint"),
+        ("docs-llm-secret-other-namespace", d({"generator": {"llm": {**LLM, "apiKeySecret": {"name": "ns/key"}}}}),
+         f"{g}.generator.llm.apiKeySecret.name"),
+        ("docs-llm-secret-namespace-field",
+         d({"generator": {"llm": {**LLM, "apiKeySecret": {"name": "k", "namespace": "other"}}}}),
+         f"{g}.generator.llm.apiKeySecret.namespace"),
+    ]  # fmt: skip
     return cases
+
+
+def r_pairs_with(**train: Any) -> dict[str, Any]:
+    doc = resource()
+    doc["spec"]["data"]["train"].update(train)
+    return doc
 
 
 # Parents that need required fields before a child can be set (keyed by the schema path).
@@ -140,6 +203,11 @@ SEEDS: dict[str, Any] = {
     "spec.evaluation.guards[]": {"name": "faq", "uri": "s3://bucket/faq.jsonl"},
     "spec.storage.credentialsSecret": {"name": "s3"},
     "spec.scheduling.tolerations[]": {"key": "gpu", "operator": "Exists"},
+    "spec.data.generate": {"generator": {"titles": {}}},
+    "spec.data.generate.generator.llm": {"endpoint": "http://llm:8000/v1", "model": "m"},
+    "spec.data.generate.generator.llm.apiKeySecret": {"name": "llm-key"},
+    "spec.data.generate.generator.llm.promptConfigMap": {"name": "prompts"},
+    "spec.data.generate.generator.seq2seq": {"model": "doc2query/t5"},
 }
 
 

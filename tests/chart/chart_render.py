@@ -27,7 +27,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
         "podMonitor": {"enabled": True},
         "grafanaDashboard": {"enabled": True, "namespace": "monitoring"},
-        "networkPolicy": {"enabled": True, "s3": {"cidrs": ["10.20.0.0/16", "192.168.7.10/32"], "port": 9000}},
+        "networkPolicy": {
+            "enabled": True,
+            "s3": {"cidrs": ["10.20.0.0/16", "192.168.7.10/32"], "port": 9000},
+            "llm": {"cidrs": ["10.30.0.5/32"], "port": 8000},
+        },
         "kueue": {"defaultQueueName": "gpu-queue"},
     },
     "digest": {

@@ -126,3 +126,23 @@ def test_settings_from_env() -> None:
     assert Settings.from_env({}).clusterwide and Settings.from_env({}).standalone
     with pytest.raises(SettingsError, match="EFT_HEALTH_PORT"):
         Settings.from_env({"EFT_HEALTH_PORT": "http"})
+
+
+def test_llm_api_key_and_prompt_reach_the_job_by_reference_only() -> None:
+    """The Job names the llm Secret and ConfigMap (secretKeyRef, configMapKeyRef); no key enters the run config."""
+    doc = yaml.safe_load((REPO / "examples" / "documents-llm.yaml").read_text())
+    doc["spec"]["data"]["generate"]["generator"]["llm"]["promptConfigMap"] = {"name": "prompts"}
+    meta, spec = parse_resource(doc)
+    owner = Owner.of("team", meta.resolved_name, "11111111-2222-3333-4444-555555555555", 1, spec)
+    docs = list(render_children(owner, spec, SETTINGS))
+    job = next(d for d in docs if d["kind"] == "Job")
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    key = env[contract.LLM_API_KEY_ENV]["valueFrom"]["secretKeyRef"]
+    assert key == {"name": "vllm-api-key", "key": "apiKey"}
+    assert env[contract.LLM_PROMPT_ENV]["valueFrom"]["configMapKeyRef"] == {"name": "prompts", "key": "prompt"}
+    assert "value" not in env[contract.LLM_API_KEY_ENV]  # a reference only: the operator never holds the key
+    offline = _render(REPO / "examples" / "documents-offline.yaml")
+    names = [
+        e["name"] for d in offline if d["kind"] == "Job" for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
+    ]
+    assert contract.LLM_API_KEY_ENV not in names

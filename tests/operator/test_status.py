@@ -172,6 +172,7 @@ def test_transitions_conditions_history_and_events() -> None:
         s3, generation=1, run=s3["currentRun"], observation=Observation("Succeeded", "Succeeded", "ok", term), now="T4"
     )
     assert [e.reason for e in e4] == ["RunSucceeded"] and s4["results"]["finetuned"] == 0.59
+    assert "generatedData" not in s4["runs"][0]  # pairs, not documents
     assert s4["runs"][0]["id"] == "g1-abc" and s4["runs"][0]["completionTime"] == "T4"
     ready = {c["type"]: c for c in s4["conditions"]}["Ready"]
     assert (ready["status"], ready["lastTransitionTime"]) == ("True", "T4")
@@ -246,3 +247,15 @@ def test_child_events_without_news_are_skipped(plural: str, event_type: str, bod
     from eft_operator.handlers import child_event_has_news
 
     assert child_event_has_news(plural, event_type, body) is news
+
+
+def test_generated_data_counts_reach_the_run_history() -> None:
+    s1, _ = compute_status(None, generation=1, run=RUN, observation=Observation("Running", "Running"), now="T1")
+    gen = {"dataset": "s3://b/o/ns/d/datasets/abc/", "reused": True, "documents": 13, "chunks": 400}
+    term = contract.TerminationMessage.model_validate(
+        {"outcome": "Succeeded", "reason": "Succeeded", "generation": {**gen, "pairs": 216, "dropped": 12}}
+    )
+    s2, _ = compute_status(
+        s1, generation=1, run=s1["currentRun"], observation=Observation("Succeeded", "Succeeded", "ok", term), now="T2"
+    )
+    assert s2["runs"][0]["generatedData"] == {**gen, "pairs": 216, "dropped": 12, "requests": 0}

@@ -168,6 +168,21 @@ def build(out: Path, limit: int = 2400, seed: int = 7) -> Path:
     return target
 
 
+def unpack_documents(out: Path) -> Path:
+    """The whole package under ``<out>/python3.11-doc`` (reST sources and HTML), for training from documents
+    and for the documents tests and benchmarks. Idempotent."""
+    target = out / PACKAGE
+    if (target / SOURCES / "library").is_dir():
+        return target
+    with tempfile.TemporaryDirectory(prefix="eft-pydoc-") as tmpdir:
+        fetch_sources(Path(tmpdir))
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(Path(tmpdir) / "root"), str(target))
+    print(f"sample data: unpacked {PACKAGE} into {target}")
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=".data", help="output folder (default .data)")
@@ -175,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         build(Path(args.out), limit=args.limit)
+        unpack_documents(Path(args.out))
     except SampleDataError as exc:
         print(f"sample data: {exc}", file=sys.stderr)
         return 1

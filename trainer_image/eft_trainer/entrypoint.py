@@ -159,6 +159,25 @@ class Prepared:
     stats: dict[str, Any]
 
 
+@dataclass
+class FromDocuments:
+    model: Any
+    source: str
+    generated: Any  # eft_trainer.generation.Generated
+    fetched: Fetched
+    prepared: Prepared
+
+
+def generate_pairs(cfg: RunConfig, storage: Storage | None, work: Path) -> FromDocuments:
+    """Format documents: the generate stage makes (or reuses) the pairs; the base model's tokenizer chunks."""
+    from eft_trainer.generation import generate_stage
+
+    model, source = load_model(cfg, storage, work)
+    g = generate_stage(cfg, storage, work, model.tokenizer, _fetch)
+    fetched = Fetched(work / "documents", [], files=[g.pairs_file, *g.eval_files])
+    return FromDocuments(model, source, g, fetched, Prepared(DataFormat.PAIRS, g.train, g.eval, None, g.stats))
+
+
 def load_and_check(cfg: RunConfig, fetched: Fetched) -> Prepared:
     """Read, map columns, check every row (file and line on failure), drop duplicates (counted)."""
     tr = cfg.spec.data.train
@@ -507,10 +526,11 @@ def run_job(
             return done
 
     t = phase("fetch")
-    fetched = fetch_data(cfg, storage, work)
+    gen = generate_pairs(cfg, storage, work) if spec.data.train.format is DataFormat.DOCUMENTS else None
+    fetched = gen.fetched if gen else fetch_data(cfg, storage, work)
     timings["fetch"] = time.perf_counter() - t
     t = phase("check")
-    prep = load_and_check(cfg, fetched)
+    prep = gen.prepared if gen else load_and_check(cfg, fetched)
     train, irset, stats = build_evaluation(cfg, prep)
     guard_sets = fetch_guards(cfg, storage, work, fetched)
     stats["files"] = fetched.files
@@ -518,7 +538,7 @@ def run_job(
     log.info("data: %s", {k: v for k, v in stats.items() if k != "files"})
 
     t = time.perf_counter()
-    model, source = load_model(cfg, storage, work)
+    model, source = (gen.model, gen.source) if gen else load_model(cfg, storage, work)
     timings["loadModel"] = time.perf_counter() - t
     from eft_trainer.lineage import lineage
 
@@ -595,6 +615,8 @@ def run_job(
         training={**_camel(asdict(stats_train)), "pairsPerSecond": stats_train.samples_per_second},
         hardware=hardware(),
     )
+    if gen:
+        report["generation"] = gen.generated.report_section()
     if guard_results:
         report["guards"] = guard_results
     h = report["headline"]
@@ -633,7 +655,13 @@ def run_job(
         outcome, reason = "Succeeded", Reason.SUCCEEDED
         message = figures
     return TerminationMessage(
-        outcome=outcome, reason=reason, message=message, run_id=cfg.run.run_id, headline=headline, artifacts=arts
+        outcome=outcome,
+        reason=reason,
+        message=message,
+        run_id=cfg.run.run_id,
+        headline=headline,
+        artifacts=arts,
+        generation=gen.generated.summary() if gen else None,
     )
 
 

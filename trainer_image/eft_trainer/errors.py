@@ -50,6 +50,18 @@ class OutOfMemory(TrainerError):
     reason = Reason.OOM
 
 
+class GenerationFailed(TrainerError):
+    """Too many chunks got no usable answer from the llm endpoint (it may pass: retryable)."""
+
+    reason = Reason.GENERATION_FAILED
+
+
+class GeneratorMisconfigured(TrainerError):
+    """The llm endpoint refused the key or does not serve the model: fix the spec."""
+
+    reason = Reason.GENERATOR_MISCONFIGURED
+
+
 class Interrupted(TrainerError):
     """SIGTERM arrived: a checkpoint was saved and mirrored; the retry resumes from it."""
 

@@ -90,6 +90,8 @@ def render_markdown(report: dict[str, Any], plot_name: str | None = "dimensions.
     if data.get("files"):
         lines += ["- files:"]
         lines += [f"  - `{f['uri']}` ({f['bytes']:,} bytes, sha256 `{f['sha256']}`)" for f in data["files"]]
+    if report.get("generation"):
+        lines += generation_markdown(report["generation"])
     lines += ["", "## Training", ""]
     lines += [f"- {k}: {value(v)}" for k, v in report["training"].items()]
     lines += ["", "## Timings (seconds)", ""]
@@ -177,3 +179,17 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def generation_markdown(gen: dict[str, Any]) -> list[str]:
+    """The report's section on pairs generated from documents: counts, drops by reason, sample pairs."""
+    reused = " (reused: no generator was called)" if gen.get("reused") else ""
+    lines = ["", "## Generated pairs", "", f"Dataset `{gen['dataset']}`{reused}.", ""]
+    for key in ("generators", "documentsListed", "documentsRead", "chunks", "chunksUsed", "pairsGenerated", "pairs"):
+        lines.append(f"- {key}: {gen.get(key)}")
+    lines.append("- dropped: " + ", ".join(f"{k} {v}" for k, v in gen.get("dropped", {}).items()))
+    lines += ["", "| query | positive (start) |", "|---|---|"]
+    for s in gen.get("samples", []):
+        q, p = (str(s[k]).replace("|", "\\|").replace("\n", " ") for k in ("query", "positive"))
+        lines.append(f"| {q[:160]} | {p[:200]} |")
+    return lines

@@ -197,6 +197,18 @@ class Storage:
 
         yield from self._call("LIST", uri.bucket, uri.key, page)
 
+    def list_objects_meta(self, uri: S3Uri) -> list[tuple[str, int, str]]:
+        """(key, size, ETag) of every object under the prefix, in key order (what a dataset's hash covers)."""
+
+        def page() -> list[tuple[str, int, str]]:
+            out = []
+            paginator = self.client.get_paginator("list_objects_v2")
+            for p in paginator.paginate(Bucket=uri.bucket, Prefix=uri.key):
+                out += [(o["Key"], int(o["Size"]), str(o.get("ETag", "")).strip('"')) for o in p.get("Contents", [])]
+            return sorted(out)
+
+        return self._call("LIST", uri.bucket, uri.key, page)
+
     def download(self, uri: S3Uri, dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         self._call(
