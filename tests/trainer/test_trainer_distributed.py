@@ -17,7 +17,7 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 from trainer_helpers import keys, make_cfg, stdlib_pairs, tiny_spec, upload_pairs
 
-from eft_api.contract import ExitCode, Reason, TerminationMessage
+from eft_api.contract import ExitCode, Reason, RunConfig, TerminationMessage
 from eft_api.spec import Loss, TrainingSpec
 from eft_devtools.local_s3 import LocalS3
 from eft_trainer import distributed as dist
@@ -141,6 +141,29 @@ def test_gathered_loss_equals_one_process_on_the_whole_batch(loss: Loss) -> None
 # ---------------------------------------------------------------- two processes under torchrun, published
 
 
+def _torchrun(
+    cfg: RunConfig, s3: LocalS3, pod: Path, worker: list[str], extra: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``eft-trainer torchrun --nproc_per_node=2`` as the Job's container runs it, in the work dir ``pod``."""
+    cfg = cfg.model_copy(update={"settings": cfg.settings.model_copy(update={"work_dir": str(pod)})})
+    pod.mkdir(parents=True)
+    run_config = pod / "run-config.json"
+    run_config.write_text(cfg.to_json())
+    term = pod / "termination-log"
+    env = {
+        **os.environ,
+        **s3.env(),
+        "EFT_RUN_CONFIG": str(run_config),
+        "EFT_TERMINATION_LOG": str(term),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("operator", "trainer_image", "tests/trainer")),
+        **(extra or {}),
+    }
+    cmd = [sys.executable, "-m", "eft_trainer", "torchrun", "--nproc_per_node=2", "--standalone", "--max_restarts=0"]
+    return subprocess.run([*cmd, *worker], env=env, capture_output=True, text=True, timeout=600), term
+
+
 @pytest.mark.slow
 def test_two_processes_under_torchrun_publish_one_run(
     s3_server: LocalS3, s3_bucket: str, tmp_path: Path, model_dir: Path
@@ -148,21 +171,7 @@ def test_two_processes_under_torchrun_publish_one_run(
     upload_pairs(s3_server, s3_bucket, stdlib_pairs(200))
     spec = tiny_spec(s3_bucket, s3_server.endpoint, checkpointSteps=10)
     cfg = make_cfg(spec, tmp_path / "pod", model_dir, name="ddp")
-    run_config = tmp_path / "run-config.json"
-    run_config.write_text(cfg.to_json())
-    term = tmp_path / "termination-log"
-    env = {
-        **os.environ,
-        **s3_server.env(),
-        "EFT_RUN_CONFIG": str(run_config),
-        "EFT_TERMINATION_LOG": str(term),
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("operator", "trainer_image")),
-    }
-    cmd = [sys.executable, "-m", "eft_trainer", "torchrun", "--nproc_per_node=2", "--standalone"]
-    cmd += ["--max_restarts=0", "--module", "eft_trainer"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc, term = _torchrun(cfg, s3_server, tmp_path / "pod", ["--module", "eft_trainer"])
     assert proc.returncode == 0, proc.stderr[-4000:]
     msg = TerminationMessage.parse(term.read_text())
     assert msg is not None and msg.outcome == "Succeeded" and msg.headline is not None, term.read_text()
@@ -180,3 +189,30 @@ def test_two_processes_under_torchrun_publish_one_run(
     # Each step trains a full batch on each rank: twice the rows of one process per step.
     assert rep["training"]["samples"] == rep["training"]["steps"] * 8 * 2
     assert prefix + "checkpoints/latest.json" in published  # rank 0 mirrored the checkpoints (once each)
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_run_fails_the_attempt_and_the_retry_resumes(
+    s3_server: LocalS3, s3_bucket: str, tmp_path: Path, model_dir: Path
+) -> None:
+    """Rank 1 is SIGKILLed at step 12, after the checkpoint of step 10 was mirrored: the attempt fails
+    (torchrun stops rank 0; nothing is published), and a fresh pod resumes both ranks from step 10."""
+    upload_pairs(s3_server, s3_bucket, stdlib_pairs(300))
+    spec = tiny_spec(s3_bucket, s3_server.endpoint, checkpointSteps=10)
+    cfg = make_cfg(spec, tmp_path / "pod1", model_dir, name="killed")
+    worker = [str(ROOT / "tests" / "trainer" / "kill_rank.py")]
+    proc, _ = _torchrun(
+        cfg, s3_server, tmp_path / "pod1", worker, {"EFT_TEST_KILL_RANK": "1", "EFT_TEST_KILL_STEP": "12"}
+    )
+    assert proc.returncode not in (0, *[int(c) for c in (ExitCode.BAD_INPUT, ExitCode.PROMOTION_REJECTED)])
+    prefix = cfg.run.output_prefix.split("/", 3)[3]
+    assert prefix + "manifest.json" not in keys(s3_server, s3_bucket, prefix), "a failed attempt published"
+    marker = s3_server.client().get_object(Bucket=s3_bucket, Key=prefix + "checkpoints/latest.json")["Body"].read()
+    assert json.loads(marker) == {"checkpoint": "checkpoint-10"}
+
+    proc, _ = _torchrun(cfg, s3_server, tmp_path / "pod2", ["--module", "eft_trainer"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rep = json.loads(s3_server.client().get_object(Bucket=s3_bucket, Key=prefix + "report.json")["Body"].read())
+    assert rep["training"]["resumedFromStep"] == 10
+    assert rep["training"]["steps"] > 12
+    assert keys(s3_server, s3_bucket, prefix).count(prefix + "manifest.json") == 1

@@ -79,6 +79,10 @@ def init(world: World) -> None:
     timeout = timedelta(seconds=int(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT)))
     dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timeout)
     log.info("joined the process group as rank %d of %d (local rank %d)", world.rank, world.size, world.local_rank)
+    index = os.environ.get("JOB_COMPLETION_INDEX")
+    if world.main and index not in (None, "0"):
+        # c10d orders nodes by host name, which puts rank 0 on the pod of index 0; say so if it did not.
+        log.warning("rank 0 runs on the pod of index %s, not 0: the termination message is on that pod", index)
 
 
 def _ready() -> bool:
