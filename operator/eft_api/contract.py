@@ -116,6 +116,9 @@ def spec_digest(spec: EmbeddingFinetuneSpec) -> str:
     """
     doc = dump_spec(spec)
     doc.get("runPolicy", {}).pop("suspend", None)
+    # A field added later hashes only when set away from its default, so existing specs keep their run ids.
+    if doc.get("resources", {}).get("nodes") == 1:
+        doc["resources"].pop("nodes")
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -130,10 +133,16 @@ def run_id(uid: str, generation: int, digest: str) -> str:
     return f"g{generation}-{_short_hash(f'{uid}/{digest}')}"
 
 
-def child_name(name: str, rid: str) -> str:
-    """Name of a run's Job and ConfigMap: at most 63 characters (it becomes a label value), deterministic."""
+def child_name(name: str, rid: str, indexes: int = 1) -> str:
+    """Name of a run's Job and ConfigMap: at most 63 characters (it becomes a label value), deterministic.
+
+    A Job of ``indexes`` > 1 pods (an Indexed Job) names its pods' hostnames ``<job>-<index>``, DNS labels of
+    at most 63 characters without dots too: the name leaves room for the largest index, dots become dashes."""
     suffix = f"-{rid}"
-    head = name[: 63 - len(suffix)].rstrip("-.")
+    room = len(f"-{indexes - 1}") if indexes > 1 else 0
+    head = name[: 63 - len(suffix) - room].rstrip("-.")
+    if indexes > 1:
+        head = head.replace(".", "-")
     return f"{head}{suffix}"
 
 

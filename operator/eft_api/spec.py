@@ -458,6 +458,7 @@ def _quantity(example: str) -> Any:
 
 class ResourcesSpec(_Model):
     gpus: Annotated[int, Field(strict=True, ge=0, le=16), Integral] = 1
+    nodes: Annotated[int, Field(strict=True, ge=1, le=64), Integral] = 1
     gpu_resource_name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$", max_length=253)] = (
         "nvidia.com/gpu"
     )

@@ -54,7 +54,7 @@ def render_file(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     from eft_api.spec import KIND, InvalidSpec, parse_resource
     from eft_operator.config import Settings, SettingsError
-    from eft_operator.render import Owner, render_children
+    from eft_operator.render import Owner, render_all
 
     label = "<stdin>" if args.file == "-" else args.file
     try:
@@ -98,7 +98,7 @@ def render_file(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             meta.generation or args.generation or 1,
             spec,
         )
-        rendered.extend(render_children(owner, spec, settings))
+        rendered.extend(render_all(owner, spec, settings))
     if failed:
         return 1
     if not rendered:

@@ -72,6 +72,7 @@ def _url(kind: str, namespace: str, name: str | None = None, subresource: str | 
         "EmbeddingFinetune": f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{namespace}/{PLURAL}",
         "Job": f"/apis/batch/v1/namespaces/{namespace}/jobs",
         "ConfigMap": f"/api/v1/namespaces/{namespace}/configmaps",
+        "Service": f"/api/v1/namespaces/{namespace}/services",
         "Pod": f"/api/v1/namespaces/{namespace}/pods",
         "Event": f"/api/v1/namespaces/{namespace}/events",
     }[kind]

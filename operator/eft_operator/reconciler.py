@@ -43,7 +43,7 @@ from eft_api.spec import EmbeddingFinetuneSpec, InvalidSpec, parse_spec
 from eft_operator import children
 from eft_operator.config import Settings
 from eft_operator.metrics import Metrics
-from eft_operator.render import Owner, queue_name, render_children, spec_hash
+from eft_operator.render import Owner, queue_name, render_children, render_service, spec_hash
 from eft_operator.status import (
     CHILD_CONFLICT,
     IMAGE_NOT_ALLOWED,
@@ -300,6 +300,9 @@ class Reconciler:
             configmap, job_body = render_children(owner, spec, self.settings)
             try:
                 await client.ensure(configmap, uid)
+                service = render_service(owner, spec)  # the rendezvous of a multi-node run
+                if service is not None:
+                    await client.ensure(service, uid)
                 job, created = await client.ensure(job_body, uid)
             except children.OwnedByAnother as exc:
                 problem = Problem(CHILD_CONFLICT, str(exc))

@@ -11,6 +11,7 @@ the "restricted" Pod Security Standard with a read-only root filesystem and no s
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ SPEC_HASH_ANNOTATION = "finetune.eft.dev/spec-hash"
 #: termination message with them, stay until the run's outcome is in status, even if the TTL controller
 #: or a person deletes them while the operator is down. The operator removes it once the outcome is recorded.
 OUTCOME_FINALIZER = "finetune.eft.dev/record-outcome"
+#: Port of torchrun's c10d rendezvous store on the pod of index 0 of a multi-node run.
+RENDEZVOUS_PORT = 29400
 #: Keys the credentials Secret holds (the same names as the environment variables boto3 reads).
 SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
@@ -44,10 +47,19 @@ class Owner:
     generation: int
     #: :func:`spec_hash` of the spec the run trains (part of the run id).
     digest: str
+    #: Pods of the run (``spec.resources.nodes``): an Indexed Job's name leaves room for its pods' hostnames.
+    nodes: int = 1
 
     @classmethod
     def of(cls, namespace: str, name: str, uid: str, generation: int, spec: EmbeddingFinetuneSpec) -> Owner:
-        return cls(namespace=namespace, name=name, uid=uid, generation=generation, digest=spec_hash(spec))
+        return cls(
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            generation=generation,
+            digest=spec_hash(spec),
+            nodes=spec.resources.nodes,
+        )
 
     @property
     def run_id(self) -> str:
@@ -55,7 +67,7 @@ class Owner:
 
     @property
     def child_name(self) -> str:
-        return contract.child_name(self.name, self.run_id)
+        return contract.child_name(self.name, self.run_id, self.nodes)
 
 
 #: A hash of what defines a run (the spec less ``runPolicy.suspend``), from the contract.
@@ -176,9 +188,16 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
         "name": contract.TRAINER_CONTAINER,
         "image": spec.image or settings.trainer_image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["eft-trainer"],
+        "command": trainer_command(owner, spec),
         "env": _env(spec),
-        "ports": [{"name": "metrics", "containerPort": settings.trainer_metrics_port, "protocol": "TCP"}],
+        "ports": [
+            {"name": "metrics", "containerPort": settings.trainer_metrics_port, "protocol": "TCP"},
+            *(
+                [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
+                if multi_node(spec)
+                else []
+            ),
+        ],
         "resources": _resources(spec),
         "securityContext": restricted,
         "terminationMessagePath": contract.TERMINATION_LOG,
@@ -224,13 +243,22 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
     meta = _metadata(owner, job_labels)
     meta["annotations"] = {SPEC_HASH_ANNOTATION: spec_hash(spec)}
     meta["finalizers"] = [OUTCOME_FINALIZER]
+    nodes = spec.resources.nodes
+    gang: dict[str, Any] = {}
+    if nodes > 1:
+        pod_spec["subdomain"] = service_name(owner)
+        # One pod per node, all at once; Kueue admits a Job's pods together (all or nothing).
+        gang = {"completionMode": "Indexed", "completions": nodes, "parallelism": nodes}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": meta,
         "spec": {
             "suspend": bool(policy.suspend or queue),
-            "backoffLimit": policy.backoff_limit,
+            **gang,
+            # A failed rank fails every pod of the attempt (torchrun stops the group): the pod failures of one
+            # attempt are counted as one retry.
+            "backoffLimit": (policy.backoff_limit + 1) * nodes - 1,
             "activeDeadlineSeconds": policy.active_deadline_seconds,
             "ttlSecondsAfterFinished": policy.ttl_seconds_after_finished,
             "podReplacementPolicy": "Failed",
@@ -250,6 +278,80 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
             "template": {"metadata": {"labels": labels, "finalizers": [OUTCOME_FINALIZER]}, "spec": pod_spec},
         },
     }
+
+
+def multi_node(spec: EmbeddingFinetuneSpec) -> bool:
+    return spec.resources.nodes > 1
+
+
+def processes_per_node(spec: EmbeddingFinetuneSpec) -> int:
+    """One process per GPU; one on CPU."""
+    return max(1, spec.resources.gpus)
+
+
+def service_name(owner: Owner) -> str:
+    """The headless Service of a multi-node run (the pods' subdomain): the child name as a DNS-1035 label."""
+    name = re.sub(r"[^a-z0-9-]", "-", owner.child_name)
+    if not name[:1].isalpha():
+        name = "r" + name
+    return name[:63].rstrip("-")
+
+
+def rendezvous_host(owner: Owner) -> str:
+    """The DNS name of the pod of index 0: its hostname (``<job name>-0``, set by the Job controller for
+    Indexed Jobs) under the run's headless Service."""
+    return f"{owner.child_name}-0.{service_name(owner)}.{owner.namespace}.svc"
+
+
+def trainer_command(owner: Owner, spec: EmbeddingFinetuneSpec) -> list[str]:
+    """The container's command: the trainer itself for one process, else the trainer under torchrun.
+
+    ``eft-trainer torchrun ...`` runs torchrun and exits with the trainer's own exit code (torchrun exits 1
+    on any failure, which would hide bad input from the podFailurePolicy): ``eft_trainer.launch``. Retries
+    are the Job's (``--max_restarts=0``); a pod resumes from the last mirrored checkpoint.
+    """
+    procs, nodes = processes_per_node(spec), spec.resources.nodes
+    if procs == 1 and nodes == 1:
+        return ["eft-trainer"]
+    cmd = ["eft-trainer", "torchrun", f"--nproc_per_node={procs}", "--max_restarts=0"]
+    if nodes == 1:
+        cmd.append("--standalone")
+    else:
+        cmd += [
+            f"--nnodes={nodes}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={rendezvous_host(owner)}:{RENDEZVOUS_PORT}",
+            f"--rdzv_id={owner.run_id}",
+        ]
+    return [*cmd, "--module", "eft_trainer"]
+
+
+def render_service(owner: Owner, spec: EmbeddingFinetuneSpec) -> dict[str, Any] | None:
+    """The headless Service through which the pods of a multi-node run find the pod of index 0 (None for one
+    pod). ``publishNotReadyAddresses``: the pods rendezvous before any readiness could be reported."""
+    if not multi_node(spec):
+        return None
+    meta = _metadata(owner, child_labels(owner))
+    meta["name"] = service_name(owner)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {APP_LABEL: APP_NAME, contract.LABEL_RUN: owner.run_id},
+            "ports": [
+                {"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT, "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def render_all(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> list[dict[str, Any]]:
+    """Every child of the run: the ConfigMap, the Service of a multi-node run, the Job (in creation order)."""
+    service = render_service(owner, spec)
+    return [render_configmap(owner, spec, settings), *([service] if service else []), render_job(owner, spec, settings)]
 
 
 def render_children(

@@ -301,6 +301,15 @@ def _cluster_cases() -> list[Case]:
     cases += [
         ("integral-float-batch", r(training__batchSize=32.0), None),
         ("integral-float-gpus", r(resources__gpus=0.0), None),
+        ("integral-float-nodes", r(resources__nodes=2.0), None),
+        ("multi-gpu", r(resources__gpus=8), None),
+        ("multi-node-cpu", r(resources__nodes=4), None),
+        ("multi-node-gpus", r(resources__gpus=8, resources__nodes=64), None),
+        ("multi-node-name-63", r(name="a" * 63, resources__nodes=64), None),  # the Job name leaves room for -63
+        ("multi-node-dotted-name", r(name="team.v2.run", resources__nodes=2), None),  # the Service is a DNS label
+        ("nodes-zero", r(resources__nodes=0), "spec.resources.nodes"),
+        ("nodes-too-many", r(resources__nodes=65), "spec.resources.nodes"),
+        ("nodes-fraction", r(resources__nodes=1.5), "spec.resources.nodes"),
         ("int-for-number-epochs", r(training__epochs=2), None),
         ("fraction-batch", r(training__batchSize=32.5), "spec.training.batchSize"),
         ("name-63", r(name="a" * 63), None),

@@ -4,7 +4,7 @@ Every case of ``api_cases.CASES`` (over a hundred: the files in ``invalid/``, ev
 every field of the schema, and what real clusters refused) goes to the server as a dry-run create with
 strict field validation, and to the offline ``eft validate`` check. Both must give the expected verdict
 and name the expected field. Every accepted case's children (ConfigMap and Job, as the operator renders
-them) must then be accepted by the same server: whatever the CRD admits can run.
+them, and the headless Service of a multi-node run) must then be accepted by the same server: whatever the CRD admits can run.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from eft_api.spec import InvalidSpec, dump_spec, parse_resource
 from eft_cli.server import server_problems
 from eft_cli.validate import check_document
 from eft_operator.config import Settings
-from eft_operator.render import Owner, render_children
+from eft_operator.render import Owner, render_all
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -106,7 +106,7 @@ def test_server_and_eft_validate_agree(
 def _children_are_accepted(dyn: Any, doc: dict[str, Any], namespace: str) -> None:
     meta, spec = parse_resource(doc)
     owner = Owner.of(namespace, meta.resolved_name, "5b7a7c54-5d6b-4a4e-9d8e-0123456789ab", 1, spec)
-    for child in render_children(owner, spec, Settings()):
+    for child in render_all(owner, spec, Settings()):
         apply(dyn, child, dry_run=True)
 
 

@@ -16,6 +16,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("finetune.eft.dev", "embeddingfinetunes/finalizers"): {"update"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"get", "create"},  # the headless Service of a multi-node run (owned: GC deletes it)
     ("", "pods"): {"get", "list", "watch", "patch"},
     ("", "events"): {"list", "create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},

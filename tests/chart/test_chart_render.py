@@ -228,14 +228,16 @@ def test_peering_is_configured_when_more_than_one_replica_runs() -> None:
     assert all("kopf.dev" not in r["apiGroups"] for r in one(docs, "ClusterRole")["rules"])
 
 
-def test_network_policy_allows_dns_s3_and_the_llm_endpoint_only() -> None:
+def test_network_policy_allows_dns_s3_the_llm_endpoint_and_other_trainers_only() -> None:
     docs = scenario_objects("integrations")
     (policy,) = by_kind(docs, "NetworkPolicy")
     assert policy["metadata"]["namespace"] == "ml"
     spec = policy["spec"]
     assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "eft-trainer"
     assert spec["policyTypes"] == ["Egress"]
-    dns, s3, llm = spec["egress"]
+    dns, s3, llm, peers = spec["egress"]
+    # The pods of a multi-node run reach each other (rendezvous and collectives), on any port, nothing else.
+    assert peers == {"to": [{"podSelector": {"matchLabels": spec["podSelector"]["matchLabels"]}}]}
     assert sorted((p["protocol"], p["port"]) for p in dns["ports"]) == [("TCP", 53), ("UDP", 53)]
     assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
     assert [t["ipBlock"]["cidr"] for t in s3["to"]] == ["10.20.0.0/16", "192.168.7.10/32"]

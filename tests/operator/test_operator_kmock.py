@@ -72,6 +72,17 @@ async def test_create_makes_configmap_and_job_with_owner(cluster: Cluster, opera
     await cluster.wait(lambda: "RunCreated" in cluster.event_reasons("demo"), what="RunCreated")
 
 
+async def test_multi_node_run_gets_its_headless_service_before_the_indexed_job(
+    cluster: Cluster, operator: Operator
+) -> None:
+    job = await _created(cluster, "wide", "uid-wide", resources={"gpus": 0, "cpu": "2", "memory": "6Gi", "nodes": 3})
+    assert (job["spec"]["completionMode"], job["spec"]["parallelism"]) == ("Indexed", 3)
+    subdomain = job["spec"]["template"]["spec"]["subdomain"]
+    (svc,) = [s for s in cluster.objects("services") if s["metadata"]["name"] == subdomain]
+    assert svc["spec"]["clusterIP"] == "None" and svc["metadata"]["ownerReferences"][0]["uid"] == "uid-wide"
+    assert not [s for s in cluster.objects("services") if "demo" in s["metadata"]["name"]]
+
+
 async def test_running_then_succeeded_records_history_results_and_events(cluster: Cluster, operator: Operator) -> None:
     job = await _created(cluster, "demo", "uid-1")
     jname, rid = job["metadata"]["name"], job["metadata"]["labels"][contract.LABEL_RUN]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trainer_helpers import env, keys, make_cfg, spec_dict, stdlib_pairs, upload_pairs
+from trainer_helpers import env, keys, make_cfg, stdlib_pairs, tiny_spec, upload_pairs
 from transformers import TrainerCallback
 
 from eft_cli.run import run_config
@@ -45,9 +45,7 @@ def test_sigterm_checkpoints_then_the_retry_resumes(
     s3_server: LocalS3, s3_bucket: str, tmp_path: Path, model_dir: Path
 ) -> None:
     upload_pairs(s3_server, s3_bucket, stdlib_pairs(130))
-    spec = spec_dict(s3_bucket, s3_server.endpoint, batchSize=8, checkpointSteps=100)
-    spec["model"]["maxSeqLength"] = 32
-    spec["training"]["matryoshkaDims"] = []
+    spec = tiny_spec(s3_bucket, s3_server.endpoint, checkpointSteps=100)
     cfg = make_cfg(spec, tmp_path / "pod1", model_dir, name="sigterm")
     before = signal.getsignal(signal.SIGTERM)
     with env(s3_server.env()):
@@ -70,9 +68,7 @@ def test_sigterm_checkpoints_then_the_retry_resumes(
 
 def test_resume_from_mirrored_checkpoint(s3_server: LocalS3, s3_bucket: str, tmp_path: Path, model_dir: Path) -> None:
     upload_pairs(s3_server, s3_bucket, stdlib_pairs(130))
-    spec = spec_dict(s3_bucket, s3_server.endpoint, batchSize=8, checkpointSteps=10)
-    spec["model"]["maxSeqLength"] = 32
-    spec["training"]["matryoshkaDims"] = []
+    spec = tiny_spec(s3_bucket, s3_server.endpoint, checkpointSteps=10)
     cfg = make_cfg(spec, tmp_path / "pod1", model_dir, name="resume")
     with env(s3_server.env()):
         code, msg = run_config(cfg, callbacks=[CrashAfter(12)])

@@ -122,6 +122,14 @@ def spec_dict(bucket: str, endpoint: str, **training: Any) -> dict[str, Any]:
     }
 
 
+def tiny_spec(bucket: str, endpoint: str, **training: Any) -> dict[str, Any]:
+    """A quick run for the tests of resuming and of several processes: batch 8, 32 tokens, no Matryoshka."""
+    spec = spec_dict(bucket, endpoint, **{"batchSize": 8, **training})
+    spec["model"]["maxSeqLength"] = 32
+    spec["training"]["matryoshkaDims"] = []
+    return spec
+
+
 def make_cfg(spec: dict[str, Any], work: Path, model_dir: Path, name: str = "t", uid: str = "uid-1") -> RunConfig:
     return build_run_config(
         namespace="ns",

@@ -48,6 +48,8 @@ from eft_api.contract import (
 )
 from eft_api.spec import MINABLE_FORMATS, DataFormat
 from eft_trainer import data as D
+from eft_trainer import distributed as dist
+from eft_trainer.distributed import World
 from eft_trainer.errors import (
     InvalidCorpus,
     ModelNotFound,
@@ -339,6 +341,7 @@ def train_model(
     work: Path,
     callbacks: Sequence[Any] = (),
     max_steps: int = -1,
+    world: World | None = None,
 ) -> Any:
     from eft_trainer.training import to_dataset
     from eft_trainer.training import train as do_train
@@ -356,6 +359,7 @@ def train_model(
         checkpoint_prefix=prefix,
         callbacks=callbacks,
         max_steps=max_steps,
+        world=world,
     )
 
 
@@ -502,14 +506,22 @@ def run_job(
     callbacks: Sequence[Any] = (),
     max_steps: int = -1,
     progress: Any = None,
+    world: World | None = None,
 ) -> TerminationMessage:
-    """Run every step; raise TrainerError (or anything) on failure. ``callbacks`` go to the HF Trainer."""
+    """Run every step; raise TrainerError (or anything) on failure. ``callbacks`` go to the HF Trainer.
+
+    Under several processes (``world``) every rank fetches, checks and trains; rank 0 alone evaluates (base
+    and fine-tuned), mines hard negatives (broadcast to the others) and publishes. The other ranks return
+    after training with a message of their own that nobody publishes."""
     from eft_trainer.metrics import Progress
     from eft_trainer.report import build_report, paired_bootstrap
 
     spec = cfg.spec
+    w = world or World()
     work = Path(cfg.settings.work_dir) / cfg.run.run_id
     work.mkdir(parents=True, exist_ok=True)
+    # The processes of one pod share the work dir: each fetches data (and an s3:// base model) into its own.
+    own = work / f"rank-{w.rank}" if w.distributed else work
     prog = progress or Progress(0)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -526,23 +538,26 @@ def run_job(
             return done
 
     t = phase("fetch")
-    gen = generate_pairs(cfg, storage, work) if spec.data.train.format is DataFormat.DOCUMENTS else None
-    fetched = gen.fetched if gen else fetch_data(cfg, storage, work)
+    # Generated pairs (documents) are a content-addressed artifact: every rank reads or makes the same one.
+    gen = generate_pairs(cfg, storage, own) if spec.data.train.format is DataFormat.DOCUMENTS else None
+    fetched = gen.fetched if gen else fetch_data(cfg, storage, own)
     timings["fetch"] = time.perf_counter() - t
     t = phase("check")
     prep = gen.prepared if gen else load_and_check(cfg, fetched)
     train, irset, stats = build_evaluation(cfg, prep)
-    guard_sets = fetch_guards(cfg, storage, work, fetched)
+    guard_sets = fetch_guards(cfg, storage, own, fetched) if w.main else []
     stats["files"] = fetched.files
     timings["check"] = time.perf_counter() - t
     log.info("data: %s", {k: v for k, v in stats.items() if k != "files"})
 
     t = time.perf_counter()
-    model, source = (gen.model, gen.source) if gen else load_model(cfg, storage, work)
+    model, source = (gen.model, gen.source) if gen else load_model(cfg, storage, own)
     timings["loadModel"] = time.perf_counter() - t
     from eft_trainer.lineage import lineage
 
     lineage_info = lineage(cfg, model, source)
+    if not w.main:
+        return _train_only(cfg, model, train, storage, work, w, callbacks, max_steps)
     t = phase("evaluate-base")
     base = evaluate(model, irset, cfg)
     prog.record_eval("base", base.metrics)
@@ -555,7 +570,7 @@ def run_job(
 
     if spec.training.hard_negatives.enabled:
         t = phase("mine")
-        train = mine_negatives(model, cfg, train)
+        train = dist.broadcast(mine_negatives(model, cfg, train))
         timings["mine"] = time.perf_counter() - t
 
     t = phase("train")
@@ -565,16 +580,12 @@ def run_job(
         train,
         storage,
         work,
-        callbacks=[prog.callback(spec.training.batch_size), *callbacks],
+        callbacks=[prog.callback(spec.training.batch_size * w.size), *callbacks],
         max_steps=max_steps,
+        world=w,
     )
     timings["train"] = time.perf_counter() - t
-    if stats_train.interrupted:
-        from eft_trainer.errors import Interrupted
-
-        raise Interrupted(
-            f"stopped by SIGTERM at step {stats_train.steps}; the checkpoint is mirrored and a retry resumes"
-        )
+    _raise_if_interrupted(stats_train)
 
     t = phase("evaluate-finetuned")
     tuned = evaluate(model, irset, cfg)
@@ -613,7 +624,7 @@ def run_job(
         bootstrap=boot,
         timings=timings,
         training={**_camel(asdict(stats_train)), "pairsPerSecond": stats_train.samples_per_second},
-        hardware=hardware(),
+        hardware={**hardware(), "processes": w.size},
     )
     if gen:
         report["generation"] = gen.generated.report_section()
@@ -665,6 +676,36 @@ def run_job(
     )
 
 
+def _raise_if_interrupted(stats: Any) -> None:
+    if stats.interrupted:
+        from eft_trainer.errors import Interrupted
+
+        raise Interrupted(f"stopped by SIGTERM at step {stats.steps}; the checkpoint is mirrored and a retry resumes")
+
+
+def _train_only(
+    cfg: RunConfig,
+    model: Any,
+    train: list[dict[str, Any]],
+    storage: Storage | None,
+    work: Path,
+    w: World,
+    callbacks: Sequence[Any],
+    max_steps: int,
+) -> TerminationMessage:
+    """A rank other than 0: take rank 0's mined rows, train its share, and leave the rest to rank 0."""
+    if cfg.spec.training.hard_negatives.enabled:
+        train = dist.broadcast(None)
+    stats = train_model(model, cfg, train, storage, work, callbacks=callbacks, max_steps=max_steps, world=w)
+    _raise_if_interrupted(stats)
+    return TerminationMessage(
+        outcome="Succeeded",
+        reason=Reason.SUCCEEDED,
+        message=f"rank {w.rank} trained {stats.steps} steps; rank 0 evaluates and publishes",
+        run_id=cfg.run.run_id,
+    )
+
+
 def embedding_dim(model: Any) -> int:
     get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     return int(get())
@@ -708,32 +749,49 @@ def exit_code(msg: TerminationMessage) -> int:
         return int(ExitCode.CRASHED)
 
 
-def finish(msg: TerminationMessage) -> int:
-    """Write the termination message (at most 4 KB) and return the exit code of its class."""
-    path = os.environ.get(TERMINATION_ENV, TERMINATION_LOG)
-    text = msg.to_json()
-    try:
-        Path(path).write_text(text)
-    except OSError:
-        log.warning("could not write the termination message to %s", path)
+def finish(msg: TerminationMessage, world: World | None = None) -> int:
+    """Write the termination message (at most 4 KB; rank 0 only) and return the exit code of its class."""
+    w = world or World()
+    if w.main:
+        path = os.environ.get(TERMINATION_ENV, TERMINATION_LOG)
+        text = msg.to_json()
+        try:
+            Path(path).write_text(text)
+        except OSError:
+            log.warning("could not write the termination message to %s", path)
     level = logging.INFO if msg.outcome == "Succeeded" else logging.ERROR
     log.log(level, "run %s finished: %s: %s", msg.run_id, msg.reason, msg.message)
     return exit_code(msg)
 
 
 def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), max_steps: int = -1) -> int:
-    """Load the run config, run the job, write the termination message, return the exit code."""
+    """Load the run config, run the job, write the termination message, return the exit code.
+
+    ``eft-trainer torchrun ARGS...`` starts ``torchrun ARGS...`` instead (:mod:`eft_trainer.launch`); under
+    torchrun each worker runs this function: rank 0 as described, the others train, then wait at a barrier
+    for rank 0 to finish and exit 0.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["torchrun"]:
+        from eft_trainer.launch import launch
+
+        return launch(args[1:])
     from eft_trainer.config import load_run_config
     from eft_trainer.metrics import Progress
 
     setup_logging()
     run_id: str | None = None
     progress = None
+    world = World()
+    ended = False  # the run reached its end (published, rejected or already published) on this rank
     try:
+        world = dist.from_env()
+        dist.init(world)
         cfg = load_run_config()
         run_id = cfg.run.run_id
-        progress = Progress(cfg.settings.metrics_port)
-        msg = run_job(cfg, callbacks=callbacks, max_steps=max_steps, progress=progress)
+        progress = Progress(cfg.settings.metrics_port if world.main else 0)
+        msg = run_job(cfg, callbacks=callbacks, max_steps=max_steps, progress=progress, world=world)
+        ended = True
     except Exception as exc:
         if not isinstance(exc, TrainerError) and not _is_oom(exc):
             log.exception("the trainer crashed")
@@ -743,4 +801,10 @@ def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), max_st
     finally:
         if progress is not None:
             progress.close()
-    return finish(msg)
+    code = finish(msg, world)
+    if world.distributed and ended:
+        # The other ranks wait here until rank 0 has evaluated and published; a rank that failed exits at
+        # once instead, and torchrun stops the others (the attempt fails; the retry resumes).
+        dist.barrier()
+        dist.close()
+    return code if world.main else 0 if ended else code

@@ -14,6 +14,12 @@ from sentence_transformers.base.sampler import DefaultBatchSampler
 from eft_trainer.training import fit_epoch, group_batches
 
 
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return int(dist.get_world_size()) if dist.is_available() and dist.is_initialized() else 1
+
+
 class LengthGroupedNoDuplicatesBatchSampler(DefaultBatchSampler):  # type: ignore[misc]
     """See :func:`eft_trainer.training.group_batches`; deterministic per (seed, epoch), so a resumed run
     skips exactly the batches it had already trained on."""
@@ -62,12 +68,19 @@ class LengthGroupedNoDuplicatesBatchSampler(DefaultBatchSampler):  # type: ignor
         epoch = int(getattr(self, "epoch", 0))
         cache: dict[int, list[list[int]]] = self.__dict__.setdefault("_cache", {})
         if epoch not in cache:
+            world = _world_size()
             first = cache.get(0) or self._group(int(self.seed))
+            if world > 1:
+                # Under several processes each takes every world-th batch (accelerate's BatchSamplerShard) and
+                # the loss gathers equal-sized batches: full batches only, as many on every process.
+                first = first[: len(first) // world * world]
             cache.clear()
             cache[0] = first
             if epoch:
                 cache[epoch] = fit_epoch(
-                    (self._group(int(self.seed) + epoch + k * 1_000_003) for k in range(self.ATTEMPTS)), len(first)
+                    (self._group(int(self.seed) + epoch + k * 1_000_003) for k in range(self.ATTEMPTS)),
+                    len(first),
+                    full=world > 1,
                 )
         return cache[epoch]
 

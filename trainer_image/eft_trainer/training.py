@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import shutil
 import signal
@@ -28,6 +29,8 @@ from eft_api.spec import (
     Loss,
     TrainingSpec,
 )
+from eft_trainer import distributed as dist
+from eft_trainer.distributed import World
 from eft_trainer.errors import InvalidSpecError
 from eft_trainer.storage import S3Uri, Storage
 
@@ -78,16 +81,24 @@ def check_dimensions(spec: EmbeddingFinetuneSpec, full_dim: int, model_name: str
         )
 
 
-def build_loss(model: Any, spec: TrainingSpec) -> Any:
+def loss_kwargs(spec: TrainingSpec, world_size: int = 1) -> dict[str, Any]:
+    """Keyword arguments of the loss class. Under several processes an in-batch-negative loss gathers the
+    embeddings of every process (``gather_across_devices``), so each anchor sees the positives of all
+    ``world_size * batchSize`` rows as negatives: the negatives grow with the GPUs. Pure."""
+    kw: dict[str, Any] = {}
+    if spec.loss is Loss.CACHED_MULTIPLE_NEGATIVES_RANKING:
+        kw["mini_batch_size"] = spec.mini_batch_size
+    if world_size > 1 and spec.loss in IN_BATCH_NEGATIVE_LOSSES:
+        kw["gather_across_devices"] = True
+    return kw
+
+
+def build_loss(model: Any, spec: TrainingSpec, world_size: int = 1) -> Any:
     """The configured loss, wrapped in MatryoshkaLoss when dimensions are given."""
     from sentence_transformers.sentence_transformer import losses
 
     loss_class = getattr(losses, LOSS_CLASSES[spec.loss])
-    inner = (
-        loss_class(model, mini_batch_size=spec.mini_batch_size)
-        if spec.loss is Loss.CACHED_MULTIPLE_NEGATIVES_RANKING
-        else loss_class(model)
-    )
+    inner = loss_class(model, **loss_kwargs(spec, world_size))
     if spec.matryoshka_dims:
         return losses.MatryoshkaLoss(model, inner, matryoshka_dims=list(spec.matryoshka_dims))
     return inner
@@ -178,9 +189,20 @@ def split_to(batches: Sequence[list[int]], count: int) -> list[list[int]]:
     return out
 
 
-def fit_epoch(candidates: Iterable[list[list[int]]], count: int) -> list[list[int]]:
+def fit_epoch(candidates: Iterable[list[list[int]]], count: int, full: bool = False) -> list[list[int]]:
     """The first candidate batching with at most ``count`` batches, split up to exactly ``count``; else the
-    candidate with the fewest (its surplus batches would go untrained: logged). Pure but for the log line."""
+    candidate with the fewest (its surplus batches would go untrained: logged). Pure but for the log line.
+
+    ``full``: every batch must keep its size (several processes gather equal-sized batches), so nothing is
+    split: the first candidate with at least ``count`` batches is cut to ``count``; else the one with the
+    most, its first batches repeated up to ``count``."""
+    if full:
+        most: list[list[int]] = []
+        for batches in candidates:
+            if len(batches) >= count:
+                return batches[:count]
+            most = max(most, batches, key=len)
+        return [most[i % len(most)] for i in range(count)] if most else most
     best: list[list[int]] | None = None
     for batches in candidates:
         if len(batches) <= count:
@@ -227,15 +249,20 @@ def mirror_checkpoint(storage: Storage, ckpt: Path, prefix: S3Uri) -> None:
     log.info("mirrored %s to %s", ckpt.name, prefix)
 
 
-def make_callbacks(storage: Storage | None, prefix: S3Uri | None) -> list[Any]:
+def make_callbacks(storage: Storage | None, prefix: S3Uri | None, world: World | None = None) -> list[Any]:
     from transformers import TrainerCallback
 
+    w = world or World()
+
     class MirrorCheckpoints(TrainerCallback):  # type: ignore[misc]
+        """Rank 0 mirrors each checkpoint once every rank has written its part (its RNG state) of it."""
+
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if storage is None or prefix is None:
                 return
+            dist.barrier()
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.is_dir():
+            if w.main and ckpt.is_dir():
                 mirror_checkpoint(storage, ckpt, prefix)
 
     class NoFinalCheckpoint(TrainerCallback):  # type: ignore[misc]
@@ -258,6 +285,9 @@ def make_callbacks(storage: Storage | None, prefix: S3Uri | None) -> list[Any]:
             self.requested = True
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            # Every rank stops at the same step (a rank that went on alone would wait for the others forever).
+            if w.distributed:
+                self.requested = dist.any_rank(self.requested)
             if self.requested:
                 control.should_save = True
                 control.should_training_stop = True
@@ -300,6 +330,7 @@ def train(
     max_steps: int = -1,
     num_workers: int = 0,
     group_by_length: bool = True,
+    world: World | None = None,
 ) -> TrainStats:
     """Train ``model`` in place; resume from a local or mirrored checkpoint when one exists."""
     import torch
@@ -311,7 +342,8 @@ def train(
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    loss = build_loss(model, spec)
+    w = world or World()
+    loss = build_loss(model, spec, w.size)
     sampler: Any
     if spec.loss in IN_BATCH_NEGATIVE_LOSSES:
         from eft_trainer.sampler import LengthGroupedNoDuplicatesBatchSampler
@@ -323,9 +355,13 @@ def train(
         sampler = BatchSamplers.BATCH_SAMPLER
     out = work_dir / "checkpoints"
     out.mkdir(parents=True, exist_ok=True)
+    # The first process of each node (pod) fetches the mirrored checkpoint for the processes of its node.
     resume = local_checkpoint(out)
-    if resume is None and storage is not None and checkpoint_prefix is not None:
+    if resume is None and w.local_main and storage is not None and checkpoint_prefix is not None:
         resume = fetch_checkpoint(storage, checkpoint_prefix, out)
+    if w.distributed:
+        dist.barrier()
+        resume = local_checkpoint(out)
     resumed_step = 0
     if resume is not None:
         resumed_step = int(json.loads((resume / "trainer_state.json").read_text())["global_step"])
@@ -353,9 +389,14 @@ def train(
         dataloader_num_workers=num_workers,
         dataloader_pin_memory=cuda,
         disable_tqdm=not sys.stderr.isatty(),
+        ddp_timeout=int(os.environ.get(dist.TIMEOUT_ENV, dist.DEFAULT_TIMEOUT)),
+        # Several processes on CPU: transformers runs DDP over gloo only when told (else each process would
+        # train every batch alone).
+        use_cpu=w.distributed and not cuda,
+        ddp_backend="gloo" if w.distributed and not cuda else None,
     )
     stopper = None
-    own = make_callbacks(storage, checkpoint_prefix)
+    own = make_callbacks(storage, checkpoint_prefix, w)
     stopper = own[2]
 
     class Trainer(SentenceTransformerTrainer):  # type: ignore[misc]
@@ -383,7 +424,7 @@ def train(
             signal.signal(signal.SIGTERM, previous)
     seconds = time.perf_counter() - t0
     steps = int(trainer.state.global_step)
-    samples = trainer.rows_trained
+    samples = trainer.rows_trained * w.size  # every process trains as many full batches
     losses_seen = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return TrainStats(
         seconds=seconds,

@@ -184,6 +184,9 @@ reference the credentials Secret by name; the operator never reads it).
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # patch: the operator's finalizer leaves a run's pods once its outcome is recorded.
 - apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create"]
+- apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "patch"]
 # list: the Job controller's FailedCreate Events say why a Job has no pods.
