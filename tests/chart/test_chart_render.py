@@ -245,7 +245,7 @@ def test_network_policy_allows_dns_s3_the_llm_endpoint_and_other_trainers_only()
     assert [t["ipBlock"]["cidr"] for t in llm["to"]] == ["10.30.0.5/32"]
     assert llm["ports"] == [{"protocol": "TCP", "port": 8000}]
     namespaced = by_kind(scenario_objects("namespaced-peering-integrations"), "NetworkPolicy")
-    assert all(len(p["spec"]["egress"]) == 2 for p in namespaced)  # no llm cidrs: no llm rule
+    assert all(len(p["spec"]["egress"]) == 3 for p in namespaced)  # dns, s3, peers: no llm cidrs, no llm rule
     assert sorted(p["metadata"]["namespace"] for p in namespaced) == ["team-a", "team-b"]
 
 
