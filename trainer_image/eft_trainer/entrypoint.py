@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from eft_api.contract import (
-    CHECKPOINTS_DIR,
     EXIT_CODE_OF_REASON,
+    PUBLISHED_ADAPTER_DIR,
     PUBLISHED_MANIFEST,
     PUBLISHED_MODEL_DIR,
     PUBLISHED_PLOT,
@@ -41,12 +41,14 @@ from eft_api.contract import (
     Artifacts,
     ExitCode,
     Headline,
+    IndexSummary,
     Reason,
     RunConfig,
     TerminationMessage,
 )
 from eft_api.spec import MINABLE_FORMATS, DataFormat
 from eft_trainer import data as D
+from eft_trainer import methods
 from eft_trainer.errors import (
     InvalidCorpus,
     ModelNotFound,
@@ -262,13 +264,20 @@ def load_model(cfg: RunConfig, storage: Storage | None, work: Path) -> Any:
     return model
 
 
-def evaluate(model: Any, irset: D.IRSet, cfg: RunConfig) -> Any:
+def evaluate(model: Any, irset: D.IRSet, cfg: RunConfig, corpus_embeddings: Any = None) -> Any:
+    """Measure ``model``; ``corpus_embeddings`` (of the same document side) are reused instead of recomputed."""
     from eft_trainer.evaluation import dimensions, evaluate_model
 
     full = embedding_dim(model)
     dims = dimensions(full, cfg.spec.training.matryoshka_dims)
     return evaluate_model(
-        model, irset, dims, cfg.spec.evaluation.k_values, batch_size=cfg.spec.evaluation.batch_size, progress=False
+        model,
+        irset,
+        dims,
+        cfg.spec.evaluation.k_values,
+        batch_size=cfg.spec.evaluation.batch_size,
+        progress=False,
+        corpus_embeddings=corpus_embeddings,
     )
 
 
@@ -291,24 +300,10 @@ def train_model(
     work: Path,
     callbacks: Sequence[Any] = (),
     max_steps: int = -1,
-) -> Any:
-    from eft_trainer.training import to_dataset
-    from eft_trainer.training import train as do_train
-
-    fmt = cfg.spec.data.train.format
-    ds = to_dataset(train, fmt, cfg.spec.training.loss)
-    prefix = S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR) if storage is not None else None
-    return do_train(
-        model,
-        ds,
-        cfg.spec.training,
-        fmt,
-        work,
-        storage=storage,
-        checkpoint_prefix=prefix,
-        callbacks=callbacks,
-        max_steps=max_steps,
-    )
+) -> methods.Trained:
+    """Train with the spec's method (:mod:`eft_trainer.methods`)."""
+    inp = methods.TrainInput(model, cfg, train, storage, work, callbacks, max_steps)
+    return methods.for_spec(cfg.spec).train(inp)
 
 
 def hardware() -> dict[str, Any]:
@@ -327,7 +322,12 @@ def hardware() -> dict[str, Any]:
 
 
 def publish_run(
-    cfg: RunConfig, storage: Storage, model: Any | None, report: dict[str, Any], work: Path
+    cfg: RunConfig,
+    storage: Storage,
+    model: Any | None,
+    report: dict[str, Any],
+    work: Path,
+    method: methods.TrainingMethod | None = None,
 ) -> tuple[dict[str, Any], Artifacts]:
     import json
 
@@ -343,17 +343,23 @@ def publish_run(
     (rdir / PUBLISHED_REPORT_MD).write_text(render_markdown(report, PUBLISHED_PLOT))
     plot(report, rdir / PUBLISHED_PLOT)
     mdir = out / "model"
+    extras: list[str] = []
     if model is not None:
         model.save(str(mdir))
         (mdir / "README.md").write_text(model_card(report))
+        if method is not None:
+            extras = method.save_extras(model, out / "extras")
     else:
         mdir.mkdir()
     prefix = S3Uri.parse(cfg.run.output_prefix)
-    manifest = publish(storage, prefix, mdir, rdir, cfg.run.run_id)
+    extra_dirs = {name: out / "extras" / name for name in extras}
+    index = report.get("index") if model is not None else None
+    manifest = publish(storage, prefix, mdir, rdir, cfg.run.run_id, extra_dirs=extra_dirs, index=index)
     arts = Artifacts(
         model=str(prefix.join(PUBLISHED_MODEL_DIR)) if model is not None else None,
         report=str(prefix.join(PUBLISHED_REPORT_JSON)),
         manifest=str(prefix.join(PUBLISHED_MANIFEST)),
+        adapter=str(prefix.join(PUBLISHED_ADAPTER_DIR)) if PUBLISHED_ADAPTER_DIR in extras else None,
     )
     return manifest, arts
 
@@ -371,8 +377,10 @@ def _already_published(cfg: RunConfig, storage: Storage) -> TerminationMessage |
         return None
     log.info("run %s is already published under %s; not overwriting", cfg.run.run_id, prefix)
     headline = None
+    index = None
     try:
         rep = json.loads(storage.get_bytes(prefix.join(PUBLISHED_REPORT_JSON)))
+        index = _index_summary(rep.get("index"))
         h = rep["headline"]
         headline = Headline(
             primary_metric=rep["primaryMetric"],
@@ -389,6 +397,7 @@ def _already_published(cfg: RunConfig, storage: Storage) -> TerminationMessage |
         message=f"already published under {prefix}",
         run_id=cfg.run.run_id,
         headline=headline,
+        index=index,
         artifacts=Artifacts(
             model=str(prefix.join(PUBLISHED_MODEL_DIR)),
             report=str(prefix.join(PUBLISHED_REPORT_JSON)),
@@ -452,8 +461,9 @@ def run_job(
         train = mine_negatives(model, cfg, train)
         timings["mine"] = time.perf_counter() - t
 
+    method = methods.for_spec(spec)
     t = phase("train")
-    stats_train = train_model(
+    trained = train_model(
         model,
         cfg,
         train,
@@ -462,6 +472,7 @@ def run_job(
         callbacks=[prog.callback(spec.training.batch_size), *callbacks],
         max_steps=max_steps,
     )
+    model, stats_train = trained.model, trained.stats
     timings["train"] = time.perf_counter() - t
     if stats_train.interrupted:
         from eft_trainer.errors import Interrupted
@@ -471,7 +482,10 @@ def run_job(
         )
 
     t = phase("evaluate-finetuned")
-    tuned = evaluate(model, irset, cfg)
+    # A method that leaves the document side alone reuses the base model's corpus embeddings.
+    reuse = None if method.reindex_required else base.corpus_embeddings
+    tuned = evaluate(model, irset, cfg, corpus_embeddings=reuse)
+    stats["corpusEmbeddingsReused"] = reuse is not None
     prog.record_eval("finetuned", tuned.metrics)
     timings["evaluateFinetuned"] = time.perf_counter() - t
     log.info("fine-tuned model: %s", _headline_str(tuned.metrics, spec.evaluation.primary_metric))
@@ -488,6 +502,7 @@ def run_job(
             "namespace": cfg.run.namespace,
             "runId": cfg.run.run_id,
             "baseModel": spec.model.base,
+            "method": method.name,
             "loss": spec.training.loss.value,
             "format": spec.data.train.format.value,
             "training": spec.training.model_dump(mode="json", by_alias=True),
@@ -501,14 +516,17 @@ def run_job(
         primary_dim=pdim,
         bootstrap=boot,
         timings=timings,
-        training={**_camel(asdict(stats_train)), "pairsPerSecond": stats_train.samples_per_second},
+        training={**_camel(asdict(stats_train)), "pairsPerSecond": stats_train.samples_per_second, **trained.details},
         hardware=hardware(),
     )
+    from eft_trainer.publish import index_info
+
+    report["index"] = index_info(model, sorted(base.metrics, reverse=True), method.reindex_required)
     rejected = gate is not None and report["headline"]["gain"] < gate.min_gain
     t = phase("publish")
     arts = Artifacts()
     if storage is not None:
-        _, arts = publish_run(cfg, storage, None if rejected else model, report, work)
+        _, arts = publish_run(cfg, storage, None if rejected else model, report, work, method)
     else:
         local = work / "published"
         model.save(str(local / "model"))
@@ -525,7 +543,24 @@ def run_job(
         outcome, reason = "Succeeded", Reason.SUCCEEDED
         message = f"{pm} at {pdim} dims {h['base']:.4f} -> {h['finetuned']:.4f} ({h['gain']:+.4f})"
     return TerminationMessage(
-        outcome=outcome, reason=reason, message=message, run_id=cfg.run.run_id, headline=headline, artifacts=arts
+        outcome=outcome,
+        reason=reason,
+        message=message,
+        run_id=cfg.run.run_id,
+        headline=headline,
+        index=_index_summary(report.get("index")),
+        artifacts=arts,
+    )
+
+
+def _index_summary(index: dict[str, Any] | None) -> IndexSummary | None:
+    if not index:
+        return None
+    return IndexSummary(
+        reindex_required=index["reindexRequired"],
+        dimension=index["embeddingDimension"],
+        similarity=index["similarity"],
+        normalized=index["normalized"],
     )
 
 

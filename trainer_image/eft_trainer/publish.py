@@ -39,6 +39,51 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def index_info(model: Any, dims: list[int], reindex_required: bool) -> dict[str, Any]:
+    """What a consumer of the model must know to index with it (manifest, model card, report)."""
+    from sentence_transformers.sentence_transformer.modules import Normalize, Router
+
+    normalized = len(model) > 0 and isinstance(model[-1], Normalize)
+    if len(model) > 1 and isinstance(model[-1], Router):
+        normalized = isinstance(model[-2], Normalize)  # the document route is empty: the base model's output
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return {
+        "reindexRequired": reindex_required,
+        "embeddingDimension": int(get()),
+        "matryoshkaDims": [d for d in dims if d != int(get())],
+        "normalized": bool(normalized),
+        "similarity": str(model.similarity_fn_name),
+        "prompts": {k: v for k, v in (model.prompts or {}).items()},
+        "defaultPromptName": model.default_prompt_name,
+        "maxSeqLength": model.max_seq_length,
+        "encode": "queries with encode_query, documents with encode_document",
+    }
+
+
+def index_card(index: dict[str, Any]) -> list[str]:
+    """The model card's section for an index owner."""
+    if index["reindexRequired"]:
+        verdict = "**Re-index required**: document embeddings made with the base model are not valid for this model."
+    else:
+        verdict = (
+            "**No re-index needed**: documents embed exactly as with the base model (bit for bit); only queries "
+            "change (through the query adapter: use `encode_query`)."
+        )
+    prompts = ", ".join(f"{k}: {v!r}" for k, v in index["prompts"].items()) or "none"
+    return [
+        "## For an index owner",
+        "",
+        verdict,
+        "",
+        f"- embedding dimension: {index['embeddingDimension']}"
+        + (f" (Matryoshka sizes measured: {index['matryoshkaDims']})" if index["matryoshkaDims"] else ""),
+        f"- normalised: {'yes' if index['normalized'] else 'no'}; similarity: {index['similarity']}",
+        f"- prompts: {prompts}; max sequence length: {index['maxSeqLength']}",
+        f"- {index['encode']}",
+        "",
+    ]
+
+
 def model_card(report: dict[str, Any]) -> str:
     """README.md of the published model: base model, data (URIs and sha256), hyperparameters, results."""
     cfg = report["config"]
@@ -61,6 +106,8 @@ def model_card(report: dict[str, Any]) -> str:
     ]
     for f in report["data"].get("files", []):
         lines.append(f"- `{f['uri']}` sha256 `{f['sha256']}` ({f['bytes']} bytes)")
+    if report.get("index"):
+        lines += ["", *index_card(report["index"])]
     lines += ["", "## Hyperparameters", "", "```json", json.dumps(cfg.get("training", {}), indent=2), "```", ""]
     lines += [
         "## Results",
@@ -92,8 +139,19 @@ def manifest_exists(storage: Storage, prefix: S3Uri) -> bool:
     return storage.exists(prefix.join(PUBLISHED_MANIFEST))
 
 
-def publish(storage: Storage, prefix: S3Uri, model_dir: Path, report_dir: Path, run_id: str) -> dict[str, Any]:
-    """Upload everything, then the manifest (list of key, size, sha256) last. Returns the manifest."""
+def publish(
+    storage: Storage,
+    prefix: S3Uri,
+    model_dir: Path,
+    report_dir: Path,
+    run_id: str,
+    extra_dirs: dict[str, Path] | None = None,
+    index: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Upload everything, then the manifest (list of key, size, sha256) last. Returns the manifest.
+
+    ``extra_dirs`` maps further published folders (``adapter/``) to local ones; ``index`` (what an index owner
+    must know, :func:`index_info`) goes into the manifest."""
     if manifest_exists(storage, prefix):
         raise AlreadyPublished(f"{prefix.join(PUBLISHED_MANIFEST)} exists: a published run is never overwritten")
     aborted = storage.abort_multipart_uploads(prefix)
@@ -105,13 +163,17 @@ def publish(storage: Storage, prefix: S3Uri, model_dir: Path, report_dir: Path, 
         for p in sorted(model_dir.rglob("*"))
         if p.is_file()
     ]
+    for name, folder in (extra_dirs or {}).items():
+        files += [(p, name + p.relative_to(folder).as_posix()) for p in sorted(folder.rglob("*")) if p.is_file()]
     for name in (PUBLISHED_REPORT_JSON, PUBLISHED_REPORT_MD, PUBLISHED_PLOT):
         if (report_dir / name).is_file():
             files.append((report_dir / name, name))
     for path, rel in files:
         storage.upload(path, prefix.join(rel), _TYPES.get(path.suffix))
         objects.append({"key": rel, "size": path.stat().st_size, "sha256": sha256_file(path)})
-    manifest = {"runId": run_id, "prefix": str(prefix), "objects": objects}
+    manifest: dict[str, Any] = {"runId": run_id, "prefix": str(prefix), "objects": objects}
+    if index is not None:
+        manifest["index"] = index
     storage.put_bytes(json.dumps(manifest, indent=2).encode(), prefix.join(PUBLISHED_MANIFEST))
     log.info("published %d objects and the manifest under %s", len(objects), prefix)
     return manifest
