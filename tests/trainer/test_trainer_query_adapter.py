@@ -115,12 +115,3 @@ def test_manifest_report_and_card_tell_the_index_owner(published: dict[str, Any]
     assert boot["low"] <= boot["gain"] <= boot["high"]
     card = (local / "model" / "README.md").read_text()
     assert "No re-index needed" in card and "encode_query" in card
-
-
-def test_full_fine_tuning_says_reindex_required() -> None:
-    from eft_api.spec import parse_spec
-    from eft_trainer.methods import for_spec
-
-    spec = parse_spec(spec_dict("bkt", "http://127.0.0.1:1"))
-    assert for_spec(spec).reindex_required is True
-    assert for_spec(parse_spec(spec_dict("bkt", "http://127.0.0.1:1", method="queryAdapter"))).reindex_required is False

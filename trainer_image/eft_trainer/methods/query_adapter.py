@@ -10,9 +10,9 @@ stays valid.
 
 Because the encoder is frozen, every training text is embedded ONCE with the base model (queries through
 its query route, documents through its document route) and the adapter trains on those cached embeddings
-with the in-batch-negative objective of MultipleNegativesRankingLoss (cosine, scale 20; the symmetric
-variant adds the document-to-query direction; CachedMultipleNegativesRanking is the same objective, its
-mini-batches only save encoder memory), summed over the Matryoshka dimensions as MatryoshkaLoss does.
+with sentence-transformers' own MultipleNegativesRankingLoss applied to embeddings
+(``compute_loss_from_embeddings``; see :func:`in_batch_loss`), summed over the Matryoshka dimensions as
+MatryoshkaLoss does.
 Batches hold no repeated text (the no-duplicates rule of the full method). Training takes seconds, so it
 keeps no checkpoints: a retried pod starts it again.
 
@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 
 #: Where the adapter alone is published (beside model/): the Router's saved folder.
 ADAPTER_DIR = "adapter"
-#: MultipleNegativesRankingLoss's default scale (its temperature is 1/20).
-SCALE = 20.0
 
 
 def adapter_modules(dim: int, adapter: AdapterSpec, normalize: bool) -> list[Any]:
@@ -113,26 +111,36 @@ def apply_route(modules: Sequence[Any], x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def contrastive_loss(
-    q: torch.Tensor, pos: torch.Tensor, negs: Sequence[torch.Tensor], spec: TrainingSpec, full_dim: int
-) -> torch.Tensor:
-    """MultipleNegativesRanking (or its symmetric variant) on embeddings, summed over Matryoshka dimensions."""
-    import torch
-    import torch.nn.functional as F
+def in_batch_loss(model: Any, spec: TrainingSpec) -> Any:
+    """sentence-transformers' MultipleNegativesRankingLoss for the spec's loss, to apply to embeddings.
 
-    labels = torch.arange(q.shape[0], device=q.device)
-    docs = torch.cat([pos, *negs]) if negs else pos
-    total = q.new_zeros(())
-    for d in spec.matryoshka_dims or [full_dim]:
-        qd = F.normalize(q[:, :d], dim=-1)
-        dd = F.normalize(docs[:, :d], dim=-1)
-        scores = SCALE * qd @ dd.T
-        loss = F.cross_entropy(scores, labels)
-        if spec.loss is Loss.MULTIPLE_NEGATIVES_SYMMETRIC_RANKING:
-            backward = F.cross_entropy(scores[:, : q.shape[0]].T, labels)
-            loss = (loss + backward) / 2
-        total = total + loss
+    CachedMultipleNegativesRanking is the same objective (its mini-batches only save encoder memory, and
+    here the encoder does not run); MultipleNegativesSymmetricRanking is the same loss in both directions.
+    """
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    if spec.loss is Loss.MULTIPLE_NEGATIVES_SYMMETRIC_RANKING:
+        return MultipleNegativesRankingLoss(
+            model, directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"
+        )
+    return MultipleNegativesRankingLoss(model)
+
+
+def contrastive_loss(loss_fn: Any, q: torch.Tensor, docs: Sequence[torch.Tensor], dims: Sequence[int]) -> torch.Tensor:
+    """``loss_fn`` on (queries, positives, negatives...) embeddings, summed over ``dims`` as MatryoshkaLoss does."""
+    total: torch.Tensor = sum(  # type: ignore[assignment]
+        loss_fn.compute_loss_from_embeddings([q[:, :d], *(x[:, :d] for x in docs)], None) for d in dims
+    )
     return total
+
+
+def pooled_dimension(model: Any) -> int | None:
+    """The size of the model's one embedding per text, or None if it gives none (no Pooling: token embeddings)."""
+    try:
+        probe = model.encode_query(["probe"], convert_to_tensor=True, show_progress_bar=False)
+    except KeyError:  # no module wrote a sentence_embedding
+        return None
+    return int(probe.shape[-1]) if probe.ndim == 2 and probe.shape[0] == 1 else None
 
 
 def _negative_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -153,7 +161,7 @@ class QueryAdapter:
 
         model, cfg, train, max_steps = inp.model, inp.cfg, inp.train, inp.max_steps
         spec = cfg.spec.training
-        dim = model.get_embedding_dimension()
+        dim = pooled_dimension(model)
         if not dim:
             raise InvalidSpecError(
                 f"spec.training.method queryAdapter needs a model with one pooled embedding per text (a Pooling "
@@ -191,6 +199,8 @@ class QueryAdapter:
         router.to(q_emb.device)
         freeze_base(model)
         params = [p for m in modules for p in m.parameters()]
+        loss_fn = in_batch_loss(model, spec)
+        dims = list(spec.matryoshka_dims) or [int(dim)]
         random.seed(spec.seed)
         torch.manual_seed(spec.seed)
         rng = random.Random(spec.seed)
@@ -217,9 +227,7 @@ class QueryAdapter:
                 b = torch.tensor(batch)
                 q = apply_route(modules, q_emb[qi[b]])
                 cols = di[b]
-                loss = contrastive_loss(
-                    q, d_emb[cols[:, 0]], [d_emb[cols[:, j]] for j in range(1, cols.shape[1])], spec, int(dim)
-                )
+                loss = contrastive_loss(loss_fn, q, [d_emb[cols[:, j]] for j in range(cols.shape[1])], dims)
                 opt.zero_grad()
                 loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
