@@ -35,6 +35,7 @@ PUBLISHED_REPORT_JSON = "report.json"
 PUBLISHED_REPORT_MD = "report.md"
 PUBLISHED_PLOT = "dimensions.png"
 PUBLISHED_MANIFEST = "manifest.json"
+PUBLISHED_ADAPTER_DIR = "adapter/"
 CHECKPOINTS_DIR = "checkpoints/"
 
 #: Labels put on every child, for selection (where the API honours selectors) and for humans.
@@ -226,6 +227,18 @@ class Artifacts(_Model):
     model: str | None = None
     report: str | None = None
     manifest: str | None = None
+    #: A query adapter alone (method queryAdapter), beside the model.
+    adapter: str | None = None
+
+
+class IndexSummary(_Model):
+    """What an index owner must do with the published model (the manifest and model card say more)."""
+
+    #: Whether document embeddings made with the base model must be recomputed (false for queryAdapter).
+    reindex_required: bool
+    dimension: int
+    similarity: str
+    normalized: bool
 
 
 class GenerationSummary(_Model):
@@ -248,6 +261,7 @@ class TerminationMessage(_Model):
     message: str = ""
     run_id: str | None = None
     headline: Headline | None = None
+    index: IndexSummary | None = None
     artifacts: Artifacts | None = None
     generation: GenerationSummary | None = None
 

@@ -135,6 +135,15 @@ IN_BATCH_NEGATIVE_LOSSES = frozenset(
     }
 )
 
+
+class Method(StrEnum):
+    FULL = "full"
+    QUERY_ADAPTER = "queryAdapter"
+
+
+#: Formats a query adapter can learn from: an anchor (the query side) and a positive (the document side).
+QUERY_ADAPTER_FORMATS = (DataFormat.PAIRS, DataFormat.TRIPLETS, DataFormat.BEIR)
+
 #: Formats whose anchors can get mined hard negatives.
 MINABLE_FORMATS = frozenset({DataFormat.PAIRS, DataFormat.TRIPLETS, DataFormat.BEIR, DataFormat.DOCUMENTS})
 
@@ -323,7 +332,17 @@ class HardNegatives(_Model):
     range_max: Annotated[int, Field(strict=True, ge=1, le=1000), Integral] = 50
 
 
+class AdapterSpec(_Model):
+    """The trainable query-side module of ``method: queryAdapter``."""
+
+    kind: Literal["linear", "mlp"] = "linear"
+    hidden_dim: Annotated[int, Field(strict=True, ge=8, le=16384), Integral] = 256
+    learning_rate: Annotated[float, Field(strict=True, gt=0, le=1)] = 0.001
+
+
 class TrainingSpec(_Model):
+    method: Method = Method.FULL
+    adapter: AdapterSpec = Field(default_factory=AdapterSpec)
     loss: Loss = Loss.MULTIPLE_NEGATIVES_RANKING
     matryoshka_dims: Annotated[
         list[Annotated[int, Field(strict=True, ge=8, le=16384), Integral]], Field(max_length=16)
@@ -532,12 +551,24 @@ class EmbeddingFinetuneSpec(_Model):
     def _cross_field_rules(self) -> EmbeddingFinetuneSpec:
         # The same rules as the CRD's x-kubernetes-validations, with the same messages.
         fmt = self.data.train.format
+        if self.training.method is Method.QUERY_ADAPTER and fmt not in QUERY_ADAPTER_FORMATS:
+            raise SpecRuleError(
+                ("training", "method"),
+                f"queryAdapter does not fit data.train.format {fmt.value}: it learns from (query, document) "
+                "pairs, so use pairs, triplets or beir",
+            )
         fitting = LOSSES_BY_FORMAT[fmt]
         if self.training.loss not in fitting:
             raise SpecRuleError(
                 ("training", "loss"),
                 f"{self.training.loss.value} does not fit data.train.format {fmt.value}: use "
                 + _either(l.value for l in fitting),
+            )
+        if self.training.method is Method.QUERY_ADAPTER and self.training.loss not in IN_BATCH_NEGATIVE_LOSSES:
+            raise SpecRuleError(
+                ("training", "loss"),
+                f"{self.training.loss.value} does not fit training.method queryAdapter: use "
+                + _either(l.value for l in sorted(IN_BATCH_NEGATIVE_LOSSES)),
             )
         if self.training.hard_negatives.enabled and fmt not in MINABLE_FORMATS:
             raise SpecRuleError(

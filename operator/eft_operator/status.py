@@ -403,6 +403,8 @@ def compute_status(
                     "finetuned": h.finetuned,
                     "gain": h.gain,
                 }
+                if term.index is not None:
+                    status["results"]["reindexRequired"] = term.index.reindex_required
                 if term.artifacts is not None:
                     status["artifacts"] = term.artifacts.model_dump(mode="json", by_alias=True, exclude_none=True)
 

@@ -124,6 +124,48 @@ def _rule_cases() -> list[Case]:
             r(training__matryoshkaDims=[384, 128], evaluation={"gate": {"minGain": 0, "dimension": 256}}),
             "spec.evaluation.gate.dimension",
         ),
+        ("method-full-default", r(training__method="full"), None),
+        ("adapter-pairs", r(training__method="queryAdapter"), None),
+        (
+            "adapter-mlp-triplets",
+            r(
+                data__train__format="triplets",
+                training__method="queryAdapter",
+                training__adapter={"kind": "mlp", "hiddenDim": 512},
+            ),
+            None,
+        ),
+        (
+            "adapter-beir-symmetric",
+            r(
+                data__train__format="beir",
+                data__train__uri="s3://bkt/beir/",
+                training__method="queryAdapter",
+                training__loss="MultipleNegativesSymmetricRanking",
+            ),
+            None,
+        ),
+        (
+            "adapter-scored-pairs",
+            r(data__train__format="scored-pairs", training__loss="CoSENT", training__method="queryAdapter"),
+            "spec.training.method",
+        ),
+        (
+            "adapter-labeled-texts",
+            r(data__train__format="labeled-texts", training__loss="BatchHardTriplet", training__method="queryAdapter"),
+            "spec.training.method",
+        ),
+        (
+            "adapter-triplet-loss",
+            r(data__train__format="triplets", training__loss="Triplet", training__method="queryAdapter"),
+            "spec.training.loss",
+        ),
+        (
+            "adapter-unknown-kind",
+            r(training__method="queryAdapter", training__adapter={"kind": "lora"}),
+            "spec.training.adapter.kind",
+        ),
+        ("method-unknown", r(training__method="lora"), "spec.training.method"),
         ("beir-prefix", r(data__train__format="beir", data__train__uri="s3://bkt/beir/"), None),
         (
             "beir-file",

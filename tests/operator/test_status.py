@@ -181,6 +181,21 @@ def test_transitions_conditions_history_and_events() -> None:
     assert s5 == s4 and e5 == []
 
 
+@pytest.mark.parametrize("index", [None, False, True])
+def test_results_say_whether_to_reindex(index: bool | None) -> None:
+    text = (
+        '{"outcome":"Succeeded","reason":"Succeeded","headline":{"primaryMetric":"ndcg@10","dimension":384,'
+        '"base":0.5,"finetuned":0.6,"gain":0.1}'
+    )
+    if index is not None:
+        text += f',"index":{{"reindexRequired":{str(index).lower()},"dimension":384,"similarity":"cosine","normalized":true}}'
+    term = contract.TerminationMessage.parse(text + "}")
+    s, _ = compute_status(
+        None, generation=1, run=RUN, observation=Observation("Succeeded", "Succeeded", "ok", term), now="T1"
+    )
+    assert s["results"].get("reindexRequired") == index
+
+
 def test_supersede_and_history_bound() -> None:
     prev: dict[str, Any] = {"currentRun": {**RUN, "phase": "Running"}, "runs": [{"id": f"old{i}"} for i in range(10)]}
     new = {**RUN, "id": "g2-abc", "generation": 2, "jobName": "d-g2-abc"}

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from eft_api.contract import (
-    CHECKPOINTS_DIR,
     EXIT_CODE_OF_REASON,
+    PUBLISHED_ADAPTER_DIR,
     PUBLISHED_MANIFEST,
     PUBLISHED_MODEL_DIR,
     PUBLISHED_PLOT,
@@ -42,6 +42,7 @@ from eft_api.contract import (
     Artifacts,
     ExitCode,
     Headline,
+    IndexSummary,
     Reason,
     RunConfig,
     TerminationMessage,
@@ -49,6 +50,7 @@ from eft_api.contract import (
 from eft_api.spec import MINABLE_FORMATS, DataFormat
 from eft_trainer import data as D
 from eft_trainer import distributed as dist
+from eft_trainer import methods
 from eft_trainer.distributed import World
 from eft_trainer.errors import (
     InvalidCorpus,
@@ -312,13 +314,20 @@ def load_model(cfg: RunConfig, storage: Storage | None, work: Path) -> tuple[Any
     return model, where
 
 
-def evaluate(model: Any, irset: D.IRSet, cfg: RunConfig) -> Any:
+def evaluate(model: Any, irset: D.IRSet, cfg: RunConfig, corpus_embeddings: Any = None) -> Any:
+    """Measure ``model``; ``corpus_embeddings`` (of the same document side) are reused instead of recomputed."""
     from eft_trainer.evaluation import dimensions, evaluate_model
 
     full = embedding_dim(model)
     dims = dimensions(full, cfg.spec.training.matryoshka_dims)
     return evaluate_model(
-        model, irset, dims, cfg.spec.evaluation.k_values, batch_size=cfg.spec.evaluation.batch_size, progress=False
+        model,
+        irset,
+        dims,
+        cfg.spec.evaluation.k_values,
+        batch_size=cfg.spec.evaluation.batch_size,
+        progress=False,
+        corpus_embeddings=corpus_embeddings,
     )
 
 
@@ -342,25 +351,10 @@ def train_model(
     callbacks: Sequence[Any] = (),
     max_steps: int = -1,
     world: World | None = None,
-) -> Any:
-    from eft_trainer.training import to_dataset
-    from eft_trainer.training import train as do_train
-
-    fmt = cfg.spec.data.train.format
-    ds = to_dataset(train, fmt, cfg.spec.training.loss)
-    prefix = S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR) if storage is not None else None
-    return do_train(
-        model,
-        ds,
-        cfg.spec.training,
-        fmt,
-        work,
-        storage=storage,
-        checkpoint_prefix=prefix,
-        callbacks=callbacks,
-        max_steps=max_steps,
-        world=world,
-    )
+) -> methods.Trained:
+    """Train with the spec's method (:mod:`eft_trainer.methods`)."""
+    inp = methods.TrainInput(model, cfg, train, storage, work, callbacks, max_steps, world)
+    return methods.for_spec(cfg.spec).train(inp)
 
 
 def hardware() -> dict[str, Any]:
@@ -416,6 +410,7 @@ def publish_run(
     report: dict[str, Any],
     work: Path,
     stamp: Callable[[], None] = lambda: None,
+    method: methods.TrainingMethod | None = None,
 ) -> tuple[dict[str, Any], Artifacts]:
     """Publish the model, then the report, then the manifest; ``stamp()`` runs just before the report is
     written (after the model's upload), to complete its timings."""
@@ -428,9 +423,12 @@ def publish_run(
     if out.exists():
         shutil.rmtree(out)
     mdir = out / "model"
+    extras: list[str] = []
     if model is not None:
         model.save(str(mdir))
         (mdir / "README.md").write_text(model_card(report))
+        if method is not None:
+            extras = method.save_extras(model, out / "extras")
     else:
         mdir.mkdir(parents=True)
 
@@ -444,11 +442,14 @@ def publish_run(
         return rdir
 
     prefix = S3Uri.parse(cfg.run.output_prefix)
-    manifest = publish(storage, prefix, mdir, write_report, cfg.run.run_id)
+    extra_dirs = {name: out / "extras" / name for name in extras}
+    index = report.get("index") if model is not None else None
+    manifest = publish(storage, prefix, mdir, write_report, cfg.run.run_id, extra_dirs=extra_dirs, index=index)
     arts = Artifacts(
         model=str(prefix.join(PUBLISHED_MODEL_DIR)) if model is not None else None,
         report=str(prefix.join(PUBLISHED_REPORT_JSON)),
         manifest=str(prefix.join(PUBLISHED_MANIFEST)),
+        adapter=str(prefix.join(PUBLISHED_ADAPTER_DIR)) if PUBLISHED_ADAPTER_DIR in extras else None,
     )
     return manifest, arts
 
@@ -467,10 +468,12 @@ def _already_published(cfg: RunConfig, storage: Storage) -> TerminationMessage |
     log.info("run %s is already published under %s; not overwriting", cfg.run.run_id, prefix)
     headline = None
     rejected: list[str] | None = None
+    index = None
     try:
         rep = json.loads(storage.get_bytes(prefix.join(PUBLISHED_REPORT_JSON)))
         promotion = rep.get("promotion") or {}
         rejected = [str(r) for r in promotion.get("reasons", [])] if promotion.get("rejected") else None
+        index = _index_summary(rep.get("index"))
         h = rep["headline"]
         headline = Headline(
             primary_metric=rep["primaryMetric"],
@@ -492,6 +495,7 @@ def _already_published(cfg: RunConfig, storage: Storage) -> TerminationMessage |
         message=message,
         run_id=cfg.run.run_id,
         headline=headline,
+        index=index,
         artifacts=Artifacts(
             model=str(prefix.join(PUBLISHED_MODEL_DIR)) if rejected is None else None,
             report=str(prefix.join(PUBLISHED_REPORT_JSON)),
@@ -573,8 +577,9 @@ def run_job(
         train = dist.broadcast(mine_negatives(model, cfg, train))
         timings["mine"] = time.perf_counter() - t
 
+    method = methods.for_spec(spec)
     t = phase("train")
-    stats_train = train_model(
+    trained = train_model(
         model,
         cfg,
         train,
@@ -584,11 +589,15 @@ def run_job(
         max_steps=max_steps,
         world=w,
     )
+    model, stats_train = trained.model, trained.stats
     timings["train"] = time.perf_counter() - t
     _raise_if_interrupted(stats_train)
 
     t = phase("evaluate-finetuned")
-    tuned = evaluate(model, irset, cfg)
+    # A method that leaves the document side alone reuses the base model's corpus embeddings.
+    reuse = None if method.reindex_required else base.corpus_embeddings
+    tuned = evaluate(model, irset, cfg, corpus_embeddings=reuse)
+    stats["corpusEmbeddingsReused"] = reuse is not None
     prog.record_eval("finetuned", tuned.metrics)
     guards_tuned = evaluate_guards(model, guard_sets, pdim, cfg)
     timings["evaluateFinetuned"] = time.perf_counter() - t
@@ -610,6 +619,7 @@ def run_job(
             "name": cfg.run.name,
             "namespace": cfg.run.namespace,
             "runId": cfg.run.run_id,
+            "method": method.name,
             "loss": spec.training.loss.value,
             "format": spec.data.train.format.value,
             "training": spec.training.model_dump(mode="json", by_alias=True),
@@ -623,9 +633,12 @@ def run_job(
         primary_dim=pdim,
         bootstrap=boot,
         timings=timings,
-        training={**_camel(asdict(stats_train)), "pairsPerSecond": stats_train.samples_per_second},
+        training={**_camel(asdict(stats_train)), "pairsPerSecond": stats_train.samples_per_second, **trained.details},
         hardware={**hardware(), "processes": w.size},
     )
+    from eft_trainer.publish import index_info
+
+    report["index"] = index_info(model, sorted(base.metrics, reverse=True), method.reindex_required)
     if gen:
         report["generation"] = gen.generated.report_section()
     if guard_results:
@@ -648,7 +661,7 @@ def run_job(
 
     arts = Artifacts()
     if storage is not None:
-        _, arts = publish_run(cfg, storage, None if rejected else model, report, work, stamp)
+        _, arts = publish_run(cfg, storage, None if rejected else model, report, work, stamp, method)
     else:
         local = work / "published"
         model.save(str(local / "model"))
@@ -671,8 +684,20 @@ def run_job(
         message=message,
         run_id=cfg.run.run_id,
         headline=headline,
+        index=_index_summary(report.get("index")),
         artifacts=arts,
         generation=gen.generated.summary() if gen else None,
+    )
+
+
+def _index_summary(index: dict[str, Any] | None) -> IndexSummary | None:
+    if not index:
+        return None
+    return IndexSummary(
+        reindex_required=index["reindexRequired"],
+        dimension=index["embeddingDimension"],
+        similarity=index["similarity"],
+        normalized=index["normalized"],
     )
 
 
@@ -696,7 +721,7 @@ def _train_only(
     """A rank other than 0: take rank 0's mined rows, train its share, and leave the rest to rank 0."""
     if cfg.spec.training.hard_negatives.enabled:
         train = dist.broadcast(None)
-    stats = train_model(model, cfg, train, storage, work, callbacks=callbacks, max_steps=max_steps, world=w)
+    stats = train_model(model, cfg, train, storage, work, callbacks=callbacks, max_steps=max_steps, world=w).stats
     _raise_if_interrupted(stats)
     return TerminationMessage(
         outcome="Succeeded",

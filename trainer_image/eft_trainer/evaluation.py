@@ -60,6 +60,8 @@ class EvalResult:
     per_query: dict[int, dict[str, list[float]]] = field(default_factory=dict)
     seconds: float = 0.0
     encode_seconds: float = 0.0
+    #: The corpus embeddings (full dimension), kept so that a method with a frozen document side reuses them.
+    corpus_embeddings: np.ndarray | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {str(d): m for d, m in self.metrics.items()}
@@ -135,8 +137,13 @@ def evaluate_embeddings(
     return EvalResult(metrics, per_query)
 
 
-def encode(model: Any, texts: Sequence[str], batch_size: int, progress: bool = False) -> np.ndarray:
-    emb = model.encode(
+def encode(
+    model: Any, texts: Sequence[str], batch_size: int, progress: bool = False, task: str | None = None
+) -> np.ndarray:
+    """Embeddings of ``texts``; ``task`` "query" or "document" goes through ``encode_query`` / ``encode_document``
+    (the model's query or document prompt, and its Router's route, such as a query adapter's)."""
+    method = {"query": "encode_query", "document": "encode_document"}.get(task or "", "encode")
+    emb = getattr(model, method, model.encode)(
         list(texts),
         batch_size=batch_size,
         convert_to_numpy=True,
@@ -153,15 +160,23 @@ def evaluate_model(
     k_values: Sequence[int],
     batch_size: int = 128,
     progress: bool = False,
+    corpus_embeddings: np.ndarray | None = None,
 ) -> EvalResult:
-    """Encode queries and corpus once, then score every dimension from slices (see module docstring)."""
+    """Encode queries and corpus once, then score every dimension from slices (see module docstring).
+
+    Queries go through the model's query route, the corpus through its document route. ``corpus_embeddings``
+    (from an earlier evaluation of a model with the same document side) are used instead of encoding again.
+    """
     import time
 
     t0 = time.perf_counter()
-    q_emb = encode(model, list(irset.queries.values()), batch_size, progress)
-    c_emb = encode(model, list(irset.corpus.values()), batch_size, progress)
+    q_emb = encode(model, list(irset.queries.values()), batch_size, progress, task="query")
+    if corpus_embeddings is None:
+        corpus_embeddings = encode(model, list(irset.corpus.values()), batch_size, progress, task="document")
+    c_emb = corpus_embeddings
     t1 = time.perf_counter()
     result = evaluate_embeddings(q_emb, c_emb, irset, dims, k_values)
+    result.corpus_embeddings = c_emb
     result.encode_seconds = t1 - t0
     result.seconds = time.perf_counter() - t0
     return result

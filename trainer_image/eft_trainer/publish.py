@@ -40,6 +40,51 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def index_info(model: Any, dims: list[int], reindex_required: bool) -> dict[str, Any]:
+    """What a consumer of the model must know to index with it (manifest, model card, report)."""
+    from sentence_transformers.sentence_transformer.modules import Normalize, Router
+
+    normalized = len(model) > 0 and isinstance(model[-1], Normalize)
+    if len(model) > 1 and isinstance(model[-1], Router):
+        normalized = isinstance(model[-2], Normalize)  # the document route is empty: the base model's output
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return {
+        "reindexRequired": reindex_required,
+        "embeddingDimension": int(get()),
+        "matryoshkaDims": [d for d in dims if d != int(get())],
+        "normalized": bool(normalized),
+        "similarity": str(model.similarity_fn_name),
+        "prompts": {k: v for k, v in (model.prompts or {}).items()},
+        "defaultPromptName": model.default_prompt_name,
+        "maxSeqLength": model.max_seq_length,
+        "encode": "queries with encode_query, documents with encode_document",
+    }
+
+
+def index_card(index: dict[str, Any]) -> list[str]:
+    """The model card's section for an index owner."""
+    if index["reindexRequired"]:
+        verdict = "**Re-index required**: document embeddings made with the base model are not valid for this model."
+    else:
+        verdict = (
+            "**No re-index needed**: documents embed exactly as with the base model (bit for bit); only queries "
+            "change (through the query adapter: use `encode_query`)."
+        )
+    prompts = ", ".join(f"{k}: {v!r}" for k, v in index["prompts"].items()) or "none"
+    return [
+        "## For an index owner",
+        "",
+        verdict,
+        "",
+        f"- embedding dimension: {index['embeddingDimension']}"
+        + (f" (Matryoshka sizes measured: {index['matryoshkaDims']})" if index["matryoshkaDims"] else ""),
+        f"- normalised: {'yes' if index['normalized'] else 'no'}; similarity: {index['similarity']}",
+        f"- prompts: {prompts}; max sequence length: {index['maxSeqLength']}",
+        f"- {index['encode']}",
+        "",
+    ]
+
+
 def model_card(report: dict[str, Any]) -> str:
     """README.md of the published model: base model (revision, weight checksums), data (URIs, sha256, columns,
     evaluation split), maximum sequence length, hyperparameters, library versions, results."""
@@ -76,6 +121,8 @@ def model_card(report: dict[str, Any]) -> str:
     if cfg.get("data"):
         lines += ["", "Data settings (columns, evaluation split):", "", "```json", json.dumps(cfg["data"], indent=2)]
         lines += ["```"]
+    if report.get("index"):
+        lines += ["", *index_card(report["index"])]
     lines += ["", "## Hyperparameters", "", "```json", json.dumps(cfg.get("training", {}), indent=2), "```", ""]
     if cfg.get("versions"):
         lines += ["## Library versions", ""]
@@ -112,10 +159,18 @@ def manifest_exists(storage: Storage, prefix: S3Uri) -> bool:
 
 
 def publish(
-    storage: Storage, prefix: S3Uri, model_dir: Path, write_report: Callable[[], Path], run_id: str
+    storage: Storage,
+    prefix: S3Uri,
+    model_dir: Path,
+    write_report: Callable[[], Path],
+    run_id: str,
+    extra_dirs: dict[str, Path] | None = None,
+    index: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Upload the model, then the report (``write_report`` writes it once the model is up, so its timings
-    include the model's upload; it returns the report folder), then the manifest (key, size, sha256) last."""
+    """Upload the model (and ``extra_dirs``: further published folders such as ``adapter/``), then the report
+    (``write_report`` writes it once the model is up, so its timings include the model's upload; it returns
+    the report folder), then the manifest (key, size, sha256; and ``index``, what an index owner must know,
+    :func:`index_info`) last. Returns the manifest."""
     if manifest_exists(storage, prefix):
         raise AlreadyPublished(f"{prefix.join(PUBLISHED_MANIFEST)} exists: a published run is never overwritten")
     aborted = storage.abort_multipart_uploads(prefix)
@@ -127,6 +182,8 @@ def publish(
         for p in sorted(model_dir.rglob("*"))
         if p.is_file()
     ]
+    for name, folder in (extra_dirs or {}).items():
+        model_files += [(p, name + p.relative_to(folder).as_posix()) for p in sorted(folder.rglob("*")) if p.is_file()]
     objects += _upload(storage, prefix, model_files)
     report_dir = write_report()
     report_files = [
@@ -135,7 +192,9 @@ def publish(
         if (report_dir / name).is_file()
     ]
     objects += _upload(storage, prefix, report_files)
-    manifest = {"runId": run_id, "prefix": str(prefix), "objects": objects}
+    manifest: dict[str, Any] = {"runId": run_id, "prefix": str(prefix), "objects": objects}
+    if index is not None:
+        manifest["index"] = index
     storage.put_bytes(json.dumps(manifest, indent=2).encode(), prefix.join(PUBLISHED_MANIFEST))
     log.info("published %d objects and the manifest under %s", len(objects), prefix)
     return manifest

@@ -1,0 +1,75 @@
+"""Training methods: one module per method behind one small interface, chosen once from the spec.
+
+* :mod:`eft_trainer.methods.full` fine-tunes the whole model (every document must be re-embedded);
+* :mod:`eft_trainer.methods.query_adapter` freezes the base model and trains a query-side module only
+  (document embeddings stay the base model's, bit for bit).
+
+The entrypoint calls :func:`for_spec` once and then only the interface (:class:`TrainingMethod`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from eft_api.spec import EmbeddingFinetuneSpec, Method
+
+if TYPE_CHECKING:
+    from eft_api.contract import RunConfig
+    from eft_trainer.distributed import World
+    from eft_trainer.storage import Storage
+    from eft_trainer.training import TrainStats
+
+
+@dataclass
+class TrainInput:
+    """What every method gets: the loaded base model, the run config, the checked training rows, where to
+    keep checkpoints (``storage`` is None for local runs), the HF Trainer callbacks and step limit, and the
+    processes of a torchrun run."""
+
+    model: Any
+    cfg: RunConfig
+    train: list[dict[str, Any]]
+    storage: Storage | None
+    work: Path
+    callbacks: Sequence[Any] = ()
+    max_steps: int = -1
+    #: The processes of a torchrun run (None: one process).
+    world: World | None = None
+
+
+@dataclass
+class Trained:
+    """What a method hands on: the model to evaluate and publish, training statistics, method details."""
+
+    model: Any
+    stats: TrainStats
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class TrainingMethod(Protocol):
+    #: The spec's name of the method.
+    name: str
+    #: Whether document embeddings made with the base model must be recomputed with the trained model.
+    reindex_required: bool
+
+    def train(self, inp: TrainInput) -> Trained:
+        """Train; return the trained model and what happened."""
+        ...
+
+    def save_extras(self, trained: Any, out: Path) -> list[str]:
+        """Write further artifacts to publish (folders under ``out``); return their names (``adapter/``)."""
+        ...
+
+
+def for_spec(spec: EmbeddingFinetuneSpec) -> TrainingMethod:
+    """The method the spec asks for (chosen once per run)."""
+    if spec.training.method is Method.QUERY_ADAPTER:
+        from eft_trainer.methods.query_adapter import QueryAdapter
+
+        return QueryAdapter()
+    from eft_trainer.methods.full import FullFineTune
+
+    return FullFineTune()
