@@ -16,7 +16,7 @@ from trainer_helpers import HUB_ID, env, keys, make_cfg, spec_dict, stdlib_pairs
 
 from eft_api.contract import ExitCode, Reason, TerminationMessage
 from eft_cli.run import run_config
-from eft_trainer.local_s3 import LocalS3
+from eft_devtools.local_s3 import LocalS3
 
 pytestmark = pytest.mark.slow
 
