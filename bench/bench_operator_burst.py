@@ -278,11 +278,13 @@ def stop(proc: subprocess.Popen[str]) -> None:
             proc.wait(5)
 
 
-async def wait_for(check: Any, timeout: float, what: str) -> None:
+async def wait_for(check: Any, timeout: float, what: str, progress: Any = None) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+            raise SystemExit(
+                f"timed out after {timeout:.0f}s waiting for {what}" + (f" ({progress()})" if progress else "")
+            )
         await asyncio.sleep(0.02)
 
 
@@ -301,12 +303,22 @@ async def drive(server: Server, count: int) -> dict[str, float]:
             watcher = asyncio.create_task(watch_jobs(http, url, seen))
             operator = start(*server.operator_args())
             # The operator is up and watching when it has made the baseline resources' Jobs.
-            await wait_for(lambda: sum(1 for o in seen if o.startswith("r")) >= count, 300, "the operator to settle")
+            await wait_for(
+                lambda: sum(1 for o in seen if o.startswith("r")) >= count,
+                300,
+                "the operator to settle",
+                lambda: f"{sum(1 for o in seen if o.startswith('r'))} of {count} start-up Jobs seen",
+            )
             await asyncio.sleep(3.0)
             names = [f"b{i:04d}" for i in range(count)]
             t_start = time.monotonic()
             created = await burst(http, url, "bench", names)
-            await wait_for(lambda: all(n in seen for n in names), 300, "every Job of the burst")
+            await wait_for(
+                lambda: all(n in seen for n in names),
+                300,
+                "every Job of the burst",
+                lambda: f"{sum(1 for n in names if n in seen)} of {count} seen",
+            )
             all_done = max(seen[n][0] for n in names) - t_start
             await asyncio.sleep(2.0)  # let late duplicates, if any, show up
             rss = peak_rss_mb(operator.pid)
