@@ -192,16 +192,26 @@ async def burst(http: aiohttp.ClientSession, url: str, ns: str, names: list[str]
 
 
 async def watch_jobs(http: aiohttp.ClientSession, url: str, seen: dict[str, list[float]]) -> None:
-    """Record when each Job appears (by its owner's name), from a watch stream."""
-    async with http.get(url + JOBS_URL, params={"watch": "true"}, timeout=aiohttp.ClientTimeout(total=None)) as resp:
-        async for line in resp.content:
-            if not line.strip():
-                continue
-            event = json.loads(line)
-            if event.get("type") == "ADDED":
-                owner = ((event["object"].get("metadata") or {}).get("labels") or {}).get(OWNER_LABEL)
-                if owner:
-                    seen.setdefault(owner, []).append(time.monotonic())
+    """Record when each Job first appears (by its owner's name), from a watch stream.
+
+    The stream is opened again whenever it ends or fails (a loaded real API server may refuse or close
+    it): a watch that silently ended would otherwise read as an operator that made no Job at all.
+    """
+    while True:
+        try:
+            timeout = aiohttp.ClientTimeout(total=None)
+            async with http.get(url + JOBS_URL, params={"watch": "true"}, timeout=timeout) as resp:
+                async for line in resp.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ADDED":
+                        owner = ((event["object"].get("metadata") or {}).get("labels") or {}).get(OWNER_LABEL)
+                        if owner and owner not in seen:
+                            seen[owner] = [time.monotonic()]
+        except (aiohttp.ClientError, ValueError) as exc:
+            print(f"the Job watch failed ({exc!r}); watching again", file=sys.stderr, flush=True)
+        await asyncio.sleep(0.2)
 
 
 def start(*args: str) -> subprocess.Popen[str]:
