@@ -192,16 +192,26 @@ async def burst(http: aiohttp.ClientSession, url: str, ns: str, names: list[str]
 
 
 async def watch_jobs(http: aiohttp.ClientSession, url: str, seen: dict[str, list[float]]) -> None:
-    """Record when each Job appears (by its owner's name), from a watch stream."""
-    async with http.get(url + JOBS_URL, params={"watch": "true"}, timeout=aiohttp.ClientTimeout(total=None)) as resp:
-        async for line in resp.content:
-            if not line.strip():
-                continue
-            event = json.loads(line)
-            if event.get("type") == "ADDED":
-                owner = ((event["object"].get("metadata") or {}).get("labels") or {}).get(OWNER_LABEL)
-                if owner:
-                    seen.setdefault(owner, []).append(time.monotonic())
+    """Record when each Job first appears (by its owner's name), from a watch stream.
+
+    The stream is opened again whenever it ends or fails (a loaded real API server may refuse or close
+    it): a watch that silently ended would otherwise read as an operator that made no Job at all.
+    """
+    while True:
+        try:
+            timeout = aiohttp.ClientTimeout(total=None)
+            async with http.get(url + JOBS_URL, params={"watch": "true"}, timeout=timeout) as resp:
+                async for line in resp.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ADDED":
+                        owner = ((event["object"].get("metadata") or {}).get("labels") or {}).get(OWNER_LABEL)
+                        if owner and owner not in seen:
+                            seen[owner] = [time.monotonic()]
+        except (aiohttp.ClientError, ValueError) as exc:
+            print(f"the Job watch failed ({exc!r}); watching again", file=sys.stderr, flush=True)
+        await asyncio.sleep(0.2)
 
 
 def start(*args: str) -> subprocess.Popen[str]:
@@ -278,11 +288,13 @@ def stop(proc: subprocess.Popen[str]) -> None:
             proc.wait(5)
 
 
-async def wait_for(check: Any, timeout: float, what: str) -> None:
+async def wait_for(check: Any, timeout: float, what: str, progress: Any = None) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+            raise SystemExit(
+                f"timed out after {timeout:.0f}s waiting for {what}" + (f" ({progress()})" if progress else "")
+            )
         await asyncio.sleep(0.02)
 
 
@@ -301,12 +313,22 @@ async def drive(server: Server, count: int) -> dict[str, float]:
             watcher = asyncio.create_task(watch_jobs(http, url, seen))
             operator = start(*server.operator_args())
             # The operator is up and watching when it has made the baseline resources' Jobs.
-            await wait_for(lambda: sum(1 for o in seen if o.startswith("r")) >= count, 300, "the operator to settle")
+            await wait_for(
+                lambda: sum(1 for o in seen if o.startswith("r")) >= count,
+                300,
+                "the operator to settle",
+                lambda: f"{sum(1 for o in seen if o.startswith('r'))} of {count} start-up Jobs seen",
+            )
             await asyncio.sleep(3.0)
             names = [f"b{i:04d}" for i in range(count)]
             t_start = time.monotonic()
             created = await burst(http, url, "bench", names)
-            await wait_for(lambda: all(n in seen for n in names), 300, "every Job of the burst")
+            await wait_for(
+                lambda: all(n in seen for n in names),
+                300,
+                "every Job of the burst",
+                lambda: f"{sum(1 for n in names if n in seen)} of {count} seen",
+            )
             all_done = max(seen[n][0] for n in names) - t_start
             await asyncio.sleep(2.0)  # let late duplicates, if any, show up
             rss = peak_rss_mb(operator.pid)

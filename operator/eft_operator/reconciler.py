@@ -122,6 +122,7 @@ class Reconciler:
         self._attempts: dict[tuple[str, str], int] = {}
         #: The reason of each resource's current run after its last pass (what a pod appearing can change).
         self._reasons: dict[tuple[str, str], str] = {}
+        self._closing = False
 
     @property
     def client(self) -> children.Client:
@@ -133,6 +134,7 @@ class Reconciler:
         self._client = client
 
     async def close(self) -> None:
+        self._closing = True  # passes still in flight at shutdown fail quietly: the next start redoes them
         for task in self._rechecks.values():
             task.cancel()
         self._rechecks.clear()
@@ -196,7 +198,7 @@ class Reconciler:
         except Exception as exc:
             result, kind = next((r, k) for t, r, k in _OUTCOMES if isinstance(exc, t))
             self.metrics.errors.labels(kind=kind).inc()
-            if not isinstance(exc, InvalidSpecError | ChildConflictError):
+            if not isinstance(exc, InvalidSpecError | ChildConflictError) and not self._closing:
                 await self._report_failure(namespace, name, exc, logger)
             raise
         finally:
@@ -238,6 +240,8 @@ class Reconciler:
         except (InvalidSpecError, ChildConflictError):
             pass  # the condition says so; a spec change starts a pass of its own
         except Exception as exc:
+            if self._closing:
+                return
             logger.warning(f"Rechecking {key[0]}/{key[1]} failed ({exc}); trying again later.")
             if key in self._locks:  # not forgotten (deleted) in the meantime
                 self._schedule(key, logger)
