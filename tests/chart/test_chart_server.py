@@ -7,6 +7,7 @@ checked structurally by test_chart_render.py.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -60,11 +61,31 @@ def test_every_object_passes_a_server_side_dry_run(cluster_ready: Any, scenario:
 def test_default_install_applies_and_its_pod_is_admitted_as_restricted(kube: Any, cluster_ready: Any) -> None:
     """`helm template | kubectl apply` of the defaults: every object applies, and the Deployment's Pod is created
     in a namespace that enforces Pod Security "restricted" (the ReplicaSet would report FailedCreate otherwise)."""
+    docs = sorted(scenario_objects("defaults"), key=lambda d: d["kind"] != "CustomResourceDefinition")
+    try:
+        for doc in docs:
+            apply(cluster_ready, doc, namespace=NAMESPACE)
+        _operator_pod_is_admitted(kube, docs)
+    finally:
+        # The install is cluster-wide (ClusterRoles, an admission policy on EmbeddingFinetunes): leave the shared
+        # control plane as it was for the tests that follow. CRDs stay (other tests installed them too).
+        for doc in reversed(docs):
+            if doc["kind"] != "CustomResourceDefinition":
+                _delete(cluster_ready, doc)
+
+
+def _delete(dyn: Any, doc: dict[str, Any]) -> None:
+    from kubernetes.dynamic.exceptions import NotFoundError
+
+    resource = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+    namespace = (doc["metadata"].get("namespace") or NAMESPACE) if resource.namespaced else None
+    with contextlib.suppress(NotFoundError):
+        resource.delete(name=doc["metadata"]["name"], namespace=namespace)
+
+
+def _operator_pod_is_admitted(kube: Any, docs: list[dict[str, Any]]) -> None:
     from kubernetes import client
 
-    docs = scenario_objects("defaults")
-    for doc in sorted(docs, key=lambda d: d["kind"] != "CustomResourceDefinition"):
-        apply(cluster_ready, doc, namespace=NAMESPACE)
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     core = client.CoreV1Api(kube)
     selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
