@@ -253,6 +253,20 @@ class GenerationSummary(_Model):
     requests: int = 0
 
 
+class GuardFigures(_Model):
+    """One guard against forgetting (spec.evaluation.guards): its primary metric base vs fine-tuned, rounded."""
+
+    name: str
+    base: float
+    finetuned: float
+    delta: float
+    #: The 95% paired-bootstrap interval of ``delta``.
+    ci_low: float
+    ci_high: float
+    max_drop: float
+    passed: bool
+
+
 class TerminationMessage(_Model):
     """Seam 4: the short JSON summary the trainer leaves in its container's termination message."""
 
@@ -264,6 +278,8 @@ class TerminationMessage(_Model):
     index: IndexSummary | None = None
     artifacts: Artifacts | None = None
     generation: GenerationSummary | None = None
+    #: At most 8 (the CRD's bound): about 1 KB of the 4 KB.
+    guards: list[GuardFigures] | None = None
 
     def to_json(self) -> str:
         """Serialise within :data:`TERMINATION_MESSAGE_LIMIT` bytes, shortening the message if need be."""

@@ -318,6 +318,8 @@ def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | N
         entry["artifacts"] = term.artifacts.model_dump(mode="json", by_alias=True, exclude_none=True)
     if term is not None and term.generation is not None:  # format documents: the pairs it trained on
         entry["generatedData"] = term.generation.model_dump(mode="json", by_alias=True)
+    if term is not None and term.guards:  # evaluation.guards: each set's figures, and whether it passed
+        entry["guards"] = [g.model_dump(mode="json", by_alias=True) for g in term.guards]
     return entry
 
 

@@ -196,6 +196,29 @@ def test_results_say_whether_to_reindex(index: bool | None) -> None:
     assert s["results"].get("reindexRequired") == index
 
 
+def test_a_rejected_runs_guards_reach_its_history_entry() -> None:
+    """evaluation.guards: each guard's figures, from the termination message, in the run's status.runs[] entry."""
+    term = contract.TerminationMessage.parse(
+        '{"outcome":"Failed","reason":"PromotionRejected","message":"guard faq dropped ndcg@10 by 0.0250",'
+        '"guards":[{"name":"faq","base":0.803,"finetuned":0.778,"delta":-0.025,"ciLow":-0.06,"ciHigh":0.01,'
+        '"maxDrop":0.01,"passed":false},{"name":"docs","base":0.5,"finetuned":0.6,"delta":0.1,"ciLow":0.05,'
+        '"ciHigh":0.15,"maxDrop":0.0,"passed":true}]}'
+    )
+    assert term is not None
+    s, _ = compute_status(
+        None, generation=1, run=RUN, observation=Observation("Failed", "PromotionRejected", "no", term), now="T1"
+    )
+    faq, docs = s["runs"][0]["guards"]
+    assert (faq["name"], faq["passed"], faq["delta"], faq["ciLow"], faq["maxDrop"]) == (
+        "faq",
+        False,
+        -0.025,
+        -0.06,
+        0.01,
+    )
+    assert (docs["name"], docs["passed"]) == ("docs", True)
+
+
 def test_supersede_and_history_bound() -> None:
     prev: dict[str, Any] = {"currentRun": {**RUN, "phase": "Running"}, "runs": [{"id": f"old{i}"} for i in range(10)]}
     new = {**RUN, "id": "g2-abc", "generation": 2, "jobName": "d-g2-abc"}

@@ -11,7 +11,7 @@ import pytest
 from eft_api.contract import Headline, Reason, TerminationMessage
 from eft_api.spec import EvalData, Guard
 from eft_trainer.errors import InvalidCorpus
-from eft_trainer.guards import GuardSet, figures, load_guard, rejection, summary
+from eft_trainer.guards import GuardSet, figures, load_guard, rejection, summary, termination_figures
 from eft_trainer.report import render_markdown
 
 
@@ -119,6 +119,12 @@ def test_eight_guards_fit_in_the_termination_message_and_the_report() -> None:
     text = msg.to_json()
     assert len(text.encode()) <= 4096 and "[truncated]" not in text
     assert all(r["name"] in text for r in results)
+    # With the figures as fields (what status.runs[] shows), the message may be shortened; the figures never are.
+    full = msg.model_copy(update={"guards": [termination_figures(r) for r in results]}).to_json()
+    back = TerminationMessage.parse(full)
+    assert len(full.encode()) <= 4096 and back is not None and back.guards is not None
+    assert [g.name for g in back.guards] == [r["name"] for r in results]
+    assert back.guards[0].delta == round(0.7734 - 0.81234, 4) and not back.guards[0].passed
     from test_trainer_report import report
 
     md = render_markdown(report() | {"guards": results})
@@ -183,6 +189,7 @@ def test_a_guard_that_drops_more_than_allowed_rejects_the_model(
     assert msg is not None and msg.reason == Reason.PROMOTION_REJECTED and code == ExitCode.PROMOTION_REJECTED, msg
     assert msg.message.startswith("guard beir-faq dropped ndcg@10 by ")
     assert "guard docs" not in msg.message and "docs ndcg@10 " in msg.message and "beir-faq ndcg@10 " in msg.message
+    assert msg.guards is not None and [(g.name, g.passed) for g in msg.guards] == [("docs", True), ("beir-faq", False)]
     assert len(msg.to_json().encode()) <= 4096
     prefix = cfg.run.output_prefix.split("/", 3)[3]
     published = keys(s3_server, guarded_bucket, prefix)

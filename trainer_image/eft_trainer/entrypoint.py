@@ -687,6 +687,7 @@ def run_job(
         index=_index_summary(report.get("index")),
         artifacts=arts,
         generation=gen.generated.summary() if gen else None,
+        guards=[G.termination_figures(r) for r in guard_results] or None,
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eft_api.contract import GuardFigures
 from eft_api.spec import Columns, DataFormat, EvalData, Guard
 from eft_trainer import data as D
 from eft_trainer.errors import InvalidCorpus
@@ -94,6 +95,21 @@ def figures(
         # on floating-point noise).
         "passed": -delta <= g.max_drop + 1e-12,
     }
+
+
+def termination_figures(r: dict[str, Any]) -> GuardFigures:
+    """A guard's figures for the termination message and so the status ``runs[]`` entry (4 decimals). Pure."""
+    b = r["bootstrap"]
+    return GuardFigures(
+        name=r["name"],
+        base=round(r["base"], 4),
+        finetuned=round(r["finetuned"], 4),
+        delta=round(r["delta"], 4),
+        ci_low=round(b["low"], 4),
+        ci_high=round(b["high"], 4),
+        max_drop=r["maxDrop"],
+        passed=r["passed"],
+    )
 
 
 def failed(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
