@@ -167,23 +167,16 @@ def test_max_requests_caps_the_cost(standin: StandIn) -> None:
     assert len(standin.requests) == 5 and len(pairs) == 5 and st["chunksOverMaxRequests"] == 5
 
 
-@pytest.mark.slow
-def test_concurrency_8_takes_about_an_eighth_of_the_serial_time(standin: StandIn) -> None:
-    """Each answer takes 0.25 s, so the ideal is 1/8. The client's own work (10-50 ms a request, more the
-    busier the machine) does not overlap: 1/7.0 measured at load 9 on 2 cores, 1/4.1 at load 12. The bound
-    is 1/4; that 8 requests really were in flight at once is checked exactly."""
-    standin.delay = 0.25
-    t0 = time.perf_counter()
-    LLMGenerator(spec(standin, maxConcurrency=1), seed=1).generate(chunks(100), 1)
-    serial = time.perf_counter() - t0
+def test_max_concurrency_8_keeps_8_requests_in_flight_and_answers_every_chunk(standin: StandIn) -> None:
+    """The stand-in counts the requests it holds at once: 1 with maxConcurrency 1, exactly 8 with 8 (never more).
+    The time this saves is a benchmark, not a test: bench/bench_llm_concurrency.py."""
+    standin.delay = 0.05
+    LLMGenerator(spec(standin, maxConcurrency=1), seed=1).generate(chunks(24), 1)
     assert standin.max_in_flight == 1
-    standin.max_in_flight = 0
-    t0 = time.perf_counter()
-    pairs = LLMGenerator(spec(standin, maxConcurrency=8), seed=1).generate(chunks(100), 1)
-    parallel = time.perf_counter() - t0
-    assert len(pairs) == 100 and standin.max_in_flight == 8
-    print(f"100 chunks: serial {serial:.2f} s, maxConcurrency 8 {parallel:.2f} s, ratio {serial / parallel:.1f}")
-    assert serial >= 100 * 0.25 and parallel < serial / 4, (serial, parallel)
+    # Each answer held 0.5 s: long enough for the client to open all 8 even on a loaded machine.
+    standin.delay, standin.max_in_flight = 0.5, 0
+    pairs = LLMGenerator(spec(standin, maxConcurrency=8), seed=1).generate(chunks(40), 1)
+    assert len(pairs) == 40 and standin.max_in_flight == 8
 
 
 def test_parse_questions() -> None:
