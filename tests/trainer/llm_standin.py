@@ -65,6 +65,11 @@ class StandIn:
         self.server.server_close()
 
     def reset(self) -> None:
+        """Forget the last test; first let requests a client gave up on (timeouts) finish, so that they do
+        not count as in flight in the next test."""
+        deadline = time.monotonic() + 30
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
         with self.lock:
             self.requests.clear()
             self.problems.clear()
