@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -237,10 +236,6 @@ class ControlPlane:
         path.write_text(kubeconfig_text(self.server, self.pki, user=key))
         path.chmod(0o600)
         return path
-
-
-def have_openssl() -> bool:
-    return shutil.which("openssl") is not None
 
 
 def wait_for(predicate: object, timeout: float = 30, interval: float = 0.2, what: str = "condition") -> None:
