@@ -120,6 +120,31 @@ def _terminations(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return out
 
 
+#: The Job controller's annotation (and label) with an Indexed Job pod's index: its node in a multi-node run.
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+def _latest_terminations(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The newest terminated state of each completion index (one for a single-node Job), newest first.
+
+    A multi-node attempt fails on every node at once: one rank's own verdict (rank 0 writes the
+    termination message; another node may be OOMKilled) sits beside peers that only lost their peer."""
+    seen: set[str] = set()
+    out = []
+    for pod in _newest_first(pods):
+        meta = pod.get("metadata") or {}
+        index = str(
+            (meta.get("annotations") or {}).get(COMPLETION_INDEX, (meta.get("labels") or {}).get(COMPLETION_INDEX, ""))
+        )
+        if index in seen:
+            continue
+        terminated = _terminations([pod])
+        if terminated:
+            seen.add(index)
+            out.extend(terminated)
+    return out
+
+
 def headline_text(h: contract.Headline) -> str:
     """``ndcg@10 0.531 -> 0.590 (+0.059) at 384 dims``."""
     return f"{h.primary_metric} {h.base:.3f} -> {h.finetuned:.3f} ({h.gain:+.3f}) at {h.dimension} dims"
@@ -240,16 +265,18 @@ def _failure(job: Mapping[str, Any], cond: Mapping[str, Any], pods: Sequence[Map
     if job_reason == DEADLINE_EXCEEDED:
         limit = _get(job, "spec", "activeDeadlineSeconds")
         return Observation(FAILED, DEADLINE_EXCEEDED, f"the run took longer than {limit}s (activeDeadlineSeconds)")
-    for t in _terminations(pods):
-        if t.get("reason") == "OOMKilled":
-            return Observation(FAILED, contract.Reason.OOM.value, _oom_message(job), None, finished)
+    # The cause first: a node killed for memory, then a rank's own verdict, then an exit code that says one.
+    latest = _latest_terminations(pods)
+    if any(t.get("reason") == "OOMKilled" for t in latest):
+        return Observation(FAILED, contract.Reason.OOM.value, _oom_message(job), None, finished)
+    for t in latest:
         term = contract.TerminationMessage.parse(t.get("message"))
         if term is not None and term.outcome == "Failed":
             return Observation(FAILED, term.reason, term.message, term, finished)
+    for t in latest:
         code = t.get("exitCode")
         if isinstance(code, int) and code in _EXIT_CODE_REASONS:
             return Observation(FAILED, _EXIT_CODE_REASONS[code], f"the trainer exited with code {code}", None, finished)
-        break
     if job_reason == BACKOFF_LIMIT_EXCEEDED:
         limit = _get(job, "spec", "backoffLimit")
         return Observation(

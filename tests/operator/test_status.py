@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from eft_api import contract
-from eft_operator.status import Observation, Problem, compute_status, merge_patch, observe
+from eft_operator.status import COMPLETION_INDEX, Observation, Problem, compute_status, merge_patch, observe
 
 JOB: dict[str, Any] = {
     "metadata": {"name": "j", "labels": {}},
@@ -33,6 +33,13 @@ def pod(state: dict[str, Any], last: dict[str, Any] | None = None, ts: str = "20
     if last:
         cs["lastState"] = last
     return {"metadata": {"name": f"p-{ts}", "creationTimestamp": ts}, "status": {"containerStatuses": [cs]}}
+
+
+def node(index: int, state: dict[str, Any], ts: str) -> dict[str, Any]:
+    """A pod of an Indexed (multi-node) Job: the Job controller annotates its completion index."""
+    p = pod(state, ts=ts)
+    p["metadata"] = {**p["metadata"], "name": f"p-{index}-{ts}", "annotations": {COMPLETION_INDEX: str(index)}}
+    return p
 
 
 def tm(reason: str, outcome: str = "Failed") -> str:
@@ -127,6 +134,38 @@ CASES = [
     ),
     ("exit code only", failed("PodFailurePolicy"), [pod({"terminated": {"exitCode": 4}})], "Failed", "OOMKilled"),
     ("job gone", None, [], "Failed", "JobDeleted"),
+    (
+        "multi-node: rank 0's verdict, not its peer's lost connection",
+        failed("PodFailurePolicy"),
+        [
+            node(0, {"terminated": {"exitCode": 2, "message": tm("InvalidCorpus")}}, ts="1"),
+            node(1, {"terminated": {"exitCode": 1}}, ts="2"),
+        ],
+        "Failed",
+        "InvalidCorpus",
+    ),
+    (
+        "multi-node: a node killed for memory is the cause",
+        failed("BackoffLimitExceeded"),
+        [
+            node(0, {"terminated": {"exitCode": 1, "message": tm("TrainerCrashed")}}, ts="2"),
+            node(1, {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}, ts="1"),
+        ],
+        "Failed",
+        "OOMKilled",
+    ),
+    (
+        "multi-node: an earlier attempt's verdict does not speak for the last one",
+        failed("BackoffLimitExceeded"),
+        [
+            node(0, {"terminated": {"exitCode": 75, "message": tm("S3Unavailable")}}, ts="1"),
+            node(1, {"terminated": {"exitCode": 1}}, ts="1"),
+            node(0, {"terminated": {"exitCode": 1}}, ts="3"),
+            node(1, {"terminated": {"exitCode": 1}}, ts="3"),
+        ],
+        "Failed",
+        "BackoffLimitExceeded",
+    ),
 ]
 
 
