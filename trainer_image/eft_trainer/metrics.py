@@ -26,9 +26,9 @@ PHASES = (
 
 
 class Progress:
-    """Gauges in their own registry, served on ``port`` (0 = not served)."""
+    """Gauges in their own registry, served on ``addr:port`` (port 0 = not served)."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, addr: str = "0.0.0.0") -> None:
         from prometheus_client import CollectorRegistry, Gauge
 
         self.registry = CollectorRegistry()
@@ -58,7 +58,7 @@ class Progress:
         if port:
             from prometheus_client import start_http_server
 
-            self.server = start_http_server(port, registry=self.registry)
+            self.server = start_http_server(port, addr=addr, registry=self.registry)
             log.info("serving Prometheus metrics on :%d/metrics", port)
 
     def set_phase(self, phase: str) -> None:
