@@ -143,6 +143,7 @@ def test_operator_settings_reach_the_operator_as_env() -> None:
         "EFT_METRICS_PORT": "8080",
         "EFT_HEALTH_PORT": "8081",
         "EFT_TRAINER_METRICS_PORT": "9090",
+        "EFT_PROGRESS_INTERVAL": "10",
         "EFT_PEERING_NAME": "",
         "EFT_LOG_LEVEL": "INFO",
     }

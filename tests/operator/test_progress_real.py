@@ -121,13 +121,15 @@ def test_progress_follows_the_trainer_into_status_and_kubectl_get(
     assert (ts.metric("loss"), ts.metric("samplesPerSecond"), ts.metric("step")) == ("0.8125", "42.5", "100")
     assert (ts.metric("maxSteps"), ts.metric("epoch")) == ("200", "0.5")
     assert wait(lambda: progress_column(k, "prog") == 57, 10, "the Progress column")
-    assert op.reconciler.metrics.progress.labels(namespace=k.ns, name="prog")._value.get() == 57
+    served = op.reconciler.metrics.render().decode()  # the operator's /metrics, as the dashboard reads it
+    assert f'eft_run_progress_percent{{name="prog",namespace="{k.ns}"}} 57.0' in served
 
     # The trainer stops answering: status keeps its last value, the failures are counted, nothing else breaks.
     failures = op.reconciler.metrics.progress_failures.labels(kind="unreachable")
     before = failures._value.get()
     trainer.close()
     wait(lambda: failures._value.get() >= before + 3, 20, "failed reads counted")
+    assert 'eft_progress_read_failures_total{kind="unreachable"}' in op.reconciler.metrics.render().decode()
     st = k.eft("prog")["status"]
     assert st["trainerStatus"]["progressPercentage"] == 57 and st["currentRun"]["phase"] == "Running"
     assert k.condition("prog", "Reconciling")["status"] == "True"
