@@ -87,7 +87,9 @@ class ProgressReader:
             async with self._session.get(url, allow_redirects=False) as resp:
                 if resp.status != 200:
                     raise ReadFailed("http", f"{url} answered {resp.status}")
-                body = await resp.content.read(MAX_BODY + 1)
+                body = b""
+                while len(body) <= MAX_BODY and (chunk := await resp.content.read(MAX_BODY + 1 - len(body))):
+                    body += chunk
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise ReadFailed("unreachable", f"{url}: {exc!r}") from None
         if len(body) > MAX_BODY:
@@ -96,10 +98,11 @@ class ProgressReader:
 
     async def _loop(self, key: Key, url: str, write: Writer, logger: Logger) -> None:
         while True:
-            await self._once(key, url, write, logger)
+            await self.poll_once(key, url, write, logger)
             await asyncio.sleep(self.interval)
 
-    async def _once(self, key: Key, url: str, write: Writer, logger: Logger) -> None:
+    async def poll_once(self, key: Key, url: str, write: Writer, logger: Logger) -> None:
+        """One read of ``url``; ``write`` is called when the progress changed since the last write."""
         last = self._last.get(key)
         try:
             text = await self.read(url)

@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from eft_api.status import TrainerStatus
+from eft_operator.config import Settings, SettingsError
 from eft_operator.progress import (
     PHASE_START,
     Sample,
@@ -258,3 +259,15 @@ def pod(
 )
 def test_metrics_url(pods: list[dict[str, Any]], url: str | None) -> None:
     assert metrics_url(pods) == url
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [(None, 10.0), ("2.5", 2.5), ("0", 0.0), ("3600", 3600.0)])
+def test_the_progress_interval_setting(raw: str | None, seconds: float) -> None:
+    env = {} if raw is None else {"EFT_PROGRESS_INTERVAL": raw}
+    assert Settings.from_env(env).progress_interval == seconds
+
+
+@pytest.mark.parametrize("raw", ["-1", "soon", "3601", "nan"])
+def test_a_bad_progress_interval_names_the_variable(raw: str) -> None:
+    with pytest.raises(SettingsError, match="EFT_PROGRESS_INTERVAL"):
+        Settings.from_env({"EFT_PROGRESS_INTERVAL": raw})
