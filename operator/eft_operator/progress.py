@@ -79,13 +79,26 @@ class Sample:
     eta_seconds: float | None = None
 
 
+_WANTED = frozenset({*_GAUGES, "eft_trainer_phase_info"})
+_NAME = re.compile(r"^(?:# (?:HELP|TYPE) )?([A-Za-z_:][A-Za-z0-9_:]*)")
+
+
+def _wanted(line: str) -> bool:
+    match = _NAME.match(line)
+    return match is None or match.group(1) in _WANTED
+
+
 def parse_metrics(text: str) -> Sample:
-    """The trainer's gauges from Prometheus exposition text; ValueError when it is not that format."""
+    """The trainer's gauges from Prometheus exposition text; ValueError when it is not that format.
+
+    Only the families read here are parsed (the evaluation series, most of the text, are skipped).
+    """
     from prometheus_client.parser import text_string_to_metric_families
 
     values: dict[str, float] = {}
     phase: str | None = None
-    for family in text_string_to_metric_families(text):
+    wanted = "\n".join(line for line in text.splitlines() if _wanted(line))
+    for family in text_string_to_metric_families(wanted + "\n" if wanted else ""):
         for s in family.samples:
             if s.name == "eft_trainer_phase_info" and s.value == 1 and phase is None:
                 phase = str(s.labels.get("phase") or "") or None
