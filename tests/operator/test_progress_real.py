@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from real_cluster import TEST_IMAGE, Kube, RealOperator, pod_succeeded, resource, wait
 
+from eft_api import contract
 from eft_api.spec import API_GROUP, API_VERSION, PLURAL
 from eft_api.status import TrainerStatus
 from eft_operator.config import Settings
@@ -93,21 +94,28 @@ def progress_column(k: Kube, name: str) -> Any:
     return row["cells"][column]
 
 
-def test_progress_follows_the_trainer_into_status_and_kubectl_get(
-    k: Kube, trainer: Progress, operator_for: Callable[[int], RealOperator]
-) -> None:
+def start_run(
+    k: Kube, trainer: Progress, operator_for: Callable[[int], RealOperator], name: str
+) -> tuple[RealOperator, dict[str, Any]]:
+    """The operator, a resource, its pod running on 127.0.0.1 and the trainer's first phase in status."""
     port = int(trainer.server[0].server_port)
     op = operator_for(port)
-    k.create(resource("prog"))
-    pod = wait(lambda: k.pods("prog"), 30, "the trainer pod")[0]
+    k.create(resource(name))
+    pod = wait(lambda: k.pods(name), 30, "the trainer pod")[0]
     ports = pod["spec"]["containers"][0]["ports"]
     assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in ports
     trainer.set_phase("evaluate-base")
     k.set_pod_status(pod["metadata"]["name"], running_status())
-
-    ts = wait(lambda: (t := trainer_status(k, "prog")) and t.phase == "EvaluatingBase" and t, 20, "EvaluatingBase")
+    ts = wait(lambda: (t := trainer_status(k, name)) and t.phase == "EvaluatingBase" and t, 20, "EvaluatingBase")
     assert ts.progress_percentage == 12 and ts.last_updated_time
-    assert op.reconciler.progress.following((k.ns, "prog")) == f"http://127.0.0.1:{port}/metrics"
+    assert op.reconciler.progress.following((k.ns, name)) == f"http://127.0.0.1:{port}/metrics"
+    return op, pod
+
+
+def test_progress_follows_the_trainer_into_status_and_kubectl_get(
+    k: Kube, trainer: Progress, operator_for: Callable[[int], RealOperator]
+) -> None:
+    op, pod = start_run(k, trainer, operator_for, "prog")
 
     trainer.set_phase("train")
     trainer.max_steps.set(200)
@@ -142,3 +150,32 @@ def test_progress_follows_the_trainer_into_status_and_kubectl_get(
     assert ts.progress_percentage == 100 and ts.estimated_remaining_seconds == 0 and ts.metric("step") == "100"
     assert progress_column(k, "prog") == 100
     wait(lambda: op.reconciler.progress.following((k.ns, "prog")) is None, 10, "the reader to stop")
+
+
+def test_a_failed_run_keeps_the_last_progress(
+    k: Kube, trainer: Progress, operator_for: Callable[[int], RealOperator]
+) -> None:
+    op, pod = start_run(k, trainer, operator_for, "fails")
+    rid = k.eft("fails")["status"]["currentRun"]["id"]
+    trainer.set_phase("failed")  # as the trainer does before it exits
+    failed = contract.TerminationMessage(
+        outcome="Failed", reason="InvalidCorpus", message="pairs.jsonl line 3: bad JSON"
+    )
+    k.set_pod_status(pod["metadata"]["name"], pod_failed(failed.to_json(), exit_code=2))
+    st = wait(lambda: (s := k.eft("fails")["status"]) and s["currentRun"]["phase"] == "Failed" and s, 30, "Failed")
+    assert st["currentRun"]["reason"] == "InvalidCorpus" and st["runs"][0]["id"] == rid
+    ts = TrainerStatus.of(st)
+    assert ts is not None and ts.progress_percentage == 12  # the last value read, not 100
+    assert ts.phase in ("EvaluatingBase", "Failed")  # the reader may have seen the trainer's last phase
+    wait(lambda: op.reconciler.progress.following((k.ns, "fails")) is None, 10, "the reader to stop")
+
+
+def pod_failed(message: str, exit_code: int) -> dict[str, Any]:
+    """A pod status as the kubelet writes it when the trainer exited with ``exit_code`` and ``message``."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    terminated = {"exitCode": exit_code, "reason": "Error", "message": message, "startedAt": now, "finishedAt": now}
+    status = running_status()
+    status["phase"] = "Failed"
+    status["conditions"] = [{"type": "Ready", "status": "False", "reason": "PodFailed"}]
+    status["containerStatuses"][0].update(ready=False, started=False, state={"terminated": terminated})
+    return status
