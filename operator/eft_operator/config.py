@@ -21,6 +21,9 @@ EFT_DEFAULT_QUEUE_NAME    Kueue LocalQueue for resources that set   empty: no Ku
 EFT_METRICS_PORT          port of ``/metrics`` (Prometheus)         8080
 EFT_HEALTH_PORT           port of ``/healthz`` (liveness probe)     8081
 EFT_TRAINER_METRICS_PORT  the trainer's Prometheus port             9090
+EFT_PROGRESS_INTERVAL     seconds between reads of a running        10
+                          trainer's metrics port for
+                          ``status.trainerStatus``; 0: none
 EFT_PEERING_NAME          kopf peering object (several replicas)    empty: standalone
 EFT_LOG_LEVEL             DEBUG, INFO, WARNING or ERROR             INFO
 ========================  ========================================  ==========================================
@@ -53,6 +56,8 @@ class Settings:
     metrics_port: int = 8080
     health_port: int = 8081
     trainer_metrics_port: int = 9090
+    #: Seconds between reads of a running trainer's gauges (``status.trainerStatus``); 0: never read.
+    progress_interval: float = 10.0
     peering_name: str | None = None
     log_level: str = "INFO"
     #: Image prefixes ``spec.image`` may use (see :func:`image_allowed`); empty: the default image's repository.
@@ -101,6 +106,13 @@ class Settings:
         level = (text("EFT_LOG_LEVEL") or "INFO").upper()
         if level not in _LOG_LEVELS:
             raise SettingsError(f"EFT_LOG_LEVEL={level!r}: must be one of {', '.join(_LOG_LEVELS)}")
+        interval_raw = text("EFT_PROGRESS_INTERVAL") or "10"
+        try:
+            interval = float(interval_raw)
+        except ValueError:
+            interval = -1.0
+        if not 0 <= interval <= 3600:
+            raise SettingsError(f"EFT_PROGRESS_INTERVAL={interval_raw!r}: must be seconds between 0 and 3600")
         image = text("EFT_TRAINER_IMAGE") or DEFAULT_TRAINER_IMAGE
         if any(c.isspace() for c in image):
             raise SettingsError(f"EFT_TRAINER_IMAGE={image!r}: must be an image reference without spaces")
@@ -117,6 +129,7 @@ class Settings:
             metrics_port=port("EFT_METRICS_PORT", 8080),
             health_port=port("EFT_HEALTH_PORT", 8081),
             trainer_metrics_port=port("EFT_TRAINER_METRICS_PORT", 9090),
+            progress_interval=interval,
             peering_name=text("EFT_PEERING_NAME"),
             log_level=level,
         )

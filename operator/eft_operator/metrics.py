@@ -1,7 +1,8 @@
 """Prometheus metrics of the operator, on their own registry, served by a small aiohttp app.
 
 Labels are bounded: ``result``, ``kind`` and ``phase`` take a few fixed values; the only per-resource
-series is ``eft_headline_metric{namespace,name,model}``, removed when its resource is deleted.
+series are ``eft_headline_metric{namespace,name,model}`` and ``eft_run_progress_percent{namespace,name}``,
+removed when their resource is deleted.
 """
 
 from __future__ import annotations
@@ -51,6 +52,18 @@ class Metrics:
             ["namespace", "name", "model"],
             registry=self.registry,
         )
+        self.progress = Gauge(
+            "eft_run_progress_percent",
+            "The current run's progress in percent (status.trainerStatus.progressPercentage).",
+            ["namespace", "name"],
+            registry=self.registry,
+        )
+        self.progress_failures = Counter(
+            "eft_progress_read_failures",
+            "Reads of a trainer's metrics port that failed, by kind (unreachable, http, parse, write).",
+            ["kind"],
+            registry=self.registry,
+        )
         self._phases: dict[tuple[str, str], str] = {}
         for phase in PHASES:
             self.runs.labels(phase=phase).set(0)
@@ -62,6 +75,9 @@ class Metrics:
         else:
             self._phases.pop((namespace, name), None)
         self._refresh_phases()
+        pct = (status.get("trainerStatus") or {}).get("progressPercentage")
+        if isinstance(pct, int):
+            self.progress.labels(namespace=namespace, name=name).set(pct)
         results = status.get("results") or {}
         for model in ("base", "finetuned"):
             value = results.get(model)
@@ -75,6 +91,8 @@ class Metrics:
         for model in ("base", "finetuned"):
             with contextlib.suppress(KeyError):
                 self.headline.remove(namespace, name, model)
+        with contextlib.suppress(KeyError):
+            self.progress.remove(namespace, name)
 
     def _refresh_phases(self) -> None:
         counts = dict.fromkeys(PHASES, 0)

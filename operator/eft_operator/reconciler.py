@@ -40,9 +40,12 @@ import kopf
 from eft_api import contract
 from eft_api.contract import output_prefix
 from eft_api.spec import EmbeddingFinetuneSpec, InvalidSpec, parse_spec
+from eft_api.status import TrainerStatus
 from eft_operator import children
 from eft_operator.config import Settings
 from eft_operator.metrics import Metrics
+from eft_operator.progress import metrics_url
+from eft_operator.progress_reader import ProgressReader, Writer
 from eft_operator.render import Owner, queue_name, render_children, render_service, spec_hash
 from eft_operator.status import (
     CHILD_CONFLICT,
@@ -52,6 +55,7 @@ from eft_operator.status import (
     NO_POD_GRACE,
     PENDING,
     RECONCILE_FAILED,
+    RUNNING,
     TERMINAL_PHASES,
     Observation,
     Problem,
@@ -63,6 +67,8 @@ from eft_operator.status import (
 )
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
+#: The fields of status.trainerStatus (eft_api.status.TrainerStatus), as they appear in the resource.
+TRAINER_STATUS_FIELDS = tuple(f.alias or n for n, f in TrainerStatus.model_fields.items())
 #: Seconds before each recheck of a resource that waits on something outside it (a refused Job, a Job
 #: without pods): the delays grow, then stay at the last one until the cause goes away.
 RECHECK_DELAYS = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0)
@@ -95,6 +101,8 @@ class _Result:
 
     status: Mapping[str, Any] | None
     recheck: bool = False
+    #: Where the running trainer serves its gauges (None: no trainer is running).
+    progress_url: str | None = None
 
 
 class Reconciler:
@@ -122,6 +130,8 @@ class Reconciler:
         self._attempts: dict[tuple[str, str], int] = {}
         #: The reason of each resource's current run after its last pass (what a pod appearing can change).
         self._reasons: dict[tuple[str, str], str] = {}
+        #: Reads running trainers' gauges into status.trainerStatus (one task per running run).
+        self.progress = ProgressReader(settings.progress_interval, self.metrics, clock)
         self._closing = False
 
     @property
@@ -138,6 +148,7 @@ class Reconciler:
         for task in self._rechecks.values():
             task.cancel()
         self._rechecks.clear()
+        await self.progress.close()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -150,6 +161,7 @@ class Reconciler:
         task = self._rechecks.pop(key, None)
         if task is not None:
             task.cancel()
+        self.progress.stop(key)
         self.metrics.forget(namespace, name)
 
     def pod_appeared(self, namespace: str, name: str) -> bool:
@@ -213,6 +225,26 @@ class Reconciler:
             self._schedule(key, logger)
         else:
             self._unschedule(key)
+        # No await since the lock was released: a progress write waiting for it sees this first.
+        if outcome.progress_url is not None and outcome.status is not None:
+            previous = outcome.status.get("trainerStatus")
+            writer = self._progress_writer(key, outcome.progress_url)
+            self.progress.follow(key, outcome.progress_url, previous, writer, logger)
+        else:
+            self.progress.stop(key)
+
+    def _progress_writer(self, key: tuple[str, str], url: str) -> Writer:
+        """Patches status.trainerStatus under the resource's lock, while the reader still follows ``url``."""
+
+        async def write(block: dict[str, Any]) -> None:
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                if self.progress.following(key) != url:
+                    return  # the run ended or moved to another pod meanwhile
+                cleared = dict.fromkeys(TRAINER_STATUS_FIELDS)  # a merge patch removes what the block lacks
+                patch = {"status": {"trainerStatus": {**cleared, **block}}}
+                await self.client.patch("EmbeddingFinetune", *key, patch, subresource="status")
+
+        return write
 
     # --- rechecks -----------------------------------------------------------------------------------
 
@@ -356,6 +388,7 @@ class Reconciler:
             observation = observe(job, pods)
             if job is not None and observation.phase == PENDING and observation.reason == JOB_CREATED:
                 observation, recheck = await self._without_pods(client, job, pods, created, observation)
+        progress_url = metrics_url(pods) if observation is not None and observation.phase == RUNNING else None
         status, events = compute_status(
             prev,
             generation=generation,
@@ -378,7 +411,7 @@ class Reconciler:
             if job is None:  # the Job is gone: its pods may still hold the finalizer
                 for pod in await client.pods_of_run(namespace, str(run.get("id"))):
                     await client.release(pod)
-        return _Result(status, recheck)
+        return _Result(status, recheck, progress_url)
 
     async def _without_pods(
         self,

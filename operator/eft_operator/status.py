@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eft_api import contract
+from eft_operator import progress
 
 HISTORY_LIMIT = 10
 MESSAGE_LIMIT = 1024
@@ -411,6 +412,7 @@ def compute_status(
             term = observation.termination
             old_phase = prev_run.get("phase") if same else None
             if not same:
+                status.pop("trainerStatus", None)  # the progress of an earlier run
                 events.append(
                     Event(
                         "Normal",
@@ -422,6 +424,9 @@ def compute_status(
             events.extend(_phase_events(old_phase, prev_run.get("reason") if same else None, new_run, observation))
             if observation.phase in TERMINAL_PHASES:
                 runs = _record(runs, _history_entry(new_run, term))
+                done = progress.finished(status.get("trainerStatus"), observation.phase == SUCCEEDED, now)
+                if done is not None:
+                    status["trainerStatus"] = done
             if observation.phase == SUCCEEDED and term is not None and term.headline is not None:
                 h = term.headline
                 status["results"] = {

@@ -108,3 +108,24 @@ def test_messages_never_empty() -> None:
             cond.pop("message", None)
         hs = run_health_check(obj)
         assert hs["message"], case["inputPath"]
+
+
+@pytest.mark.parametrize("runtime", [lua51, lua54], ids=["lua5.1", "lua5.4"])
+@pytest.mark.parametrize(
+    ("trainer_status", "suffix"),
+    [
+        (None, ""),  # the trainer has not reported yet
+        ({"phase": "EvaluatingBase", "progressPercentage": 12}, " (EvaluatingBase 12%)"),
+        ({"progressPercentage": 40.0, "estimatedRemainingSeconds": 0}, " (40%)"),
+        ({"phase": "Training", "metrics": []}, ""),  # no percentage: nothing to say
+    ],
+)
+def test_progressing_message_carries_the_runs_progress(
+    trainer_status: dict[str, Any] | None, suffix: str, runtime: Any
+) -> None:
+    obj = load(next(c for c in CASES if c["inputPath"] == "testdata/progressing_running.yaml"))
+    obj["status"].pop("trainerStatus")
+    if trainer_status is not None:
+        obj["status"]["trainerStatus"] = trainer_status
+    hs = run_health_check(obj, runtime)
+    assert hs == {"status": "Progressing", "message": "Running: Run g1-4f2a1 is training (epoch 1 of 1)" + suffix}

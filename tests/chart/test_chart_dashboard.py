@@ -18,6 +18,8 @@ OPERATOR_METRICS = {
     "eft_runs",
     "eft_run_duration_seconds",
     "eft_headline_metric",
+    "eft_run_progress_percent",
+    "eft_progress_read_failures_total",
 }
 TRAINER_METRICS = {
     "eft_trainer_step",
@@ -27,6 +29,7 @@ TRAINER_METRICS = {
     "eft_trainer_eta_seconds",
     "eft_trainer_eval_metric",
     "eft_trainer_phase_info",
+    "eft_trainer_max_steps",
 }
 HISTOGRAMS = {"eft_reconcile_duration_seconds", "eft_run_duration_seconds"}
 
@@ -68,6 +71,14 @@ def test_panels_cover_states_durations_and_base_vs_finetuned() -> None:
     assert "eft_headline_metric" in headline and "model" in headline and "name" in headline
     gain = by_title["Gain per resource"]
     assert 'model="finetuned"' in gain and 'model="base"' in gain
+
+
+def test_progress_panel_reads_the_same_figure_as_the_progress_column() -> None:
+    by_title = dict(exprs())
+    assert "eft_run_progress_percent" in by_title["Run progress"] and "name" in by_title["Run progress"]
+    panel = next(p for p in DASHBOARD["panels"] if p["title"] == "Run progress")
+    assert "status.trainerStatus.progressPercentage" in panel["description"]
+    assert panel["fieldConfig"]["defaults"]["max"] == 100
 
 
 def test_dashboard_is_well_formed() -> None:

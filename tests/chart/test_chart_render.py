@@ -143,6 +143,7 @@ def test_operator_settings_reach_the_operator_as_env() -> None:
         "EFT_METRICS_PORT": "8080",
         "EFT_HEALTH_PORT": "8081",
         "EFT_TRAINER_METRICS_PORT": "9090",
+        "EFT_PROGRESS_INTERVAL": "10",
         "EFT_PEERING_NAME": "",
         "EFT_LOG_LEVEL": "INFO",
     }
@@ -234,7 +235,7 @@ def test_network_policy_allows_dns_s3_the_llm_endpoint_and_other_trainers_only()
     assert policy["metadata"]["namespace"] == "ml"
     spec = policy["spec"]
     assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "eft-trainer"
-    assert spec["policyTypes"] == ["Egress"]
+    assert spec["policyTypes"] == ["Egress", "Ingress"]
     dns, s3, llm, peers = spec["egress"]
     # The pods of a multi-node run reach each other (rendezvous and collectives), on any port, nothing else.
     assert peers == {"to": [{"podSelector": {"matchLabels": spec["podSelector"]["matchLabels"]}}]}
@@ -247,6 +248,30 @@ def test_network_policy_allows_dns_s3_the_llm_endpoint_and_other_trainers_only()
     namespaced = by_kind(scenario_objects("namespaced-peering-integrations"), "NetworkPolicy")
     assert all(len(p["spec"]["egress"]) == 3 for p in namespaced)  # dns, s3, peers: no llm cidrs, no llm rule
     assert sorted(p["metadata"]["namespace"] for p in namespaced) == ["team-a", "team-b"]
+
+
+def test_network_policy_lets_the_operator_and_metrics_from_reach_the_metrics_port_and_peers_anything() -> None:
+    docs = scenario_objects("integrations")
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    operator, scrapers, peers = policy["spec"]["ingress"]
+    # The operator reads progress from the metrics port: its pods (in the release namespace) and that port only.
+    (source,) = operator["from"]
+    assert source["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert source["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert source["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    assert operator["ports"] == scrapers["ports"] == [{"protocol": "TCP", "port": "metrics"}]
+    # The port name is the trainer container's (the operator renders it; the operator reads its number).
+    assert scrapers["from"] == [{"namespaceSelector": {}}]  # networkPolicy.metricsFrom's default
+    assert peers == {"from": [{"podSelector": {"matchLabels": policy["spec"]["podSelector"]["matchLabels"]}}]}
+    narrowed = {"metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}
+    values = {**SCENARIOS["integrations"]}
+    values["networkPolicy"] = {**values["networkPolicy"], **narrowed}
+    (policy,) = by_kind(docs_of(render_files(values)), "NetworkPolicy")
+    assert policy["spec"]["ingress"][1]["from"] == narrowed["metricsFrom"]
+    values["networkPolicy"] = {**values["networkPolicy"], "metricsFrom": []}
+    (policy,) = by_kind(docs_of(render_files(values)), "NetworkPolicy")
+    assert [r["from"][0] for r in policy["spec"]["ingress"]] == [source, peers["from"][0]]
 
 
 def test_grafana_dashboard_config_map() -> None:

@@ -413,6 +413,9 @@ def train(
             return super().compute_loss(model, inputs, *args, **kwargs)
 
     trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[*own, *callbacks])
+    for cb in callbacks:  # the progress gauges' throughput counts the rows the loss saw (eft_trainer.metrics)
+        if hasattr(cb, "rows_source"):
+            cb.rows_source = lambda: trainer.rows_trained * w.size
     t0 = time.perf_counter()
     previous: Any = None
     with contextlib.suppress(ValueError):  # only the main thread can take signals

@@ -1,7 +1,8 @@
 -- Argo CD custom health check for finetune.eft.dev/EmbeddingFinetune.
 -- Reads the status the operator writes (kstatus conventions): status.observedGeneration and the
--- conditions Ready, Reconciling and Stalled.
---   Progressing: the operator has not acted on the latest generation yet, or a run is under way.
+-- conditions Ready, Reconciling and Stalled; while a run is under way, its progress (status.trainerStatus).
+--   Progressing: the operator has not acted on the latest generation yet, or a run is under way
+--                (with its phase, percentage and estimated time left when the trainer reported them).
 --   Degraded:    Stalled=True for the latest generation (the run failed; it needs a change of spec).
 --   Healthy:     Ready=True for the latest generation (the run succeeded and its model is published).
 --   Suspended:   spec.runPolicy.suspend is true and the latest generation has not finished.
@@ -36,6 +37,22 @@ local function describe(c, fallback)
     return message
   end
   return fallback
+end
+
+-- " (Training 57%, about 62 s left)" from status.trainerStatus, or "" before the trainer reported any.
+local function progress(ts)
+  if ts == nil or type(ts.progressPercentage) ~= "number" then
+    return ""
+  end
+  local text = string.format("%d%%", math.floor(ts.progressPercentage))
+  if type(ts.phase) == "string" and ts.phase ~= "" then
+    text = ts.phase .. " " .. text
+  end
+  local left = ts.estimatedRemainingSeconds
+  if type(left) == "number" and left > 0 then
+    text = text .. string.format(", about %d s left", math.floor(left))
+  end
+  return " (" .. text .. ")"
 end
 
 local generation = nil
@@ -100,7 +117,7 @@ end
 
 hs.status = "Progressing"
 if reconciling ~= nil and reconciling.status == "True" then
-  hs.message = describe(reconciling, "A run is under way")
+  hs.message = describe(reconciling, "A run is under way") .. progress(obj.status.trainerStatus)
 else
   hs.message = describe(ready, "Waiting for the run to start")
 end

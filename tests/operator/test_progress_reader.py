@@ -1,0 +1,124 @@
+"""The progress reader against a real HTTP server: what it writes, and that every failure is counted, never raised."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from prometheus_client import generate_latest
+
+from eft_operator.metrics import Metrics
+from eft_operator.progress_reader import MAX_BODY, ProgressReader
+from eft_trainer.metrics import Progress
+
+KEY = ("ns", "res")
+LOG = logging.getLogger("test")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[str, Progress]]:
+    """A server on 127.0.0.1: /metrics serves a real trainer registry; other paths fail in their own ways."""
+    prog = Progress(0)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(prog.registry))
+
+    def answer(response: web.Response) -> Any:
+        async def handle(_: web.Request) -> web.Response:
+            return response
+
+        return handle
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/error", answer(web.Response(status=500)))
+    app.router.add_get("/garbage", answer(web.Response(text="eft_trainer_step{ 1 2 3\n")))
+    app.router.add_get("/huge", answer(web.Response(body=b"#" * (MAX_BODY + 10))))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}", prog
+    await runner.cleanup()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.blocks: list[dict[str, Any]] = []
+        self.fail = False
+
+    async def __call__(self, block: dict[str, Any]) -> None:
+        if self.fail:
+            raise RuntimeError("the API refused the patch")
+        self.blocks.append(block)
+
+
+def failures(metrics: Metrics, kind: str) -> float:
+    return float(metrics.progress_failures.labels(kind=kind)._value.get())
+
+
+async def test_writes_only_changes_and_keeps_trying_after_a_failed_write(server: tuple[str, Progress]) -> None:
+    base, prog = server
+    metrics = Metrics()
+    reader = ProgressReader(5.0, metrics, lambda: "2026-12-01T10:00:00Z")
+    write = Recorder()
+    prog.set_phase("evaluate-base")
+    await reader.poll_once(KEY, base + "/metrics", write, LOG)
+    await reader.poll_once(KEY, base + "/metrics", write, LOG)  # nothing changed: nothing written
+    assert [b["progressPercentage"] for b in write.blocks] == [12]
+
+    prog.set_phase("train")
+    write.fail = True
+    await reader.poll_once(KEY, base + "/metrics", write, LOG)
+    assert failures(metrics, "write") == 1 and len(write.blocks) == 1
+    write.fail = False
+    await reader.poll_once(KEY, base + "/metrics", write, LOG)  # the change is written once the API takes it
+    assert [b["phase"] for b in write.blocks] == ["EvaluatingBase", "Training"]
+    assert metrics.progress.labels(namespace="ns", name="res")._value.get() == 25
+    await reader.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [("/error", "http"), ("/garbage", "parse"), ("/huge", "parse"), ("/missing", "http")],
+)
+async def test_a_failed_read_is_counted_and_writes_nothing(server: tuple[str, Progress], path: str, kind: str) -> None:
+    base, _ = server
+    metrics = Metrics()
+    reader = ProgressReader(5.0, metrics, lambda: "2026-12-01T10:00:00Z")
+    write = Recorder()
+    await reader.poll_once(KEY, base + path, write, LOG)
+    assert failures(metrics, kind) == 1 and write.blocks == []
+    await reader.close()
+
+
+async def test_an_unreachable_trainer_is_counted() -> None:
+    metrics = Metrics()
+    reader = ProgressReader(1.0, metrics, lambda: "2026-12-01T10:00:00Z")
+    write = Recorder()
+    await reader.poll_once(KEY, "http://127.0.0.1:9/metrics", write, LOG)  # the discard port: nothing listens
+    assert failures(metrics, "unreachable") == 1 and write.blocks == []
+    await reader.close()
+
+
+async def test_follow_once_per_url_and_stop(server: tuple[str, Progress]) -> None:
+    base, _ = server
+    reader = ProgressReader(60.0, Metrics(), lambda: "t")
+    write = Recorder()
+    reader.follow(KEY, base + "/metrics", None, write, LOG)
+    task = reader._tasks[KEY][1]
+    reader.follow(KEY, base + "/metrics", None, write, LOG)
+    assert reader._tasks[KEY][1] is task  # already following: the same task
+    reader.follow(KEY, base + "/error", None, write, LOG)  # the run moved to another pod: a new task
+    assert reader.following(KEY) == base + "/error"
+    await asyncio.sleep(0.1)
+    assert task.cancelled()
+    reader.stop(KEY)
+    assert reader.following(KEY) is None
+    assert ProgressReader(0, Metrics(), lambda: "t").follow(KEY, base, None, write, LOG) is None  # 0: never reads
+    await reader.close()
