@@ -258,6 +258,10 @@ def _failure(job: Mapping[str, Any], cond: Mapping[str, Any], pods: Sequence[Map
         if t.get("reason") == "OOMKilled":
             return Observation(FAILED, contract.Reason.OOM.value, _oom_message(job), None, finished)
         term = contract.TerminationMessage.parse(t.get("message"))
+        if term is not None and term.outcome == "Failed" and term.oom_fallback is not None:
+            # The trainer planned a cheaper attempt that the Job will not make.
+            more = f"; no attempt is left (spec.runPolicy.backoffLimit {_get(job, 'spec', 'backoffLimit')})"
+            return Observation(FAILED, term.reason, term.message + more, term, finished)
         if term is not None and term.outcome == "Failed":
             return Observation(FAILED, term.reason, term.message, term, finished)
         code = t.get("exitCode")

@@ -311,6 +311,8 @@ def test_an_out_of_memory_fallback_shows_while_retrying_and_reaches_the_history(
     seen = observe(job(), [gone, retry])
     assert seen.phase == "Running" and "attempt 2 after running out of memory" in seen.message
     assert "CachedMultipleNegativesRanking with mini-batch 8" in seen.message
+    out = observe(failed("BackoffLimitExceeded"), [gone])  # the Job had no retry left for the planned attempt
+    assert out.reason == "OOMKilled" and "no attempt is left (spec.runPolicy.backoffLimit 2)" in out.message
     done = contract.TerminationMessage(outcome="Succeeded", reason="Succeeded", oom_fallback=fb)
     s, _ = compute_status(
         None, generation=1, run=RUN, observation=Observation("Succeeded", "Succeeded", "ok", done), now="T1"
