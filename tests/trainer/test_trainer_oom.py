@@ -277,3 +277,32 @@ def test_the_human_report_says_why_the_loss_changed(tmp_path: Path) -> None:
         "instead of MultipleNegativesRanking, after 2 out-of-memory failure(s)"
     ) in md
     assert "{'" not in md
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", [MNR, MNSR])
+def test_the_cached_variant_gives_the_same_loss_and_gradients(loss: str, model_dir: Path) -> None:
+    """Why switching is safe: on one batch the cached variant (mini-batch 2) computes the plain loss's value and
+    gradients (dropout off, so both see the same embeddings), Matryoshka included."""
+    from sentence_transformers import SentenceTransformer
+    from trainer_helpers import HUB_ID
+
+    from eft_trainer.training import build_loss
+
+    model = SentenceTransformer(str(model_dir / HUB_ID))
+    model.eval()
+    pairs = stdlib_pairs(8)
+    feats = [model.tokenize([p["question"] for p in pairs]), model.tokenize([p["answer"] for p in pairs])]
+    spec = training(loss=loss, batchSize=8, matryoshkaDims=[384, 128])
+    results = []
+    for mini in (None, 2):
+        model.zero_grad()
+        value = build_loss(model, spec, cached_mini_batch=mini)(feats, None)
+        value.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        results.append((float(value.detach()), grads))
+    (plain, g_plain), (cached, g_cached) = results
+    assert cached == pytest.approx(plain, rel=1e-5)
+    assert len(g_cached) == len(g_plain) > 0
+    for a, b in zip(g_plain, g_cached, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
