@@ -62,6 +62,9 @@ class ExitCode(IntEnum):
     PROMOTION_REJECTED = 3
     #: Out of (GPU) memory with this configuration: retrying the same configuration cannot help.
     OUT_OF_MEMORY = 4
+    #: Out of memory in training, and the trainer recorded a setup that needs less memory for the next
+    #: attempt (eft_trainer.oom): the Job retries (up to backoffLimit).
+    OUT_OF_MEMORY_FALLBACK = 5
     #: Infrastructure trouble that may pass (S3 unreachable or throttling): worth retrying.
     RETRYABLE = 75
 
@@ -267,6 +270,18 @@ class GuardFigures(_Model):
     passed: bool
 
 
+class OomFallback(_Model):
+    """An in-batch loss switched to its cached variant after running out of memory (eft_trainer.oom).
+
+    In the message of a run that succeeded: what it trained with; of an attempt that failed: what the next
+    attempt (``attempt``) trains with."""
+
+    from_loss: str
+    to_loss: str
+    mini_batch_size: int
+    attempt: int
+
+
 class TerminationMessage(_Model):
     """Seam 4: the short JSON summary the trainer leaves in its container's termination message."""
 
@@ -280,6 +295,7 @@ class TerminationMessage(_Model):
     generation: GenerationSummary | None = None
     #: At most 8 (the CRD's bound): about 1 KB of the 4 KB.
     guards: list[GuardFigures] | None = None
+    oom_fallback: OomFallback | None = None
 
     def to_json(self) -> str:
         """Serialise within :data:`TERMINATION_MESSAGE_LIMIT` bytes, shortening the message if need be."""

@@ -51,6 +51,7 @@ _EXIT_CODE_REASONS: dict[int, str] = {
     int(contract.ExitCode.BAD_INPUT): "BadInput",
     int(contract.ExitCode.PROMOTION_REJECTED): contract.Reason.PROMOTION_REJECTED.value,
     int(contract.ExitCode.OUT_OF_MEMORY): contract.Reason.OOM.value,
+    int(contract.ExitCode.OUT_OF_MEMORY_FALLBACK): contract.Reason.OOM.value,
 }
 
 
@@ -199,7 +200,7 @@ def observe(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) ->
             return Observation(PENDING, IMAGE_PULL_FAILED, wmsg or wreason)
         if _get(cs, "state", "running") is not None:
             name = _get(pod, "metadata", "name")
-            return Observation(RUNNING, "Running", f"the trainer is running in pod {name}")
+            return Observation(RUNNING, "Running", f"the trainer is running in pod {name}{_after_oom(pods)}")
         unschedulable = _unschedulable(pod)
         if unschedulable is not None:
             return unschedulable
@@ -207,6 +208,19 @@ def observe(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) ->
     if (_get(job, "status", "ready") or 0) > 0:
         return Observation(RUNNING, "Running", "the trainer is running")
     return Observation(PENDING, JOB_CREATED, "the Job was created; waiting for its pod to start")
+
+
+def _after_oom(pods: Sequence[Mapping[str, Any]]) -> str:
+    """`` (attempt 2 after running out of memory: ...)`` when an earlier pod planned an out-of-memory fallback."""
+    for t in _terminations(pods):
+        term = contract.TerminationMessage.parse(t.get("message"))
+        if term is not None and term.oom_fallback is not None:
+            f = term.oom_fallback
+            return (
+                f" (attempt {f.attempt} after running out of memory: {f.to_loss} with mini-batch "
+                f"{f.mini_batch_size} instead of {f.from_loss})"
+            )
+    return ""
 
 
 def _unschedulable(pod: Mapping[str, Any]) -> Observation | None:
@@ -272,6 +286,10 @@ def _failure(job: Mapping[str, Any], cond: Mapping[str, Any], pods: Sequence[Map
         return Observation(FAILED, contract.Reason.OOM.value, _oom_message(job), None, finished)
     for t in latest:
         term = contract.TerminationMessage.parse(t.get("message"))
+        if term is not None and term.outcome == "Failed" and term.oom_fallback is not None:
+            # The trainer planned a cheaper attempt that the Job will not make.
+            more = f"; no attempt is left (spec.runPolicy.backoffLimit {_get(job, 'spec', 'backoffLimit')})"
+            return Observation(FAILED, term.reason, term.message + more, term, finished)
         if term is not None and term.outcome == "Failed":
             return Observation(FAILED, term.reason, term.message, term, finished)
     for t in latest:
@@ -348,6 +366,8 @@ def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | N
         entry["generatedData"] = term.generation.model_dump(mode="json", by_alias=True)
     if term is not None and term.guards:  # evaluation.guards: each set's figures, and whether it passed
         entry["guards"] = [g.model_dump(mode="json", by_alias=True) for g in term.guards]
+    if term is not None and term.oom_fallback is not None:  # the loss was switched after running out of memory
+        entry["oomFallback"] = term.oom_fallback.model_dump(mode="json", by_alias=True)
     return entry
 
 

@@ -336,3 +336,29 @@ def test_generated_data_counts_reach_the_run_history() -> None:
         s1, generation=1, run=s1["currentRun"], observation=Observation("Succeeded", "Succeeded", "ok", term), now="T2"
     )
     assert s2["runs"][0]["generatedData"] == {**gen, "pairs": 216, "dropped": 12, "requests": 0}
+
+
+def test_an_out_of_memory_fallback_shows_while_retrying_and_reaches_the_history() -> None:
+    """The trainer switched its loss after running out of memory: the retry's Running message says so, and the
+    finished run's status.runs[] entry carries oomFallback (from the termination message)."""
+    fb = contract.OomFallback(
+        from_loss="MultipleNegativesRanking", to_loss="CachedMultipleNegativesRanking", mini_batch_size=8, attempt=2
+    )
+    first = contract.TerminationMessage(outcome="Failed", reason="OOMKilled", message="oom", oom_fallback=fb)
+    gone = pod({"terminated": {"exitCode": 5, "message": first.to_json()}}, ts="2026-01-01T00:00:00Z")
+    retry = pod({"running": {}}, ts="2026-01-01T00:01:00Z")
+    seen = observe(job(), [gone, retry])
+    assert seen.phase == "Running" and "attempt 2 after running out of memory" in seen.message
+    assert "CachedMultipleNegativesRanking with mini-batch 8" in seen.message
+    out = observe(failed("BackoffLimitExceeded"), [gone])  # the Job had no retry left for the planned attempt
+    assert out.reason == "OOMKilled" and "no attempt is left (spec.runPolicy.backoffLimit 2)" in out.message
+    done = contract.TerminationMessage(outcome="Succeeded", reason="Succeeded", oom_fallback=fb)
+    s, _ = compute_status(
+        None, generation=1, run=RUN, observation=Observation("Succeeded", "Succeeded", "ok", done), now="T1"
+    )
+    assert s["runs"][0]["oomFallback"] == {
+        "fromLoss": "MultipleNegativesRanking",
+        "toLoss": "CachedMultipleNegativesRanking",
+        "miniBatchSize": 8,
+        "attempt": 2,
+    }

@@ -43,6 +43,7 @@ from eft_api.contract import (
     ExitCode,
     Headline,
     IndexSummary,
+    OomFallback,
     Reason,
     RunConfig,
     TerminationMessage,
@@ -352,9 +353,71 @@ def train_model(
     max_steps: int = -1,
     world: World | None = None,
 ) -> methods.Trained:
-    """Train with the spec's method (:mod:`eft_trainer.methods`)."""
+    """Train with the spec's method (:mod:`eft_trainer.methods`); after an out-of-memory failure of an earlier
+    attempt, with the cheaper setup :mod:`eft_trainer.oom` plans (an out-of-memory failure here is recorded
+    for the next attempt, and raised as :class:`OutOfMemory`)."""
+    from eft_trainer import oom
+
+    method = methods.for_spec(cfg.spec)
     inp = methods.TrainInput(model, cfg, train, storage, work, callbacks, max_steps, world)
-    return methods.for_spec(cfg.spec).train(inp)
+    training = cfg.spec.training
+    if not oom.recoverable(training):
+        return method.train(inp)
+    w = world or World()
+    guard = oom.Guard(oom_marker(cfg, storage, work), training, main=w.main)
+    # Rank 0 reads (and updates) the marker; every rank trains with rank 0's plan.
+    guard.plan, guard.attempt, guard.state = dist.broadcast(
+        (guard.start(), guard.attempt, guard.state) if w.main else None
+    )
+    if guard.plan is None:
+        ooms = guard.state.out_of_memory
+        raise OutOfMemory(
+            f"out of memory in training {len(ooms)} time(s) (see {oom.MARKER} beside the checkpoints), the last "
+            f"with {oom.describe(ooms[-1].setup)}; nothing smaller is left to try: {OOM_ADVICE}"
+        )
+    tracker = oom.step_tracker()
+    inp.callbacks = [*callbacks, tracker]
+    inp.cached_mini_batch = guard.plan.cached_mini_batch
+    try:
+        trained = method.train(inp)
+    except Exception as exc:
+        if not oom.is_oom(exc):
+            guard.ended()
+            raise
+        tried = guard.plan.setup
+        nxt = guard.failed(tracker.step or None, exc)
+        said = f"out of memory in training at step {tracker.step} with {oom.describe(tried)}"
+        if nxt is None or not nxt.fallback:
+            raise OutOfMemory(f"{said}; nothing smaller is left to try: {OOM_ADVICE}") from None
+        raise OutOfMemory(
+            f"{said}: the next attempt trains with {oom.describe(nxt.setup)}, the same batch in less memory",
+            _oom_fallback(oom.fallback_summary(training, nxt, guard.attempt + 1, guard.state.out_of_memory)),
+        ) from None
+    except BaseException:
+        guard.ended()  # KeyboardInterrupt, SystemExit: not an out-of-memory failure
+        raise
+    guard.ended()
+    summary = guard.summary()
+    if summary is not None:
+        trained.details["oomFallback"] = summary
+    return trained
+
+
+#: What a person can do when the trainer has nothing smaller left to try.
+OOM_ADVICE = (
+    "lower spec.training.batchSize or spec.model.maxSeqLength, use CachedMultipleNegativesRanking with a smaller "
+    "spec.training.miniBatchSize, or raise spec.resources.memory (or use a GPU with more memory)"
+)
+
+
+def oom_marker(cfg: RunConfig, storage: Storage | None, work: Path) -> Any:
+    """Where attempts leave their out-of-memory record: beside the mirrored checkpoints, or under ``work``."""
+    from eft_api.contract import CHECKPOINTS_DIR
+    from eft_trainer import oom
+
+    if storage is None:
+        return oom.LocalMarker(work / oom.MARKER)
+    return oom.S3Marker(storage, S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR + oom.MARKER))
 
 
 def hardware() -> dict[str, Any]:
@@ -671,6 +734,12 @@ def run_job(
     figures = f"{pm} at {pdim} dims {h['base']:.4f} -> {h['finetuned']:.4f} ({h['gain']:+.4f})"
     if guard_results:
         figures += "; guards: " + "; ".join(G.summary(r) for r in guard_results)
+    fallback = _oom_fallback(trained.details.get("oomFallback"))
+    if fallback is not None:
+        figures += (
+            f"; out of memory before: trained with {fallback.to_loss} (mini-batch {fallback.mini_batch_size}) "
+            f"instead of {fallback.from_loss} in attempt {fallback.attempt}"
+        )
     if rejected:
         outcome, reason = "Failed", Reason.PROMOTION_REJECTED
         message = "; ".join(why) + f" ({figures})"
@@ -688,7 +757,16 @@ def run_job(
         artifacts=arts,
         generation=gen.generated.summary() if gen else None,
         guards=[G.termination_figures(r) for r in guard_results] or None,
+        oom_fallback=fallback,
     )
+
+
+def _oom_fallback(summary: dict[str, Any] | None) -> OomFallback | None:
+    """The termination message's part of the report's ``training.oomFallback``."""
+    if not summary:
+        return None
+    keys = {f.alias for f in OomFallback.model_fields.values()}
+    return OomFallback.model_validate({k: v for k, v in summary.items() if k in keys})
 
 
 def _index_summary(index: dict[str, Any] | None) -> IndexSummary | None:
@@ -748,27 +826,26 @@ def failure(exc: BaseException, run_id: str | None) -> TerminationMessage:
         reason, message = exc.reason, exc.message
     elif _is_oom(exc):
         e = OutOfMemory(
-            "GPU out of memory: lower spec.training.batchSize or use CachedMultipleNegativesRanking with a smaller "
+            "out of memory: lower spec.training.batchSize or use CachedMultipleNegativesRanking with a smaller "
             "spec.training.miniBatchSize, or lower spec.model.maxSeqLength"
         )
         reason, message = e.reason, e.message
     else:
         reason, message = Reason.CRASHED, redact(f"{type(exc).__name__}: {str(exc)[:500]}")
-    return TerminationMessage(outcome="Failed", reason=reason, message=message, run_id=run_id)
+    fallback = exc.fallback if isinstance(exc, OutOfMemory) else None
+    return TerminationMessage(outcome="Failed", reason=reason, message=message, run_id=run_id, oom_fallback=fallback)
 
 
 def _is_oom(exc: BaseException) -> bool:
-    try:
-        import torch
+    from eft_trainer.oom import is_oom
 
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except ImportError:
-        pass
-    return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)
+    return is_oom(exc)
 
 
 def exit_code(msg: TerminationMessage) -> int:
+    """The exit code of the message's class; an out-of-memory failure that planned a fallback is retried."""
+    if msg.outcome == "Failed" and msg.reason == Reason.OOM and msg.oom_fallback is not None:
+        return int(ExitCode.OUT_OF_MEMORY_FALLBACK)
     try:
         return int(EXIT_CODE_OF_REASON[Reason(msg.reason)])
     except ValueError:

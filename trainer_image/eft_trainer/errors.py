@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from eft_api.contract import S3_CREDENTIAL_VARS, S3_CREDENTIALS_DIR_ENV, Reason
+from eft_api.contract import S3_CREDENTIAL_VARS, S3_CREDENTIALS_DIR_ENV, OomFallback, Reason
 
 
 class TrainerError(Exception):
@@ -47,7 +47,13 @@ class S3NotFound(TrainerError):
 
 
 class OutOfMemory(TrainerError):
+    """``fallback``: what the next attempt trains with (eft_trainer.oom); None: nothing smaller to try."""
+
     reason = Reason.OOM
+
+    def __init__(self, message: str, fallback: OomFallback | None = None) -> None:
+        super().__init__(message)
+        self.fallback = fallback
 
 
 class GenerationFailed(TrainerError):

@@ -93,7 +93,13 @@ def render_markdown(report: dict[str, Any], plot_name: str | None = "dimensions.
     if report.get("generation"):
         lines += generation_markdown(report["generation"])
     lines += ["", "## Training", ""]
-    lines += [f"- {k}: {value(v)}" for k, v in report["training"].items()]
+    lines += [f"- {k}: {value(v)}" for k, v in report["training"].items() if k != "oomFallback"]
+    if fb := report["training"].get("oomFallback"):  # eft_trainer.oom
+        lines += [
+            f"- out of memory before: attempt {fb['attempt']} trained with {fb['toLoss']} (mini-batch "
+            f"{fb['miniBatchSize']}, batch {fb['batchSize']}) instead of {fb['fromLoss']}, after "
+            f"{len(fb['outOfMemory'])} out-of-memory failure(s)"
+        ]
     lines += ["", "## Timings (seconds)", ""]
     lines += [f"- {k}: {v:.1f}" for k, v in report["timings"].items()]
     lines += ["", "## Hardware", ""]

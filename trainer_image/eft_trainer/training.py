@@ -93,12 +93,19 @@ def loss_kwargs(spec: TrainingSpec, world_size: int = 1) -> dict[str, Any]:
     return kw
 
 
-def build_loss(model: Any, spec: TrainingSpec, world_size: int = 1) -> Any:
-    """The configured loss, wrapped in MatryoshkaLoss when dimensions are given."""
+def build_loss(model: Any, spec: TrainingSpec, world_size: int = 1, cached_mini_batch: int | None = None) -> Any:
+    """The configured loss, wrapped in MatryoshkaLoss when dimensions are given.
+
+    ``cached_mini_batch``: the out-of-memory fallback (:mod:`eft_trainer.oom`): the loss's cached variant
+    with this mini-batch instead (the same batch and so the same in-batch negatives)."""
     from sentence_transformers.sentence_transformer import losses
 
-    loss_class = getattr(losses, LOSS_CLASSES[spec.loss])
-    inner = loss_class(model, **loss_kwargs(spec, world_size))
+    from eft_trainer.oom import CACHED_VARIANT
+
+    name, kw = LOSS_CLASSES[spec.loss], loss_kwargs(spec, world_size)
+    if cached_mini_batch is not None:
+        name, kw = CACHED_VARIANT[spec.loss] + "Loss", {**kw, "mini_batch_size": cached_mini_batch}
+    inner = getattr(losses, name)(model, **kw)
     if spec.matryoshka_dims:
         return losses.MatryoshkaLoss(model, inner, matryoshka_dims=list(spec.matryoshka_dims))
     return inner
@@ -331,8 +338,10 @@ def train(
     num_workers: int = 0,
     group_by_length: bool = True,
     world: World | None = None,
+    cached_mini_batch: int | None = None,
 ) -> TrainStats:
-    """Train ``model`` in place; resume from a local or mirrored checkpoint when one exists."""
+    """Train ``model`` in place; resume from a local or mirrored checkpoint when one exists (a checkpoint
+    written with the plain loss resumes with its cached variant: ``cached_mini_batch``, see build_loss)."""
     import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
@@ -343,7 +352,7 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     w = world or World()
-    loss = build_loss(model, spec, w.size)
+    loss = build_loss(model, spec, w.size, cached_mini_batch)
     sampler: Any
     if spec.loss in IN_BATCH_NEGATIVE_LOSSES:
         from eft_trainer.sampler import LengthGroupedNoDuplicatesBatchSampler

@@ -38,6 +38,8 @@ class TrainInput:
     max_steps: int = -1
     #: The processes of a torchrun run (None: one process).
     world: World | None = None
+    #: The out-of-memory fallback (:mod:`eft_trainer.oom`): train with the loss's cached variant, this mini-batch.
+    cached_mini_batch: int | None = None
 
 
 @dataclass

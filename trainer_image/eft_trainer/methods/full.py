@@ -35,6 +35,7 @@ class FullFineTune:
             callbacks=inp.callbacks,
             max_steps=inp.max_steps,
             world=inp.world,
+            cached_mini_batch=inp.cached_mini_batch,
         )
         return Trained(inp.model, stats, {"method": self.name})
 
