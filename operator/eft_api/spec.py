@@ -349,9 +349,9 @@ class AdapterSpec(_Model):
 class TeacherSpec(ModelSpec):
     """The model whose embeddings the student learns in ``method: distillation`` (a model reference like spec.model)."""
 
-    #: none: the teacher's dimension must equal the student's; dense: the student gets a trainable Dense layer
-    #: to the teacher's dimension when they differ (published with it).
-    projection: Literal["none", "dense"] = "none"
+    #: none: the teacher's dimension must equal the student's; pca: a wider teacher's embeddings are reduced to
+    #: the student's dimension by PCA (the sentence-transformers model-distillation recipe).
+    projection: Literal["none", "pca"] = "none"
 
 
 class TrainingSpec(_Model):

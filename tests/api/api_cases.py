@@ -198,7 +198,7 @@ def _distillation_cases() -> list[Case]:
         ("distill-documents", documents(training__method="distillation", training__loss="MSE",
                                         training__teacher=TEACHER), None),
         ("distill-parallel-columns", d("parallel", data__train__columns={"source": "en", "translation": "de"}), None),
-        ("distill-projection-dense", d(training__teacher={**TEACHER, "projection": "dense"}), None),
+        ("distill-projection-pca", d(training__teacher={**TEACHER, "projection": "pca"}), None),
         ("distill-hub-teacher", d(training__teacher={"base": "sentence-transformers/all-mpnet-base-v2",
                                                      "revision": "main", "maxSeqLength": 256}), None),
         ("distill-matryoshka", d(training__matryoshkaDims=[384, 128]), None),
@@ -215,8 +215,8 @@ def _distillation_cases() -> list[Case]:
          "spec.data.train.format"),
         ("parallel-mining", d("parallel", training__hardNegatives={"enabled": True}),
          "spec.training.hardNegatives.enabled"),
-        ("teacher-no-base", d(training__teacher={"projection": "dense"}), "spec.training.teacher.base"),
-        ("teacher-bad-projection", d(training__teacher={**TEACHER, "projection": "pca"}),
+        ("teacher-no-base", d(training__teacher={"projection": "pca"}), "spec.training.teacher.base"),
+        ("teacher-bad-projection", d(training__teacher={**TEACHER, "projection": "dense"}),
          "spec.training.teacher.projection"),
     ]  # fmt: skip
     return cases

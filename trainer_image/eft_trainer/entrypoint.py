@@ -47,7 +47,7 @@ from eft_api.contract import (
     RunConfig,
     TerminationMessage,
 )
-from eft_api.spec import MINABLE_FORMATS, DataFormat
+from eft_api.spec import MINABLE_FORMATS, DataFormat, ModelSpec
 from eft_trainer import data as D
 from eft_trainer import distributed as dist
 from eft_trainer import methods
@@ -273,18 +273,22 @@ def build_evaluation(cfg: RunConfig, prep: Prepared) -> tuple[list[dict[str, Any
     return train, irset, stats
 
 
-def resolve_model(cfg: RunConfig, storage: Storage | None, work: Path) -> str:
-    """A local folder or hub id to load: s3:// bases are downloaded; modelCacheDir maps hub ids to folders."""
-    base = cfg.spec.model.base
+def resolve_model(
+    cfg: RunConfig, storage: Storage | None, work: Path, which: ModelSpec | None = None, field: str = "spec.model.base"
+) -> str:
+    """A local folder or hub id to load: s3:// bases are downloaded; modelCacheDir maps hub ids to folders.
+
+    ``which`` is another model reference of the spec than spec.model (the teacher), named ``field`` in errors."""
+    base = (which or cfg.spec.model).base
     if base.startswith("s3://"):
-        dest = work / "base-model"
+        dest = work / ("base-model" if which is None else field)
         if dest.exists():
             shutil.rmtree(dest)
         try:
             assert storage is not None
             storage.download_tree(S3Uri.parse(base if base.endswith("/") else base + "/"), dest, allow_object=False)
         except S3NotFound:
-            raise ModelNotFound(f"spec.model.base {base}: no model files under that prefix") from None
+            raise ModelNotFound(f"{field} {base}: no model files under that prefix") from None
         return str(dest)
     cache = cfg.settings.model_cache_dir
     if cache and (Path(cache) / base).is_dir():
@@ -292,24 +296,28 @@ def resolve_model(cfg: RunConfig, storage: Storage | None, work: Path) -> str:
     return base
 
 
-def load_model(cfg: RunConfig, storage: Storage | None, work: Path) -> tuple[Any, str]:
-    """The base model, and where it was loaded from (a local folder or a hub id), for the lineage."""
+def load_model(
+    cfg: RunConfig, storage: Storage | None, work: Path, which: ModelSpec | None = None, field: str = "spec.model.base"
+) -> tuple[Any, str]:
+    """The base model (or ``which``, named ``field``: the teacher), and where it was loaded from (a local
+    folder or a hub id), for the lineage."""
     from sentence_transformers import SentenceTransformer
 
-    m = cfg.spec.model
-    where = resolve_model(cfg, storage, work)
+    m = which or cfg.spec.model
+    where = resolve_model(cfg, storage, work, which, field)
     t0 = time.perf_counter()
     try:
         model = SentenceTransformer(where, revision=m.revision, trust_remote_code=m.trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
         offline = " (offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
         raise ModelNotFound(
-            f"spec.model.base {m.base} could not be loaded{offline}: {type(exc).__name__}; check the id "
+            f"{field} {m.base} could not be loaded{offline}: {type(exc).__name__}; check the id "
             "(org/name), the revision, or the s3:// prefix"
         ) from None
     if m.max_seq_length:
         model.max_seq_length = m.max_seq_length
-    check_dimensions(cfg.spec, embedding_dim(model), m.base)
+    if which is None:
+        check_dimensions(cfg.spec, embedding_dim(model), m.base)
     log.info("loaded model %s in %.1fs", m.base, time.perf_counter() - t0)
     return model, where
 
@@ -602,6 +610,12 @@ def run_job(
     guards_tuned = evaluate_guards(model, guard_sets, pdim, cfg)
     timings["evaluateFinetuned"] = time.perf_counter() - t
     log.info("fine-tuned model: %s", _headline_str(tuned.metrics, spec.evaluation.primary_metric))
+    teacher = None
+    if trained.reference is not None:
+        t = phase("evaluate-teacher")
+        teacher = evaluate(trained.reference, irset, cfg)
+        timings["evaluateTeacher"] = time.perf_counter() - t
+        log.info("teacher: %s", _headline_str(teacher.metrics, pm))
 
     from eft_trainer import guards as G
 
@@ -643,6 +657,8 @@ def run_job(
         report["generation"] = gen.generated.report_section()
     if guard_results:
         report["guards"] = guard_results
+    if teacher is not None:
+        report["teacher"] = teacher_section(teacher, tuned, pm, pdim, spec.training.seed)
     h = report["headline"]
     why = []
     if gate is not None and h["gain"] < gate.min_gain:
@@ -671,6 +687,8 @@ def run_job(
     figures = f"{pm} at {pdim} dims {h['base']:.4f} -> {h['finetuned']:.4f} ({h['gain']:+.4f})"
     if guard_results:
         figures += "; guards: " + "; ".join(G.summary(r) for r in guard_results)
+    if teacher is not None:
+        figures += f"; teacher {report['teacher']['primary']:.4f} at {report['teacher']['dimension']} dims"
     if rejected:
         outcome, reason = "Failed", Reason.PROMOTION_REJECTED
         message = "; ".join(why) + f" ({figures})"
@@ -689,6 +707,23 @@ def run_job(
         generation=gen.generated.summary() if gen else None,
         guards=[G.termination_figures(r) for r in guard_results] or None,
     )
+
+
+def teacher_section(teacher: Any, tuned: Any, pm: str, pdim: int, seed: int) -> dict[str, Any]:
+    """The teacher's figures for the report: its metrics, its primary metric at ``pdim`` (or at its own full
+    dimension when it has no ``pdim``), and the student's gap to it per query (paired bootstrap) where both
+    were measured at the same dimension."""
+    from eft_trainer.report import paired_bootstrap
+
+    tdim = pdim if pdim in teacher.metrics else max(teacher.metrics)
+    out: dict[str, Any] = {
+        "metrics": {str(k): v for k, v in teacher.metrics.items()},
+        "dimension": tdim,
+        "primary": teacher.metrics[tdim][pm],
+    }
+    if tdim in tuned.per_query:
+        out["studentMinusTeacher"] = paired_bootstrap(teacher.per_query[tdim][pm], tuned.per_query[tdim][pm], seed=seed)
+    return out
 
 
 def _index_summary(index: dict[str, Any] | None) -> IndexSummary | None:

@@ -84,6 +84,8 @@ def render_markdown(report: dict[str, Any], plot_name: str | None = "dimensions.
     lines += metric_tables(report["metrics"]["base"], report["metrics"]["finetuned"])
     if report.get("guards"):
         lines += guard_table(report["guards"])
+    if report.get("teacher"):
+        lines += teacher_markdown(report["teacher"], pm, report["headline"])
     data = report["data"]
     lines += ["", "## Data", ""]
     lines += [f"- {k}: {value(v)}" for k, v in data.items() if k != "files"]
@@ -114,6 +116,24 @@ def value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return ", ".join(value(x) for x in v) or "-"
     return str(v)
+
+
+def teacher_markdown(teacher: dict[str, Any], pm: str, headline: dict[str, Any]) -> list[str]:
+    """Method distillation: the teacher beside the base model and the student, on the same evaluation."""
+    lines = [
+        "",
+        "## Teacher (method distillation)",
+        "",
+        f"{pm} of the teacher at {teacher['dimension']} dims: {teacher['primary']:.4f} "
+        f"(base {headline['base']:.4f}, student {headline['finetuned']:.4f}).",
+    ]
+    gap = teacher.get("studentMinusTeacher")
+    if gap:
+        lines.append(
+            f"Student minus teacher: {gap['gain']:+.4f} ({int(gap['level'] * 100)}% CI {gap['low']:+.4f} .. "
+            f"{gap['high']:+.4f} over {gap['queries']} queries, paired bootstrap)."
+        )
+    return [*lines, ""]
 
 
 def guard_table(guards: list[dict[str, Any]]) -> list[str]:
