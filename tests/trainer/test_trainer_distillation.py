@@ -15,14 +15,15 @@ from typing import Any
 import numpy as np
 import pytest
 from test_trainer_resume import SigtermAt
-from trainer_helpers import HUB_ID, env, keys, make_cfg, stdlib_pairs, tiny_spec, upload_pairs
+from trainer_helpers import HUB_ID, env, keys, make_cfg, spec_dict, stdlib_pairs, tiny_spec, upload_pairs
 
 from eft_api.contract import ExitCode, Reason
-from eft_api.spec import Columns, DataFormat, TeacherSpec
+from eft_api.spec import Columns, DataFormat, TeacherSpec, parse_spec
 from eft_cli.run import run_config
 from eft_devtools.local_s3 import LocalS3
 from eft_trainer import data as D
 from eft_trainer.errors import InvalidCorpus, InvalidSpecError
+from eft_trainer.methods import for_spec
 from eft_trainer.methods.distillation import cache_key, distillation_texts, pca_reduce, projection_needed
 
 P = DataFormat.PAIRS
@@ -65,6 +66,12 @@ def test_distillation_texts(rows: list[dict[str, Any]], fmt: DataFormat, texts: 
 
 
 TEACHER = TeacherSpec(base="s3://models/teacher/")
+
+
+def test_the_method_is_chosen_from_the_spec_and_needs_a_reindex() -> None:
+    spec = spec_dict("bkt", "http://127.0.0.1:1", method="distillation", loss="MSE", teacher={"base": HUB_ID})
+    method = for_spec(parse_spec(spec))
+    assert (method.name, method.reindex_required) == ("distillation", True)
 
 
 @pytest.mark.parametrize(

@@ -143,16 +143,16 @@ class Distillation:
         spec = cfg.spec
         teacher_spec = spec.training.teacher
         assert teacher_spec is not None  # the spec's rules require a teacher with method distillation
-        teacher, _ = load_model(cfg, inp.storage, inp.work, teacher_spec, f"{TEACHER_FIELD}.base")
-        if teacher_spec.max_seq_length:
-            teacher.max_seq_length = teacher_spec.max_seq_length
+        # The processes of a pod share the work dir: each downloads the teacher into (and caches in) its own.
+        own = inp.work / f"rank-{inp.world.rank}" if inp.world is not None and inp.world.distributed else inp.work
+        teacher, _ = load_model(cfg, inp.storage, own, teacher_spec, f"{TEACHER_FIELD}.base")
         teacher_dim, student_dim = embedding_dim(teacher), embedding_dim(inp.model)
         project = projection_needed(teacher_dim, student_dim, teacher_spec)
 
         texts, targets = distillation_texts(inp.train, spec.data.train.format)
         prefix = checkpoint_prefix(inp)
         t0 = time.perf_counter()
-        labels, cached = _teacher_embeddings(teacher, teacher_spec, targets, inp, prefix)
+        labels, cached = _teacher_embeddings(teacher, teacher_spec, targets, inp, own, prefix)
         embed_seconds = time.perf_counter() - t0
         log.info(
             "teacher %s: %d-dim targets for %d texts (%s) in %.1fs",
@@ -191,13 +191,13 @@ class Distillation:
 
 
 def _teacher_embeddings(
-    teacher: Any, spec: TeacherSpec, targets: Sequence[str], inp: TrainInput, prefix: S3Uri | None
+    teacher: Any, spec: TeacherSpec, targets: Sequence[str], inp: TrainInput, own: Path, prefix: S3Uri | None
 ) -> tuple[np.ndarray, bool]:
     """The teacher's embedding of each target (one row per target), from the cache when it holds them."""
     import numpy as np
 
     key = cache_key(spec, targets)
-    local = inp.work / "teacher-embeddings" / f"{key}.npy"
+    local = own / "teacher-embeddings" / f"{key}.npy"
     remote = prefix.join(f"teacher-embeddings/{key}.npy") if prefix is not None else None
     storage: Storage | None = inp.storage
     if local.is_file():
