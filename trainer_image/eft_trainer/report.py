@@ -29,6 +29,21 @@ def paired_bootstrap(
     return {"gain": sum(diff) / m, "low": lo, "high": hi, "queries": m, "resamples": n, "level": level}
 
 
+def teacher_figures(teacher: Any, tuned: Any, pm: str, pdim: int, seed: int) -> dict[str, Any]:
+    """The report's ``teacher`` section (method distillation) from the teacher's and the student's evaluation
+    results: the teacher's metrics, its primary metric at ``pdim`` (at its own full dimension when it has no
+    ``pdim``), and the student's per-query gap to it (paired bootstrap) when both have that dimension."""
+    tdim = pdim if pdim in teacher.metrics else max(teacher.metrics)
+    out: dict[str, Any] = {
+        "metrics": {str(k): v for k, v in teacher.metrics.items()},
+        "dimension": tdim,
+        "primary": teacher.metrics[tdim][pm],
+    }
+    if tdim in tuned.per_query:
+        out["studentMinusTeacher"] = paired_bootstrap(teacher.per_query[tdim][pm], tuned.per_query[tdim][pm], seed=seed)
+    return out
+
+
 def build_report(
     *,
     config: dict[str, Any],
