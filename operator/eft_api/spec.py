@@ -81,6 +81,7 @@ class DataFormat(StrEnum):
     LABELED_TEXTS = "labeled-texts"
     BEIR = "beir"
     DOCUMENTS = "documents"
+    PARALLEL = "parallel"
 
 
 class Loss(StrEnum):
@@ -94,6 +95,7 @@ class Loss(StrEnum):
     BATCH_ALL_TRIPLET = "BatchAllTriplet"
     BATCH_HARD_TRIPLET = "BatchHardTriplet"
     BATCH_SEMI_HARD_TRIPLET = "BatchSemiHardTriplet"
+    MSE = "MSE"
 
 
 #: Which losses fit which data format (the CRD's CEL rules say the same).
@@ -124,6 +126,7 @@ LOSSES_BY_FORMAT: dict[DataFormat, tuple[Loss, ...]] = {
         Loss.CACHED_MULTIPLE_NEGATIVES_RANKING,
         Loss.MULTIPLE_NEGATIVES_SYMMETRIC_RANKING,
     ),
+    DataFormat.PARALLEL: (Loss.MSE,),
 }
 
 #: Losses that use the other examples of a batch as negatives (they want the no-duplicates sampler).
@@ -139,6 +142,7 @@ IN_BATCH_NEGATIVE_LOSSES = frozenset(
 class Method(StrEnum):
     FULL = "full"
     QUERY_ADAPTER = "queryAdapter"
+    DISTILLATION = "distillation"
 
 
 #: Formats a query adapter can learn from: an anchor (the query side) and a positive (the document side).
@@ -182,6 +186,8 @@ class Columns(_Model):
     score: Annotated[str, StringConstraints(min_length=1)] = "score"
     text: Annotated[str, StringConstraints(min_length=1)] = "text"
     label: Annotated[str, StringConstraints(min_length=1)] = "label"
+    source: Annotated[str, StringConstraints(min_length=1)] = "source"
+    translation: Annotated[str, StringConstraints(min_length=1)] = "translation"
 
 
 class DocumentType(StrEnum):
@@ -340,9 +346,18 @@ class AdapterSpec(_Model):
     learning_rate: Annotated[float, Field(strict=True, gt=0, le=1)] = 0.001
 
 
+class TeacherSpec(ModelSpec):
+    """The model whose embeddings the student learns in ``method: distillation`` (a model reference like spec.model)."""
+
+    #: none: the teacher's dimension must equal the student's; pca: a wider teacher's embeddings are reduced to
+    #: the student's dimension by PCA (the sentence-transformers model-distillation recipe).
+    projection: Literal["none", "pca"] = "none"
+
+
 class TrainingSpec(_Model):
     method: Method = Method.FULL
     adapter: AdapterSpec = Field(default_factory=AdapterSpec)
+    teacher: TeacherSpec | None = None
     loss: Loss = Loss.MULTIPLE_NEGATIVES_RANKING
     matryoshka_dims: Annotated[
         list[Annotated[int, Field(strict=True, ge=8, le=16384), Integral]], Field(max_length=16)
@@ -551,6 +566,7 @@ class EmbeddingFinetuneSpec(_Model):
     def _cross_field_rules(self) -> EmbeddingFinetuneSpec:
         # The same rules as the CRD's x-kubernetes-validations, with the same messages.
         fmt = self.data.train.format
+        _distillation_rules(self.training, fmt)
         if self.training.method is Method.QUERY_ADAPTER and fmt not in QUERY_ADAPTER_FORMATS:
             raise SpecRuleError(
                 ("training", "method"),
@@ -558,7 +574,7 @@ class EmbeddingFinetuneSpec(_Model):
                 "pairs, so use pairs, triplets or beir",
             )
         fitting = LOSSES_BY_FORMAT[fmt]
-        if self.training.loss not in fitting:
+        if self.training.method is not Method.DISTILLATION and self.training.loss not in fitting:
             raise SpecRuleError(
                 ("training", "loss"),
                 f"{self.training.loss.value} does not fit data.train.format {fmt.value}: use "
@@ -594,6 +610,33 @@ class EmbeddingFinetuneSpec(_Model):
                 f"{ev.gate.dimension} is not one of training.matryoshkaDims {dims}",
             )
         return self
+
+
+def _distillation_rules(training: TrainingSpec, fmt: DataFormat) -> None:
+    """The CRD's rules on method distillation, its teacher, loss MSE and format parallel (same messages)."""
+    distilling = training.method is Method.DISTILLATION
+    if fmt is DataFormat.PARALLEL and not distilling:
+        raise SpecRuleError(
+            ("data", "train", "format"),
+            "data.train.format parallel needs training.method distillation (a source and its translation "
+            "carry no relevance label to train a ranking loss on)",
+        )
+    if (training.teacher is not None) != distilling:
+        raise SpecRuleError(
+            ("training", "teacher"),
+            "training.teacher is required with training.method distillation and allowed only there",
+        )
+    if distilling and training.loss is not Loss.MSE:
+        raise SpecRuleError(
+            ("training", "loss"),
+            "training.loss must be MSE with training.method distillation (the student regresses onto the "
+            "teacher's embeddings)",
+        )
+    if not distilling and training.loss is Loss.MSE:
+        raise SpecRuleError(
+            ("training", "loss"),
+            "training.loss MSE needs training.method distillation (its targets are a teacher's embeddings)",
+        )
 
 
 def _either(names: Any) -> str:

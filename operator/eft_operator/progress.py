@@ -26,7 +26,7 @@ from eft_api import contract
 from eft_api.status import TrainerStatus
 
 #: Percentage at which each trainer phase starts, in run order (optional phases included: generate
-#: (documents), mine (hard negatives), pretrain). Training fills the span up to the phase after it.
+#: (documents), mine (hard negatives), pretrain, evaluate-teacher (distillation)). Training fills the span up to the phase after it.
 PHASE_START: dict[str, int] = {
     "fetch": 0,
     "generate": 2,
@@ -36,6 +36,7 @@ PHASE_START: dict[str, int] = {
     "pretrain": 20,
     "train": 25,
     "evaluate-finetuned": 90,
+    "evaluate-teacher": 94,
     "publish": 96,
     "done": 100,
 }
@@ -50,6 +51,7 @@ PHASE_NAMES: dict[str, str] = {
     "pretrain": "Pretraining",
     "train": "Training",
     "evaluate-finetuned": "Evaluating",
+    "evaluate-teacher": "EvaluatingTeacher",
     "publish": "Publishing",
     "done": "Done",
     "failed": "Failed",

@@ -173,7 +173,53 @@ def _rule_cases() -> list[Case]:
             "spec.data.train.uri",
         ),
     ]
-    return cases + _documents_cases()
+    return cases + _documents_cases() + _distillation_cases()
+
+
+TEACHER = {"base": "s3://bucket/models/teacher/"}
+
+
+def distill(fmt: str = "pairs", **spec_changes: Any) -> dict[str, Any]:
+    """A valid resource of method distillation (loss MSE, a teacher from S3) with changes."""
+    changes: dict[str, Any] = {
+        "data__train__format": fmt,
+        "training__method": "distillation",
+        "training__loss": "MSE",
+        "training__teacher": TEACHER,
+    }
+    return resource(**{**changes, **spec_changes})
+
+
+def _distillation_cases() -> list[Case]:
+    """method distillation, its teacher, loss MSE and format parallel: what goes with what."""
+    d, loss, teacher = distill, "spec.training.loss", "spec.training.teacher"
+    cases: list[Case] = [(f"distill-{fmt}", distill(fmt), None) for fmt in [*FITTING, "parallel"]]
+    cases += [
+        ("distill-documents", documents(training__method="distillation", training__loss="MSE",
+                                        training__teacher=TEACHER), None),
+        ("distill-parallel-columns", d("parallel", data__train__columns={"source": "en", "translation": "de"}), None),
+        ("distill-projection-pca", d(training__teacher={**TEACHER, "projection": "pca"}), None),
+        ("distill-hub-teacher", d(training__teacher={"base": "sentence-transformers/all-mpnet-base-v2",
+                                                     "revision": "main", "maxSeqLength": 256}), None),
+        ("distill-matryoshka", d(training__matryoshkaDims=[384, 128]), None),
+        ("distill-default-loss", d(training__loss="MultipleNegativesRanking"), loss),
+        ("distill-ranking-loss-parallel", d("parallel", training__loss="CoSENT"), loss),
+        ("distill-no-teacher", resource(training__method="distillation", training__loss="MSE"), teacher),
+        ("teacher-without-distillation", resource(training__teacher=TEACHER), teacher),
+        ("mse-without-distillation", resource(training__loss="MSE"), loss),
+        ("mse-scored-pairs-full", resource(data__train__format="scored-pairs", training__loss="MSE"), loss),
+        ("mse-query-adapter", resource(training__method="queryAdapter", training__loss="MSE"), loss),
+        ("parallel-full", resource(data__train__format="parallel"), "spec.data.train.format"),
+        ("parallel-full-mse", resource(data__train__format="parallel", training__loss="MSE"), "spec.data.train.format"),
+        ("parallel-adapter", resource(data__train__format="parallel", training__method="queryAdapter"),
+         "spec.data.train.format"),
+        ("parallel-mining", d("parallel", training__hardNegatives={"enabled": True}),
+         "spec.training.hardNegatives.enabled"),
+        ("teacher-no-base", d(training__teacher={"projection": "pca"}), "spec.training.teacher.base"),
+        ("teacher-bad-projection", d(training__teacher={**TEACHER, "projection": "dense"}),
+         "spec.training.teacher.projection"),
+    ]  # fmt: skip
+    return cases
 
 
 OFFLINE = {"inverseCloze": {}, "titles": {}}
@@ -250,6 +296,7 @@ SEEDS: dict[str, Any] = {
     "spec.data.generate.generator.llm.apiKeySecret": {"name": "llm-key"},
     "spec.data.generate.generator.llm.promptConfigMap": {"name": "prompts"},
     "spec.data.generate.generator.seq2seq": {"model": "doc2query/t5"},
+    "spec.training.teacher": {"base": "s3://bucket/models/teacher/"},
 }
 
 

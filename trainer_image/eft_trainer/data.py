@@ -8,6 +8,8 @@ tables. Rows are mapped to canonical column names per format:
 * scored-pairs: ``sentence1``, ``sentence2``, ``score``
 * labeled-texts: ``text``, ``label``
 * beir: training pairs (``anchor``, ``positive``) from ``qrels/train.tsv``, plus the corpus and queries.
+* parallel: ``anchor`` (the source text), ``positive`` (its translation): evaluated as translated-text
+  retrieval (each held-out source is a query, its translation the relevant document), as pairs are.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ TEXT_FIELDS = {
     DataFormat.SCORED_PAIRS: ("sentence1", "sentence2"),
     DataFormat.LABELED_TEXTS: ("text",),
     DataFormat.BEIR: ("anchor", "positive"),
+    DataFormat.PARALLEL: ("anchor", "positive"),
 }
 
 
@@ -182,6 +185,8 @@ def column_map(fmt: DataFormat, cols: Columns) -> dict[str, str]:
         return out
     if fmt is DataFormat.SCORED_PAIRS:
         return {"sentence1": cols.text1, "sentence2": cols.text2, "score": cols.score}
+    if fmt is DataFormat.PARALLEL:
+        return {"anchor": cols.source, "positive": cols.translation}
     return {"text": cols.text, "label": cols.label}
 
 
@@ -251,7 +256,7 @@ def drop_duplicates(records: Iterable[dict[str, Any]], fmt: DataFormat) -> tuple
     out = []
     for rec in records:
         stats.rows_read += 1
-        if fmt in (DataFormat.PAIRS, DataFormat.TRIPLETS, DataFormat.BEIR) and (
+        if fmt in (DataFormat.PAIRS, DataFormat.TRIPLETS, DataFormat.BEIR, DataFormat.PARALLEL) and (
             rec["anchor"].strip() == rec["positive"].strip()
         ):
             stats.same_text_dropped += 1

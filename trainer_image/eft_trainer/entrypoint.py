@@ -48,7 +48,7 @@ from eft_api.contract import (
     RunConfig,
     TerminationMessage,
 )
-from eft_api.spec import MINABLE_FORMATS, DataFormat
+from eft_api.spec import MINABLE_FORMATS, DataFormat, ModelSpec
 from eft_trainer import data as D
 from eft_trainer import distributed as dist
 from eft_trainer import methods
@@ -274,18 +274,22 @@ def build_evaluation(cfg: RunConfig, prep: Prepared) -> tuple[list[dict[str, Any
     return train, irset, stats
 
 
-def resolve_model(cfg: RunConfig, storage: Storage | None, work: Path) -> str:
-    """A local folder or hub id to load: s3:// bases are downloaded; modelCacheDir maps hub ids to folders."""
-    base = cfg.spec.model.base
+def resolve_model(
+    cfg: RunConfig, storage: Storage | None, work: Path, which: ModelSpec | None = None, field: str = "spec.model.base"
+) -> str:
+    """A local folder or hub id to load: s3:// bases are downloaded; modelCacheDir maps hub ids to folders.
+
+    ``which`` is another model reference of the spec than spec.model (the teacher), named ``field`` in errors."""
+    base = (which or cfg.spec.model).base
     if base.startswith("s3://"):
-        dest = work / "base-model"
+        dest = work / ("base-model" if which is None else field)
         if dest.exists():
             shutil.rmtree(dest)
         try:
             assert storage is not None
             storage.download_tree(S3Uri.parse(base if base.endswith("/") else base + "/"), dest, allow_object=False)
         except S3NotFound:
-            raise ModelNotFound(f"spec.model.base {base}: no model files under that prefix") from None
+            raise ModelNotFound(f"{field} {base}: no model files under that prefix") from None
         return str(dest)
     cache = cfg.settings.model_cache_dir
     if cache and (Path(cache) / base).is_dir():
@@ -293,24 +297,28 @@ def resolve_model(cfg: RunConfig, storage: Storage | None, work: Path) -> str:
     return base
 
 
-def load_model(cfg: RunConfig, storage: Storage | None, work: Path) -> tuple[Any, str]:
-    """The base model, and where it was loaded from (a local folder or a hub id), for the lineage."""
+def load_model(
+    cfg: RunConfig, storage: Storage | None, work: Path, which: ModelSpec | None = None, field: str = "spec.model.base"
+) -> tuple[Any, str]:
+    """The base model (or ``which``, named ``field``: the teacher), and where it was loaded from (a local
+    folder or a hub id), for the lineage."""
     from sentence_transformers import SentenceTransformer
 
-    m = cfg.spec.model
-    where = resolve_model(cfg, storage, work)
+    m = which or cfg.spec.model
+    where = resolve_model(cfg, storage, work, which, field)
     t0 = time.perf_counter()
     try:
         model = SentenceTransformer(where, revision=m.revision, trust_remote_code=m.trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
         offline = " (offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
         raise ModelNotFound(
-            f"spec.model.base {m.base} could not be loaded{offline}: {type(exc).__name__}; check the id "
+            f"{field} {m.base} could not be loaded{offline}: {type(exc).__name__}; check the id "
             "(org/name), the revision, or the s3:// prefix"
         ) from None
     if m.max_seq_length:
         model.max_seq_length = m.max_seq_length
-    check_dimensions(cfg.spec, embedding_dim(model), m.base)
+    if which is None:
+        check_dimensions(cfg.spec, embedding_dim(model), m.base)
     log.info("loaded model %s in %.1fs", m.base, time.perf_counter() - t0)
     return model, where
 
@@ -665,6 +673,12 @@ def run_job(
     guards_tuned = evaluate_guards(model, guard_sets, pdim, cfg)
     timings["evaluateFinetuned"] = time.perf_counter() - t
     log.info("fine-tuned model: %s", _headline_str(tuned.metrics, spec.evaluation.primary_metric))
+    teacher = None
+    if trained.reference is not None:
+        t = phase("evaluate-teacher")
+        teacher = evaluate(trained.reference, irset, cfg)
+        timings["evaluateTeacher"] = time.perf_counter() - t
+        log.info("teacher: %s", _headline_str(teacher.metrics, pm))
 
     from eft_trainer import guards as G
 
@@ -706,6 +720,10 @@ def run_job(
         report["generation"] = gen.generated.report_section()
     if guard_results:
         report["guards"] = guard_results
+    if teacher is not None:
+        from eft_trainer.report import teacher_figures
+
+        report["teacher"] = teacher_figures(teacher, tuned, pm, pdim, spec.training.seed)
     h = report["headline"]
     why = []
     if gate is not None and h["gain"] < gate.min_gain:
@@ -740,6 +758,8 @@ def run_job(
             f"; out of memory before: trained with {fallback.to_loss} (mini-batch {fallback.mini_batch_size}) "
             f"instead of {fallback.from_loss} in attempt {fallback.attempt}"
         )
+    if teacher is not None:
+        figures += f"; teacher {report['teacher']['primary']:.4f} at {report['teacher']['dimension']} dims"
     if rejected:
         outcome, reason = "Failed", Reason.PROMOTION_REJECTED
         message = "; ".join(why) + f" ({figures})"

@@ -19,6 +19,7 @@ PHASES = (
     "pretrain",
     "train",
     "evaluate-finetuned",
+    "evaluate-teacher",
     "publish",
     "done",
     "failed",

@@ -29,6 +29,21 @@ def paired_bootstrap(
     return {"gain": sum(diff) / m, "low": lo, "high": hi, "queries": m, "resamples": n, "level": level}
 
 
+def teacher_figures(teacher: Any, tuned: Any, pm: str, pdim: int, seed: int) -> dict[str, Any]:
+    """The report's ``teacher`` section (method distillation) from the teacher's and the student's evaluation
+    results: the teacher's metrics, its primary metric at ``pdim`` (at its own full dimension when it has no
+    ``pdim``), and the student's per-query gap to it (paired bootstrap) when both have that dimension."""
+    tdim = pdim if pdim in teacher.metrics else max(teacher.metrics)
+    out: dict[str, Any] = {
+        "metrics": {str(k): v for k, v in teacher.metrics.items()},
+        "dimension": tdim,
+        "primary": teacher.metrics[tdim][pm],
+    }
+    if tdim in tuned.per_query:
+        out["studentMinusTeacher"] = paired_bootstrap(teacher.per_query[tdim][pm], tuned.per_query[tdim][pm], seed=seed)
+    return out
+
+
 def build_report(
     *,
     config: dict[str, Any],
@@ -84,6 +99,8 @@ def render_markdown(report: dict[str, Any], plot_name: str | None = "dimensions.
     lines += metric_tables(report["metrics"]["base"], report["metrics"]["finetuned"])
     if report.get("guards"):
         lines += guard_table(report["guards"])
+    if report.get("teacher"):
+        lines += teacher_markdown(report["teacher"], pm, report["headline"])
     data = report["data"]
     lines += ["", "## Data", ""]
     lines += [f"- {k}: {value(v)}" for k, v in data.items() if k != "files"]
@@ -120,6 +137,24 @@ def value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return ", ".join(value(x) for x in v) or "-"
     return str(v)
+
+
+def teacher_markdown(teacher: dict[str, Any], pm: str, headline: dict[str, Any]) -> list[str]:
+    """Method distillation: the teacher beside the base model and the student, on the same evaluation."""
+    lines = [
+        "",
+        "## Teacher (method distillation)",
+        "",
+        f"{pm} of the teacher at {teacher['dimension']} dims: {teacher['primary']:.4f} "
+        f"(base {headline['base']:.4f}, student {headline['finetuned']:.4f}).",
+    ]
+    gap = teacher.get("studentMinusTeacher")
+    if gap:
+        lines.append(
+            f"Student minus teacher: {gap['gain']:+.4f} ({int(gap['level'] * 100)}% CI {gap['low']:+.4f} .. "
+            f"{gap['high']:+.4f} over {gap['queries']} queries, paired bootstrap)."
+        )
+    return [*lines, ""]
 
 
 def guard_table(guards: list[dict[str, Any]]) -> list[str]:

@@ -63,6 +63,7 @@ LOSS_CLASSES: dict[Loss, str] = {
     Loss.BATCH_ALL_TRIPLET: "BatchAllTripletLoss",
     Loss.BATCH_HARD_TRIPLET: "BatchHardTripletLoss",
     Loss.BATCH_SEMI_HARD_TRIPLET: "BatchSemiHardTripletLoss",
+    Loss.MSE: "MSELoss",
 }
 
 
@@ -358,7 +359,7 @@ def train(
         from eft_trainer.sampler import LengthGroupedNoDuplicatesBatchSampler
 
         sampler = LengthGroupedNoDuplicatesBatchSampler if group_by_length else BatchSamplers.NO_DUPLICATES
-    elif fmt is DataFormat.LABELED_TEXTS:
+    elif fmt is DataFormat.LABELED_TEXTS and spec.loss is not Loss.MSE:  # MSE's labels are teacher embeddings
         sampler = BatchSamplers.GROUP_BY_LABEL
     else:
         sampler = BatchSamplers.BATCH_SAMPLER

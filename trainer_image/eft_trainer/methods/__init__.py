@@ -3,6 +3,7 @@
 * :mod:`eft_trainer.methods.full` fine-tunes the whole model (every document must be re-embedded);
 * :mod:`eft_trainer.methods.query_adapter` freezes the base model and trains a query-side module only
   (document embeddings stay the base model's, bit for bit).
+* :mod:`eft_trainer.methods.distillation` trains the whole model to reproduce a teacher's embeddings (MSE).
 
 The entrypoint calls :func:`for_spec` once and then only the interface (:class:`TrainingMethod`).
 """
@@ -49,6 +50,8 @@ class Trained:
     model: Any
     stats: TrainStats
     details: dict[str, Any] = field(default_factory=dict)
+    #: A further model to measure on the same evaluation as the base and trained models (the teacher).
+    reference: Any = None
 
 
 class TrainingMethod(Protocol):
@@ -72,6 +75,10 @@ def for_spec(spec: EmbeddingFinetuneSpec) -> TrainingMethod:
         from eft_trainer.methods.query_adapter import QueryAdapter
 
         return QueryAdapter()
+    if spec.training.method is Method.DISTILLATION:
+        from eft_trainer.methods.distillation import Distillation
+
+        return Distillation()
     from eft_trainer.methods.full import FullFineTune
 
     return FullFineTune()

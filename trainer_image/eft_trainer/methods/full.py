@@ -3,11 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eft_api.contract import CHECKPOINTS_DIR
 from eft_trainer.methods import Trained, TrainInput
 from eft_trainer.storage import S3Uri
+
+if TYPE_CHECKING:
+    from eft_trainer.training import TrainStats
+
+
+def checkpoint_prefix(inp: TrainInput) -> S3Uri | None:
+    """Where the run's checkpoints are mirrored (None for a local run without storage)."""
+    return S3Uri.parse(inp.cfg.run.output_prefix).join(CHECKPOINTS_DIR) if inp.storage is not None else None
+
+
+def train_all_weights(inp: TrainInput, ds: Any) -> TrainStats:
+    """Train every weight of ``inp.model`` on ``ds`` with the spec's loss (checkpoints, resume, DDP)."""
+    from eft_trainer.training import train as do_train
+
+    cfg = inp.cfg
+    return do_train(
+        inp.model,
+        ds,
+        cfg.spec.training,
+        cfg.spec.data.train.format,
+        inp.work,
+        storage=inp.storage,
+        checkpoint_prefix=checkpoint_prefix(inp),
+        callbacks=inp.callbacks,
+        max_steps=inp.max_steps,
+        world=inp.world,
+        cached_mini_batch=inp.cached_mini_batch,
+    )
 
 
 class FullFineTune:
@@ -18,26 +46,10 @@ class FullFineTune:
 
     def train(self, inp: TrainInput) -> Trained:
         from eft_trainer.training import to_dataset
-        from eft_trainer.training import train as do_train
 
-        cfg = inp.cfg
-        fmt = cfg.spec.data.train.format
-        ds = to_dataset(inp.train, fmt, cfg.spec.training.loss)
-        prefix = S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR) if inp.storage is not None else None
-        stats = do_train(
-            inp.model,
-            ds,
-            cfg.spec.training,
-            fmt,
-            inp.work,
-            storage=inp.storage,
-            checkpoint_prefix=prefix,
-            callbacks=inp.callbacks,
-            max_steps=inp.max_steps,
-            world=inp.world,
-            cached_mini_batch=inp.cached_mini_batch,
-        )
-        return Trained(inp.model, stats, {"method": self.name})
+        spec = inp.cfg.spec
+        ds = to_dataset(inp.train, spec.data.train.format, spec.training.loss)
+        return Trained(inp.model, train_all_weights(inp, ds), {"method": self.name})
 
     def save_extras(self, trained: Any, out: Path) -> list[str]:
         return []
