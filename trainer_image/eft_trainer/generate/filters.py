@@ -25,6 +25,7 @@ from eft_trainer.generate import Pair
 REASONS = ("empty", "tooShort", "emptyPositive", "duplicate", "nearDuplicate")
 #: The reasons of :func:`apply_embedded`, counted (zero or not) when either of its filters is on.
 MODEL_REASONS = ("roundTrip", "tooEasy")
+_SCORES = 1 << 24
 _HASHES, _BANDS = 24, 12  # 12 bands of 2 rows: pairs at Jaccard 0.5 collide in some band with p ~ 0.97
 
 
@@ -93,10 +94,12 @@ def uses_model(spec: GenerateFilter) -> bool:
 
 
 def round_trip_ranks(
-    queries: np.ndarray, positives: np.ndarray, pool: np.ndarray, own: np.ndarray, batch: int = 1024
+    queries: np.ndarray, positives: np.ndarray, pool: np.ndarray, own: np.ndarray, batch: int | None = None
 ) -> np.ndarray:
     """For each query, how many pool rows other than its own (``own[i]``, -1 for none) score strictly above
-    its positive, by dot product (normalised embeddings: cosine). Batched over queries."""
+    its positive, by dot product (normalised embeddings: cosine). Batched over queries: by default as many as
+    keep the score matrix near 16M floats (64 MB), whatever the pool's size."""
+    batch = batch or max(1, min(4096, _SCORES // max(1, len(pool))))
     ranks = np.zeros(len(queries), dtype=np.int64)
     for start in range(0, len(queries), batch):
         q = queries[start : start + batch]
