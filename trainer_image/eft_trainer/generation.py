@@ -373,7 +373,8 @@ def filter_embedded(
     positives = docs[[texts[p.positive] for p in pairs]] if pairs else docs[:0]
     own = np.array([row.get(p.chunk, -1) for p in pairs], dtype=np.int64)
     kept, dropped, figures = apply_embedded(queries, positives, docs[: len(used)], own, spec)
-    figures |= {"pool": len(used), "embedded": len(docs) + len(pairs), "seconds": round(time.perf_counter() - t0, 3)}
+    figures = {"pool": len(used), "embedded": len(docs) + len(pairs), **figures}
+    figures["seconds"] = round(time.perf_counter() - t0, 3)
     log.info("the model filters kept %d of %d pairs (dropped %s)", len(kept), len(pairs), dict(dropped))
     return [pairs[i] for i in kept], dropped, figures
 
