@@ -6,7 +6,8 @@ its real questions paired with their answers (spec.data.eval.uri, pairs), with t
 corpus as distractors. Runs the trainer end to end (EFT_DATA_ROOT, no S3) and prints base vs fine-tuned
 NDCG@10 with the paired-bootstrap 95% CI, and the generation counts.
 
-    python bench/measure_documents.py [--max-chunks 2500] [--size 128] [--epochs 1]
+    python bench/measure_documents.py [--max-chunks 2500] [--size 128] [--epochs 1] [--round-trip-top-k 1]
+        [--easiness 0.1]
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-distractors", type=int, default=2000)
+    parser.add_argument("--round-trip-top-k", type=int, default=0, help="filter.roundTrip.topK (0: off)")
+    parser.add_argument("--easiness", type=float, default=0.0, help="filter.easiness.dropFraction")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "documents_measure.json")
     args = parser.parse_args()
     sources = args.root / "_sources"
@@ -66,6 +69,10 @@ def main() -> int:
                     "chunking": {"size": args.size, "overlap": 16},
                     "maxChunks": args.max_chunks,
                     "generator": {"inverseCloze": {}, "titles": {}},
+                    "filter": {
+                        "roundTrip": {"enabled": args.round_trip_top_k > 0, "topK": max(1, args.round_trip_top_k)},
+                        "easiness": {"dropFraction": args.easiness},
+                    },
                 },
             },
             "training": {"epochs": args.epochs, "batchSize": 32, "learningRate": 5e-5, "checkpointSteps": 100000},

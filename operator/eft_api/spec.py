@@ -276,9 +276,20 @@ class Generator(_Model):
         return [n for n, v in (*fields, ("seq2seq", self.seq2seq)) if v is not None]
 
 
+class RoundTrip(_Model):
+    enabled: StrictBool = False
+    top_k: Annotated[int, Field(strict=True, ge=1, le=1000), Integral] = 1
+
+
+class Easiness(_Model):
+    drop_fraction: Annotated[float, Field(strict=True, ge=0, le=0.9)] = 0
+
+
 class GenerateFilter(_Model):
     min_query_chars: Annotated[int, Field(strict=True, ge=0, le=1000), Integral] = 8
     near_duplicate_threshold: Annotated[float, Field(strict=True, ge=0.5, le=1)] = 0.9
+    round_trip: RoundTrip = Field(default_factory=RoundTrip)
+    easiness: Easiness = Field(default_factory=Easiness)
 
 
 class GenerateSpec(_Model):

@@ -275,6 +275,14 @@ def _documents_cases() -> list[Case]:
         ("docs-llm-secret-namespace-field",
          d({"generator": {"llm": {**LLM, "apiKeySecret": {"name": "k", "namespace": "other"}}}}),
          f"{g}.generator.llm.apiKeySecret.namespace"),
+        ("docs-round-trip", d({"generator": OFFLINE, "filter": {"roundTrip": {"enabled": True, "topK": 3}}}), None),
+        ("docs-easiness", d({"generator": OFFLINE, "filter": {"easiness": {"dropFraction": 0.1}}}), None),
+        ("docs-easiness-all", d({"generator": OFFLINE, "filter": {"easiness": {"dropFraction": 1}}}),
+         f"{g}.filter.easiness.dropFraction"),
+        ("docs-round-trip-top-k-zero", d({"generator": OFFLINE, "filter": {"roundTrip": {"enabled": True, "topK": 0}}}),
+         f"{g}.filter.roundTrip.topK"),
+        ("docs-round-trip-enabled-string", d({"generator": OFFLINE, "filter": {"roundTrip": {"enabled": "yes"}}}),
+         f"{g}.filter.roundTrip.enabled"),
     ]  # fmt: skip
     return cases
 

@@ -247,6 +247,7 @@ def test_stage_publishes_resumes_and_reuses_without_calling_the_endpoint(
     assert sorted(p.name for p in (local / "parts").iterdir()) == [
         f"llm-{i:05d}.jsonl" for i in range((chunks + 3) // 4)
     ]
+    _assert_manifest_lists_the_parts(local)
 
     # The same documents and settings: the dataset is reused, the endpoint is not called.
     generate.CALLS.clear()
@@ -261,3 +262,21 @@ def test_stage_publishes_resumes_and_reuses_without_calling_the_endpoint(
     resumed = generation.generate_dataset(cfg, None, tmp_path / "work", tok)
     assert not resumed.reused and resumed.pairs == first.pairs
     assert generate.CALLS["llm"] == chunks - 8 and resumed.card["generatorStats"]["llm"]["partsResumed"] == 2
+    _assert_manifest_lists_the_parts(local)  # the resumed parts as well as the new ones
+
+
+def _assert_manifest_lists_the_parts(local: Path) -> None:
+    """The raw parts (every generated pair, before the filters) are part of the artifact: listed with checksums."""
+    import hashlib
+
+    manifest = json.loads((local / "manifest.json").read_text())
+    listed = {o["key"]: o for o in manifest["objects"]}
+    parts = sorted((local / "parts").iterdir())
+    assert sorted(listed) == sorted(["pairs.jsonl", "datacard.json"] + [f"parts/{p.name}" for p in parts])
+    for p in parts:
+        data = p.read_bytes()
+        assert listed[f"parts/{p.name}"] == {
+            "key": f"parts/{p.name}",
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }

@@ -1,5 +1,6 @@
 """End to end against SeaweedFS: documents in (real reST and HTML of python3.11-doc, a PDF made here), pairs
-generated offline (inverseCloze + titles), filtered, published as a dataset, trained, measured, published;
+generated offline (inverseCloze + titles), filtered (on the text, then round trip and easiness with the base
+model), published as a dataset, trained, measured, published;
 a second run reuses the dataset and calls no generator; bad documents stop the run with InvalidCorpus.
 """
 
@@ -30,6 +31,9 @@ PDF_PAGES = [
     "Replace the frame when it cracks, and never bend a spring by hand.",
 ]
 
+FILTER = {"roundTrip": {"enabled": True, "topK": 10}, "easiness": {"dropFraction": 0.1}}
+TEXT_REASONS = {"empty", "tooShort", "emptyPositive", "duplicate", "nearDuplicate"}
+
 
 def documents_spec(bucket: str, endpoint: str, prefix: str = "docs/", **training: Any) -> dict[str, Any]:
     return {
@@ -41,6 +45,7 @@ def documents_spec(bucket: str, endpoint: str, prefix: str = "docs/", **training
                 "chunking": {"size": 64, "overlap": 12},
                 "maxChunks": 400,
                 "generator": {"inverseCloze": {}, "titles": {}},
+                "filter": FILTER,
             },
         },
         "training": {"epochs": 1, "batchSize": 16, "learningRate": 1e-4, "checkpointSteps": 1000, **training},
@@ -94,19 +99,26 @@ def test_first_run_generates_trains_measures_and_publishes(runs: dict[str, Any],
     assert code == ExitCode.SUCCEEDED, msg
     assert isinstance(msg, TerminationMessage) and msg.generation is not None and msg.headline is not None
     g = msg.generation
-    assert not g.reused and g.documents == len(MODULES) + 2 and g.pairs > 200 and g.chunks <= 400
+    assert not g.reused and g.documents == len(MODULES) + 2 and g.chunks <= 400
+    assert g.pairs + g.dropped > 200 and g.pairs > 50  # round trip (top 10 of 400 chunks) drops about half
     assert runs["calls_first"]["inverseCloze"] == g.chunks and runs["calls_first"]["titles"] == g.chunks
     assert len(msg.to_json().encode()) <= 4096
     prefix = cfg.run.output_prefix.split("/", 3)[3]
     report = json.loads(_get(s3_server, runs["bucket"], prefix + "report.json"))
     gen = report["generation"]
     assert gen["generators"] == ["inverseCloze", "titles"] and gen["pairs"] == g.pairs
-    assert set(gen["dropped"]) == {"empty", "tooShort", "emptyPositive", "duplicate", "nearDuplicate"}
-    assert gen["pairsGenerated"] == gen["pairs"] + sum(gen["dropped"].values())
+    dropped = gen["dropped"]
+    assert set(dropped) == TEXT_REASONS | {"roundTrip", "tooEasy"}
+    assert gen["pairsGenerated"] == gen["pairs"] + sum(dropped.values()) and g.dropped == sum(dropped.values())
+    # Round trip drops some queries whose positive the base model ranks below 10 others; easiness drops a tenth
+    # of what is left, the pairs at or above the reported similarity.
+    assert dropped["roundTrip"] > 0
+    assert dropped["tooEasy"] == int(0.1 * (gen["pairs"] + dropped["tooEasy"]))
+    assert gen["modelFilter"]["pool"] == g.chunks and 0 < gen["modelFilter"]["tooEasyAbove"] <= 1
     assert len(gen["samples"]) == 20 and all(s["query"] and s["positive"] for s in gen["samples"])
     assert gen["split"]["by"] == "documents" and gen["split"]["evalDocuments"] == 3  # 20% of 13 documents
     md = _get(s3_server, runs["bucket"], prefix + "report.md").decode()
-    assert "## Generated pairs" in md
+    assert "## Generated pairs" in md and f"roundTrip {dropped['roundTrip']}" in md and "model filters: pool" in md
     assert keys(s3_server, runs["bucket"], prefix + "manifest.json")
 
 
@@ -127,6 +139,7 @@ def test_dataset_is_published_content_addressed_with_manifest_last(
     assert card["hash"] in dataset and card["documentsListed"] == len(MODULES) + 2
     assert all(d["etag"] and d["bytes"] > 0 for d in card["documents"])
     assert card["generate"]["chunking"] == {"size": 64, "overlap": 12}
+    assert card["generate"]["filter"]["roundTrip"] == FILTER["roundTrip"] and card["modelFilter"]["pool"] > 0
     pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == card["pairs"] and {"anchor", "positive", "doc", "chunk", "generator"} <= set(pairs[0])
     docs = {p["doc"] for p in pairs}

@@ -178,7 +178,7 @@ def generate_pairs(cfg: RunConfig, storage: Storage | None, work: Path) -> FromD
     from eft_trainer.generation import generate_stage
 
     model, source = load_model(cfg, storage, work)
-    g = generate_stage(cfg, storage, work, model.tokenizer, _fetch)
+    g = generate_stage(cfg, storage, work, model.tokenizer, _fetch, model=model)
     fetched = Fetched(work / "documents", [], files=[g.pairs_file, *g.eval_files])
     return FromDocuments(model, source, g, fetched, Prepared(DataFormat.PAIRS, g.train, g.eval, None, g.stats))
 

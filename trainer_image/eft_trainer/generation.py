@@ -5,8 +5,9 @@
    document is read and no generator is called.
 3. Else read the documents (:mod:`eft_trainer.documents`), chunk them in the base model's tokens, take a
    seeded sample of at most ``maxChunks`` chunks, run the generators (:mod:`eft_trainer.generate`), filter
-   (:mod:`eft_trainer.generate.filters`), and publish ``pairs.jsonl``, ``datacard.json`` and, last,
-   ``manifest.json``.
+   (:mod:`eft_trainer.generate.filters`: on the text, then, when roundTrip or easiness is on, on the base
+   model's embeddings of the chunks and queries, made once), and publish ``pairs.jsonl``, ``datacard.json``
+   and, last, ``manifest.json`` (which lists the saved parts of model-based generators too).
 4. Split for evaluation by documents (a seeded held-out fraction of them: no document has chunks on both
    sides), or read ``data.eval.uri`` (real questions, pairs in jsonl) and train on every pair.
 """
@@ -20,13 +21,14 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eft_api.contract import GenerationSummary, RunConfig
-from eft_api.spec import DataFormat, dump_spec
+from eft_api.spec import DataFormat, GenerateFilter, dump_spec
 from eft_trainer import data as D
 from eft_trainer.documents import Chunk, Document, Tokenizer, chunk_documents, read_document
 from eft_trainer.errors import InvalidCorpus
@@ -47,6 +49,8 @@ RESUMABLE = frozenset({"llm", "seq2seq"})
 PART_CHUNKS = 256
 
 Fetch = Callable[[Storage | None, str, Path], list[Path]]
+#: Normalised embeddings of texts, as the base model makes them for a task ("query" or "document").
+Embed = Callable[[list[str], str], Any]
 
 
 @dataclass
@@ -86,6 +90,7 @@ class Generated:
             **{k: self.card[k] for k in keep},
             "pairs": self.card["pairs"],
             "dropped": self.card["dropped"],
+            **({"modelFilter": self.card["modelFilter"]} if "modelFilter" in self.card else {}),
             "generatorStats": self.card["generatorStats"],
             "split": self.stats.get("split"),
             "samples": [{"query": p["anchor"], "positive": p["positive"][:400], "doc": p["doc"]} for p in samples],
@@ -138,10 +143,16 @@ def _sha(data: bytes) -> str:
 def dataset_hash(cfg: RunConfig, listing: list[tuple[str, int, str]], prompt: str | None) -> str:
     """What the generated pairs depend on: the documents' listing and every generation setting."""
     spec = cfg.spec
+    generate = dump_spec(spec)["data"]["generate"]
+    # Filters that came later are left out while off: datasets made before them keep their hash (and an llm's pairs).
+    if not generate["filter"]["roundTrip"]["enabled"]:
+        del generate["filter"]["roundTrip"]
+    if not generate["filter"]["easiness"]["dropFraction"]:
+        del generate["filter"]["easiness"]
     doc = {
         "version": GENERATION_VERSION,
         "documents": [list(o) for o in listing],
-        "generate": dump_spec(spec)["data"]["generate"],
+        "generate": generate,
         "documentType": spec.data.train.document_type.value if spec.data.train.document_type else None,
         "textColumn": spec.data.train.columns.text,
         "tokenizer": [spec.model.base, spec.model.revision],  # chunks are counted in its tokens
@@ -185,9 +196,17 @@ def load_dataset(
 
 
 def publish_dataset(
-    storage: Storage | None, prefix: S3Uri, local: Path, pairs: list[dict[str, Any]], card: dict[str, Any]
+    storage: Storage | None,
+    prefix: S3Uri,
+    local: Path,
+    pairs: list[dict[str, Any]],
+    card: dict[str, Any],
+    parts: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """pairs.jsonl and the data card, then the manifest (keys, sizes, sha256) last; returns pairs.jsonl's entry."""
+    """pairs.jsonl and the data card, then the manifest (keys, sizes, sha256) last; returns pairs.jsonl's entry.
+
+    ``parts`` are the entries of the saved parts of model-based generators (already stored): the generators'
+    raw output, before the filters, kept for a reader who wants to see what the filters dropped."""
     local.mkdir(parents=True, exist_ok=True)
     files = {
         PAIRS_FILE: "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs).encode(),
@@ -199,6 +218,7 @@ def publish_dataset(
         if storage is not None:
             storage.put_bytes(data, prefix.join(name), "application/json")
         objects.append({"key": name, "size": len(data), "sha256": _sha(data)})
+    objects += sorted(parts, key=lambda o: str(o["key"]))
     manifest = json.dumps({"hash": card["hash"], "prefix": str(prefix), "objects": objects}, indent=2).encode()
     if storage is not None:
         storage.put_bytes(manifest, prefix.join(MANIFEST))
@@ -237,6 +257,8 @@ class Parts:
 
     def __init__(self, storage: Storage | None, prefix: S3Uri, local: Path) -> None:
         self.storage, self.prefix, self.local = storage, prefix, local / "parts"
+        #: The manifest's entries ({key, size, sha256}) of the parts this run used, saved or resumed.
+        self.objects: list[dict[str, Any]] = []
 
     def get(self, name: str) -> list[Pair] | None:
         if self.storage is not None:
@@ -247,6 +269,7 @@ class Parts:
             data = (self.local / name).read_bytes()
         else:
             return None
+        self._used(name, data)
         return [Pair(**json.loads(line)) for line in data.decode().splitlines() if line.strip()]
 
     def put(self, name: str, pairs: list[Pair]) -> None:
@@ -255,6 +278,10 @@ class Parts:
         (self.local / name).write_bytes(data)
         if self.storage is not None:
             self.storage.put_bytes(data, self.prefix.join(f"parts/{name}"), "application/json")
+        self._used(name, data)
+
+    def _used(self, name: str, data: bytes) -> None:
+        self.objects.append({"key": f"parts/{name}", "size": len(data), "sha256": _sha(data)})
 
 
 def run_generator(gen: Generator, used: list[Chunk], n: int, parts: Parts | None) -> tuple[list[Pair], int]:
@@ -281,10 +308,12 @@ def make_pairs(
     tok: Tokenizer,
     parts: Parts | None = None,
     locate: Callable[[str], str] | None = None,
+    embed: Embed | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Chunk, sample, generate and filter: the pair records and the counts for the data card."""
+    """Chunk, sample, generate and filter: the pair records and the counts for the data card. ``embed`` (the
+    base model's) is needed when the roundTrip or easiness filter is on."""
     from eft_trainer.generate import build
-    from eft_trainer.generate.filters import apply
+    from eft_trainer.generate.filters import apply, uses_model
 
     g = cfg.spec.data.generate
     assert g is not None
@@ -305,11 +334,18 @@ def make_pairs(
         made += out
         log.info("generator %s made %d pairs from %d chunks", gen.name, len(out), len(used))
     kept, dropped = apply(made, g.filter)
-    counts = {
+    counts: dict[str, Any] = {
         "chunks": len(chunks),
         "chunksUsed": len(used),
         "chunkTokensMax": max((c.tokens for c in chunks), default=0),
         "pairsGenerated": len(made),
+    }
+    if uses_model(g.filter):
+        if embed is None:
+            raise ValueError("spec.data.generate.filter roundTrip and easiness need the base model (embed)")
+        kept, more, counts["modelFilter"] = filter_embedded(kept, used, g.filter, embed)
+        dropped.update(more)
+    counts |= {
         "pairs": len(kept),
         "dropped": dict(dropped),
         "generatorStats": stats,
@@ -318,8 +354,49 @@ def make_pairs(
     return [p.record() for p in kept], counts
 
 
-def generate_dataset(cfg: RunConfig, storage: Storage | None, work: Path, tokenizer: Any) -> Generated:
-    """Reuse the dataset of the same documents and settings, or make and publish it."""
+def filter_embedded(
+    pairs: list[Pair], used: list[Chunk], spec: GenerateFilter, embed: Embed
+) -> tuple[list[Pair], Counter[str], dict[str, Any]]:
+    """The round-trip and easiness filters: every chunk that got queries, every positive that is not a chunk's
+    text (inverseCloze's) and every query embedded once, then :func:`filters.apply_embedded`."""
+    import numpy as np
+
+    from eft_trainer.generate.filters import apply_embedded
+
+    t0 = time.perf_counter()
+    row = {c.id: i for i, c in enumerate(used)}
+    texts = {c.text: i for i, c in enumerate(used)}
+    extra = list(dict.fromkeys(p.positive for p in pairs if p.positive not in texts))
+    docs = embed([c.text for c in used] + extra, "document")
+    texts |= {t: len(used) + i for i, t in enumerate(extra)}
+    queries = embed([p.query for p in pairs], "query")
+    positives = docs[[texts[p.positive] for p in pairs]] if pairs else docs[:0]
+    own = np.array([row.get(p.chunk, -1) for p in pairs], dtype=np.int64)
+    kept, dropped, figures = apply_embedded(queries, positives, docs[: len(used)], own, spec)
+    figures = {"pool": len(used), "embedded": len(docs) + len(pairs), **figures}
+    figures["seconds"] = round(time.perf_counter() - t0, 3)
+    log.info("the model filters kept %d of %d pairs (dropped %s)", len(kept), len(pairs), dict(dropped))
+    return [pairs[i] for i in kept], dropped, figures
+
+
+def model_embedder(model: Any, batch_size: int) -> Embed:
+    """The base model's normalised embeddings (its query or document prompt and route, as evaluation uses)."""
+    import numpy as np
+
+    from eft_trainer.evaluation import encode
+
+    def embed(texts: list[str], task: str) -> Any:
+        emb = encode(model, texts, batch_size, task=task) if texts else np.zeros((0, 1), dtype=np.float32)
+        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+    return embed
+
+
+def generate_dataset(
+    cfg: RunConfig, storage: Storage | None, work: Path, tokenizer: Any, model: Any = None
+) -> Generated:
+    """Reuse the dataset of the same documents and settings, or make and publish it. ``model`` (the base
+    model) is used only by the roundTrip and easiness filters."""
     g = cfg.spec.data.generate
     assert g is not None
     t0 = time.perf_counter()
@@ -339,7 +416,9 @@ def generate_dataset(cfg: RunConfig, storage: Storage | None, work: Path, tokeni
             f"spec.data.train.uri {cfg.spec.data.train.uri}: none of the {len(listing)} files holds text"
         )
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.of(tokenizer)
-    pairs, counts = make_pairs(cfg, docs, tok, Parts(storage, prefix, local), _locator(cfg, storage, work))
+    parts = Parts(storage, prefix, local)
+    embed = model_embedder(model, cfg.spec.evaluation.batch_size) if model is not None else None
+    pairs, counts = make_pairs(cfg, docs, tok, parts, _locator(cfg, storage, work), embed)
     if not pairs:
         raise InvalidCorpus(
             f"no pairs were generated from {len(docs)} documents ({counts['chunks']} chunks; dropped "
@@ -360,7 +439,7 @@ def generate_dataset(cfg: RunConfig, storage: Storage | None, work: Path, tokeni
         **counts,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    entry = publish_dataset(storage, prefix, local, pairs, card)
+    entry = publish_dataset(storage, prefix, local, pairs, card, parts.objects)
     return Generated(pairs, card, str(prefix), reused=False, pairs_file=entry)
 
 
@@ -412,9 +491,11 @@ def split_by_documents(
     return train, ev, {"by": "documents", "evalDocuments": n, "trainDocuments": len(docs) - n}
 
 
-def generate_stage(cfg: RunConfig, storage: Storage | None, work: Path, tokenizer: Any, fetch: Fetch) -> Generated:
+def generate_stage(
+    cfg: RunConfig, storage: Storage | None, work: Path, tokenizer: Any, fetch: Fetch, model: Any = None
+) -> Generated:
     """Generate (or reuse) the pairs, then split them for evaluation (or read data.eval.uri)."""
-    gen = generate_dataset(cfg, storage, work, tokenizer)
+    gen = generate_dataset(cfg, storage, work, tokenizer, model)
     ev_spec = cfg.spec.data.eval
     if ev_spec.uri:
         dest = work / "data" / "eval"

@@ -229,6 +229,8 @@ def generation_markdown(gen: dict[str, Any]) -> list[str]:
     for key in ("generators", "documentsListed", "documentsRead", "chunks", "chunksUsed", "pairsGenerated", "pairs"):
         lines.append(f"- {key}: {gen.get(key)}")
     lines.append("- dropped: " + ", ".join(f"{k} {v}" for k, v in gen.get("dropped", {}).items()))
+    if "modelFilter" in gen:  # roundTrip / easiness: what the base model's embeddings were compared with
+        lines.append("- model filters: " + ", ".join(f"{k} {v}" for k, v in gen["modelFilter"].items()))
     lines += ["", "| query | positive (start) |", "|---|---|"]
     for s in gen.get("samples", []):
         q, p = (str(s[k]).replace("|", "\\|").replace("\n", " ") for k in ("query", "positive"))
