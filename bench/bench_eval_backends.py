@@ -27,6 +27,7 @@ PYTHONPATH.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -44,6 +45,14 @@ from bench_eval import worker as stock_worker
 
 VARIANTS = ("stock", "torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
 BATCH = 64
+#: The modules each variant needs beyond the project's dependencies (onnx: the export; nncf: int8 for OpenVINO).
+NEEDS = {
+    "onnx": ("onnx", "onnxruntime"),
+    "onnx-int8": ("onnx", "onnxruntime"),
+    "openvino": ("onnx", "openvino"),
+    "openvino-bf16": ("onnx", "openvino"),
+    "openvino-int8": ("onnx", "openvino", "nncf"),
+}
 
 
 def export_onnx(seq: int, folder: Path) -> Path:
@@ -184,6 +193,10 @@ def main() -> int:
         worker(a.worker[0], int(a.worker[1]), int(a.worker[2]), int(a.worker[3]), a.worker[4])
         return 0
     kinds = [k for k in a.variants.split(",") if k]
+    missing = {k: needs for k in kinds for needs in NEEDS.get(k, ()) if importlib.util.find_spec(needs) is None}
+    for kind, needs in missing.items():
+        print(f"  {kind:14}: skipped, {needs} is not installed (see this script's docstring)")
+    kinds = [k for k in kinds if k not in missing]
     results: dict[str, dict[str, Any]] = {}
     prep: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
