@@ -220,7 +220,7 @@ def fit_epoch(candidates: Iterable[list[list[int]]], count: int, full: bool = Fa
 # ---------------------------------------------------------------- bf16 on CPU
 
 #: Batches pad to a multiple of this many tokens when training in bf16 on CPU (bf16 alone gained nothing
-#: there; with the padding, 1.13-1.29x by CPU time in bench/bench_train_throughput.py).
+#: there; with the padding, 1.13-1.36x the plain recipe by CPU time in bench/bench_train_throughput.py).
 CPU_BF16_PAD = 8
 
 
