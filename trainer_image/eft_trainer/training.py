@@ -63,6 +63,7 @@ LOSS_CLASSES: dict[Loss, str] = {
     Loss.BATCH_ALL_TRIPLET: "BatchAllTripletLoss",
     Loss.BATCH_HARD_TRIPLET: "BatchHardTripletLoss",
     Loss.BATCH_SEMI_HARD_TRIPLET: "BatchSemiHardTripletLoss",
+    Loss.MARGIN_MSE: "MarginMSELoss",
 }
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from eft_api.contract import CHECKPOINTS_DIR
+from eft_api.spec import training_format
 from eft_trainer.methods import Trained, TrainInput
 from eft_trainer.storage import S3Uri
 
@@ -21,7 +22,7 @@ class FullFineTune:
         from eft_trainer.training import train as do_train
 
         cfg = inp.cfg
-        fmt = cfg.spec.data.train.format
+        fmt = training_format(cfg.spec)  # scored-pairs once silver labels have scored the pairs
         ds = to_dataset(inp.train, fmt, cfg.spec.training.loss)
         prefix = S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR) if inp.storage is not None else None
         stats = do_train(
