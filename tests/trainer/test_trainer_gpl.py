@@ -179,10 +179,21 @@ def cross_encoder_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     return folder
 
 
-def upload_cross_encoder(s3: LocalS3, bucket: str, folder: Path) -> None:
-    client = s3.client()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        client.upload_file(str(f), bucket, CE_PREFIX + f.relative_to(folder).as_posix())
+@pytest.fixture
+def uploaded_cross_encoder(s3_server: LocalS3, s3_bucket: str, cross_encoder_dir: Path) -> str:
+    """The test's bucket with 80 stdlib pairs and the fresh-head cross-encoder's folder (the s3:// path of
+    spec.training.crossEncoder.model)."""
+    upload_pairs(s3_server, s3_bucket, stdlib_pairs(80))
+    client = s3_server.client()
+    for f in sorted(p for p in cross_encoder_dir.rglob("*") if p.is_file()):
+        client.upload_file(str(f), s3_bucket, CE_PREFIX + f.relative_to(cross_encoder_dir).as_posix())
+    return s3_bucket
+
+
+def _run(s3: LocalS3, cfg: Any, **kw: Any) -> tuple[int, Any]:
+    """The trainer as a Job runs it, with the S3 server's credentials."""
+    with env(s3.env()):
+        return run_config(cfg, **kw)
 
 
 def _report(s3: LocalS3, bucket: str, cfg: Any) -> dict[str, Any]:
@@ -194,11 +205,11 @@ def _report(s3: LocalS3, bucket: str, cfg: Any) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_gpl_from_documents_publishes_a_measured_model(
-    s3_server: LocalS3, s3_bucket: str, tmp_path: Path, model_dir: Path, cross_encoder_dir: Path
+    s3_server: LocalS3, uploaded_cross_encoder: str, tmp_path: Path, model_dir: Path
 ) -> None:
     """Queries generated from real reST documents (inverseCloze, titles), negatives mined, margins scored by
     the cross-encoder (from s3://), a few MarginMSE steps; the model is measured and published."""
-    upload_cross_encoder(s3_server, s3_bucket, cross_encoder_dir)
+    s3_bucket = uploaded_cross_encoder
     client = s3_server.client()
     for path in library_rst(pydoc_root(), ["textwrap", "glob", "fnmatch"]):
         client.upload_file(str(path), s3_bucket, f"docs/{path.name}")
@@ -213,8 +224,7 @@ def test_gpl_from_documents_publishes_a_measured_model(
         },
     }
     cfg = make_cfg(spec, tmp_path, model_dir, name="gpl-docs")
-    with env(s3_server.env()):
-        code, msg = run_config(cfg, max_steps=4)
+    code, msg = _run(s3_server, cfg, max_steps=4)
     assert code == 0, msg
     assert msg is not None and msg.headline is not None and msg.index is not None and msg.index.reindex_required
     rep = _report(s3_server, s3_bucket, cfg)
@@ -230,11 +240,10 @@ def test_gpl_from_documents_publishes_a_measured_model(
 
 @pytest.mark.slow
 def test_silver_labels_from_pairs_publish_a_measured_model(
-    s3_server: LocalS3, s3_bucket: str, tmp_path: Path, model_dir: Path, cross_encoder_dir: Path
+    s3_server: LocalS3, uploaded_cross_encoder: str, tmp_path: Path, model_dir: Path
 ) -> None:
     """Unlabelled pairs plus one sampled combination each, scored by the cross-encoder, trained with CoSENT."""
-    upload_cross_encoder(s3_server, s3_bucket, cross_encoder_dir)
-    upload_pairs(s3_server, s3_bucket, stdlib_pairs(60))
+    s3_bucket = uploaded_cross_encoder
     spec = tiny_spec(
         s3_bucket,
         s3_server.endpoint,
@@ -243,8 +252,7 @@ def test_silver_labels_from_pairs_publish_a_measured_model(
         crossEncoder={"model": f"s3://{s3_bucket}/{CE_PREFIX}"},
     )
     cfg = make_cfg(spec, tmp_path, model_dir, name="silver")
-    with env(s3_server.env()):
-        code, msg = run_config(cfg, max_steps=3)
+    code, msg = _run(s3_server, cfg, max_steps=3)
     assert code == 0, msg
     rep = _report(s3_server, s3_bucket, cfg)
     silver = rep["data"]["silverLabels"]
@@ -259,15 +267,15 @@ def test_silver_labels_from_pairs_publish_a_measured_model(
 
 @pytest.mark.slow
 def test_sigterm_in_the_gpl_stage_then_the_retry_resumes_on_the_same_labels(
-    s3_server: LocalS3, s3_bucket: str, tmp_path: Path, model_dir: Path, cross_encoder_dir: Path
+    s3_server: LocalS3, uploaded_cross_encoder: str, tmp_path: Path, model_dir: Path
 ) -> None:
-    upload_cross_encoder(s3_server, s3_bucket, cross_encoder_dir)
-    upload_pairs(s3_server, s3_bucket, stdlib_pairs(100))
+    """SIGTERM at step 3 of MarginMSE training: a checkpoint and the labels are kept; a fresh pod resumes at
+    step 3 on the kept labels (no mining, no scoring) and publishes."""
+    s3_bucket = uploaded_cross_encoder
     cfg = make_cfg(
         gpl_spec(s3_bucket, s3_server.endpoint, checkpointSteps=100), tmp_path / "pod1", model_dir, name="gpl-sigterm"
     )
-    with env(s3_server.env()):
-        code, msg = run_config(cfg, callbacks=[SigtermAt(3)], max_steps=5)
+    code, msg = _run(s3_server, cfg, callbacks=[SigtermAt(3)], max_steps=5)
     assert code == 1 and msg is not None and "SIGTERM at step 3" in msg.message
     prefix = cfg.run.output_prefix.split("/", 3)[3]
     kept = prefix + "checkpoints/gpl-labels.json"
@@ -275,8 +283,7 @@ def test_sigterm_in_the_gpl_stage_then_the_retry_resumes_on_the_same_labels(
     first = json.loads(s3_server.client().get_object(Bucket=s3_bucket, Key=kept)["Body"].read())
 
     cfg2 = cfg.model_copy(update={"settings": cfg.settings.model_copy(update={"work_dir": str(tmp_path / "pod2")})})
-    with env(s3_server.env()):
-        code, msg = run_config(cfg2, max_steps=5)
+    code, msg = _run(s3_server, cfg2, max_steps=5)
     assert code == 0, msg
     rep = _report(s3_server, s3_bucket, cfg)
     assert rep["training"]["resumedFromStep"] == 3 and rep["training"]["steps"] == 5
@@ -293,7 +300,6 @@ def test_an_embedding_model_as_the_cross_encoder_is_refused_naming_the_field(
     cfg = make_cfg(
         gpl_spec(s3_bucket, s3_server.endpoint, crossEncoder={"model": HUB_ID}), tmp_path, model_dir, name="not-ce"
     )
-    with env(s3_server.env()):
-        code, msg = run_config(cfg, max_steps=2)
+    code, msg = _run(s3_server, cfg, max_steps=2)
     assert msg is not None and msg.reason == Reason.INVALID_SPEC and code == int(ExitCode.BAD_INPUT)
     assert "spec.training.crossEncoder.model" in msg.message and "BertModel" in msg.message
