@@ -96,7 +96,7 @@ def local_trainer_setup(tmp: Path, rows: int = 0) -> Path:
     return models
 
 
-def run_captured(cfg: Any) -> dict[str, Any]:
+def run_captured(cfg: Any, max_steps: int = -1) -> dict[str, Any]:
     """Run the real trainer (``run_job``) on ``cfg`` and return the report it built (nothing is published)."""
     import eft_trainer.report as report_module
     from eft_trainer.entrypoint import run_job
@@ -110,7 +110,7 @@ def run_captured(cfg: Any) -> dict[str, Any]:
 
     report_module.build_report = capture
     try:
-        msg = run_job(cfg)
+        msg = run_job(cfg, max_steps=max_steps)
     finally:
         report_module.build_report = build
     assert msg.outcome == "Succeeded", msg

@@ -29,26 +29,36 @@ def spec(method: str, epochs: float, kind: str) -> dict[str, Any]:
 
 
 def run(name: str, method: str, epochs: float, kind: str, work: Path, models: Path) -> dict[str, Any]:
+    return run_spec(name.lower().replace(":", "-"), spec(method, epochs, kind), work, models)
+
+
+def run_spec(name: str, doc: dict[str, Any], work: Path, models: Path, max_steps: int = -1) -> dict[str, Any]:
+    """One run of the trainer on the spec ``doc``; its report (kept from build_report: nothing is published)."""
     from eft_api.contract import TrainerSettings, build_run_config
     from eft_api.spec import parse_spec
 
     cfg = build_run_config(
         namespace="bench",
-        name=name.lower().replace(":", "-"),
+        name=name,
         uid=name,
         generation=1,
-        spec=parse_spec(spec(method, epochs, kind)),
+        spec=parse_spec(doc),
         settings=TrainerSettings(work_dir=str(work), metrics_port=0, model_cache_dir=str(models)),
     )
-    return run_captured(cfg)
+    return run_captured(cfg, max_steps)
+
+
+def local_sample(prefix: str) -> tuple[Path, Path]:
+    """A new temporary folder set up by ``local_trainer_setup``; returns (the folder, the model cache)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    return tmp, local_trainer_setup(tmp)
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", default="full,queryAdapter,queryAdapter:10,queryAdapter-mlp:10")
     a = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="eft-methods-"))
-    models = local_trainer_setup(tmp)
+    tmp, models = local_sample("eft-methods-")
     rows = []
     for item in a.runs.split(","):
         head, _, ep = item.partition(":")

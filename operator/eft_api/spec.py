@@ -95,7 +95,10 @@ class Loss(StrEnum):
     BATCH_ALL_TRIPLET = "BatchAllTriplet"
     BATCH_HARD_TRIPLET = "BatchHardTriplet"
     BATCH_SEMI_HARD_TRIPLET = "BatchSemiHardTriplet"
+    #: Only with ``training.method: distillation`` (the student regresses onto the teacher's embeddings).
     MSE = "MSE"
+    #: Only with ``training.method: gpl`` (it trains on the cross-encoder's margins), which requires it.
+    MARGIN_MSE = "MarginMSE"
 
 
 #: Which losses fit which data format (the CRD's CEL rules say the same).
@@ -143,10 +146,17 @@ class Method(StrEnum):
     FULL = "full"
     QUERY_ADAPTER = "queryAdapter"
     DISTILLATION = "distillation"
+    GPL = "gpl"
 
 
 #: Formats a query adapter can learn from: an anchor (the query side) and a positive (the document side).
 QUERY_ADAPTER_FORMATS = (DataFormat.PAIRS, DataFormat.TRIPLETS, DataFormat.BEIR)
+
+#: Formats gpl (and silver labels) learn from: (query, passage) pairs, given or generated from documents.
+CROSS_ENCODER_FORMATS = (DataFormat.PAIRS, DataFormat.DOCUMENTS)
+
+#: The losses of silver-labelled (scored) pairs.
+SCORED_LOSSES = LOSSES_BY_FORMAT[DataFormat.SCORED_PAIRS]
 
 #: Formats whose anchors can get mined hard negatives.
 MINABLE_FORMATS = frozenset({DataFormat.PAIRS, DataFormat.TRIPLETS, DataFormat.BEIR, DataFormat.DOCUMENTS})
@@ -349,6 +359,26 @@ class HardNegatives(_Model):
     range_max: Annotated[int, Field(strict=True, ge=1, le=1000), Integral] = 50
 
 
+class CrossEncoderSpec(_Model):
+    """The cross-encoder of gpl (margins) and silver labels (scores): a model reference like ``spec.model``."""
+
+    model: Annotated[str, StringConstraints(pattern=MODEL_PATTERN, min_length=1, max_length=512)]
+    revision: Annotated[str, StringConstraints(max_length=128)] | None = None
+    max_length: Annotated[int, Field(strict=True, ge=8, le=32768), Integral] | None = None
+    batch_size: Annotated[int, Field(strict=True, ge=1, le=4096), Integral] = 32
+
+    @property
+    def is_s3(self) -> bool:
+        return self.model.startswith("s3://")
+
+
+class SilverLabels(_Model):
+    """AugSBERT: unlabelled (anchor, positive) pairs plus sampled negatives, scored by the cross-encoder."""
+
+    negatives_per_pair: Annotated[int, Field(strict=True, ge=0, le=16), Integral] = 1
+    seed: Annotated[int, Field(strict=True, ge=0, le=4294967295), Integral] = 42
+
+
 class AdapterSpec(_Model):
     """The trainable query-side module of ``method: queryAdapter``."""
 
@@ -383,6 +413,8 @@ class TrainingSpec(_Model):
     seed: Annotated[int, Field(strict=True, ge=0, le=4294967295), Integral] = 42
     checkpoint_steps: Annotated[int, Field(strict=True, ge=10, le=1_000_000), Integral] = 500
     hard_negatives: HardNegatives = Field(default_factory=HardNegatives)
+    cross_encoder: CrossEncoderSpec | None = None
+    silver_labels: SilverLabels | None = None
 
     @field_validator("matryoshka_dims")
     @classmethod
@@ -584,12 +616,18 @@ class EmbeddingFinetuneSpec(_Model):
                 f"queryAdapter does not fit data.train.format {fmt.value}: it learns from (query, document) "
                 "pairs, so use pairs, triplets or beir",
             )
-        fitting = LOSSES_BY_FORMAT[fmt]
-        if self.training.method is not Method.DISTILLATION and self.training.loss not in fitting:
+        if problem := _cross_encoder_problem(self.training, fmt):
+            raise problem
+        fitting = LOSSES_BY_FORMAT[training_format(self)]
+        if self.training.method not in (Method.DISTILLATION, Method.GPL) and self.training.loss not in fitting:
+            what = (
+                "training.silverLabels (scored pairs)"
+                if self.training.silver_labels
+                else f"data.train.format {fmt.value}"
+            )
             raise SpecRuleError(
                 ("training", "loss"),
-                f"{self.training.loss.value} does not fit data.train.format {fmt.value}: use "
-                + _either(l.value for l in fitting),
+                f"{self.training.loss.value} does not fit {what}: use " + _either(l.value for l in fitting),
             )
         if self.training.method is Method.QUERY_ADAPTER and self.training.loss not in IN_BATCH_NEGATIVE_LOSSES:
             raise SpecRuleError(
@@ -648,6 +686,44 @@ def _distillation_rules(training: TrainingSpec, fmt: DataFormat) -> None:
             ("training", "loss"),
             "training.loss MSE needs training.method distillation (its targets are a teacher's embeddings)",
         )
+
+
+def training_format(spec: EmbeddingFinetuneSpec) -> DataFormat:
+    """The format of the rows the loss sees: scored-pairs once silver labels score the pairs."""
+    return DataFormat.SCORED_PAIRS if spec.training.silver_labels is not None else spec.data.train.format
+
+
+def _cross_encoder_problem(t: TrainingSpec, fmt: DataFormat) -> SpecRuleError | None:
+    """The rules of gpl, silver labels and their cross-encoder (the CRD's CEL rules, same messages)."""
+    gpl, silver = t.method is Method.GPL, t.silver_labels is not None
+    if gpl and fmt not in CROSS_ENCODER_FORMATS:
+        return SpecRuleError(
+            ("training", "method"),
+            f"gpl does not fit data.train.format {fmt.value}: it learns from queries and passages, so use "
+            "pairs or documents",
+        )
+    if gpl and t.loss is not Loss.MARGIN_MSE:
+        return SpecRuleError(
+            ("training", "loss"), "training.method gpl trains on cross-encoder margins: set training.loss MarginMSE"
+        )
+    if t.loss is Loss.MARGIN_MSE and not gpl:
+        return SpecRuleError(
+            ("training", "loss"),
+            "training.loss MarginMSE needs training.method gpl (its cross-encoder gives the margins)",
+        )
+    if silver and fmt not in CROSS_ENCODER_FORMATS:
+        return SpecRuleError(
+            ("training", "silverLabels"),
+            "training.silverLabels scores unlabelled (anchor, positive) pairs: use data.train.format pairs or documents",
+        )
+    if silver and t.method is not Method.FULL:
+        return SpecRuleError(("training", "silverLabels"), "training.silverLabels works with training.method full only")
+    if (t.cross_encoder is not None) != (gpl or silver):
+        return SpecRuleError(
+            ("training", "crossEncoder"),
+            "training.crossEncoder is required with training.method gpl or training.silverLabels and allowed only there",
+        )
+    return None
 
 
 def _either(names: Any) -> str:

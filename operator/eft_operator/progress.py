@@ -26,13 +26,14 @@ from eft_api import contract
 from eft_api.status import TrainerStatus
 
 #: Percentage at which each trainer phase starts, in run order (optional phases included: generate
-#: (documents), mine (hard negatives), pretrain, evaluate-teacher (distillation)). Training fills the span up to the phase after it.
+#: (documents), mine (hard negatives), label (cross-encoder scores), pretrain, evaluate-teacher (distillation)). Training fills the span up to the phase after it.
 PHASE_START: dict[str, int] = {
     "fetch": 0,
     "generate": 2,
     "check": 10,
     "evaluate-base": 12,
-    "mine": 18,
+    "mine": 16,
+    "label": 18,
     "pretrain": 20,
     "train": 25,
     "evaluate-finetuned": 90,
@@ -48,6 +49,7 @@ PHASE_NAMES: dict[str, str] = {
     "check": "Loading",
     "evaluate-base": "EvaluatingBase",
     "mine": "Mining",
+    "label": "Labelling",
     "pretrain": "Pretraining",
     "train": "Training",
     "evaluate-finetuned": "Evaluating",

@@ -173,7 +173,7 @@ def _rule_cases() -> list[Case]:
             "spec.data.train.uri",
         ),
     ]
-    return cases + _documents_cases() + _distillation_cases()
+    return cases + _documents_cases() + _distillation_cases() + _cross_encoder_cases()
 
 
 TEACHER = {"base": "s3://bucket/models/teacher/"}
@@ -220,6 +220,62 @@ def _distillation_cases() -> list[Case]:
          "spec.training.teacher.projection"),
     ]  # fmt: skip
     return cases
+
+
+CE = {"model": "cross-encoder/ms-marco-MiniLM-L6-v2"}
+
+
+def _cross_encoder_cases() -> list[Case]:
+    """training.method gpl, training.silverLabels and the cross-encoder both need."""
+    r, d = resource, documents
+    gpl = {"training__method": "gpl", "training__loss": "MarginMSE", "training__crossEncoder": CE}
+    silver = {"training__silverLabels": {}, "training__loss": "CoSENT", "training__crossEncoder": CE}
+    method, loss, ce, sl = (
+        "spec.training.method",
+        "spec.training.loss",
+        "spec.training.crossEncoder",
+        "spec.training.silverLabels",
+    )
+    return [
+        ("gpl-pairs", r(**gpl), None),
+        ("gpl-documents", d(**gpl), None),
+        (
+            "gpl-s3-cross-encoder-mining",
+            r(
+                **{**gpl, "training__crossEncoder": {"model": "s3://models/ce/", "maxLength": 256, "batchSize": 64}},
+                training__hardNegatives={"count": 1, "rangeMax": 20},
+            ),
+            None,
+        ),
+        ("gpl-triplets", r(data__train__format="triplets", **gpl), method),
+        ("gpl-scored-pairs", r(data__train__format="scored-pairs", **gpl), method),
+        ("gpl-beir", r(data__train__format="beir", data__train__uri="s3://bkt/beir/", **gpl), method),
+        ("gpl-mnrl", r(**{**gpl, "training__loss": "MultipleNegativesRanking"}), loss),
+        ("gpl-no-cross-encoder", r(training__method="gpl", training__loss="MarginMSE"), ce),
+        ("margin-mse-full", r(training__loss="MarginMSE"), loss),
+        ("margin-mse-adapter", r(training__method="queryAdapter", training__loss="MarginMSE"), loss),
+        ("cross-encoder-full", r(training__crossEncoder=CE), ce),
+        (
+            "cross-encoder-no-model",
+            r(**{**gpl, "training__crossEncoder": {"revision": "main"}}),
+            "spec.training.crossEncoder.model",
+        ),
+        ("silver-pairs-cosent", r(**silver), None),
+        ("silver-documents-angle", d(**{**silver, "training__loss": "AnglE"}), None),
+        (
+            "silver-mined-cosine",
+            r(
+                **{**silver, "training__loss": "CosineSimilarity", "training__silverLabels": {"negativesPerPair": 3}},
+                training__hardNegatives={"enabled": True},
+            ),
+            None,
+        ),
+        ("silver-mnrl", r(**{**silver, "training__loss": "MultipleNegativesRanking"}), loss),
+        ("silver-scored-pairs", r(data__train__format="scored-pairs", **silver), sl),
+        ("silver-triplets", r(data__train__format="triplets", **silver), sl),
+        ("silver-gpl", r(**{**silver, **gpl}), sl),
+        ("silver-no-cross-encoder", r(training__silverLabels={}, training__loss="CoSENT"), ce),
+    ]
 
 
 OFFLINE = {"inverseCloze": {}, "titles": {}}
@@ -305,6 +361,7 @@ SEEDS: dict[str, Any] = {
     "spec.data.generate.generator.llm.promptConfigMap": {"name": "prompts"},
     "spec.data.generate.generator.seq2seq": {"model": "doc2query/t5"},
     "spec.training.teacher": {"base": "s3://bucket/models/teacher/"},
+    "spec.training.crossEncoder": {"model": "cross-encoder/ms-marco-MiniLM-L6-v2"},
 }
 
 

@@ -11,8 +11,8 @@ Inputs (all optional except the run config):
   to folders ``<dir>/<org>/<name>``).
 
 Steps, each an importable function: :func:`fetch_data`, :func:`load_and_check`, :func:`build_evaluation`,
-:func:`load_model`, :func:`evaluate` (base), :func:`mine_negatives`, :func:`train_model`, :func:`evaluate`
-(fine-tuned), :func:`publish_run`, then :func:`finish` writes the termination message; the exit code is
+:func:`load_model`, :func:`evaluate` (base), :func:`mine_negatives`, :func:`silver_labels`, :func:`train_model`,
+:func:`evaluate` (fine-tuned), :func:`publish_run`, then :func:`finish` writes the termination message; the exit code is
 the class of the outcome (``eft_api.contract.ExitCode``).
 """
 
@@ -280,21 +280,10 @@ def resolve_model(
     """A local folder or hub id to load: s3:// bases are downloaded; modelCacheDir maps hub ids to folders.
 
     ``which`` is another model reference of the spec than spec.model (the teacher), named ``field`` in errors."""
-    base = (which or cfg.spec.model).base
-    if base.startswith("s3://"):
-        dest = work / ("base-model" if which is None else field)
-        if dest.exists():
-            shutil.rmtree(dest)
-        try:
-            assert storage is not None
-            storage.download_tree(S3Uri.parse(base if base.endswith("/") else base + "/"), dest, allow_object=False)
-        except S3NotFound:
-            raise ModelNotFound(f"{field} {base}: no model files under that prefix") from None
-        return str(dest)
-    cache = cfg.settings.model_cache_dir
-    if cache and (Path(cache) / base).is_dir():
-        return str(Path(cache) / base)
-    return base
+    from eft_trainer.model_ref import resolve_ref
+
+    dest = work / ("base-model" if which is None else field)
+    return resolve_ref((which or cfg.spec.model).base, storage, dest, field, cfg.settings.model_cache_dir)
 
 
 def load_model(
@@ -349,6 +338,16 @@ def mine_negatives(model: Any, cfg: RunConfig, train: list[dict[str, Any]]) -> l
     mined = mine(model, train, hn)
     log.info("mined hard negatives: %d of %d rows kept a full set", len(mined), len(train))
     return mined or train
+
+
+def silver_labels(
+    cfg: RunConfig, storage: Storage | None, work: Path, train: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``training.silverLabels``: the cross-encoder scores the pairs (rank 0; the rows go to every rank)."""
+    from eft_trainer.silver_labels import label
+
+    rows, stats = label(cfg, storage, work, train)
+    return dist.broadcast(rows), stats
 
 
 def train_model(
@@ -647,6 +646,10 @@ def run_job(
         t = phase("mine")
         train = dist.broadcast(mine_negatives(model, cfg, train))
         timings["mine"] = time.perf_counter() - t
+    if spec.training.silver_labels is not None:
+        t = phase("label")
+        train, stats["silverLabels"] = silver_labels(cfg, storage, own, train)
+        timings["label"] = time.perf_counter() - t
 
     method = methods.for_spec(spec)
     t = phase("train")
@@ -819,6 +822,8 @@ def _train_only(
 ) -> TerminationMessage:
     """A rank other than 0: take rank 0's mined rows, train its share, and leave the rest to rank 0."""
     if cfg.spec.training.hard_negatives.enabled:
+        train = dist.broadcast(None)
+    if cfg.spec.training.silver_labels is not None:
         train = dist.broadcast(None)
     stats = train_model(model, cfg, train, storage, work, callbacks=callbacks, max_steps=max_steps, world=w).stats
     _raise_if_interrupted(stats)

@@ -16,6 +16,7 @@ PHASES = (
     "check",
     "evaluate-base",
     "mine",
+    "label",
     "pretrain",
     "train",
     "evaluate-finetuned",

@@ -67,6 +67,7 @@ LOSS_CLASSES: dict[Loss, str] = {
     Loss.BATCH_HARD_TRIPLET: "BatchHardTripletLoss",
     Loss.BATCH_SEMI_HARD_TRIPLET: "BatchSemiHardTripletLoss",
     Loss.MSE: "MSELoss",
+    Loss.MARGIN_MSE: "MarginMSELoss",
 }
 
 

@@ -2,8 +2,10 @@
 
 * :mod:`eft_trainer.methods.full` fine-tunes the whole model (every document must be re-embedded);
 * :mod:`eft_trainer.methods.query_adapter` freezes the base model and trains a query-side module only
-  (document embeddings stay the base model's, bit for bit).
-* :mod:`eft_trainer.methods.distillation` trains the whole model to reproduce a teacher's embeddings (MSE).
+  (document embeddings stay the base model's, bit for bit);
+* :mod:`eft_trainer.methods.distillation` trains the whole model to reproduce a teacher's embeddings (MSE);
+* :mod:`eft_trainer.methods.gpl` fine-tunes the whole model on cross-encoder margins (MarginMSE) of mined
+  negatives.
 
 The entrypoint calls :func:`for_spec` once and then only the interface (:class:`TrainingMethod`).
 """
@@ -71,6 +73,10 @@ class TrainingMethod(Protocol):
 
 def for_spec(spec: EmbeddingFinetuneSpec) -> TrainingMethod:
     """The method the spec asks for (chosen once per run)."""
+    if spec.training.method is Method.GPL:
+        from eft_trainer.methods.gpl import GPL
+
+        return GPL()
     if spec.training.method is Method.QUERY_ADAPTER:
         from eft_trainer.methods.query_adapter import QueryAdapter
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eft_api.contract import CHECKPOINTS_DIR
+from eft_api.spec import training_format
 from eft_trainer.methods import Trained, TrainInput
 from eft_trainer.storage import S3Uri
 
@@ -27,7 +28,7 @@ def train_all_weights(inp: TrainInput, ds: Any) -> TrainStats:
         inp.model,
         ds,
         cfg.spec.training,
-        cfg.spec.data.train.format,
+        training_format(cfg.spec),
         inp.work,
         storage=inp.storage,
         checkpoint_prefix=checkpoint_prefix(inp),
@@ -48,7 +49,8 @@ class FullFineTune:
         from eft_trainer.training import to_dataset
 
         spec = inp.cfg.spec
-        ds = to_dataset(inp.train, spec.data.train.format, spec.training.loss)
+        # scored-pairs once silver labels have scored the pairs
+        ds = to_dataset(inp.train, training_format(spec), spec.training.loss)
         return Trained(inp.model, train_all_weights(inp, ds), {"method": self.name})
 
     def save_extras(self, trained: Any, out: Path) -> list[str]:
