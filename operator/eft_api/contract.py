@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from eft_api.spec import EmbeddingFinetuneSpec, dump_spec
+from eft_api.spec import EmbeddingFinetuneSpec
 
 RUN_CONFIG_KEY = "run-config.json"
 RUN_CONFIG_ENV = "EFT_RUN_CONFIG"
@@ -114,15 +114,18 @@ def _short_hash(text: str, n: int = 5) -> str:
 
 
 def spec_digest(spec: EmbeddingFinetuneSpec) -> str:
-    """A hash of what defines a run: the spec (defaults filled in) less ``runPolicy.suspend``.
+    """A hash of what defines a run: the fields of the spec set away from their defaults, less
+    ``runPolicy.suspend``.
 
-    Suspending or resuming a run is not a new run; every other change of spec is.
+    Suspending or resuming a run is not a new run; every other change of spec is. A field at its default
+    does not count, whether it is spelled out or not, so an operator upgrade that adds fields (with
+    defaults) to the API keeps every existing resource's run id.
     """
-    doc = dump_spec(spec)
-    doc.get("runPolicy", {}).pop("suspend", None)
-    # A field added later hashes only when set away from its default, so existing specs keep their run ids.
-    if doc.get("resources", {}).get("nodes") == 1:
-        doc["resources"].pop("nodes")
+    doc = spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+    policy = doc.pop("runPolicy", {})
+    policy.pop("suspend", None)
+    if policy:
+        doc["runPolicy"] = policy
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 

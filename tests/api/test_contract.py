@@ -61,6 +61,14 @@ def test_run_id_changes_with_uid_generation_and_every_spec_change() -> None:
     assert len(ids) == 6
 
 
+def test_defaults_spelled_out_or_added_later_keep_the_run_id() -> None:
+    """Every default written out (as the API server stores the resource, and as it would once an upgrade adds
+    fields with defaults) is the same run as the spec the user wrote."""
+    assert spec_digest(parse_spec(RAW)) == spec_digest(SPEC)
+    assert _edited(training__method="full", training__epochs=1) == spec_digest(SPEC)
+    assert _edited(training__epochs=2) != spec_digest(SPEC)
+
+
 def test_suspending_is_not_a_new_run() -> None:
     assert _edited(runPolicy__suspend=True) == spec_digest(SPEC)
 
