@@ -34,7 +34,8 @@ LATER = "2026-12-01T10:00:05Z"
         ("generate", None, None, None, 2),
         ("check", None, None, None, 10),
         ("evaluate-base", None, None, None, 12),
-        ("mine", None, None, None, 18),
+        ("mine", None, None, None, 16),
+        ("label", None, None, None, 18),
         ("pretrain", None, None, None, 20),
         ("train", 0, 100, None, 25),
         ("train", 50, 100, None, 57),  # 25 + 0.5 * 65, rounded down
@@ -43,6 +44,7 @@ LATER = "2026-12-01T10:00:05Z"
         ("train", None, None, None, 25),  # max_steps not known yet: the phase's start
         ("train", 5, 0, None, 25),
         ("evaluate-finetuned", None, None, None, 90),
+        ("evaluate-teacher", None, None, None, 94),
         ("publish", None, None, None, 96),
         ("done", None, None, None, 100),
         # A phase without a weight (failed, or one a later trainer adds) keeps the previous percentage.
