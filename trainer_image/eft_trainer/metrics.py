@@ -8,7 +8,18 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-PHASES = ("fetch", "check", "evaluate-base", "mine", "train", "evaluate-finetuned", "publish", "done", "failed")
+PHASES = (
+    "fetch",
+    "check",
+    "evaluate-base",
+    "mine",
+    "pretrain",
+    "train",
+    "evaluate-finetuned",
+    "publish",
+    "done",
+    "failed",
+)
 
 
 class Progress:

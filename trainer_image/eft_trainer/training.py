@@ -331,8 +331,14 @@ def train(
     num_workers: int = 0,
     group_by_length: bool = True,
     world: World | None = None,
+    loss: Any = None,
+    first_callbacks: Sequence[Any] = (),
 ) -> TrainStats:
-    """Train ``model`` in place; resume from a local or mirrored checkpoint when one exists."""
+    """Train ``model`` in place; resume from a local or mirrored checkpoint when one exists.
+
+    ``loss``: a loss module instead of the spec's (a stage of its own, such as pre-training; plain batches);
+    ``first_callbacks`` run before the checkpoint mirror (to add files to a checkpoint before it is mirrored).
+    """
     import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
@@ -343,9 +349,10 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     w = world or World()
-    loss = build_loss(model, spec, w.size)
     sampler: Any
-    if spec.loss in IN_BATCH_NEGATIVE_LOSSES:
+    if loss is not None:
+        sampler = BatchSamplers.BATCH_SAMPLER
+    elif spec.loss in IN_BATCH_NEGATIVE_LOSSES:
         from eft_trainer.sampler import LengthGroupedNoDuplicatesBatchSampler
 
         sampler = LengthGroupedNoDuplicatesBatchSampler if group_by_length else BatchSamplers.NO_DUPLICATES
@@ -353,6 +360,7 @@ def train(
         sampler = BatchSamplers.GROUP_BY_LABEL
     else:
         sampler = BatchSamplers.BATCH_SAMPLER
+    loss = loss if loss is not None else build_loss(model, spec, w.size)
     out = work_dir / "checkpoints"
     out.mkdir(parents=True, exist_ok=True)
     # The first process of each node (pod) fetches the mirrored checkpoint for the processes of its node.
@@ -412,7 +420,9 @@ def train(
                 self.rows_trained += batch_rows(inputs)
             return super().compute_loss(model, inputs, *args, **kwargs)
 
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[*own, *callbacks])
+    trainer = Trainer(
+        model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[*first_callbacks, *own, *callbacks]
+    )
     t0 = time.perf_counter()
     previous: Any = None
     with contextlib.suppress(ValueError):  # only the main thread can take signals
