@@ -7,6 +7,11 @@ primary metric at 384 dims with the paired-bootstrap 95% CI the report computes,
 whether the corpus embeddings were recomputed.
 
     python bench/methods_quality.py [--runs full,queryAdapter,queryAdapter:10,queryAdapter-mlp:10]
+
+A run named ``tsdae+<method>`` pre-trains first (``training.pretrain``, TSDAE on at most
+``--pretrain-sentences`` sentences of the training rows), then trains the method with the same settings:
+
+    python bench/methods_quality.py --runs full,tsdae+full --epochs 0.25 --pretrain-sentences 1000
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from _common import DATA
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def spec(method: str, epochs: float, kind: str) -> dict[str, Any]:
-    return {
+def spec(method: str, epochs: float, kind: str, pretrain: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "model": {"base": HUB_ID, "maxSeqLength": 128},
         "data": {
             "train": {
@@ -47,9 +52,14 @@ def spec(method: str, epochs: float, kind: str) -> dict[str, Any]:
         "output": {"uri": "s3://sample/runs/"},
         "resources": {"gpus": 0},
     }
+    if pretrain is not None:
+        out["training"]["pretrain"] = pretrain
+    return out
 
 
-def run(name: str, method: str, epochs: float, kind: str, work: Path, models: Path) -> dict[str, Any]:
+def run(
+    name: str, method: str, epochs: float, kind: str, work: Path, models: Path, pretrain: dict[str, Any] | None = None
+) -> dict[str, Any]:
     import eft_trainer.report as report_module
     from eft_api.contract import TrainerSettings, build_run_config
     from eft_api.spec import parse_spec
@@ -65,10 +75,10 @@ def run(name: str, method: str, epochs: float, kind: str, work: Path, models: Pa
     report_module.build_report = capture  # type: ignore[assignment]
     cfg = build_run_config(
         namespace="bench",
-        name=name.lower().replace(":", "-"),
+        name=name.lower().replace(":", "-").replace("+", "-"),
         uid=name,
         generation=1,
-        spec=parse_spec(spec(method, epochs, kind)),
+        spec=parse_spec(spec(method, epochs, kind, pretrain)),
         settings=TrainerSettings(work_dir=str(work), metrics_port=0, model_cache_dir=str(models)),
     )
     try:
@@ -82,6 +92,8 @@ def run(name: str, method: str, epochs: float, kind: str, work: Path, models: Pa
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", default="full,queryAdapter,queryAdapter:10,queryAdapter-mlp:10")
+    p.add_argument("--epochs", type=float, default=1.0, help="epochs of a run that names none (method:N)")
+    p.add_argument("--pretrain-sentences", type=int, default=1000, help="pretrain.maxSentences of tsdae+ runs")
     a = p.parse_args()
     if not DATA.is_file():
         sys.exit(f"{DATA} is missing: run `make data` first")
@@ -99,8 +111,10 @@ def main() -> int:
     rows = []
     for item in a.runs.split(","):
         head, _, ep = item.partition(":")
+        stage, plus, head = head.rpartition("+")
+        pretrain = {"method": stage, "maxSentences": a.pretrain_sentences} if plus else None
         method, _, kind = head.partition("-")
-        rep = run(item, method, float(ep or 1), kind or "linear", tmp / "work", models)
+        rep = run(item, method, float(ep or a.epochs), kind or "linear", tmp / "work", models, pretrain)
         h, b, t = rep["headline"], rep["headline"]["bootstrap"], rep["training"]
         row = {
             "run": item,
@@ -113,6 +127,7 @@ def main() -> int:
             "trainSeconds": rep["timings"]["train"],
             "corpusReused": rep["data"].get("corpusEmbeddingsReused"),
             "evalFinetunedSeconds": rep["timings"]["evaluateFinetuned"],
+            "pretrain": rep.get("pretrain"),
             "details": {k: v for k, v in t.items() if k in ("embedSeconds", "adapterTrainSeconds", "epochsRun")},
         }
         rows.append(row)
