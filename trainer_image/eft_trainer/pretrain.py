@@ -30,7 +30,7 @@ from typing import Any
 
 from eft_api.contract import CHECKPOINTS_DIR, RunConfig
 from eft_api.spec import DataFormat, PretrainSpec
-from eft_trainer.errors import InvalidCorpus
+from eft_trainer.errors import InvalidCorpus, InvalidSpecError
 from eft_trainer.storage import S3Uri, Storage
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,13 @@ def pretrain_stage(
     log.info("pre-training (%s) on %d of %d sentences from the %s", pre.method.value, len(sentences), available, source)
     dataset = noisy_dataset(sentences, pre.deletion_ratio, seed)
     # The decoder is built from the encoder's own folder (offline) and tied to it (the TSDAE example's setting).
-    loss = DenoisingAutoEncoderLoss(model, tie_encoder_decoder=True)
+    try:
+        loss = DenoisingAutoEncoderLoss(model, tie_encoder_decoder=True)
+    except (ValueError, KeyError, OSError, AssertionError) as exc:
+        raise InvalidSpecError(
+            f"training.pretrain: tsdae cannot build a decoder from {cfg.spec.model.base} ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); it needs a transformer with a causal-LM head class (BERT, RoBERTa, ...)"
+        ) from None
     spec = cfg.spec.training.model_copy(
         update={
             "epochs": pre.epochs,
