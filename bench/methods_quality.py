@@ -7,6 +7,11 @@ primary metric at 384 dims with the paired-bootstrap 95% CI the report computes,
 whether the corpus embeddings were recomputed.
 
     python bench/methods_quality.py [--runs full,queryAdapter,queryAdapter:10,queryAdapter-mlp:10]
+
+A run named ``tsdae+<method>`` pre-trains first (``training.pretrain``, TSDAE on at most
+``--pretrain-sentences`` sentences of the training rows), then trains the method with the same settings:
+
+    python bench/methods_quality.py --runs full,tsdae+full --epochs 0.25 --pretrain-sentences 1000
 """
 
 from __future__ import annotations
@@ -24,12 +29,18 @@ from _common import local_trainer_setup, run_captured, sample_spec
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def spec(method: str, epochs: float, kind: str) -> dict[str, Any]:
-    return sample_spec(HUB_ID, method=method, adapter={"kind": kind}, matryoshkaDims=[384, 128], epochs=epochs)
+def spec(method: str, epochs: float, kind: str, pretrain: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc = sample_spec(HUB_ID, method=method, adapter={"kind": kind}, matryoshkaDims=[384, 128], epochs=epochs)
+    if pretrain is not None:
+        doc["training"]["pretrain"] = pretrain
+    return doc
 
 
-def run(name: str, method: str, epochs: float, kind: str, work: Path, models: Path) -> dict[str, Any]:
-    return run_spec(name.lower().replace(":", "-"), spec(method, epochs, kind), work, models)
+def run(
+    name: str, method: str, epochs: float, kind: str, work: Path, models: Path, pretrain: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    doc = spec(method, epochs, kind, pretrain)
+    return run_spec(name.lower().replace(":", "-").replace("+", "-"), doc, work, models)
 
 
 def run_spec(name: str, doc: dict[str, Any], work: Path, models: Path, max_steps: int = -1) -> dict[str, Any]:
@@ -57,13 +68,17 @@ def local_sample(prefix: str) -> tuple[Path, Path]:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", default="full,queryAdapter,queryAdapter:10,queryAdapter-mlp:10")
+    p.add_argument("--epochs", type=float, default=1.0, help="epochs of a run that names none (method:N)")
+    p.add_argument("--pretrain-sentences", type=int, default=1000, help="pretrain.maxSentences of tsdae+ runs")
     a = p.parse_args()
     tmp, models = local_sample("eft-methods-")
     rows = []
     for item in a.runs.split(","):
         head, _, ep = item.partition(":")
+        stage, plus, head = head.rpartition("+")
+        pretrain = {"method": stage, "maxSentences": a.pretrain_sentences} if plus else None
         method, _, kind = head.partition("-")
-        rep = run(item, method, float(ep or 1), kind or "linear", tmp / "work", models)
+        rep = run(item, method, float(ep or a.epochs), kind or "linear", tmp / "work", models, pretrain)
         h, b, t = rep["headline"], rep["headline"]["bootstrap"], rep["training"]
         row = {
             "run": item,
@@ -76,6 +91,7 @@ def main() -> int:
             "trainSeconds": rep["timings"]["train"],
             "corpusReused": rep["data"].get("corpusEmbeddingsReused"),
             "evalFinetunedSeconds": rep["timings"]["evaluateFinetuned"],
+            "pretrain": rep.get("pretrain"),
             "details": {k: v for k, v in t.items() if k in ("embedSeconds", "adapterTrainSeconds", "epochsRun")},
         }
         rows.append(row)

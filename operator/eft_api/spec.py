@@ -162,6 +162,14 @@ SCORED_LOSSES = LOSSES_BY_FORMAT[DataFormat.SCORED_PAIRS]
 MINABLE_FORMATS = frozenset({DataFormat.PAIRS, DataFormat.TRIPLETS, DataFormat.BEIR, DataFormat.DOCUMENTS})
 
 
+#: The CRD's CEL messages of training.pretrain (one process; not with a frozen encoder).
+PRETRAIN_NOT_WITH_ADAPTER = (
+    "training.pretrain does not fit training.method queryAdapter: its encoder is frozen, so an adapted model "
+    "would be ignored"
+)
+PRETRAIN_ONE_PROCESS = "training.pretrain runs in one process: set resources.gpus to 0 or 1 and resources.nodes to 1"
+
+
 class _Model(BaseModel):
     """Base: camelCase field names as in the CRD, unknown fields refused, immutable."""
 
@@ -395,6 +403,34 @@ class TeacherSpec(ModelSpec):
     projection: Literal["none", "pca"] = "none"
 
 
+class PretrainMethod(StrEnum):
+    TSDAE = "tsdae"
+
+
+class PretrainColumns(_Model):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "text"
+
+
+class PretrainData(_Model):
+    """Raw text of its own for the pre-training stage (else the texts of the training data are used)."""
+
+    uri: S3Uri
+    file_type: Literal["jsonl", "csv", "parquet"] = "jsonl"
+    columns: PretrainColumns = Field(default_factory=PretrainColumns)
+
+
+class PretrainSpec(_Model):
+    """An unsupervised first stage (``training.pretrain``): domain adaptation on raw sentences before the method."""
+
+    method: PretrainMethod = PretrainMethod.TSDAE
+    epochs: Annotated[float, Field(strict=True, gt=0, le=100)] = 1
+    learning_rate: Annotated[float, Field(strict=True, gt=0, le=1)] = 3e-5
+    batch_size: Annotated[int, Field(strict=True, ge=1, le=65536), Integral] = 8
+    max_sentences: Annotated[int, Field(strict=True, ge=10, le=10_000_000), Integral] = 100_000
+    deletion_ratio: Annotated[float, Field(strict=True, ge=0, le=0.9)] = 0.6
+    data: PretrainData | None = None
+
+
 class TrainingSpec(_Model):
     method: Method = Method.FULL
     adapter: AdapterSpec = Field(default_factory=AdapterSpec)
@@ -415,6 +451,7 @@ class TrainingSpec(_Model):
     hard_negatives: HardNegatives = Field(default_factory=HardNegatives)
     cross_encoder: CrossEncoderSpec | None = None
     silver_labels: SilverLabels | None = None
+    pretrain: PretrainSpec | None = None
 
     @field_validator("matryoshka_dims")
     @classmethod
@@ -640,6 +677,11 @@ class EmbeddingFinetuneSpec(_Model):
                 ("training", "hardNegatives", "enabled"),
                 "hard negatives can only be mined for data.train.format pairs, triplets, beir or documents",
             )
+        if self.training.pretrain is not None:
+            if self.training.method is Method.QUERY_ADAPTER:
+                raise SpecRuleError(("training", "pretrain"), PRETRAIN_NOT_WITH_ADAPTER)
+            if self.resources.gpus > 1 or self.resources.nodes > 1:
+                raise SpecRuleError(("training", "pretrain"), PRETRAIN_ONE_PROCESS)
         ev = self.evaluation
         if ev.primary_k not in ev.k_values:
             raise SpecRuleError(

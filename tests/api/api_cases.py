@@ -166,6 +166,35 @@ def _rule_cases() -> list[Case]:
             "spec.training.adapter.kind",
         ),
         ("method-unknown", r(training__method="lora"), "spec.training.method"),
+        ("pretrain-defaults", r(training__pretrain={}), None),
+        ("pretrain-one-gpu", r(training__pretrain={"method": "tsdae"}, resources={"gpus": 1}), None),
+        (
+            "pretrain-own-data",
+            r(
+                training__pretrain={
+                    "epochs": 2,
+                    "learningRate": 5e-5,
+                    "batchSize": 16,
+                    "maxSentences": 5000,
+                    "deletionRatio": 0.5,
+                    "data": {"uri": "s3://bucket/sentences/", "fileType": "csv", "columns": {"text": "body"}},
+                }
+            ),
+            None,
+        ),
+        (
+            "pretrain-scored-pairs",
+            r(data__train__format="scored-pairs", training__loss="CoSENT", training__pretrain={}),
+            None,
+        ),
+        ("pretrain-query-adapter", r(training__method="queryAdapter", training__pretrain={}), "spec.training.pretrain"),
+        ("pretrain-two-gpus", r(training__pretrain={}, resources={"gpus": 2}), "spec.training.pretrain"),
+        ("pretrain-two-nodes", r(training__pretrain={}, resources={"gpus": 1, "nodes": 2}), "spec.training.pretrain"),
+        (
+            "pretrain-data-no-uri",
+            r(training__pretrain={"data": {"fileType": "csv"}}),
+            "spec.training.pretrain.data.uri",
+        ),
         ("beir-prefix", r(data__train__format="beir", data__train__uri="s3://bkt/beir/"), None),
         (
             "beir-file",
@@ -311,6 +340,7 @@ def _documents_cases() -> list[Case]:
         ("docs-seq2seq", d({"generator": {"seq2seq": {"model": "doc2query/msmarco-t5-base-v1"}}}), None),
         ("docs-eval-uri", d(data__eval={"uri": "s3://bucket/faq/pairs.jsonl"}), None),
         ("docs-mining", d(training__hardNegatives={"enabled": True}), None),
+        ("docs-pretrain", d(training__pretrain={"maxSentences": 1000}), None),
         ("docs-document-type", d(data__train__documentType="pdf"), None),
         ("docs-document-type-pairs", r_pairs_with(documentType="html"), "spec.data.train.documentType"),
         ("docs-no-generate", resource(data__train__format="documents"), g),
@@ -362,6 +392,7 @@ SEEDS: dict[str, Any] = {
     "spec.data.generate.generator.seq2seq": {"model": "doc2query/t5"},
     "spec.training.teacher": {"base": "s3://bucket/models/teacher/"},
     "spec.training.crossEncoder": {"model": "cross-encoder/ms-marco-MiniLM-L6-v2"},
+    "spec.training.pretrain.data": {"uri": "s3://bucket/sentences.jsonl"},
 }
 
 

@@ -11,8 +11,9 @@ Inputs (all optional except the run config):
   to folders ``<dir>/<org>/<name>``).
 
 Steps, each an importable function: :func:`fetch_data`, :func:`load_and_check`, :func:`build_evaluation`,
-:func:`load_model`, :func:`evaluate` (base), :func:`mine_negatives`, :func:`silver_labels`, :func:`train_model`,
-:func:`evaluate` (fine-tuned), :func:`publish_run`, then :func:`finish` writes the termination message; the exit code is
+:func:`load_model`, :func:`evaluate` (base), :func:`mine_negatives`, :func:`silver_labels`, ``pretrain_stage``
+(``training.pretrain`` only, :mod:`eft_trainer.pretrain`), :func:`train_model`, :func:`evaluate` (fine-tuned),
+:func:`publish_run`, then :func:`finish` writes the termination message; the exit code is
 the class of the outcome (``eft_api.contract.ExitCode``).
 """
 
@@ -651,6 +652,18 @@ def run_job(
         train, stats["silverLabels"] = silver_labels(cfg, storage, own, train)
         timings["label"] = time.perf_counter() - t
 
+    pre = None
+    if spec.training.pretrain is not None:
+        t = phase("pretrain")
+        from eft_trainer.pretrain import pretrain_stage
+
+        cb = [prog.callback(spec.training.pretrain.batch_size), *callbacks]
+        pre = pretrain_stage(cfg, model, train, storage, work, _fetch, callbacks=cb, max_steps=max_steps)
+        model = pre.model
+        stats["files"] = [*fetched.files, *pre.files]
+        timings["pretrain"] = time.perf_counter() - t
+        _raise_if_interrupted(pre.stats)
+
     method = methods.for_spec(spec)
     t = phase("train")
     trained = train_model(
@@ -669,7 +682,7 @@ def run_job(
 
     t = phase("evaluate-finetuned")
     # A method that leaves the document side alone reuses the base model's corpus embeddings.
-    reuse = None if method.reindex_required else base.corpus_embeddings
+    reuse = None if method.reindex_required or pre is not None else base.corpus_embeddings
     tuned = evaluate(model, irset, cfg, corpus_embeddings=reuse)
     stats["corpusEmbeddingsReused"] = reuse is not None
     prog.record_eval("finetuned", tuned.metrics)
@@ -718,7 +731,11 @@ def run_job(
     )
     from eft_trainer.publish import index_info
 
-    report["index"] = index_info(model, sorted(base.metrics, reverse=True), method.reindex_required)
+    # Pre-training changes the document side too: an existing index must be re-embedded.
+    reindex = method.reindex_required or pre is not None
+    report["index"] = index_info(model, sorted(base.metrics, reverse=True), reindex)
+    if pre is not None:
+        report["pretrain"] = pre.section
     if gen:
         report["generation"] = gen.generated.report_section()
     if guard_results:

@@ -109,6 +109,9 @@ def render_markdown(report: dict[str, Any], plot_name: str | None = "dimensions.
         lines += [f"  - `{f['uri']}` ({f['bytes']:,} bytes, sha256 `{f['sha256']}`)" for f in data["files"]]
     if report.get("generation"):
         lines += generation_markdown(report["generation"])
+    if report.get("pretrain"):
+        lines += ["", "## Pre-training", ""]
+        lines += [f"- {k}: {value(v)}" for k, v in report["pretrain"].items()]
     lines += ["", "## Training", ""]
     lines += [f"- {k}: {value(v)}" for k, v in report["training"].items() if k != "oomFallback"]
     if fb := report["training"].get("oomFallback"):  # eft_trainer.oom

@@ -372,9 +372,15 @@ def train(
     group_by_length: bool = True,
     world: World | None = None,
     cached_mini_batch: int | None = None,
+    loss: Any = None,
+    first_callbacks: Sequence[Any] = (),
 ) -> TrainStats:
     """Train ``model`` in place; resume from a local or mirrored checkpoint when one exists (a checkpoint
-    written with the plain loss resumes with its cached variant: ``cached_mini_batch``, see build_loss)."""
+    written with the plain loss resumes with its cached variant: ``cached_mini_batch``, see build_loss).
+
+    ``loss``: a loss module instead of the spec's (a stage of its own, such as pre-training; plain batches);
+    ``first_callbacks`` run before the checkpoint mirror (to add files to a checkpoint before it is mirrored).
+    """
     import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
@@ -387,9 +393,10 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     w = world or World()
-    loss = build_loss(model, spec, w.size, cached_mini_batch)
     sampler: Any
-    if spec.loss in IN_BATCH_NEGATIVE_LOSSES:
+    if loss is not None:
+        sampler = BatchSamplers.BATCH_SAMPLER
+    elif spec.loss in IN_BATCH_NEGATIVE_LOSSES:
         from eft_trainer.sampler import LengthGroupedNoDuplicatesBatchSampler
 
         sampler = LengthGroupedNoDuplicatesBatchSampler if group_by_length else BatchSamplers.NO_DUPLICATES
@@ -397,6 +404,7 @@ def train(
         sampler = BatchSamplers.GROUP_BY_LABEL
     else:
         sampler = BatchSamplers.BATCH_SAMPLER
+    loss = loss if loss is not None else build_loss(model, spec, w.size, cached_mini_batch)
     out = work_dir / "checkpoints"
     out.mkdir(parents=True, exist_ok=True)
     # The first process of each node (pod) fetches the mirrored checkpoint for the processes of its node.
@@ -457,7 +465,9 @@ def train(
                 self.rows_trained += batch_rows(inputs)
             return super().compute_loss(model, inputs, *args, **kwargs)
 
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[*own, *callbacks])
+    trainer = Trainer(
+        model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[*first_callbacks, *own, *callbacks]
+    )
     for cb in callbacks:  # the progress gauges' throughput counts the rows the loss saw (eft_trainer.metrics)
         if hasattr(cb, "rows_source"):
             cb.rows_source = lambda: trainer.rows_trained * w.size
