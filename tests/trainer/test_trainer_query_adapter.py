@@ -115,3 +115,41 @@ def test_manifest_report_and_card_tell_the_index_owner(published: dict[str, Any]
     assert boot["low"] <= boot["gain"] <= boot["high"]
     card = (local / "model" / "README.md").read_text()
     assert "No re-index needed" in card and "encode_query" in card
+
+
+def test_a_pod_lost_after_embedding_is_followed_by_one_that_does_not_embed_again(
+    s3_server: LocalS3, tmp_path: Path, model_dir: Path, published: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The expensive part of a queryAdapter run is the one pass of the frozen encoder: it is kept with the run's
+    checkpoints, so the retry of a pod lost while the adapter trained (a SIGTERM, a crash) only retrains the
+    adapter, and, being seeded, gets the same adapter as a run that was never interrupted."""
+    from safetensors.numpy import load_file
+
+    import eft_trainer.methods.query_adapter as qa
+
+    bucket = "e2e-adapter-retry"
+    s3_server.create_bucket(bucket)
+    upload_pairs(s3_server, bucket, stdlib_pairs(200))
+    cfg = make_cfg(spec_dict(bucket, s3_server.endpoint, method="queryAdapter", epochs=3), tmp_path / "w1", model_dir)
+
+    def lost(*args: Any, **kw: Any) -> Any:
+        raise RuntimeError("the pod was lost while the adapter trained")
+
+    with env(s3_server.env()), monkeypatch.context() as m:
+        m.setattr(qa, "contrastive_loss", lost)
+        code, msg = run_config(cfg)
+    assert code != 0 and msg.outcome == "Failed"
+    prefix = cfg.run.output_prefix.split("/", 3)[3]
+    kept = keys(s3_server, bucket, prefix + "checkpoints/adapter-embeddings/")
+    assert len(kept) == 2, kept  # the query side and the document side
+
+    retry = cfg.model_copy(update={"settings": cfg.settings.model_copy(update={"work_dir": str(tmp_path / "w2")})})
+    with env(s3_server.env()):
+        code, msg = run_config(retry)
+    assert (code, msg.outcome) == (ExitCode.SUCCEEDED, "Succeeded"), msg
+    rep = json.loads(_get(s3_server, bucket, prefix + "report.json"))
+    assert rep["training"]["embeddingsReused"] is True and rep["training"]["textsEmbedded"] == 0
+    local = _download(s3_server, bucket, prefix + "adapter/", tmp_path / "adapter")
+    first = load_file(str(next((published["local"] / "adapter").rglob("model.safetensors"))))
+    again = load_file(str(next(local.rglob("model.safetensors"))))
+    assert first.keys() == again.keys() and all(np.allclose(first[k], again[k], atol=1e-6) for k in first)

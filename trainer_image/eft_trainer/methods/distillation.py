@@ -26,9 +26,6 @@ evaluation as the base model and the student.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -36,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eft_api.spec import DataFormat, TeacherSpec
+from eft_trainer import embedding_cache
 from eft_trainer.errors import InvalidCorpus, InvalidSpecError
 from eft_trainer.methods import Trained, TrainInput
 from eft_trainer.methods.full import checkpoint_prefix, train_all_weights
@@ -44,7 +42,6 @@ from eft_trainer.storage import S3Uri
 if TYPE_CHECKING:
     import numpy as np
 
-    from eft_trainer.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +118,7 @@ def pca_reduce(embeddings: np.ndarray, dim: int, normalize: bool) -> np.ndarray:
 
 def cache_key(teacher: TeacherSpec, targets: Sequence[str]) -> str:
     """What names the cached teacher embeddings: the teacher reference and every target text. Pure."""
-    h = hashlib.sha256(json.dumps([teacher.base, teacher.revision, teacher.max_seq_length]).encode())
-    for t in targets:
-        h.update(t.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:32]
+    return embedding_cache.cache_key([teacher.base, teacher.revision, teacher.max_seq_length], targets)
 
 
 class Distillation:
@@ -194,27 +187,11 @@ def _teacher_embeddings(
     teacher: Any, spec: TeacherSpec, targets: Sequence[str], inp: TrainInput, own: Path, prefix: S3Uri | None
 ) -> tuple[np.ndarray, bool]:
     """The teacher's embedding of each target (one row per target), from the cache when it holds them."""
-    import numpy as np
+    bs = inp.cfg.spec.evaluation.batch_size
 
+    def encode(texts: list[str]) -> Any:
+        return teacher.encode(texts, batch_size=bs, convert_to_numpy=True, show_progress_bar=False)
+
+    main = inp.world is None or inp.world.main
     key = cache_key(spec, targets)
-    local = own / "teacher-embeddings" / f"{key}.npy"
-    remote = prefix.join(f"teacher-embeddings/{key}.npy") if prefix is not None else None
-    storage: Storage | None = inp.storage
-    if local.is_file():
-        return np.load(local), True
-    if storage is not None and remote is not None and storage.exists(remote):
-        arr = np.load(io.BytesIO(storage.get_bytes(remote)))
-        local.parent.mkdir(parents=True, exist_ok=True)
-        np.save(local, arr)
-        return arr, True
-    unique = sorted(set(targets))
-    emb = teacher.encode(
-        unique, batch_size=inp.cfg.spec.evaluation.batch_size, convert_to_numpy=True, show_progress_bar=False
-    )
-    index = {t: i for i, t in enumerate(unique)}
-    arr = np.asarray(emb, dtype=np.float32)[[index[t] for t in targets]]
-    local.parent.mkdir(parents=True, exist_ok=True)
-    np.save(local, arr)
-    if storage is not None and remote is not None and (inp.world is None or inp.world.main):
-        storage.upload(local, remote)
-    return arr, False
+    return embedding_cache.cached_embeddings(encode, targets, key, "teacher-embeddings", own, inp.storage, prefix, main)

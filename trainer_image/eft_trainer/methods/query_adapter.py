@@ -13,8 +13,10 @@ its query route, documents through its document route) and the adapter trains on
 with sentence-transformers' own MultipleNegativesRankingLoss applied to embeddings
 (``compute_loss_from_embeddings``; see :func:`in_batch_loss`), summed over the Matryoshka dimensions as
 MatryoshkaLoss does.
-Batches hold no repeated text (the no-duplicates rule of the full method). Training takes seconds, so it
-keeps no checkpoints: a retried pod starts it again.
+Batches hold no repeated text (the no-duplicates rule of the full method). The embeddings are kept with
+the run's checkpoints (:mod:`eft_trainer.embedding_cache`), so a pod stopped by SIGTERM (or failed) after
+embedding is followed by one that does not embed again; the adapter's own training takes seconds and
+starts again (seeded, so it gives the same adapter).
 
 ``requires_grad`` is not saved with a model: whoever trains a loaded adapter model further must freeze
 the base modules again (:func:`freeze_base`).
@@ -175,15 +177,18 @@ class QueryAdapter:
         negs = [k for k in _negative_keys(train) if all(isinstance(r.get(k), str) and r.get(k) for r in train)]
         rows = [(r["anchor"], r["positive"], *(r[k] for k in negs)) for r in train]
 
-        # 1. Embed every training text once with the frozen base model.
+        # 1. Embed every training text once with the frozen base model, or take the embeddings a SIGTERMed
+        #    or failed earlier pod of this run kept with its checkpoints.
         t0 = time.perf_counter()
         model.eval()
         queries = sorted({r[0] for r in rows})
         documents = sorted({t for r in rows for t in r[1:]})
-        bs = cfg.spec.evaluation.batch_size
-        with torch.no_grad():
-            q_emb = model.encode_query(queries, batch_size=bs, convert_to_tensor=True, show_progress_bar=False)
-            d_emb = model.encode_document(documents, batch_size=bs, convert_to_tensor=True, show_progress_bar=False)
+        (q_arr, q_cached), (d_arr, d_cached) = (
+            _frozen_embeddings(model, inp, route, texts)
+            for route, texts in (("query", queries), ("document", documents))
+        )
+        device = model.device
+        q_emb, d_emb = torch.from_numpy(q_arr).to(device), torch.from_numpy(d_arr).to(device)
         embed_seconds = time.perf_counter() - t0
         q_index = {t: i for i, t in enumerate(queries)}
         d_index = {t: i for i, t in enumerate(documents)}
@@ -257,7 +262,8 @@ class QueryAdapter:
             "method": self.name,
             "adapterKind": spec.adapter.kind,
             "adapterParameters": sum(p.numel() for p in params),
-            "textsEmbedded": len(queries) + len(documents),
+            "textsEmbedded": (0 if q_cached else len(queries)) + (0 if d_cached else len(documents)),
+            "embeddingsReused": q_cached and d_cached,
             "embedSeconds": embed_seconds,
             "adapterTrainSeconds": seconds,
             "epochsRun": epoch,
@@ -272,3 +278,27 @@ class QueryAdapter:
         dest.mkdir(parents=True, exist_ok=True)
         router.save(str(dest))
         return [ADAPTER_DIR + "/"]
+
+
+def _frozen_embeddings(model: Any, inp: TrainInput, route: str, texts: Sequence[str]) -> tuple[Any, bool]:
+    """The frozen base model's ``route`` (query or document) embedding of each text, from the run's cache
+    when an earlier pod of the run made it."""
+    import torch
+
+    from eft_trainer import embedding_cache
+    from eft_trainer.methods.full import checkpoint_prefix
+
+    cfg = inp.cfg
+    bs = cfg.spec.evaluation.batch_size
+    encode_route = model.encode_query if route == "query" else model.encode_document
+
+    def encode(batch: list[str]) -> Any:
+        with torch.no_grad():
+            return encode_route(batch, batch_size=bs, convert_to_numpy=True, show_progress_bar=False)
+
+    m = cfg.spec.model
+    key = embedding_cache.cache_key([m.base, m.revision, m.max_seq_length, route], texts)
+    own = inp.work / f"rank-{inp.world.rank}" if inp.world is not None and inp.world.distributed else inp.work
+    main = inp.world is None or inp.world.main
+    prefix = checkpoint_prefix(inp)
+    return embedding_cache.cached_embeddings(encode, texts, key, "adapter-embeddings", own, inp.storage, prefix, main)
