@@ -68,7 +68,7 @@ def test_s3_model_base_missing_prefix(s3_server: LocalS3, corpus_bucket: str, tm
     spec = spec_dict(corpus_bucket, s3_server.endpoint)
     spec["model"]["base"] = f"s3://{corpus_bucket}/models/none/"
     cfg = make_cfg(spec, tmp_path, model_dir, name="s3-model-missing")
-    code, msg, _ = run(cfg, s3_server)
+    code, msg = run(cfg, s3_server)
     assert_failed(s3_server, corpus_bucket, cfg, code, msg, Reason.MODEL_NOT_FOUND, ExitCode.BAD_INPUT)
 
 
@@ -90,7 +90,7 @@ def test_wrong_credentials(s3_server: LocalS3, corpus_bucket: str, tmp_path: Pat
 
 def test_missing_bucket(s3_server: LocalS3, tmp_path: Path, model_dir: Path) -> None:
     cfg = make_cfg(spec_dict("no-such-bucket-x", s3_server.endpoint), tmp_path, model_dir, name="no-bucket")
-    code, msg, _ = run(cfg, s3_server)
+    code, msg = run(cfg, s3_server)
     assert_failed(s3_server, "", cfg, code, msg, Reason.S3_NOT_FOUND, ExitCode.BAD_INPUT)
     assert "no-such-bucket-x" in msg.message
 
@@ -99,7 +99,7 @@ def test_missing_key(s3_server: LocalS3, corpus_bucket: str, tmp_path: Path, mod
     spec = spec_dict(corpus_bucket, s3_server.endpoint)
     spec["data"]["train"]["uri"] = f"s3://{corpus_bucket}/corpus/absent.jsonl"
     cfg = make_cfg(spec, tmp_path, model_dir, name="no-key")
-    code, msg, _ = run(cfg, s3_server)
+    code, msg = run(cfg, s3_server)
     assert_failed(s3_server, corpus_bucket, cfg, code, msg, Reason.S3_NOT_FOUND, ExitCode.BAD_INPUT)
     assert "corpus/absent.jsonl" in msg.message
 
@@ -145,7 +145,7 @@ def test_gpu_out_of_memory(
 
     monkeypatch.setattr(entrypoint, "train_model", oom)
     cfg = make_cfg(spec_dict(corpus_bucket, s3_server.endpoint), tmp_path, model_dir, name="oom")
-    code, msg, _ = run(cfg, s3_server)
+    code, msg = run(cfg, s3_server)
     assert_failed(s3_server, corpus_bucket, cfg, code, msg, Reason.OOM, ExitCode.OUT_OF_MEMORY)
     assert "batchSize" in msg.message
 
@@ -169,7 +169,7 @@ def test_promotion_gate_rejects_a_small_gain(
     spec = spec_dict(corpus_bucket, s3_server.endpoint)
     spec["evaluation"] = {"kValues": [1, 10], "primaryMetric": "ndcg@10", "gate": {"minGain": 0.99}}
     cfg = make_cfg(spec, tmp_path, model_dir, name="gated")
-    code, msg, _ = run(cfg, s3_server)
+    code, msg = run(cfg, s3_server)
     assert msg is not None and msg.outcome == "Failed" and msg.reason == Reason.PROMOTION_REJECTED
     assert code == ExitCode.PROMOTION_REJECTED
     assert "minGain 0.99" in msg.message and msg.headline is not None
@@ -178,7 +178,7 @@ def test_promotion_gate_rejects_a_small_gain(
     assert prefix + "report.json" in published and prefix + "manifest.json" in published
     assert not any(k.startswith(prefix + "model/") for k in published)
     # Run again (eft run on the same file, a Job retried by hand): the published verdict, not a success.
-    code2, again, _ = run(cfg, s3_server)
+    code2, again = run(cfg, s3_server)
     assert again is not None and again.reason == Reason.PROMOTION_REJECTED and code2 == ExitCode.PROMOTION_REJECTED
     assert "already published" in again.message and "minGain 0.99" in again.message
     assert again.artifacts is not None and again.artifacts.model is None
