@@ -96,6 +96,17 @@ def local_trainer_setup(tmp: Path, rows: int = 0) -> Path:
     return models
 
 
+def bench_cfg(name: str, doc: dict[str, Any], work: Path, models: Path) -> Any:
+    """The run config of a local bench run of the spec ``doc``: no metrics port, hub ids read from ``models``."""
+    from eft_api.contract import TrainerSettings, build_run_config
+    from eft_api.spec import parse_spec
+
+    settings = TrainerSettings(work_dir=str(work), metrics_port=0, model_cache_dir=str(models))
+    return build_run_config(
+        namespace="bench", name=name, uid=name, generation=1, spec=parse_spec(doc), settings=settings
+    )
+
+
 def run_captured(cfg: Any, max_steps: int = -1) -> dict[str, Any]:
     """Run the real trainer (``run_job``) on ``cfg`` and return the report it built (nothing is published)."""
     import eft_trainer.report as report_module

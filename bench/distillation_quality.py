@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MINILM_HUB_ID, local_trainer_setup, run_captured, sample_spec
+from _common import MINILM_HUB_ID, bench_cfg, local_trainer_setup, run_captured, sample_spec
 
 TEACHER = MINILM_HUB_ID
 STUDENT = "local/all-MiniLM-L3-cut"
@@ -57,20 +57,10 @@ def main() -> int:
     p.add_argument("--rows", type=int, default=0, help="use the first ROWS pairs of the sample (0: all)")
     p.add_argument("--max-seq-length", type=int, default=128)
     a = p.parse_args()
-    from eft_api.contract import TrainerSettings, build_run_config
-    from eft_api.spec import parse_spec
-
     tmp = Path(tempfile.mkdtemp(prefix="eft-distill-"))
     models = local_trainer_setup(tmp, a.rows)
     cut_student(models / TEACHER, models / STUDENT)
-    cfg = build_run_config(
-        namespace="bench",
-        name="distillation",
-        uid="distillation",
-        generation=1,
-        spec=parse_spec(spec(a.epochs, a.max_seq_length)),
-        settings=TrainerSettings(work_dir=str(tmp / "work"), metrics_port=0, model_cache_dir=str(models)),
-    )
+    cfg = bench_cfg("distillation", spec(a.epochs, a.max_seq_length), tmp / "work", models)
     captured = run_captured(cfg)
     h, b, t, tr = captured["headline"], captured["headline"]["bootstrap"], captured["teacher"], captured["training"]
     gap = t["studentMinusTeacher"]

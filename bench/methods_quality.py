@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import local_trainer_setup, run_captured, sample_spec
+from _common import bench_cfg, local_trainer_setup, run_captured, sample_spec
 
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -45,18 +45,7 @@ def run(
 
 def run_spec(name: str, doc: dict[str, Any], work: Path, models: Path, max_steps: int = -1) -> dict[str, Any]:
     """One run of the trainer on the spec ``doc``; its report (kept from build_report: nothing is published)."""
-    from eft_api.contract import TrainerSettings, build_run_config
-    from eft_api.spec import parse_spec
-
-    cfg = build_run_config(
-        namespace="bench",
-        name=name,
-        uid=name,
-        generation=1,
-        spec=parse_spec(doc),
-        settings=TrainerSettings(work_dir=str(work), metrics_port=0, model_cache_dir=str(models)),
-    )
-    return run_captured(cfg, max_steps)
+    return run_captured(bench_cfg(name, doc, work, models), max_steps)
 
 
 def local_sample(prefix: str) -> tuple[Path, Path]:

@@ -653,8 +653,7 @@ class EmbeddingFinetuneSpec(_Model):
                 f"queryAdapter does not fit data.train.format {fmt.value}: it learns from (query, document) "
                 "pairs, so use pairs, triplets or beir",
             )
-        if problem := _cross_encoder_problem(self.training, fmt):
-            raise problem
+        _cross_encoder_rules(self.training, fmt)
         fitting = LOSSES_BY_FORMAT[training_format(self)]
         if self.training.method not in (Method.DISTILLATION, Method.GPL) and self.training.loss not in fitting:
             what = (
@@ -735,37 +734,36 @@ def training_format(spec: EmbeddingFinetuneSpec) -> DataFormat:
     return DataFormat.SCORED_PAIRS if spec.training.silver_labels is not None else spec.data.train.format
 
 
-def _cross_encoder_problem(t: TrainingSpec, fmt: DataFormat) -> SpecRuleError | None:
+def _cross_encoder_rules(t: TrainingSpec, fmt: DataFormat) -> None:
     """The rules of gpl, silver labels and their cross-encoder (the CRD's CEL rules, same messages)."""
     gpl, silver = t.method is Method.GPL, t.silver_labels is not None
     if gpl and fmt not in CROSS_ENCODER_FORMATS:
-        return SpecRuleError(
+        raise SpecRuleError(
             ("training", "method"),
             f"gpl does not fit data.train.format {fmt.value}: it learns from queries and passages, so use "
             "pairs or documents",
         )
     if gpl and t.loss is not Loss.MARGIN_MSE:
-        return SpecRuleError(
+        raise SpecRuleError(
             ("training", "loss"), "training.method gpl trains on cross-encoder margins: set training.loss MarginMSE"
         )
     if t.loss is Loss.MARGIN_MSE and not gpl:
-        return SpecRuleError(
+        raise SpecRuleError(
             ("training", "loss"),
             "training.loss MarginMSE needs training.method gpl (its cross-encoder gives the margins)",
         )
     if silver and fmt not in CROSS_ENCODER_FORMATS:
-        return SpecRuleError(
+        raise SpecRuleError(
             ("training", "silverLabels"),
             "training.silverLabels scores unlabelled (anchor, positive) pairs: use data.train.format pairs or documents",
         )
     if silver and t.method is not Method.FULL:
-        return SpecRuleError(("training", "silverLabels"), "training.silverLabels works with training.method full only")
+        raise SpecRuleError(("training", "silverLabels"), "training.silverLabels works with training.method full only")
     if (t.cross_encoder is not None) != (gpl or silver):
-        return SpecRuleError(
+        raise SpecRuleError(
             ("training", "crossEncoder"),
             "training.crossEncoder is required with training.method gpl or training.silverLabels and allowed only there",
         )
-    return None
 
 
 def _either(names: Any) -> str:

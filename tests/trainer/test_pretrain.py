@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
-from trainer_helpers import env, keys, make_cfg, stdlib_pairs, tiny_spec, upload_pairs
+from trainer_helpers import env, keys, make_cfg, s3_json, stdlib_pairs, tiny_spec, upload_pairs
 from transformers import TrainerCallback
 
 from eft_api.spec import DataFormat
@@ -136,10 +135,6 @@ def test_a_missing_text_column_names_file_and_line() -> None:
 # ---------------------------------------------------------------- end to end (SeaweedFS, the packaged MiniLM)
 
 
-def _get(s3: LocalS3, bucket: str, key: str) -> Any:
-    return json.loads(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
 class SigtermAt(TrainerCallback):  # type: ignore[misc]
     """The kubelet's SIGTERM, mid-step, at ``step`` of training stage ``stage`` (1: pre-training, 2: the method)."""
 
@@ -179,7 +174,7 @@ def test_tsdae_then_full_publishes_a_measured_adapted_model(
     assert code == 0, msg
     assert msg is not None and msg.index is not None and msg.index.reindex_required
     prefix = cfg.run.output_prefix.split("/", 3)[3]
-    rep = _get(s3_server, s3_bucket, prefix + "report.json")
+    rep = s3_json(s3_server, s3_bucket, prefix + "report.json")
     section = rep["pretrain"]
     assert section["method"] == "tsdae" and section["source"] == f"s3://{s3_bucket}/raw/"
     assert section["sentences"] == 24 and section["sentencesAvailable"] > 24
@@ -188,7 +183,7 @@ def test_tsdae_then_full_publishes_a_measured_adapted_model(
     assert rep["training"]["steps"] == 6  # the method trained after it
     assert "pretrain" in rep["timings"] and rep["index"]["reindexRequired"] is True
     assert any(f.get("stage") == "pretrain" for f in rep["data"]["files"])
-    assert _get(s3_server, s3_bucket, prefix + "manifest.json")["index"]["reindexRequired"] is True
+    assert s3_json(s3_server, s3_bucket, prefix + "manifest.json")["index"]["reindexRequired"] is True
     # The base model was measured as it is: the adapted model's weights differ from it.
     done = keys(s3_server, s3_bucket, prefix + "checkpoints/pretrain/")
     assert prefix + "checkpoints/pretrain/done.json" in done
@@ -213,21 +208,21 @@ def test_sigterm_resumes_pretraining_and_a_later_stop_does_not_pretrain_again(
     with env(s3_server.env()):
         code, msg = run_config(cfg, callbacks=[SigtermAt(1, 3)], max_steps=6)
     assert code == 1 and msg is not None and "SIGTERM at step 3" in msg.message
-    assert _get(s3_server, s3_bucket, pre + "latest.json") == {"checkpoint": "checkpoint-3"}
+    assert s3_json(s3_server, s3_bucket, pre + "latest.json") == {"checkpoint": "checkpoint-3"}
     assert pre + "checkpoint-3/tsdae-decoder.safetensors" in keys(s3_server, s3_bucket, pre)
     assert pre + "done.json" not in keys(s3_server, s3_bucket, pre)
     # Pod 2: resumes pre-training at step 3, finishes it, then SIGTERM at step 2 of the main stage.
     with env(s3_server.env()):
         code, msg = run_config(_pod(cfg, tmp_path, "pod2"), callbacks=[SigtermAt(2, 2)], max_steps=6)
     assert code == 1 and msg is not None and "SIGTERM at step 2" in msg.message
-    done = _get(s3_server, s3_bucket, pre + "done.json")["section"]
+    done = s3_json(s3_server, s3_bucket, pre + "done.json")["section"]
     assert done["resumedFromStep"] == 3 and done["steps"] == 6
-    assert _get(s3_server, s3_bucket, prefix + "checkpoints/latest.json") == {"checkpoint": "checkpoint-2"}
+    assert s3_json(s3_server, s3_bucket, prefix + "checkpoints/latest.json") == {"checkpoint": "checkpoint-2"}
     # Pod 3: loads the adapted model (no pre-training again) and resumes the method at step 2.
     with env(s3_server.env()):
         code, msg = run_config(_pod(cfg, tmp_path, "pod3"), callbacks=[SigtermAt(1, 1)], max_steps=6)
     assert code == 0, msg
-    rep = _get(s3_server, s3_bucket, prefix + "report.json")
+    rep = s3_json(s3_server, s3_bucket, prefix + "report.json")
     assert rep["pretrain"]["reused"] is True and rep["pretrain"]["steps"] == 6
     assert rep["training"]["resumedFromStep"] == 2 and rep["training"]["steps"] == 6
     assert keys(s3_server, s3_bucket, prefix).count(prefix + "manifest.json") == 1

@@ -8,14 +8,13 @@ student), not that distillation from a bigger model helps.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from test_trainer_resume import SigtermAt
-from trainer_helpers import HUB_ID, env, keys, make_cfg, spec_dict, stdlib_pairs, tiny_spec, upload_pairs
+from trainer_helpers import HUB_ID, env, keys, make_cfg, s3_json, spec_dict, stdlib_pairs, tiny_spec, upload_pairs
 
 from eft_api.contract import ExitCode, Reason
 from eft_api.spec import Columns, DataFormat, TeacherSpec, parse_spec
@@ -189,7 +188,7 @@ def _upload_model(s3: LocalS3, bucket: str, folder: Path, prefix: str) -> str:
 
 
 def _report(s3: LocalS3, bucket: str, prefix: str) -> dict[str, Any]:
-    rep: dict[str, Any] = json.loads(s3.client().get_object(Bucket=bucket, Key=prefix + "report.json")["Body"].read())
+    rep: dict[str, Any] = s3_json(s3, bucket, prefix + "report.json")
     return rep
 
 

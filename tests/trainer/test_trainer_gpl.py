@@ -11,7 +11,6 @@ counted, kept and trained on, and that the runs publish a measured model.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 from documents_helpers import library_rst, pydoc_root
 from test_trainer_resume import SigtermAt
-from trainer_helpers import HUB_ID, env, keys, make_cfg, stdlib_pairs, tiny_spec, upload_pairs
+from trainer_helpers import HUB_ID, env, keys, make_cfg, s3_json, stdlib_pairs, tiny_spec, upload_pairs
 
 from eft_api.contract import ExitCode, Reason
 from eft_api.spec import InvalidSpec, parse_spec
@@ -197,9 +196,7 @@ def _run(s3: LocalS3, cfg: Any, **kw: Any) -> tuple[int, Any]:
 
 
 def _report(s3: LocalS3, bucket: str, cfg: Any) -> dict[str, Any]:
-    prefix = cfg.run.output_prefix.split("/", 3)[3]
-    body = s3.client().get_object(Bucket=bucket, Key=prefix + "report.json")["Body"].read()
-    rep: dict[str, Any] = json.loads(body)
+    rep: dict[str, Any] = s3_json(s3, bucket, cfg.run.output_prefix.split("/", 3)[3] + "report.json")
     return rep
 
 
@@ -280,7 +277,7 @@ def test_sigterm_in_the_gpl_stage_then_the_retry_resumes_on_the_same_labels(
     prefix = cfg.run.output_prefix.split("/", 3)[3]
     kept = prefix + "checkpoints/gpl-labels.json"
     assert kept in keys(s3_server, s3_bucket, prefix)
-    first = json.loads(s3_server.client().get_object(Bucket=s3_bucket, Key=kept)["Body"].read())
+    first = s3_json(s3_server, s3_bucket, kept)
 
     cfg2 = cfg.model_copy(update={"settings": cfg.settings.model_copy(update={"work_dir": str(tmp_path / "pod2")})})
     code, msg = _run(s3_server, cfg2, max_steps=5)

@@ -3,7 +3,6 @@ under a memory limit that the plain loss exceeds and its cached variant fits."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from trainer_helpers import env, keys, make_cfg, spec_dict, stdlib_pairs, tiny_spec, upload_pairs
+from trainer_helpers import env, keys, make_cfg, s3_json, spec_dict, stdlib_pairs, tiny_spec, upload_pairs
 from transformers import TrainerCallback
 
 from eft_api.contract import ExitCode, Reason, TerminationMessage
@@ -170,8 +169,7 @@ def test_the_marker_over_attempts(tmp_path: Path) -> None:
 
 
 def _marker(s3: LocalS3, bucket: str, prefix: str) -> dict[str, Any]:
-    body = s3.client().get_object(Bucket=bucket, Key=prefix + "checkpoints/oom.json")["Body"].read()
-    data: dict[str, Any] = json.loads(body)
+    data: dict[str, Any] = s3_json(s3, bucket, prefix + "checkpoints/oom.json")
     return data
 
 
@@ -208,7 +206,7 @@ def test_out_of_memory_with_the_plain_loss_then_the_retry_publishes_with_the_cac
     p2, m2, _ = attempt("pod2")
     assert p2.returncode == ExitCode.SUCCEEDED, p2.stderr[-4000:]
     assert m2 is not None and m2.oom_fallback == m1.oom_fallback and "out of memory before" in m2.message
-    report = json.loads(s3_server.client().get_object(Bucket=s3_bucket, Key=prefix + "report.json")["Body"].read())
+    report = s3_json(s3_server, s3_bucket, prefix + "report.json")
     fb = report["training"]["oomFallback"]
     assert (fb["fromLoss"], fb["toLoss"], fb["batchSize"], fb["miniBatchSize"], fb["attempt"]) == (MNR, CMNR, 32, 8, 2)
     assert report["training"]["steps"] == 1 and report["training"]["samples"] == 32
@@ -244,7 +242,7 @@ def test_the_cached_loss_resumes_from_the_plain_losss_checkpoint(
     with env(s3_server.env()):
         code2, msg2 = run_config(cfg2)
     assert code2 == ExitCode.SUCCEEDED and msg2 is not None and msg2.oom_fallback == msg.oom_fallback, msg2
-    report = json.loads(s3_server.client().get_object(Bucket=s3_bucket, Key=prefix + "report.json")["Body"].read())
+    report = s3_json(s3_server, s3_bucket, prefix + "report.json")
     assert report["training"]["resumedFromStep"] == 10 and report["training"]["steps"] > 12
     assert report["training"]["oomFallback"]["outOfMemory"][0]["step"] == 12
     assert keys(s3_server, s3_bucket, prefix).count(prefix + "manifest.json") == 1

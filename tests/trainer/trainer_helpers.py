@@ -149,6 +149,11 @@ def upload_pairs(s3: LocalS3, bucket: str, pairs: list[dict[str, str]], key: str
     s3.client().put_object(Bucket=bucket, Key=key, Body=body)
 
 
+def s3_json(s3: LocalS3, bucket: str, key: str) -> Any:
+    """A JSON object the trainer wrote to S3 (a report, a manifest, a checkpoint marker)."""
+    return json.loads(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
 def keys(s3: LocalS3, bucket: str, prefix: str) -> list[str]:
     resp = s3.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
     return [o["Key"] for o in resp.get("Contents", [])]

@@ -44,6 +44,12 @@ class TrainInput:
     #: The out-of-memory fallback (:mod:`eft_trainer.oom`): train with the loss's cached variant, this mini-batch.
     cached_mini_batch: int | None = None
 
+    @property
+    def own(self) -> Path:
+        """This process's own folder (the processes of one pod share ``work``; each downloads into its own)."""
+        w = self.world
+        return self.work / f"rank-{w.rank}" if w is not None and w.distributed else self.work
+
 
 @dataclass
 class Trained:

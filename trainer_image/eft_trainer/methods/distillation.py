@@ -137,7 +137,7 @@ class Distillation:
         teacher_spec = spec.training.teacher
         assert teacher_spec is not None  # the spec's rules require a teacher with method distillation
         # The processes of a pod share the work dir: each downloads the teacher into (and caches in) its own.
-        own = inp.work / f"rank-{inp.world.rank}" if inp.world is not None and inp.world.distributed else inp.work
+        own = inp.own
         teacher, _ = load_model(cfg, inp.storage, own, teacher_spec, f"{TEACHER_FIELD}.base")
         teacher_dim, student_dim = embedding_dim(teacher), embedding_dim(inp.model)
         project = projection_needed(teacher_dim, student_dim, teacher_spec)

@@ -298,7 +298,8 @@ def _frozen_embeddings(model: Any, inp: TrainInput, route: str, texts: Sequence[
 
     m = cfg.spec.model
     key = embedding_cache.cache_key([m.base, m.revision, m.max_seq_length, route], texts)
-    own = inp.work / f"rank-{inp.world.rank}" if inp.world is not None and inp.world.distributed else inp.work
     main = inp.world is None or inp.world.main
     prefix = checkpoint_prefix(inp)
-    return embedding_cache.cached_embeddings(encode, texts, key, "adapter-embeddings", own, inp.storage, prefix, main)
+    return embedding_cache.cached_embeddings(
+        encode, texts, key, "adapter-embeddings", inp.own, inp.storage, prefix, main
+    )
