@@ -39,6 +39,9 @@ PORT_FLAGS = (
     "admin.port",
     "admin.port.grpc",
 )
+#: Volumes the server may create (``-volume.max``), instead of free disk / volume size.
+MAX_VOLUMES = 10000
+
 #: Listeners ``weed mini`` would open on fixed ports that nothing here uses: turned off.
 DISABLED = ("-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false")
 
@@ -157,6 +160,10 @@ class LocalS3:
                 *DISABLED,
                 f"-s3.config={config}",
                 "-master.telemetry=false",
+                # Each bucket is a collection with volumes of its own; the default cap (free disk / 128 MB)
+                # runs out on a full-ish disk once a test session has made a few hundred buckets' worth.
+                # Volumes are sparse files, so the count costs no disk until something is written.
+                f"-volume.max={MAX_VOLUMES}",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
