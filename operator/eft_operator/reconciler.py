@@ -105,6 +105,58 @@ class _Result:
     progress_url: str | None = None
 
 
+@dataclass(frozen=True)
+class _PassContext:
+    """What one pass read at its start: the resource, its previous status and current run, and the time."""
+
+    body: Mapping[str, Any]
+    client: children.Client
+    logger: Logger
+    now: str
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    prev: dict[str, Any]
+    current: dict[str, Any]
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any], client: children.Client, logger: Logger, now: str) -> _PassContext:
+        meta = body["metadata"]
+        prev: dict[str, Any] = dict(body.get("status") or {})
+        return cls(
+            body=body,
+            client=client,
+            logger=logger,
+            now=now,
+            namespace=str(meta["namespace"]),
+            name=str(meta["name"]),
+            uid=str(meta.get("uid") or ""),
+            generation=int(meta.get("generation") or 1),
+            prev=prev,
+            current=dict(prev.get("currentRun") or {}),
+        )
+
+    @property
+    def active(self) -> bool:
+        """Whether the current run (from status) is still going."""
+        return bool(self.current) and self.current.get("phase") not in TERMINAL_PHASES
+
+    @property
+    def superseded_by(self) -> str:
+        return f"generation {self.generation} changed the spec"
+
+
+@dataclass(frozen=True)
+class _Start:
+    """The run a pass follows: kept from status, or just created (with its Job) in this pass."""
+
+    run: Mapping[str, Any]
+    job: dict[str, Any] | None = None
+    created: bool = False
+    superseded: Mapping[str, Any] | None = None
+
+
 class Reconciler:
     """Holds what passes share: settings, the API client, metrics, per-resource locks and recheck timers."""
 
@@ -293,125 +345,145 @@ class Reconciler:
             return _Result(None)
         if self.kopf_settings is not None:  # lines name the resource ([namespace/name]), whoever woke the pass
             logger = kopf.ObjectLogger(body=cast(Any, body), settings=self.kopf_settings)
-        meta = body["metadata"]
-        uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 1)
-        prev: dict[str, Any] = dict(body.get("status") or {})
-        now = self.clock()
-        current = dict(prev.get("currentRun") or {})
-        active = bool(current) and current.get("phase") not in TERMINAL_PHASES
-
+        ctx = _PassContext.of(body, client, logger, self.clock())
         try:
             spec = parse_spec(body.get("spec"))
         except InvalidSpec as exc:
-            superseded = (
-                await self._stop(client, namespace, current) if active and _older(current, generation) else None
-            )
-            problem = Problem("InvalidSpec", f"generation {generation} is invalid: {exc}")
-            await self._stall(client, body, prev, current, superseded, problem, now, logger)
+            await self._invalid(ctx, exc)
             raise InvalidSpecError(str(exc)) from None
-
-        owner = Owner.of(namespace, name, uid, generation, spec)
+        owner = Owner.of(namespace, name, ctx.uid, ctx.generation, spec)
         digest = spec_hash(spec)
+        current = ctx.current
         keep = bool(current) and (
-            int(current.get("generation") or 0) == generation or current.get("specHash") == digest
+            int(current.get("generation") or 0) == ctx.generation or current.get("specHash") == digest
         )
-        superseded = None
-        created = False
-        job: dict[str, Any] | None = None
         if keep:
-            run = current
-        elif any(int(r.get("generation") or 0) == generation for r in prev.get("runs") or []):
-            return _Result(prev)  # this generation already ran to the end: history is the record
-        else:
-            superseded = await self._stop(client, namespace, current) if active else None
-            if spec.image and not self.settings.image_allowed(spec.image):
-                allowed = ", ".join(self.settings.image_prefixes)
-                problem = Problem(
-                    IMAGE_NOT_ALLOWED,
-                    f"spec.image {spec.image!r} is not among the trainer images this operator allows ({allowed}): "
-                    "use one of them, or unset spec.image to use the default trainer image",
-                )
-                status = await self._stall(client, body, prev, current, superseded, problem, now, logger)
-                return _Result(status)
-            configmap, job_body = render_children(owner, spec, self.settings)
-            try:
-                await client.ensure(configmap, uid)
-                service = render_service(owner, spec)  # the rendezvous of a multi-node run
-                if service is not None:
-                    await client.ensure(service, uid)
-                job, created = await client.ensure(job_body, uid)
-            except children.OwnedByAnother as exc:
-                problem = Problem(CHILD_CONFLICT, str(exc))
-                await self._stall(client, body, prev, current, superseded, problem, now, logger)
-                raise ChildConflictError(str(exc)) from None
-            except children.APIError as exc:
-                if not exc.refused:
-                    raise
-                kind = "ConfigMap" if exc.path.endswith("/configmaps") else "Job"
-                problem = Problem(
-                    JOB_REJECTED,
-                    f"the API server refused to create {kind} {namespace}/{owner.child_name} ({exc.status}): "
-                    f"{exc.message}",
-                )
-                logger.warning(f"The API server refused {kind} {namespace}/{owner.child_name}: {exc.message}")
-                status = await self._stall(client, body, prev, current, superseded, problem, now, logger)
-                return _Result(status, recheck=True)
-            run = {
-                "id": owner.run_id,
-                "generation": generation,
-                "jobName": owner.child_name,
-                "specHash": digest,
-                "outputUri": render_outputs(owner, spec),
-                "startTime": (job.get("metadata") or {}).get("creationTimestamp") or now,
-            }
-            if created:
-                logger.info(
-                    f"Created Job {namespace}/{owner.child_name} for generation {generation} of {namespace}/{name}."
-                )
-            else:
-                logger.info(
-                    f"Found Job {namespace}/{owner.child_name} of {namespace}/{name}; adopted it as run {owner.run_id}."
-                )
+            return await self._follow_run(ctx, spec, _Start(run=current))
+        if any(int(r.get("generation") or 0) == ctx.generation for r in ctx.prev.get("runs") or []):
+            return _Result(ctx.prev)  # this generation already ran to the end: history is the record
+        superseded = await self._stop(client, namespace, current) if ctx.active else None
+        started = await self._start_run(ctx, spec, owner, digest, superseded)
+        if isinstance(started, _Result):
+            return started
+        return await self._follow_run(ctx, spec, started)
 
+    async def _invalid(self, ctx: _PassContext, exc: InvalidSpec) -> None:
+        """An invalid spec: a run of an older generation stops; the condition names the field."""
+        current = ctx.current
+        older = ctx.active and _older(current, ctx.generation)
+        superseded = await self._stop(ctx.client, ctx.namespace, current) if older else None
+        problem = Problem("InvalidSpec", f"generation {ctx.generation} is invalid: {exc}")
+        await self._stall(ctx, superseded, problem)
+
+    async def _start_run(
+        self,
+        ctx: _PassContext,
+        spec: EmbeddingFinetuneSpec,
+        owner: Owner,
+        digest: str,
+        superseded: Mapping[str, Any] | None,
+    ) -> _Start | _Result:
+        """Create the children of a new run for this generation; a _Result when the pass cannot go on."""
+        if spec.image and not self.settings.image_allowed(spec.image):
+            allowed = ", ".join(self.settings.image_prefixes)
+            problem = Problem(
+                IMAGE_NOT_ALLOWED,
+                f"spec.image {spec.image!r} is not among the trainer images this operator allows ({allowed}): "
+                "use one of them, or unset spec.image to use the default trainer image",
+            )
+            return _Result(await self._stall(ctx, superseded, problem))
+        try:
+            job, created = await self._create_children(ctx, owner, spec)
+        except children.OwnedByAnother as exc:
+            await self._stall(ctx, superseded, Problem(CHILD_CONFLICT, str(exc)))
+            raise ChildConflictError(str(exc)) from None
+        except children.APIError as exc:
+            if not exc.refused:
+                raise
+            return _Result(await self._stall(ctx, superseded, _refused(ctx, owner, exc)), recheck=True)
+        run = {
+            "id": owner.run_id,
+            "generation": ctx.generation,
+            "jobName": owner.child_name,
+            "specHash": digest,
+            "outputUri": render_outputs(owner, spec),
+            "startTime": (job.get("metadata") or {}).get("creationTimestamp") or ctx.now,
+        }
+        where = f"{ctx.namespace}/{owner.child_name}"
+        if created:
+            ctx.logger.info(f"Created Job {where} for generation {ctx.generation} of {ctx.namespace}/{ctx.name}.")
+        else:
+            ctx.logger.info(f"Found Job {where} of {ctx.namespace}/{ctx.name}; adopted it as run {owner.run_id}.")
+        return _Start(run=run, job=job, created=created, superseded=superseded)
+
+    async def _create_children(
+        self, ctx: _PassContext, owner: Owner, spec: EmbeddingFinetuneSpec
+    ) -> tuple[dict[str, Any], bool]:
+        """The run's ConfigMap, the Service of a multi-node run, then the Job: created if absent."""
+        configmap, job_body = render_children(owner, spec, self.settings)
+        await ctx.client.ensure(configmap, ctx.uid)
+        service = render_service(owner, spec)  # the rendezvous of a multi-node run
+        if service is not None:
+            await ctx.client.ensure(service, ctx.uid)
+        return await ctx.client.ensure(job_body, ctx.uid)
+
+    async def _follow_run(self, ctx: _PassContext, spec: EmbeddingFinetuneSpec, start: _Start) -> _Result:
+        """Observe the run's Job and Pods, write status and Events, then clean up what the run left behind."""
+        run, job, created = start.run, start.job, start.created
         observation: Observation | None = None
         pods: list[dict[str, Any]] = []
         recheck = False
         if run.get("phase") not in TERMINAL_PHASES:
-            job_name = str(run.get("jobName"))
-            if keep:
-                job = await client.get("Job", namespace, job_name)
-            if job is not None:
-                job = await self._follow_suspend(
-                    client, job, spec.run_policy.suspend, bool(queue_name(spec, self.settings)), logger
-                )
-            pods = [] if created or job is None else await client.pods_of_run(namespace, str(run.get("id")))
-            observation = observe(job, pods)
-            if job is not None and observation.phase == PENDING and observation.reason == JOB_CREATED:
-                observation, recheck = await self._without_pods(client, job, pods, created, observation)
+            job, pods, observation, recheck = await self._observe(ctx, spec, start)
         progress_url = metrics_url(pods) if observation is not None and observation.phase == RUNNING else None
         status, events = compute_status(
-            prev,
-            generation=generation,
+            ctx.prev,
+            generation=ctx.generation,
             run=run,
             observation=observation,
-            superseded=superseded,
-            superseded_by=f"generation {generation} changed the spec",
-            now=now,
+            superseded=start.superseded,
+            superseded_by=ctx.superseded_by,
+            now=ctx.now,
         )
-        await self._write(client, body, prev, status, events, logger)
-        if superseded is not None:
-            await self._clean_up(client, namespace, superseded, logger)
-        elif created and current and not active and current.get("jobName") != run.get("jobName"):
+        await self._write(ctx.client, ctx.body, ctx.prev, status, events, ctx.logger)
+        current = ctx.current
+        if start.superseded is not None:
+            await self._clean_up(ctx.client, ctx.namespace, start.superseded, ctx.logger)
+        elif created and current and not ctx.active and current.get("jobName") != run.get("jobName"):
             # A new run follows a finished one: the old run config is history (status has its record).
-            await self._delete_configmap(client, namespace, current, logger)
+            await self._delete_configmap(ctx.client, ctx.namespace, current, ctx.logger)
         finished = (status.get("currentRun") or {}).get("phase") in TERMINAL_PHASES
         if finished and observation is not None:
-            for obj in ([job] if job is not None else []) + pods:
-                await client.release(obj)
-            if job is None:  # the Job is gone: its pods may still hold the finalizer
-                for pod in await client.pods_of_run(namespace, str(run.get("id"))):
-                    await client.release(pod)
+            await self._release_run(ctx, str(run.get("id")), job, pods)
         return _Result(status, recheck, progress_url)
+
+    async def _observe(
+        self, ctx: _PassContext, spec: EmbeddingFinetuneSpec, start: _Start
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], Observation, bool]:
+        """The unfinished run's Job (its suspend following the spec), its Pods, what they say, whether to recheck."""
+        client, job, created = ctx.client, start.job, start.created
+        if start.job is None:  # a run this pass did not create: read its Job
+            job = await client.get("Job", ctx.namespace, str(start.run.get("jobName")))
+        if job is not None:
+            queued = bool(queue_name(spec, self.settings))
+            job = await self._follow_suspend(client, job, spec.run_policy.suspend, queued, ctx.logger)
+        run_id = str(start.run.get("id"))
+        pods = [] if created or job is None else await client.pods_of_run(ctx.namespace, run_id)
+        observation = observe(job, pods)
+        recheck = False
+        if job is not None and observation.phase == PENDING and observation.reason == JOB_CREATED:
+            observation, recheck = await self._without_pods(client, job, pods, created, observation)
+        return job, pods, observation, recheck
+
+    async def _release_run(
+        self, ctx: _PassContext, run_id: str, job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """A finished run's outcome is in status: its Job and Pods lose the operator's finalizer."""
+        for obj in ([job] if job is not None else []) + list(pods):
+            await ctx.client.release(obj)
+        if job is None:  # the Job is gone: its pods may still hold the finalizer
+            for pod in await ctx.client.pods_of_run(ctx.namespace, run_id):
+                await ctx.client.release(pod)
 
     async def _without_pods(
         self,
@@ -493,31 +565,20 @@ class Reconciler:
         except Exception as again:  # the API is what failed: kopf's retry will try the pass again
             logger.debug(f"Could not record the failure of {namespace}/{name}: {again!r}")
 
-    async def _stall(
-        self,
-        client: children.Client,
-        body: Mapping[str, Any],
-        prev: Mapping[str, Any],
-        current: Mapping[str, Any],
-        superseded: Mapping[str, Any] | None,
-        problem: Problem,
-        now: str,
-        logger: Logger,
-    ) -> dict[str, Any]:
+    async def _stall(self, ctx: _PassContext, superseded: Mapping[str, Any] | None, problem: Problem) -> dict[str, Any]:
         """Write the status of a pass that cannot go on (invalid spec, image not allowed, a child refused or taken)."""
-        generation = int(body["metadata"].get("generation") or 1)
         status, events = compute_status(
-            prev,
-            generation=generation,
-            run=current or None,
+            ctx.prev,
+            generation=ctx.generation,
+            run=ctx.current or None,
             superseded=superseded,
-            superseded_by=f"generation {generation} changed the spec",
+            superseded_by=ctx.superseded_by,
             problem=problem,
-            now=now,
+            now=ctx.now,
         )
-        await self._write(client, body, prev, status, events, logger)
+        await self._write(ctx.client, ctx.body, ctx.prev, status, events, ctx.logger)
         if superseded is not None:
-            await self._clean_up(client, body["metadata"]["namespace"], superseded, logger)
+            await self._clean_up(ctx.client, ctx.namespace, superseded, ctx.logger)
         return status
 
     async def _follow_suspend(
@@ -564,6 +625,14 @@ class Reconciler:
             start, end = _parse_time(r.get("startTime")), _parse_time(r.get("completionTime"))
             if start is not None and end is not None and end >= start:
                 self.metrics.run_duration.observe((end - start).total_seconds())
+
+
+def _refused(ctx: _PassContext, owner: Owner, exc: children.APIError) -> Problem:
+    """The API server refused a child (validation, admission, quota): a condition with its message."""
+    kind = "ConfigMap" if exc.path.endswith("/configmaps") else "Job"
+    where = f"{ctx.namespace}/{owner.child_name}"
+    ctx.logger.warning(f"The API server refused {kind} {where}: {exc.message}")
+    return Problem(JOB_REJECTED, f"the API server refused to create {kind} {where} ({exc.status}): {exc.message}")
 
 
 def _older(run: Mapping[str, Any], generation: int) -> bool:

@@ -167,15 +167,9 @@ def _tolerations(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
     return [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.scheduling.tolerations]
 
 
-def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> dict[str, Any]:
-    """The run's Job (see the module docstring for the conventions it follows)."""
-    labels = child_labels(owner)
-    queue = queue_name(spec, settings)
-    job_labels = dict(labels)
-    if queue:
-        job_labels[contract.KUEUE_QUEUE_LABEL] = queue
-    policy = spec.run_policy
-    restricted = {
+def _restricted() -> dict[str, Any]:
+    """The "restricted" Pod Security Standard for the trainer container, plus a read-only root filesystem."""
+    return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
@@ -184,22 +178,26 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    container: dict[str, Any] = {
+
+
+def _ports(spec: EmbeddingFinetuneSpec, settings: Settings) -> list[dict[str, Any]]:
+    ports = [{"name": "metrics", "containerPort": settings.trainer_metrics_port, "protocol": "TCP"}]
+    if multi_node(spec):
+        ports.append({"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"})
+    return ports
+
+
+def _container(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> dict[str, Any]:
+    """The trainer container: its command, env (credentials by reference), ports, resources and mounts."""
+    return {
         "name": contract.TRAINER_CONTAINER,
         "image": spec.image or settings.trainer_image,
         "imagePullPolicy": "IfNotPresent",
         "command": trainer_command(owner, spec),
         "env": _env(spec),
-        "ports": [
-            {"name": "metrics", "containerPort": settings.trainer_metrics_port, "protocol": "TCP"},
-            *(
-                [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
-                if multi_node(spec)
-                else []
-            ),
-        ],
+        "ports": _ports(spec, settings),
         "resources": _resources(spec),
-        "securityContext": restricted,
+        "securityContext": _restricted(),
         "terminationMessagePath": contract.TERMINATION_LOG,
         "terminationMessagePolicy": "File",
         "volumeMounts": [
@@ -208,6 +206,19 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+
+
+def _volumes(owner: Owner, spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
+    items = [{"key": contract.RUN_CONFIG_KEY, "path": contract.RUN_CONFIG_KEY}]
+    return [
+        {"name": "run-config", "configMap": {"name": owner.child_name, "items": items}},
+        {"name": "work", "emptyDir": {"sizeLimit": str(spec.resources.work_dir_size)}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
+    ]
+
+
+def _pod_spec(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> dict[str, Any]:
+    """The pod template's spec: no token, no service links, the restricted pod context, scheduling."""
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -219,18 +230,8 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
             "fsGroup": TRAINER_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [container],
-        "volumes": [
-            {
-                "name": "run-config",
-                "configMap": {
-                    "name": owner.child_name,
-                    "items": [{"key": contract.RUN_CONFIG_KEY, "path": contract.RUN_CONFIG_KEY}],
-                },
-            },
-            {"name": "work", "emptyDir": {"sizeLimit": str(spec.resources.work_dir_size)}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
-        ],
+        "containers": [_container(owner, spec, settings)],
+        "volumes": _volumes(owner, spec),
     }
     if settings.trainer_service_account:
         pod_spec["serviceAccountName"] = settings.trainer_service_account
@@ -240,19 +241,50 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
         pod_spec["tolerations"] = _tolerations(spec)
     if spec.scheduling.priority_class_name:
         pod_spec["priorityClassName"] = spec.scheduling.priority_class_name
+    if multi_node(spec):
+        pod_spec["subdomain"] = service_name(owner)
+    return pod_spec
+
+
+def _pod_failure_policy() -> dict[str, Any]:
+    """Fail the Job at once on the trainer's non-retryable exit codes; do not count disruptions."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": contract.TRAINER_CONTAINER,
+                    "operator": "In",
+                    "values": sorted(int(c) for c in contract.NON_RETRYABLE_EXIT_CODES),
+                },
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }
+
+
+def _job_metadata(owner: Owner, spec: EmbeddingFinetuneSpec, queue: str | None) -> dict[str, Any]:
+    job_labels = child_labels(owner)
+    if queue:
+        job_labels[contract.KUEUE_QUEUE_LABEL] = queue
     meta = _metadata(owner, job_labels)
     meta["annotations"] = {SPEC_HASH_ANNOTATION: spec_hash(spec)}
     meta["finalizers"] = [OUTCOME_FINALIZER]
+    return meta
+
+
+def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> dict[str, Any]:
+    """The run's Job (see the module docstring for the conventions it follows)."""
+    queue = queue_name(spec, settings)
+    policy = spec.run_policy
     nodes = spec.resources.nodes
-    gang: dict[str, Any] = {}
-    if nodes > 1:
-        pod_spec["subdomain"] = service_name(owner)
-        # One pod per node, all at once; Kueue admits a Job's pods together (all or nothing).
-        gang = {"completionMode": "Indexed", "completions": nodes, "parallelism": nodes}
+    # One pod per node, all at once; Kueue admits a Job's pods together (all or nothing).
+    gang = {"completionMode": "Indexed", "completions": nodes, "parallelism": nodes} if nodes > 1 else {}
+    template = {"metadata": {"labels": child_labels(owner), "finalizers": [OUTCOME_FINALIZER]}}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": meta,
+        "metadata": _job_metadata(owner, spec, queue),
         "spec": {
             "suspend": bool(policy.suspend or queue),
             **gang,
@@ -262,20 +294,8 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
             "activeDeadlineSeconds": policy.active_deadline_seconds,
             "ttlSecondsAfterFinished": policy.ttl_seconds_after_finished,
             "podReplacementPolicy": "Failed",
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": contract.TRAINER_CONTAINER,
-                            "operator": "In",
-                            "values": sorted(int(c) for c in contract.NON_RETRYABLE_EXIT_CODES),
-                        },
-                    },
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-                ]
-            },
-            "template": {"metadata": {"labels": labels, "finalizers": [OUTCOME_FINALIZER]}, "spec": pod_spec},
+            "podFailurePolicy": _pod_failure_policy(),
+            "template": {**template, "spec": _pod_spec(owner, spec, settings)},
         },
     }
 
