@@ -13,6 +13,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+#: The longest ``status.trainerStatus.phase`` (a longer trainer phase label is clipped to it).
+PHASE_MAX_LENGTH = 64
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
@@ -32,7 +35,7 @@ class TrainerStatus(_Model):
         str | None,
         Field(
             default=None,
-            max_length=64,
+            max_length=PHASE_MAX_LENGTH,
             description="Loading, Generating, EvaluatingBase, Mining, Pretraining, Training, Evaluating, "
             "Publishing, Done or Failed (a trainer phase the operator does not know, in CamelCase).",
         ),

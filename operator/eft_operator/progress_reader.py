@@ -106,15 +106,14 @@ class ProgressReader:
         last = self._last.get(key)
         try:
             text = await self.read(url)
-            try:
-                sample = parse_metrics(text)
+            try:  # what the trainer serves is untrusted: anything it cannot say is a parse failure
+                block = trainer_status(parse_metrics(text), self.clock(), last)
             except ValueError as exc:
                 raise ReadFailed("parse", f"{url}: {exc}") from None
         except ReadFailed as exc:
             self.metrics.progress_failures.labels(kind=exc.kind).inc()
             logger.debug(f"Could not read the trainer's progress of {key[0]}/{key[1]}: {exc}")
             return
-        block = trainer_status(sample, self.clock(), last)
         if same_progress(block, last):
             return
         try:

@@ -122,3 +122,15 @@ async def test_follow_once_per_url_and_stop(server: tuple[str, Progress]) -> Non
     assert reader.following(KEY) is None
     assert ProgressReader(0, Metrics(), lambda: "t").follow(KEY, base, None, write, LOG) is None  # 0: never reads
     await reader.close()
+
+
+async def test_a_phase_label_longer_than_the_status_allows_is_clipped_not_fatal(server: tuple[str, Progress]) -> None:
+    """A trainer's phase label over 64 characters once raised outside the read's error handling and ended the
+    resource's progress task for good; now it is clipped and written like any other."""
+    base, prog = server
+    reader = ProgressReader(5.0, Metrics(), lambda: "2026-12-01T10:00:00Z")
+    write = Recorder()
+    prog.set_phase("x" * 100)
+    await reader.poll_once(KEY, base + "/metrics", write, LOG)
+    assert [b["phase"] for b in write.blocks] == ["X" + "x" * 63]
+    await reader.close()
