@@ -28,10 +28,11 @@ Passes for one resource are serialised by an in-memory lock; the controller neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -178,6 +179,8 @@ class Reconciler:
         #: kopf's settings (set at start-up): a pass woken by a Job or Pod logs as its resource with them.
         self.kopf_settings: Any = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        #: Passes (and progress writes) holding or waiting for each resource's lock: it goes with the last.
+        self._users: dict[tuple[str, str], int] = {}
         self._rechecks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._attempts: dict[tuple[str, str], int] = {}
         #: The reason of each resource's current run after its last pass (what a pod appearing can change).
@@ -207,7 +210,6 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
-        self._locks.pop(key, None)
         self._attempts.pop(key, None)
         self._reasons.pop(key, None)
         task = self._rechecks.pop(key, None)
@@ -230,6 +232,10 @@ class Reconciler:
         self._unschedule(key)
         return False
 
+    def tracked(self) -> set[tuple[str, str]]:
+        """The resources the reconciler holds any in-memory state for (a lock, a recheck, a reason, a count)."""
+        return {*self._locks, *self._rechecks, *self._attempts, *self._reasons}
+
     def rechecking(self, namespace: str, name: str) -> bool:
         """Whether a recheck of the resource is scheduled (for tests and the benchmark)."""
         return (namespace, name) in self._rechecks
@@ -251,23 +257,49 @@ class Reconciler:
         run's outcome is recorded (or its resource is gone), the operator's finalizer leaves it.
         """
         key = (namespace, name)
-        lock = self._locks.setdefault(key, asyncio.Lock())
         started = time.monotonic()
         result = "success"
         try:
-            async with lock:
-                outcome = await self._pass(namespace, name, self.client, logger, fresh_body)
-                if child is not None:
-                    await self._release_child(child, outcome.status, logger)
-        except Exception as exc:
-            result, kind = next((r, k) for t, r, k in _OUTCOMES if isinstance(exc, t))
-            self.metrics.errors.labels(kind=kind).inc()
-            if not isinstance(exc, InvalidSpecError | ChildConflictError) and not self._closing:
-                await self._report_failure(namespace, name, exc, logger)
-            raise
+            async with self._held(key):
+                try:
+                    outcome = await self._pass(namespace, name, self.client, logger, fresh_body)
+                    if child is not None:
+                        await self._release_child(child, outcome.status, logger)
+                except Exception as exc:
+                    # Recorded under the lock: a pass waiting for it reads the status with the failure in it.
+                    result = await self._failed(namespace, name, exc, logger)
+                    raise
         finally:
             self.metrics.reconciles.labels(result=result).inc()
             self.metrics.duration.observe(time.monotonic() - started)
+        self._after_pass(key, outcome, logger)
+
+    @contextlib.asynccontextmanager
+    async def _held(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        """The resource's lock, which exists only while someone holds or waits for it (so none outlives a
+        resource that is gone, or never was)."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users = self._users.pop(key) - 1
+            if users:
+                self._users[key] = users
+            else:
+                del self._locks[key]
+
+    async def _failed(self, namespace: str, name: str, exc: Exception, logger: Logger) -> str:
+        """Count a failed pass and (unless retrying cannot help) say so in status; the reconcile result."""
+        result, kind = next((r, k) for t, r, k in _OUTCOMES if isinstance(exc, t))
+        self.metrics.errors.labels(kind=kind).inc()
+        if not isinstance(exc, InvalidSpecError | ChildConflictError) and not self._closing:
+            await self._report_failure(namespace, name, exc, logger)
+        return result
+
+    def _after_pass(self, key: tuple[str, str], outcome: _Result, logger: Logger) -> None:
+        """Remember the run's reason, schedule or cancel the recheck, start or stop following progress."""
         current = (outcome.status or {}).get("currentRun") or {}
         if outcome.status is None:
             self._reasons.pop(key, None)
@@ -289,7 +321,7 @@ class Reconciler:
         """Patches status.trainerStatus under the resource's lock, while the reader still follows ``url``."""
 
         async def write(block: dict[str, Any]) -> None:
-            async with self._locks.setdefault(key, asyncio.Lock()):
+            async with self._held(key):
                 if self.progress.following(key) != url:
                     return  # the run ended or moved to another pod meanwhile
                 cleared = dict.fromkeys(TRAINER_STATUS_FIELDS)  # a merge patch removes what the block lacks
@@ -327,7 +359,7 @@ class Reconciler:
             if self._closing:
                 return
             logger.warning(f"Rechecking {key[0]}/{key[1]} failed ({exc}); trying again later.")
-            if key in self._locks:  # not forgotten (deleted) in the meantime
+            if key in self._reasons:  # not forgotten (deleted) in the meantime
                 self._schedule(key, logger)
 
     # --- one pass -----------------------------------------------------------------------------------
