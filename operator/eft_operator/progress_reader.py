@@ -52,6 +52,11 @@ class ProgressReader:
         entry = self._tasks.get(key)
         return entry[0] if entry is not None and not entry[1].done() else None
 
+    def task(self, key: Key) -> asyncio.Task[None] | None:
+        """The task that reads for ``key``, or None."""
+        entry = self._tasks.get(key)
+        return entry[1] if entry is not None else None
+
     def follow(self, key: Key, url: str, previous: Mapping[str, Any] | None, write: Writer, logger: Logger) -> None:
         """Read ``url`` every ``interval`` seconds for ``key`` (a no-op when it already does)."""
         if self.interval <= 0:
