@@ -41,7 +41,7 @@ import kopf
 from eft_api import contract
 from eft_api.contract import output_prefix
 from eft_api.spec import EmbeddingFinetuneSpec, InvalidSpec, parse_spec
-from eft_api.status import TrainerStatus
+from eft_api.status import CurrentRun, TrainerStatus
 from eft_operator import children
 from eft_operator.config import Settings
 from eft_operator.metrics import Metrics
@@ -433,14 +433,14 @@ class Reconciler:
             if not exc.refused:
                 raise
             return _Result(await self._stall(ctx, superseded, _refused(ctx, owner, exc)), recheck=True)
-        run = {
-            "id": owner.run_id,
-            "generation": ctx.generation,
-            "jobName": owner.child_name,
-            "specHash": digest,
-            "outputUri": render_outputs(owner, spec),
-            "startTime": (job.get("metadata") or {}).get("creationTimestamp") or ctx.now,
-        }
+        run = CurrentRun(
+            id=owner.run_id,
+            generation=ctx.generation,
+            job_name=owner.child_name,
+            spec_hash=digest,
+            output_uri=render_outputs(owner, spec),
+            start_time=(job.get("metadata") or {}).get("creationTimestamp") or ctx.now,
+        ).to_status()
         where = f"{ctx.namespace}/{owner.child_name}"
         if created:
             ctx.logger.info(f"Created Job {where} for generation {ctx.generation} of {ctx.namespace}/{ctx.name}.")

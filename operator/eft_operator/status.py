@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eft_api import contract
+from eft_api.status import Condition, Results, RunRecord
 from eft_operator import progress
 
 HISTORY_LIMIT = 10
@@ -328,47 +329,43 @@ def set_condition(
             continue
         found = True
         ltt = c.get("lastTransitionTime") if c.get("status") == status and c.get("lastTransitionTime") else now
-        out.append(
-            {
-                "type": ctype,
-                "status": status,
-                "reason": reason,
-                "message": _clip(message),
-                "lastTransitionTime": ltt,
-                "observedGeneration": generation,
-            }
-        )
+        out.append(_condition(ctype, status, reason, message, generation, str(ltt)))
     if not found:
-        out.append(
-            {
-                "type": ctype,
-                "status": status,
-                "reason": reason,
-                "message": _clip(message),
-                "lastTransitionTime": now,
-                "observedGeneration": generation,
-            }
-        )
+        out.append(_condition(ctype, status, reason, message, generation, now))
     return out
 
 
+def _condition(ctype: str, status: str, reason: str, message: str, generation: int, since: str) -> dict[str, Any]:
+    condition = Condition.model_validate(
+        {
+            "type": ctype,
+            "status": status,
+            "reason": reason,
+            "message": _clip(message),
+            "lastTransitionTime": since,
+            "observedGeneration": generation,
+        }
+    )
+    return condition.to_status()
+
+
 def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | None) -> dict[str, Any]:
+    """The record of a finished run in ``status.runs``: its identity and phase, and the trainer's summary."""
     keys = ("id", "generation", "phase", "reason", "message", "startTime", "completionTime", "outputUri", "jobName")
-    entry = {k: run[k] for k in keys if run.get(k) is not None}
+    entry: dict[str, Any] = {k: run[k] for k in keys if run.get(k) is not None}
     if term is not None and term.headline is not None:
         h = term.headline
         entry.update(
             primaryMetric=h.primary_metric, dimension=h.dimension, base=h.base, finetuned=h.finetuned, gain=h.gain
         )
-    if term is not None and term.artifacts is not None:
-        entry["artifacts"] = term.artifacts.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if term is not None and term.generation is not None:  # format documents: the pairs it trained on
-        entry["generatedData"] = term.generation.model_dump(mode="json", by_alias=True)
-    if term is not None and term.guards:  # evaluation.guards: each set's figures, and whether it passed
-        entry["guards"] = [g.model_dump(mode="json", by_alias=True) for g in term.guards]
-    if term is not None and term.oom_fallback is not None:  # the loss was switched after running out of memory
-        entry["oomFallback"] = term.oom_fallback.model_dump(mode="json", by_alias=True)
-    return entry
+    if term is not None:
+        entry.update(
+            artifacts=term.artifacts,
+            generatedData=term.generation,  # format documents: the pairs it trained on
+            guards=term.guards or None,  # evaluation.guards: each set's figures, and whether it passed
+            oomFallback=term.oom_fallback,  # the loss was switched after running out of memory
+        )
+    return RunRecord.model_validate(entry).to_status()
 
 
 def _record(runs: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -480,17 +477,17 @@ def _fold_observation(
 
 def _fold_results(fold: _Fold, run_id: str, h: contract.Headline, term: contract.TerminationMessage) -> None:
     """``results`` (base vs fine-tuned headline) and ``artifacts`` of a run that succeeded."""
-    results: dict[str, Any] = {
-        "runId": run_id,
-        "primaryMetric": h.primary_metric,
-        "dimension": h.dimension,
-        "base": h.base,
-        "finetuned": h.finetuned,
-        "gain": h.gain,
-    }
-    if term.index is not None:
-        results["reindexRequired"] = term.index.reindex_required
-    fold.status["results"] = results
+    reindex = term.index.reindex_required if term.index is not None else None
+    results = Results(
+        run_id=run_id,
+        primary_metric=h.primary_metric,
+        dimension=h.dimension,
+        base=h.base,
+        finetuned=h.finetuned,
+        gain=h.gain,
+        reindex_required=reindex,
+    )
+    fold.status["results"] = results.to_status()
     if term.artifacts is not None:
         fold.status["artifacts"] = term.artifacts.model_dump(mode="json", by_alias=True, exclude_none=True)
 
