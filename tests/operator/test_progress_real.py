@@ -112,6 +112,7 @@ def start_run(
     return op, pod
 
 
+@pytest.mark.slow
 def test_progress_follows_the_trainer_into_status_and_kubectl_get(
     k: Kube, trainer: Progress, operator_for: Callable[[int], RealOperator]
 ) -> None:
@@ -156,6 +157,7 @@ def test_progress_follows_the_trainer_into_status_and_kubectl_get(
     wait(lambda: op.reconciler.progress.following((k.ns, "prog")) is None, 10, "the reader to stop")
 
 
+@pytest.mark.slow
 def test_a_failed_run_keeps_the_last_progress(
     k: Kube, trainer: Progress, operator_for: Callable[[int], RealOperator]
 ) -> None:
