@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import IntEnum, StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -324,10 +324,6 @@ class TerminationMessage(_Model):
             return None
 
 
-def headline_dict(h: Headline | None) -> dict[str, Any] | None:
-    return None if h is None else h.model_dump(mode="json", by_alias=True)
-
-
 # ---------------------------------------------------------------- constants shared by the operator and the trainer
 # One home for each (issue 10): the operator renders the Job from these, the trainer reads its pod from them.
 
@@ -336,9 +332,7 @@ RUN_CONFIG_DIR = "/etc/eft"
 RUN_CONFIG_PATH = f"{RUN_CONFIG_DIR}/{RUN_CONFIG_KEY}"
 #: The trainer's writable work folder (HOME, HF_HOME, data, checkpoints); everything else is read-only.
 WORK_DIR = "/work"
-#: Default ports: the operator's ``/metrics`` and ``/healthz``, and the trainer's ``/metrics``.
-OPERATOR_METRICS_PORT = 8080
-OPERATOR_HEALTH_PORT = 8081
+#: The trainer's default ``/metrics`` port (the operator's own ports are its settings: eft_operator.config).
 TRAINER_METRICS_PORT = 9090
 #: The S3 credential variables: env of the trainer (from spec.storage.credentialsSecret), or file names in the
 #: folder that ``S3_CREDENTIALS_DIR_ENV`` names (a mounted Secret). Their values are redacted from every message.
@@ -348,3 +342,6 @@ S3_CREDENTIALS_DIR_ENV = "EFT_S3_CREDENTIALS_DIR"
 TERMINATION_LOG_ENV = "EFT_TERMINATION_LOG"
 #: The condition reason of a run that failed with :attr:`ExitCode.BAD_INPUT` but left no termination message.
 BAD_INPUT_REASON = "BadInput"
+
+#: The Job controller's annotation (and label) with an Indexed Job pod's index: its node in a multi-node run.
+COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"

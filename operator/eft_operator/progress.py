@@ -232,7 +232,7 @@ def metrics_url(pods: Sequence[Mapping[str, Any]]) -> str | None:
 
     def rank(pod: Mapping[str, Any]) -> tuple[int, str]:
         ann = (pod.get("metadata") or {}).get("annotations") or {}
-        index = str(ann.get("batch.kubernetes.io/job-completion-index") or "0")
+        index = str(ann.get(contract.COMPLETION_INDEX_LABEL) or "0")
         return (int(index) if index.isdigit() else 0, str((pod.get("metadata") or {}).get("name") or ""))
 
     for pod in sorted(pods, key=rank):

@@ -19,8 +19,6 @@ from eft_api import contract
 from eft_api.spec import API_GROUP, API_VERSION, KIND, EmbeddingFinetuneSpec
 from eft_operator.config import Settings
 
-RUN_CONFIG_DIR = "/etc/eft"
-WORK_DIR = "/work"
 TRAINER_UID = 10001
 TMP_SIZE = "1Gi"
 APP_LABEL = "app.kubernetes.io/name"
@@ -33,8 +31,6 @@ SPEC_HASH_ANNOTATION = "finetune.eft.dev/spec-hash"
 OUTCOME_FINALIZER = "finetune.eft.dev/record-outcome"
 #: Port of torchrun's c10d rendezvous store on the pod of index 0 of a multi-node run.
 RENDEZVOUS_PORT = 29400
-#: Keys the credentials Secret holds (the same names as the environment variables boto3 reads).
-SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -116,7 +112,7 @@ def run_config(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
         uid=owner.uid,
         generation=owner.generation,
         spec=spec,
-        settings=contract.TrainerSettings(work_dir=WORK_DIR, metrics_port=settings.trainer_metrics_port),
+        settings=contract.TrainerSettings(work_dir=contract.WORK_DIR, metrics_port=settings.trainer_metrics_port),
     )
 
 
@@ -132,14 +128,14 @@ def render_configmap(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settin
 
 def _env(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        {"name": contract.RUN_CONFIG_ENV, "value": f"{RUN_CONFIG_DIR}/{contract.RUN_CONFIG_KEY}"},
-        {"name": "HOME", "value": WORK_DIR},
-        {"name": "HF_HOME", "value": f"{WORK_DIR}/hf"},
+        {"name": contract.RUN_CONFIG_ENV, "value": contract.RUN_CONFIG_PATH},
+        {"name": "HOME", "value": contract.WORK_DIR},
+        {"name": "HF_HOME", "value": f"{contract.WORK_DIR}/hf"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     secret = spec.storage.credentials_secret
     if secret is not None:
-        for key in SECRET_KEYS:
+        for key in contract.S3_CREDENTIAL_VARS:  # the Secret's keys: the names boto3 reads
             ref: dict[str, Any] = {"name": secret.name, "key": key}
             if key == "AWS_SESSION_TOKEN":
                 ref["optional"] = True
@@ -201,8 +197,8 @@ def _container(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
         "terminationMessagePath": contract.TERMINATION_LOG,
         "terminationMessagePolicy": "File",
         "volumeMounts": [
-            {"name": "run-config", "mountPath": RUN_CONFIG_DIR, "readOnly": True},
-            {"name": "work", "mountPath": WORK_DIR},
+            {"name": "run-config", "mountPath": contract.RUN_CONFIG_DIR, "readOnly": True},
+            {"name": "work", "mountPath": contract.WORK_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }

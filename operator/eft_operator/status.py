@@ -49,7 +49,7 @@ NOTICE_REASONS = BLOCKING_REASONS | {UNSCHEDULABLE}
 #: Seconds a started Job may go without any pod before the run says so (without a FailedCreate Event).
 NO_POD_GRACE = 60.0
 _EXIT_CODE_REASONS: dict[int, str] = {
-    int(contract.ExitCode.BAD_INPUT): "BadInput",
+    int(contract.ExitCode.BAD_INPUT): contract.BAD_INPUT_REASON,
     int(contract.ExitCode.PROMOTION_REJECTED): contract.Reason.PROMOTION_REJECTED.value,
     int(contract.ExitCode.OUT_OF_MEMORY): contract.Reason.OOM.value,
     int(contract.ExitCode.OUT_OF_MEMORY_FALLBACK): contract.Reason.OOM.value,
@@ -123,8 +123,7 @@ def _terminations(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return out
 
 
-#: The Job controller's annotation (and label) with an Indexed Job pod's index: its node in a multi-node run.
-COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+COMPLETION_INDEX = contract.COMPLETION_INDEX_LABEL
 
 
 def _latest_terminations(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
