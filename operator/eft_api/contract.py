@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from eft_api.spec import EmbeddingFinetuneSpec
+from eft_api.spec import API_GROUP, EmbeddingFinetuneSpec
 
 RUN_CONFIG_KEY = "run-config.json"
 RUN_CONFIG_ENV = "EFT_RUN_CONFIG"
@@ -39,9 +39,9 @@ PUBLISHED_ADAPTER_DIR = "adapter/"
 CHECKPOINTS_DIR = "checkpoints/"
 
 #: Labels put on every child, for selection (where the API honours selectors) and for humans.
-LABEL_NAME = "finetune.eft.dev/name"
-LABEL_RUN = "finetune.eft.dev/run-id"
-LABEL_GENERATION = "finetune.eft.dev/generation"
+LABEL_NAME = f"{API_GROUP}/name"
+LABEL_RUN = f"{API_GROUP}/run-id"
+LABEL_GENERATION = f"{API_GROUP}/generation"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "eft-operator"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"

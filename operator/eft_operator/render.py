@@ -24,11 +24,11 @@ TMP_SIZE = "1Gi"
 APP_LABEL = "app.kubernetes.io/name"
 APP_NAME = "eft-trainer"
 #: Annotation on the Job: the hash of the run-defining spec (everything but runPolicy.suspend).
-SPEC_HASH_ANNOTATION = "finetune.eft.dev/spec-hash"
+SPEC_HASH_ANNOTATION = f"{API_GROUP}/spec-hash"
 #: The operator's finalizer on a run's Job and (through the pod template) its Pods: they, and the trainer's
 #: termination message with them, stay until the run's outcome is in status, even if the TTL controller
 #: or a person deletes them while the operator is down. The operator removes it once the outcome is recorded.
-OUTCOME_FINALIZER = "finetune.eft.dev/record-outcome"
+OUTCOME_FINALIZER = f"{API_GROUP}/record-outcome"
 #: Port of torchrun's c10d rendezvous store on the pod of index 0 of a multi-node run.
 RENDEZVOUS_PORT = 29400
 
