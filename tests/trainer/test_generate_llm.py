@@ -143,7 +143,7 @@ def test_failure_rate_over_the_bound_stops_with_a_reason(standin: StandIn) -> No
         gen.generate(chunks(10, "EMPTY", every=3), 1)
 
 
-def test_an_endpoint_that_refuses_every_call_stops_early(standin: StandIn) -> None:
+def test_an_endpoint_that_refuses_every_call_stops_early(standin: StandIn, waits: list[float]) -> None:
     standin.refuse_all = True
     gen = LLMGenerator(spec(standin, maxRetries=2, maxFailureRate=0.1, maxConcurrency=4), seed=1)
     with pytest.raises(GenerationFailed, match="error503"):
