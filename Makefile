@@ -56,11 +56,11 @@ lint: $(STAMP) ## Ruff, mypy, import-linter contracts and hadolint
 
 .PHONY: test
 test: lint data envtest image-tools ## Lint, then the whole test suite (slow tests and the images included)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 .PHONY: test-fast
 test-fast: $(STAMP) envtest ## The tests not marked slow
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" --durations=25 $(PYTEST_ARGS)
 
 .PHONY: demo
 demo: data ## Fine-tune MiniLM on the Python docs corpus via a local S3 server; print base vs fine-tuned

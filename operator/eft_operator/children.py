@@ -34,6 +34,8 @@ class APIError(Exception):
 
     def __init__(self, status: int, reason: str, message: str, method: str = "", path: str = "") -> None:
         self.status, self.reason, self.message, self.method, self.path = status, reason, message, method, path
+        #: The answer's Retry-After header (seconds), if it had one.
+        self.retry_after: str | None = None
         super().__init__(f"{method} {path}: {status} {reason}: {message}".strip())
 
     @property
@@ -114,21 +116,56 @@ class Client:
     """The API calls the reconciler makes, each retried a bounded number of times on what may pass."""
 
     def __init__(self, configuration: k8s.Configuration, retry_delays: Sequence[float] = RETRY_DELAYS) -> None:
-        self.api = k8s.ApiClient(configuration)
-        # kubernetes_asyncio's session trusts the environment, so aiohttp looks up proxy variables in a
-        # worker thread on every request: under a burst that thread hop doubled create->Job latency
-        # (bench/bench_operator_burst.py). Like kopf's own client, the operator reaches the API server
-        # directly, or through configuration.proxy when a kubeconfig names one.
-        rest = self.api.rest_client
+        self.configuration = configuration
+        # kubernetes_asyncio's REST client builds the TLS connector from the configuration (CA, client
+        # certificate, verification); its session trusts the environment, so aiohttp would look up proxy
+        # variables in a worker thread on every request: under a burst that thread hop doubled create->Job
+        # latency (bench/bench_operator_burst.py). Like kopf's own client, the operator reaches the API
+        # server directly (or through configuration.proxy when a kubeconfig names one), on its own session.
+        rest = k8s.ApiClient(configuration).rest_client
         old = rest.pool_manager
-        rest.pool_manager = aiohttp.ClientSession(
+        self.session = aiohttp.ClientSession(
             connector=old.connector, connector_owner=True, trust_env=False, read_bufsize=2**21
         )
         old.detach()  # the connector now belongs to the new session
+        self.timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
         self.retry_delays = tuple(retry_delays)
 
     async def close(self) -> None:
-        await self.api.close()
+        await self.session.close()
+
+    async def _headers(self, content_type: str | None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
+        for auth in (await self.configuration.auth_settings()).values():  # refreshes an expiring token
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[str(auth["key"])] = str(auth["value"])
+        return headers
+
+    async def _request(
+        self, method: str, path: str, body: Any, content_type: str | None, query: Sequence[tuple[str, str]]
+    ) -> Any:
+        """One HTTP request to the API server: the decoded JSON answer, or :class:`APIError`."""
+        extra: dict[str, Any] = {}
+        if self.configuration.proxy:
+            extra["proxy"] = self.configuration.proxy
+        if self.configuration.tls_server_name:
+            extra["server_hostname"] = self.configuration.tls_server_name
+        async with self.session.request(
+            method,
+            f"{self.configuration.host}{path}",
+            params=list(query),
+            headers=await self._headers(content_type),
+            data=None if body is None else json.dumps(body),
+            timeout=self.timeout,
+            **extra,
+        ) as resp:
+            data = await resp.read()
+            if resp.status >= 400:
+                reason, message = _status_message(data)
+                error = _error(resp.status, reason or str(resp.reason or ""), message, method, path)
+                error.retry_after = resp.headers.get("Retry-After")
+                raise error
+        return json.loads(data) if data else {}
 
     async def _call(
         self,
@@ -139,27 +176,12 @@ class Client:
         content_type: str | None = None,
         query: Iterable[tuple[str, str]] = (),
     ) -> Any:
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
+        params = list(query)
         for attempt in range(len(self.retry_delays) + 1):
             try:
-                return await self.api.call_api(
-                    path,
-                    method,
-                    query_params=list(query),
-                    header_params=headers,
-                    body=body,
-                    response_types_map={200: "object", 201: "object", 202: "object"},
-                    auth_settings=["BearerToken"],
-                    _return_http_data_only=True,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            except k8s.ApiException as exc:
-                reason, message = _status_message(exc.body)
-                error = _error(int(exc.status or 0), reason or str(exc.reason or ""), message, method, path)
-                answer: Any = exc.headers
-                retry_after = answer.get("Retry-After") if answer else None
+                return await self._request(method, path, body, content_type, params)
+            except APIError as exc:
+                error, retry_after = exc, exc.retry_after
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 error = APIError(0, type(exc).__name__, str(exc) or type(exc).__name__, method, path)
                 retry_after = None

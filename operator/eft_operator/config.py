@@ -36,8 +36,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from eft_api import contract
+from eft_api.spec import DNS_LABEL
+
 DEFAULT_TRAINER_IMAGE = "ghcr.io/eft-dev/eft-trainer:0.1.0"
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(DNS_LABEL)
+#: The operator's default ``/metrics`` and ``/healthz`` ports.
+METRICS_PORT = 8080
+HEALTH_PORT = 8081
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -53,9 +59,9 @@ class Settings:
     trainer_image: str = DEFAULT_TRAINER_IMAGE
     trainer_service_account: str | None = None
     default_queue_name: str | None = None
-    metrics_port: int = 8080
-    health_port: int = 8081
-    trainer_metrics_port: int = 9090
+    metrics_port: int = METRICS_PORT
+    health_port: int = HEALTH_PORT
+    trainer_metrics_port: int = contract.TRAINER_METRICS_PORT
     #: Seconds between reads of a running trainer's gauges (``status.trainerStatus``); 0: never read.
     progress_interval: float = 10.0
     peering_name: str | None = None
@@ -126,9 +132,9 @@ class Settings:
             trainer_image=image,
             trainer_service_account=text("EFT_TRAINER_SERVICE_ACCOUNT"),
             default_queue_name=queue,
-            metrics_port=port("EFT_METRICS_PORT", 8080),
-            health_port=port("EFT_HEALTH_PORT", 8081),
-            trainer_metrics_port=port("EFT_TRAINER_METRICS_PORT", 9090),
+            metrics_port=port("EFT_METRICS_PORT", METRICS_PORT),
+            health_port=port("EFT_HEALTH_PORT", HEALTH_PORT),
+            trainer_metrics_port=port("EFT_TRAINER_METRICS_PORT", contract.TRAINER_METRICS_PORT),
             progress_interval=interval,
             peering_name=text("EFT_PEERING_NAME"),
             log_level=level,

@@ -75,6 +75,7 @@ def _admitted(dyn: Any, namespace: str, image: str | None) -> tuple[bool, str]:
     return True, ""
 
 
+@pytest.mark.slow
 def test_the_policy_refuses_images_outside_the_allowlist_as_the_operator_does(
     dyn: Any, kube: Any, policy: dict[str, Any]
 ) -> None:
