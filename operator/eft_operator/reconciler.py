@@ -130,6 +130,8 @@ class Reconciler:
         self._attempts: dict[tuple[str, str], int] = {}
         #: The reason of each resource's current run after its last pass (what a pod appearing can change).
         self._reasons: dict[tuple[str, str], str] = {}
+        #: Resources whose last pass failed: the periodic resync (eft_operator.resync) passes them again.
+        self.failed: set[tuple[str, str]] = set()
         #: Reads running trainers' gauges into status.trainerStatus (one task per running run).
         self.progress = ProgressReader(settings.progress_interval, self.metrics, clock)
         self._closing = False
@@ -158,6 +160,7 @@ class Reconciler:
         self._locks.pop(key, None)
         self._attempts.pop(key, None)
         self._reasons.pop(key, None)
+        self.failed.discard(key)
         task = self._rechecks.pop(key, None)
         if task is not None:
             task.cancel()
@@ -208,6 +211,8 @@ class Reconciler:
                 if child is not None:
                     await self._release_child(child, outcome.status, logger)
         except Exception as exc:
+            if not isinstance(exc, InvalidSpecError):
+                self.failed.add(key)
             result, kind = next((r, k) for t, r, k in _OUTCOMES if isinstance(exc, t))
             self.metrics.errors.labels(kind=kind).inc()
             if not isinstance(exc, InvalidSpecError | ChildConflictError) and not self._closing:
@@ -216,6 +221,7 @@ class Reconciler:
         finally:
             self.metrics.reconciles.labels(result=result).inc()
             self.metrics.duration.observe(time.monotonic() - started)
+        self.failed.discard(key)
         current = (outcome.status or {}).get("currentRun") or {}
         if outcome.status is None:
             self._reasons.pop(key, None)
