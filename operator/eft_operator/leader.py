@@ -131,7 +131,7 @@ class LeaderElector:
         unchanged = self._unchanged_for(lease) if lease is not None else 0.0
         current = (lease or {}).get("spec") if lease is not None else None
         decision = decide(current, self.identity, unchanged_for=unchanged, duration=s.duration, now=micro_time())
-        self.holder = decision.holder
+        self.holder = str((current or {}).get("holderIdentity") or "")
         if not decision.take:
             self.leading = False
             return False
@@ -142,9 +142,9 @@ class LeaderElector:
             else:
                 body = {"metadata": {**lease["metadata"]}, "spec": decision.spec}
                 await self.client.request("PUT", path, body)  # resourceVersion: one winner
-        except children.Conflict:
-            self.leading = False
+        except children.Conflict:  # another replica wrote first: read again at the next try
             return False
+        self.holder = self.identity
         if not self.leading:
             logger.info(f"Became the leader: {self.identity} holds Lease {s.namespace}/{s.name}.")
         self.leading = True
