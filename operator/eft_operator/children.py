@@ -292,6 +292,14 @@ class Client:
     async def delete_job(self, namespace: str, name: str) -> bool:
         return await self.delete("Job", namespace, name)
 
+    async def request(
+        self, method: str, path: str, body: Any = None, query: Iterable[tuple[str, str]] = ()
+    ) -> dict[str, Any]:
+        """Any other API call by path (the leader Lease, cluster-wide lists), retried like the others."""
+        content_type = MERGE_PATCH if method == "PATCH" else None
+        result: dict[str, Any] = await self._call(method, path, body, content_type=content_type, query=query)
+        return result
+
 
 def _error(status: int, reason: str, message: str, method: str, path: str) -> APIError:
     cls = {404: NotFound, 409: Conflict}.get(status, APIError)

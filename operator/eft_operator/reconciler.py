@@ -185,6 +185,8 @@ class Reconciler:
         self._attempts: dict[tuple[str, str], int] = {}
         #: The reason of each resource's current run after its last pass (what a pod appearing can change).
         self._reasons: dict[tuple[str, str], str] = {}
+        #: Resources whose last pass failed: the periodic resync (eft_operator.resync) passes them again.
+        self.failed: set[tuple[str, str]] = set()
         #: Reads running trainers' gauges into status.trainerStatus (one task per running run).
         self.progress = ProgressReader(settings.progress_interval, self.metrics, clock)
         self._closing = False
@@ -212,6 +214,7 @@ class Reconciler:
         key = (namespace, name)
         self._attempts.pop(key, None)
         self._reasons.pop(key, None)
+        self.failed.discard(key)
         task = self._rechecks.pop(key, None)
         if task is not None:
             task.cancel()
@@ -272,6 +275,7 @@ class Reconciler:
         finally:
             self.metrics.reconciles.labels(result=result).inc()
             self.metrics.duration.observe(time.monotonic() - started)
+        self.failed.discard(key)
         self._after_pass(key, outcome, logger)
 
     @contextlib.asynccontextmanager
@@ -292,6 +296,8 @@ class Reconciler:
 
     async def _failed(self, namespace: str, name: str, exc: Exception, logger: Logger) -> str:
         """Count a failed pass and (unless retrying cannot help) say so in status; the reconcile result."""
+        if not isinstance(exc, InvalidSpecError):
+            self.failed.add((namespace, name))  # the periodic resync retries it
         result, kind = next((r, k) for t, r, k in _OUTCOMES if isinstance(exc, t))
         self.metrics.errors.labels(kind=kind).inc()
         if not isinstance(exc, InvalidSpecError | ChildConflictError) and not self._closing:

@@ -121,6 +121,10 @@ def test_integrations_are_off_by_default() -> None:
         # Not an integration but the image allowlist's admission twin: on by default, like the allowlist.
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
+        # The leader Lease's Role and RoleBinding, and the pre-delete hook that releases finalizers.
+        "Role",
+        "RoleBinding",
+        "Job",
     }
     env = env_of(one(scenario_objects("defaults"), "Deployment"))
     assert env["EFT_DEFAULT_QUEUE_NAME"] == ""
@@ -131,7 +135,8 @@ def test_operator_settings_reach_the_operator_as_env() -> None:
     deployment = one(scenario_objects("defaults"), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"  # never two standalone operators at once
+    # The new pod waits as a standby until the old one releases the Lease on SIGTERM.
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     (container,) = pod["containers"]
     assert container["command"] == ["eft-operator"]
     assert env_of(deployment) == {
@@ -146,12 +151,18 @@ def test_operator_settings_reach_the_operator_as_env() -> None:
         "EFT_PROGRESS_INTERVAL": "10",
         "EFT_PEERING_NAME": "",
         "EFT_LOG_LEVEL": "INFO",
+        "EFT_LEADER_ELECTION": "true",
+        "EFT_LEASE_NAME": "eft-embedding-finetune-operator",
+        "EFT_LEASE_NAMESPACE": deployment["metadata"]["namespace"],
+        "EFT_LEASE_DURATION": "15",
+        "EFT_RENEW_DEADLINE": "10",
+        "EFT_RETRY_PERIOD": "2",
     }
     assert container["image"] == "ghcr.io/eft-dev/eft-operator:0.1.0"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    for probe in ("livenessProbe", "readinessProbe"):
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = container[probe]["httpGet"]
-        assert get["path"] == "/healthz"
+        assert get["path"] == path
         assert ports[get["port"]] == 8081
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
 
@@ -191,11 +202,9 @@ def test_images_by_digest_win_over_tags() -> None:
     assert env_of(deployment)["EFT_TRAINER_IMAGE"] == "ghcr.io/eft-dev/eft-trainer:cuda12"
 
 
-def test_peering_is_configured_when_more_than_one_replica_runs() -> None:
+def test_legacy_peering_objects_render_only_when_asked_for() -> None:
     docs = scenario_objects("peering")
     deployment = one(docs, "Deployment")
-    assert deployment["spec"]["replicas"] == 2
-    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     peering = one(docs, "ClusterKopfPeering")
     assert env_of(deployment)["EFT_PEERING_NAME"] == peering["metadata"]["name"]
     # Created after its CRD: a hook, re-created on upgrade.
@@ -216,17 +225,18 @@ def test_peering_is_configured_when_more_than_one_replica_runs() -> None:
         "embeddingfinetunes.finetune.eft.dev",
         "kopfpeerings.kopf.dev",
     }
-    for role in by_kind(docs, "Role"):
+    for role in [r for r in by_kind(docs, "Role") if not r["metadata"]["name"].endswith("-leader-election")]:
         assert {
             "apiGroups": ["kopf.dev"],
             "resources": ["kopfpeerings"],
             "verbs": ["get", "list", "watch", "patch"],
         } in role["rules"]
 
-    # One replica: standalone, no peering objects, no peering rule.
-    docs = scenario_objects("defaults")
-    assert not by_kind(docs, "ClusterKopfPeering") and not by_kind(docs, "KopfPeering")
-    assert all("kopf.dev" not in r["apiGroups"] for r in one(docs, "ClusterRole")["rules"])
+    # Otherwise (one replica or several): no peering objects, no peering rule; the Lease elects the leader.
+    for scenario in ("defaults", "ha"):
+        docs = scenario_objects(scenario)
+        assert not by_kind(docs, "ClusterKopfPeering") and not by_kind(docs, "KopfPeering")
+        assert all("kopf.dev" not in r["apiGroups"] for r in one(docs, "ClusterRole")["rules"])
 
 
 def test_network_policy_allows_dns_s3_the_llm_endpoint_and_other_trainers_only() -> None:
@@ -329,7 +339,7 @@ def test_the_operator_accepts_the_settings_the_chart_gives_it(scenario: str) -> 
     settings = Settings.from_env(env)
     assert settings.watch_namespaces == tuple(values.get("watchNamespaces", ()))
     assert settings.clusterwide == (values.get("rbac", {}).get("scope", "cluster") == "cluster")
-    peered = values.get("replicaCount", 1) > 1 or values.get("peering", {}).get("enabled", False)
+    peered = values.get("peering", {}).get("enabled", False)  # legacy objects; the operator runs standalone
     assert settings.standalone is not peered
     assert settings.default_queue_name == (values.get("kueue", {}).get("defaultQueueName") or None)
     assert settings.trainer_image == env["EFT_TRAINER_IMAGE"]

@@ -119,10 +119,10 @@ repository (registry/repository). The default trainer image itself is always all
 {{- end }}
 
 {{/*
-"true" when kopf peering is on (more than one replica, or forced).
+"true" when kopf's (legacy) peering objects are asked for; replicas elect a leader by a Lease instead.
 */}}
 {{- define "eft.peeringEnabled" -}}
-{{- if or .Values.peering.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- if .Values.peering.enabled }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -207,4 +207,34 @@ RBAC rule on kopf's peering objects (kind per scope), when peering is on.
   resources: [{{ if eq .Values.rbac.scope "cluster" }}"clusterkopfpeerings"{{ else }}"kopfpeerings"{{ end }}]
   verbs: ["get", "list", "watch", "patch"]
 {{- end }}
+{{- end }}
+
+{{/*
+The Lease of leader election: its name (the full name) and the operator's EFT_LEADER_ELECTION / EFT_LEASE_*
+variables. Refuses timings with which a leader could still act after a standby took over.
+*/}}
+{{- define "eft.leaseName" -}}
+{{- include "eft.fullname" . }}
+{{- end }}
+
+{{- define "eft.leaderElectionEnv" -}}
+{{- $le := .Values.leaderElection }}
+{{- if not (and (gt (float64 $le.leaseDuration) (float64 $le.renewDeadline)) (gt (float64 $le.renewDeadline) (float64 $le.retryPeriod))) }}
+{{- fail "leaderElection: leaseDuration > renewDeadline > retryPeriod must hold" }}
+{{- end }}
+{{- if and (not $le.enabled) (gt (int .Values.replicaCount) 1) }}
+{{- fail "leaderElection.enabled=false needs replicaCount 1: two operators would act at once" }}
+{{- end }}
+- name: EFT_LEADER_ELECTION
+  value: {{ $le.enabled | quote }}
+- name: EFT_LEASE_NAME
+  value: {{ include "eft.leaseName" . | quote }}
+- name: EFT_LEASE_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: EFT_LEASE_DURATION
+  value: {{ $le.leaseDuration | quote }}
+- name: EFT_RENEW_DEADLINE
+  value: {{ $le.renewDeadline | quote }}
+- name: EFT_RETRY_PERIOD
+  value: {{ $le.retryPeriod | quote }}
 {{- end }}
