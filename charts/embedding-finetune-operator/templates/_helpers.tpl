@@ -145,8 +145,10 @@ Refuse inconsistent values with a message naming the key (the schema checks type
 {{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.s3.cidrs) }}
 {{- fail "networkPolicy.enabled needs networkPolicy.s3.cidrs: the CIDRs of your S3 endpoint (trainer pods can reach nothing else)" }}
 {{- end }}
-{{- if and .Values.networkPolicy.enabled (not (include "eft.trainerNamespaces" .)) }}
-{{- fail "networkPolicy.enabled needs trainer namespaces: set trainerNamespaces (rbac.scope=cluster) to the namespaces where EmbeddingFinetunes run" }}
+{{- range concat .Values.networkPolicy.s3.cidrs .Values.networkPolicy.llm.cidrs }}
+{{- if hasPrefix "169.254." . }}
+{{- fail (printf "networkPolicy: %s is link-local (the node's metadata service, 169.254.169.254, holds cloud credentials): trainer pods never reach it" .) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -207,4 +209,51 @@ RBAC rule on kopf's peering objects (kind per scope), when peering is on.
   resources: [{{ if eq .Values.rbac.scope "cluster" }}"clusterkopfpeerings"{{ else }}"kopfpeerings"{{ end }}]
   verbs: ["get", "list", "watch", "patch"]
 {{- end }}
+{{- end }}
+
+{{/*
+One policy key as a CEL expression for the namespace of the request: a map from each namespace that
+overrides the key to its value, else the default (policy.namespaces overrides key by key).
+Call with (dict "key" "buckets" "context" $).
+*/}}
+{{- define "eft.policyKey" -}}
+{{- $p := .context.Values.policy }}
+{{- $over := dict }}
+{{- range $ns, $o := $p.namespaces }}
+{{- if hasKey $o $.key }}{{ $_ := set $over $ns (index $o $.key) }}{{ end }}
+{{- end }}
+{{- if $over -}}
+request.namespace in {{ toJson $over }} ? {{ toJson $over }}[request.namespace] : {{ toJson (index $p .key) }}
+{{- else -}}
+{{ toJson (index $p .key) }}
+{{- end }}
+{{- end }}
+
+{{/*
+CEL: the parts of the URL in string expression .u that endpoint entries are compared by (scheme, host
+without case and one trailing dot, port with the scheme's default, path without a trailing /) and "bad"
+(user-info, backslash, query, fragment, . or .. segments). eft_api.policy.parse_url does the same steps.
+*/}}
+{{- define "eft.celURL" -}}
+cel.bind(s, {{ .u }}.indexOf('://') >= 0 ? {{ .u }}.substring(0, {{ .u }}.indexOf('://')).lowerAscii() : '',
+cel.bind(r, {{ .u }}.indexOf('://') >= 0 ? {{ .u }}.substring({{ .u }}.indexOf('://') + 3) : {{ .u }},
+cel.bind(a, r.indexOf('/') < 0 ? r : r.substring(0, r.indexOf('/')),
+cel.bind(p, r.indexOf('/') < 0 ? '' : r.substring(r.indexOf('/')),
+cel.bind(h, a.startsWith('[') ? a.substring(0, a.indexOf(']') + 1) : (a.contains(':') ? a.substring(0, a.indexOf(':')) : a),
+cel.bind(o, a.startsWith('[') ? a.substring(a.indexOf(']') + 1) : (a.contains(':') ? a.substring(a.indexOf(':')) : ''),
+{'scheme': s,
+ 'host': h.lowerAscii().endsWith('.') ? h.lowerAscii().substring(0, size(h) - 1) : h.lowerAscii(),
+ 'port': o == '' ? (s == 'https' ? '443' : '80') : o.substring(1),
+ 'path': p.endsWith('/') ? p.substring(0, size(p) - 1) : p,
+ 'bad': {{ .u }}.contains('@') || {{ .u }}.contains('\\') || {{ .u }}.contains('?') || {{ .u }}.contains('#')
+   || (p + '/').contains('/../') || (p + '/').contains('/./') || p.lowerAscii().contains('%2e') ? 'bad' : ''}))))))
+{{- end }}
+
+{{/*
+CEL: whether URL string .u is under one of the endpoint entries in list expression .entries.
+*/}}
+{{- define "eft.celURLAllowed" -}}
+cel.bind(x, {{ include "eft.celURL" (dict "u" .u) }},
+  x.bad == '' && {{ .entries }}.exists(ent, cel.bind(y, {{ include "eft.celURL" (dict "u" "ent") }},
+    x.scheme == y.scheme && x.host == y.host && x.port == y.port && (x.path == y.path || x.path.startsWith(y.path + '/')))))
 {{- end }}
