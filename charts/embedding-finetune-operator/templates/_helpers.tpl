@@ -230,30 +230,37 @@ request.namespace in {{ toJson $over }} ? {{ toJson $over }}[request.namespace] 
 {{- end }}
 
 {{/*
-CEL: the parts of the URL in string expression .u that endpoint entries are compared by (scheme, host
-without case and one trailing dot, port with the scheme's default, path without a trailing /) and "bad"
-(user-info, backslash, query, fragment, . or .. segments). eft_api.policy.parse_url does the same steps.
+VAP variables that split each URL of a list as eft_api.policy.parse_url does: four stages, the last
+(<name>3) a list of {field, url, scheme, host, port, path, bad} with host without case and one trailing dot,
+the port defaulted (443 https, 80 http), the path without a trailing /, bad non-empty for user-info, a
+backslash, a query, a fragment or . / .. segments. .list is a CEL list of [field, url] pairs.
+Call with (dict "name" "llm" "list" "...").
 */}}
-{{- define "eft.celURL" -}}
-cel.bind(s, {{ .u }}.indexOf('://') >= 0 ? {{ .u }}.substring(0, {{ .u }}.indexOf('://')).lowerAscii() : '',
-cel.bind(r, {{ .u }}.indexOf('://') >= 0 ? {{ .u }}.substring({{ .u }}.indexOf('://') + 3) : {{ .u }},
-cel.bind(a, r.indexOf('/') < 0 ? r : r.substring(0, r.indexOf('/')),
-cel.bind(p, r.indexOf('/') < 0 ? '' : r.substring(r.indexOf('/')),
-cel.bind(h, a.startsWith('[') ? a.substring(0, a.indexOf(']') + 1) : (a.contains(':') ? a.substring(0, a.indexOf(':')) : a),
-cel.bind(o, a.startsWith('[') ? a.substring(a.indexOf(']') + 1) : (a.contains(':') ? a.substring(a.indexOf(':')) : ''),
-{'scheme': s,
- 'host': h.lowerAscii().endsWith('.') ? h.lowerAscii().substring(0, size(h) - 1) : h.lowerAscii(),
- 'port': o == '' ? (s == 'https' ? '443' : '80') : o.substring(1),
- 'path': p.endsWith('/') ? p.substring(0, size(p) - 1) : p,
- 'bad': {{ .u }}.contains('@') || {{ .u }}.contains('\\') || {{ .u }}.contains('?') || {{ .u }}.contains('#')
-   || (p + '/').contains('/../') || (p + '/').contains('/./') || p.lowerAscii().contains('%2e') ? 'bad' : ''}))))))
-{{- end }}
-
-{{/*
-CEL: whether URL string .u is under one of the endpoint entries in list expression .entries.
-*/}}
-{{- define "eft.celURLAllowed" -}}
-cel.bind(x, {{ include "eft.celURL" (dict "u" .u) }},
-  x.bad == '' && {{ .entries }}.exists(ent, cel.bind(y, {{ include "eft.celURL" (dict "u" "ent") }},
-    x.scheme == y.scheme && x.host == y.host && x.port == y.port && (x.path == y.path || x.path.startsWith(y.path + '/')))))
+{{- define "eft.celURLStages" -}}
+- name: {{ .name }}0
+  expression: >-
+    ({{ .list }}).map(f, {'f': string(f[0]), 'u': string(f[1]),
+    's': string(f[1]).indexOf('://') >= 0 ? string(f[1]).substring(0, string(f[1]).indexOf('://')).lowerAscii() : '',
+    'r': string(f[1]).indexOf('://') >= 0 ? string(f[1]).substring(string(f[1]).indexOf('://') + 3) : string(f[1])})
+- name: {{ .name }}1
+  expression: >-
+    variables.{{ .name }}0.map(m, {'f': string(m.f), 'u': string(m.u), 's': string(m.s),
+    'a': string(m.r).indexOf('/') < 0 ? string(m.r) : string(m.r).substring(0, string(m.r).indexOf('/')),
+    'p': string(m.r).indexOf('/') < 0 ? '' : string(m.r).substring(string(m.r).indexOf('/'))})
+- name: {{ .name }}2
+  expression: >-
+    variables.{{ .name }}1.map(m, {'f': string(m.f), 'u': string(m.u), 's': string(m.s), 'p': string(m.p),
+    'h': (string(m.a).startsWith('[') ? string(m.a).substring(0, string(m.a).indexOf(']') + 1)
+      : (string(m.a).contains(':') ? string(m.a).substring(0, string(m.a).indexOf(':')) : string(m.a))).lowerAscii(),
+    'o': string(m.a).startsWith('[') ? string(m.a).substring(string(m.a).indexOf(']') + 1)
+      : (string(m.a).contains(':') ? string(m.a).substring(string(m.a).indexOf(':')) : '')})
+- name: {{ .name }}3
+  expression: >-
+    variables.{{ .name }}2.map(m, {'field': string(m.f), 'url': string(m.u), 'scheme': string(m.s),
+    'host': string(m.h).endsWith('.') ? string(m.h).substring(0, size(string(m.h)) - 1) : string(m.h),
+    'port': string(m.o) == '' ? (m.s == 'https' ? '443' : '80') : string(m.o).substring(1),
+    'path': string(m.p).endsWith('/') ? string(m.p).substring(0, size(string(m.p)) - 1) : string(m.p),
+    'bad': (string(m.u).contains('@') || string(m.u).contains('\\') || string(m.u).contains('?')
+      || string(m.u).contains('#') || (string(m.p) + '/').contains('/../') || (string(m.p) + '/').contains('/./')
+      || string(m.p).lowerAscii().contains('%2e')) ? 'bad' : ''})
 {{- end }}
