@@ -12,7 +12,6 @@ import pytest
 import yaml
 from chart_render import (
     CHART_DIR,
-    CHART_DIR,
     NAMESPACE,
     SCENARIOS,
     by_kind,
