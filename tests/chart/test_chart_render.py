@@ -294,7 +294,10 @@ def test_grafana_dashboard_config_map() -> None:
     [
         ({"rbac": {"scope": "namespaced"}}, "watchNamespaces"),
         ({"watchNamespaces": ["a"]}, "watchNamespaces"),
-        ({"networkPolicy": {"enabled": True, "s3": {"cidrs": []}}, "trainerNamespaces": ["ml"]}, "networkPolicy.s3.cidrs"),
+        (
+            {"networkPolicy": {"enabled": True, "s3": {"cidrs": []}}, "trainerNamespaces": ["ml"]},
+            "networkPolicy.s3.cidrs",
+        ),
         ({"networkPolicy": {"s3": {"cidrs": ["169.254.0.0/16"]}}, "trainerNamespaces": ["ml"]}, "169.254.0.0/16"),
         ({"networkPolicy": {"llm": {"cidrs": ["169.254.169.254/32"]}}, "trainerNamespaces": ["ml"]}, "metadata"),
     ],
