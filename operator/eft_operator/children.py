@@ -67,6 +67,12 @@ class OwnedByAnother(Exception):
         )
 
 
+def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether ``obj``'s controller ownerReference names ``uid`` (a forged pod with the run's labels is not)."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return bool(uid) and any(r.get("controller") and r.get("uid") == uid for r in refs)
+
+
 def _url(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
     base = {
         "EmbeddingFinetune": f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{namespace}/{PLURAL}",
@@ -204,12 +210,14 @@ class Client:
                 ) from None
             return existing, False
 
-    async def pods_of_run(self, namespace: str, run_id: str) -> list[dict[str, Any]]:
+    async def pods_of_run(self, namespace: str, run_id: str, job_uid: str | None = None) -> list[dict[str, Any]]:
+        """The run's pods; with ``job_uid``, only those the Job controls (a label alone is anyone's to set)."""
         selector = f"{contract.LABEL_RUN}={run_id}"
         listing = await self._call("GET", _url("Pod", namespace), query=[("labelSelector", selector)])
         items = listing.get("items") or []
         # Filter here as well: selectors are a server's courtesy (test servers may ignore them).
-        return [p for p in items if ((p.get("metadata") or {}).get("labels") or {}).get(contract.LABEL_RUN) == run_id]
+        pods = [p for p in items if ((p.get("metadata") or {}).get("labels") or {}).get(contract.LABEL_RUN) == run_id]
+        return pods if job_uid is None else [p for p in pods if controlled_by(p, job_uid)]
 
     async def events_of(self, namespace: str, kind: str, name: str, uid: str) -> list[dict[str, Any]]:
         """The core/v1 Events about one object (by kind, name and uid), oldest first."""

@@ -24,6 +24,9 @@ EFT_TRAINER_METRICS_PORT  the trainer's Prometheus port             9090
 EFT_PROGRESS_INTERVAL     seconds between reads of a running        10
                           trainer's metrics port for
                           ``status.trainerStatus``; 0: none
+EFT_POLICY                the platform policy: the chart's          empty: the closed defaults
+                          ``policy`` values as JSON (see
+                          :mod:`eft_api.policy`)
 EFT_PEERING_NAME          kopf peering object (several replicas)    empty: standalone
 EFT_LOG_LEVEL             DEBUG, INFO, WARNING or ERROR             INFO
 ========================  ========================================  ==========================================
@@ -31,10 +34,13 @@ EFT_LOG_LEVEL             DEBUG, INFO, WARNING or ERROR             INFO
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from eft_api import policy
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/eft-dev/eft-trainer:0.1.0"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -62,6 +68,8 @@ class Settings:
     log_level: str = "INFO"
     #: Image prefixes ``spec.image`` may use (see :func:`image_allowed`); empty: the default image's repository.
     allowed_images: tuple[str, ...] = ()
+    #: The platform policy (EFT_POLICY); resources are held to ``platform_policy.for_namespace(ns)``.
+    platform_policy: policy.PlatformPolicy = field(default_factory=policy.PlatformPolicy)
 
     @property
     def image_prefixes(self) -> tuple[str, ...]:
@@ -121,6 +129,7 @@ class Settings:
             if any(c.isspace() for c in prefix):
                 raise SettingsError(f"EFT_ALLOWED_IMAGES: {prefix!r} is not an image prefix")
         return cls(
+            platform_policy=_platform_policy(text("EFT_POLICY")),
             allowed_images=allowed,
             watch_namespaces=namespaces,
             trainer_image=image,
@@ -133,6 +142,13 @@ class Settings:
             peering_name=text("EFT_PEERING_NAME"),
             log_level=level,
         )
+
+
+def _platform_policy(raw: str | None) -> policy.PlatformPolicy:
+    try:
+        return policy.load(json.loads(raw) if raw else None)
+    except (ValueError, policy.PolicyError) as exc:
+        raise SettingsError(f"EFT_POLICY: {exc}") from None
 
 
 def image_repository(image: str) -> str:

@@ -5,7 +5,9 @@ restart, a recheck timer), reads the resource, its current run's Job and Pods, a
 
 1. The spec is parsed with the shared typed model; an invalid spec gets ``Stalled=True, reason
    InvalidSpec`` naming the field path, and nothing is created (:class:`InvalidSpecError`, not retried).
-   A ``spec.image`` outside the operator's allowed images gets ``Stalled=True, reason ImageNotAllowed``.
+   A ``spec.image`` outside the operator's allowed images gets ``Stalled=True, reason ImageNotAllowed``; a
+   spec the platform policy refuses (:mod:`eft_api.policy`) gets ``reason PolicyViolation`` naming the field
+   and the rule. Neither creates anything.
 2. Which run should exist: the current run when it trains this generation or the same run-defining spec
    (a ``runPolicy.suspend`` toggle is not a new run); else a new run for this generation. A run still
    going for an older generation is stopped (its Job deleted, its ConfigMap too) and recorded as
@@ -37,7 +39,7 @@ from typing import Any, cast
 
 import kopf
 
-from eft_api import contract
+from eft_api import contract, policy
 from eft_api.contract import output_prefix
 from eft_api.spec import EmbeddingFinetuneSpec, InvalidSpec, parse_spec
 from eft_api.status import TrainerStatus
@@ -54,6 +56,7 @@ from eft_operator.status import (
     JOB_REJECTED,
     NO_POD_GRACE,
     PENDING,
+    POLICY_VIOLATION,
     RECONCILE_FAILED,
     RUNNING,
     TERMINAL_PHASES,
@@ -324,14 +327,9 @@ class Reconciler:
             return _Result(prev)  # this generation already ran to the end: history is the record
         else:
             superseded = await self._stop(client, namespace, current) if active else None
-            if spec.image and not self.settings.image_allowed(spec.image):
-                allowed = ", ".join(self.settings.image_prefixes)
-                problem = Problem(
-                    IMAGE_NOT_ALLOWED,
-                    f"spec.image {spec.image!r} is not among the trainer images this operator allows ({allowed}): "
-                    "use one of them, or unset spec.image to use the default trainer image",
-                )
-                status = await self._stall(client, body, prev, current, superseded, problem, now, logger)
+            refusal = self._refusal(spec, body, namespace)
+            if refusal is not None:
+                status = await self._stall(client, body, prev, current, superseded, refusal, now, logger)
                 return _Result(status)
             configmap, job_body = render_children(owner, spec, self.settings)
             try:
@@ -384,7 +382,8 @@ class Reconciler:
                 job = await self._follow_suspend(
                     client, job, spec.run_policy.suspend, bool(queue_name(spec, self.settings)), logger
                 )
-            pods = [] if created or job is None else await client.pods_of_run(namespace, str(run.get("id")))
+            job_uid = str((job or {}).get("metadata", {}).get("uid") or "") or None  # kmock gives none
+            pods = [] if created or job is None else await client.pods_of_run(namespace, str(run.get("id")), job_uid)
             observation = observe(job, pods)
             if job is not None and observation.phase == PENDING and observation.reason == JOB_CREATED:
                 observation, recheck = await self._without_pods(client, job, pods, created, observation)
@@ -412,6 +411,18 @@ class Reconciler:
                 for pod in await client.pods_of_run(namespace, str(run.get("id"))):
                     await client.release(pod)
         return _Result(status, recheck, progress_url)
+
+    def _refusal(self, spec: EmbeddingFinetuneSpec, body: Mapping[str, Any], namespace: str) -> Problem | None:
+        """Why the platform refuses to run ``spec`` (an image it does not allow, its policy), or None."""
+        if spec.image and not self.settings.image_allowed(spec.image):
+            allowed = ", ".join(self.settings.image_prefixes)
+            return Problem(
+                IMAGE_NOT_ALLOWED,
+                f"spec.image {spec.image!r} is not among the trainer images this operator allows ({allowed}): "
+                "use one of them, or unset spec.image to use the default trainer image",
+            )
+        refusal = policy.first_violation(body, self.settings.platform_policy.for_namespace(namespace))
+        return None if refusal is None else Problem(POLICY_VIOLATION, str(refusal))
 
     async def _without_pods(
         self,
