@@ -382,8 +382,7 @@ class Reconciler:
                 job = await self._follow_suspend(
                     client, job, spec.run_policy.suspend, bool(queue_name(spec, self.settings)), logger
                 )
-            job_uid = str((job or {}).get("metadata", {}).get("uid") or "") or None  # kmock gives none
-            pods = [] if created or job is None else await client.pods_of_run(namespace, str(run.get("id")), job_uid)
+            pods = [] if created or job is None else await client.pods_of_run(namespace, str(run.get("id")), job)
             observation = observe(job, pods)
             if job is not None and observation.phase == PENDING and observation.reason == JOB_CREATED:
                 observation, recheck = await self._without_pods(client, job, pods, created, observation)
