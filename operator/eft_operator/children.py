@@ -20,6 +20,7 @@ from kubernetes_asyncio import config as k8s_config
 
 from eft_api import contract
 from eft_api.spec import API_GROUP, API_VERSION, PLURAL
+from eft_operator.config import image_repository
 from eft_operator.render import OUTCOME_FINALIZER
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -67,6 +68,37 @@ class OwnedByAnother(Exception):
             f"{kind} {namespace}/{name} already exists and is not owned by this resource (owned by {who}); "
             "delete or rename it to let the run start"
         )
+
+
+def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether ``obj``'s controller ownerReference names ``uid``."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return bool(uid) and any(r.get("controller") and r.get("uid") == uid for r in refs)
+
+
+def _trainer(spec: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
+    """The trainer container's name, image repository (a webhook may pin the tag to a digest), command, args."""
+    for c in (spec or {}).get("containers") or []:
+        if c.get("name") == contract.TRAINER_CONTAINER:
+            return (c.get("name"), image_repository(str(c.get("image") or "")), c.get("command"), c.get("args"))
+    return None
+
+
+def made_by(pod: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
+    """Whether ``pod`` is one the Job made: controlled by its uid AND running its template's containers.
+
+    Labels are anyone's to copy, and the Job controller adopts an orphan pod whose labels match its selector,
+    so a tenant's pod with the run's labels can end up controlled by the Job. It still cannot run another
+    trainer container (image repository, command, arguments) than the Job's template and be believed; other
+    containers (a service mesh's sidecar) do not matter. Without a uid (kmock assigns none) the container
+    alone decides.
+    """
+    uid = str((job.get("metadata") or {}).get("uid") or "")
+    template = ((job.get("spec") or {}).get("template") or {}).get("spec")
+    if uid and not controlled_by(pod, uid):
+        return False
+    expected = _trainer(template)
+    return expected is not None and _trainer(pod.get("spec")) == expected
 
 
 def _url(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
@@ -226,12 +258,16 @@ class Client:
                 ) from None
             return existing, False
 
-    async def pods_of_run(self, namespace: str, run_id: str) -> list[dict[str, Any]]:
+    async def pods_of_run(
+        self, namespace: str, run_id: str, job: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """The run's pods; with ``job``, only those :func:`made_by` it (a label alone is anyone's to set)."""
         selector = f"{contract.LABEL_RUN}={run_id}"
         listing = await self._call("GET", _url("Pod", namespace), query=[("labelSelector", selector)])
         items = listing.get("items") or []
         # Filter here as well: selectors are a server's courtesy (test servers may ignore them).
-        return [p for p in items if ((p.get("metadata") or {}).get("labels") or {}).get(contract.LABEL_RUN) == run_id]
+        pods = [p for p in items if ((p.get("metadata") or {}).get("labels") or {}).get(contract.LABEL_RUN) == run_id]
+        return pods if job is None else [p for p in pods if made_by(p, job)]
 
     async def events_of(self, namespace: str, kind: str, name: str, uid: str) -> list[dict[str, Any]]:
         """The core/v1 Events about one object (by kind, name and uid), oldest first."""

@@ -24,6 +24,9 @@ EFT_TRAINER_METRICS_PORT  the trainer's Prometheus port             9090
 EFT_PROGRESS_INTERVAL     seconds between reads of a running        10
                           trainer's metrics port for
                           ``status.trainerStatus``; 0: none
+EFT_POLICY                the platform policy: the chart's          empty: the closed defaults
+                          ``policy`` values as JSON (see
+                          :mod:`eft_api.policy`)
 EFT_PEERING_NAME          kopf peering object (several replicas)    empty: standalone
 EFT_LOG_LEVEL             DEBUG, INFO, WARNING or ERROR             INFO
 EFT_LEADER_ELECTION       ``true``: replicas elect one leader by a  true
@@ -46,6 +49,7 @@ decides which replica acts (kopf peering pauses every replica when two have equa
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -54,7 +58,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eft_api import contract
+from eft_api import contract, policy
 from eft_api.spec import DNS_LABEL
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/eft-dev/eft-trainer:0.1.0"
@@ -155,6 +159,8 @@ class Settings:
     allowed_images: tuple[str, ...] = ()
     #: Leader election among replicas (``EFT_LEADER_ELECTION``, ``EFT_LEASE_*``).
     lease: LeaseSettings = field(default_factory=LeaseSettings)
+    #: The platform policy (EFT_POLICY); resources are held to ``platform_policy.for_namespace(ns)``.
+    platform_policy: policy.PlatformPolicy = field(default_factory=policy.PlatformPolicy)
 
     @property
     def image_prefixes(self) -> tuple[str, ...]:
@@ -214,6 +220,7 @@ class Settings:
             if any(c.isspace() for c in prefix):
                 raise SettingsError(f"EFT_ALLOWED_IMAGES: {prefix!r} is not an image prefix")
         return cls(
+            platform_policy=_platform_policy(text("EFT_POLICY")),
             allowed_images=allowed,
             watch_namespaces=namespaces,
             trainer_image=image,
@@ -227,6 +234,13 @@ class Settings:
             log_level=level,
             lease=LeaseSettings.from_env(env),
         )
+
+
+def _platform_policy(raw: str | None) -> policy.PlatformPolicy:
+    try:
+        return policy.load(json.loads(raw) if raw else None)
+    except (ValueError, policy.PolicyError) as exc:
+        raise SettingsError(f"EFT_POLICY: {exc}") from None
 
 
 def image_repository(image: str) -> str:

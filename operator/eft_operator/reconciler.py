@@ -5,7 +5,9 @@ restart, a recheck timer), reads the resource, its current run's Job and Pods, a
 
 1. The spec is parsed with the shared typed model; an invalid spec gets ``Stalled=True, reason
    InvalidSpec`` naming the field path, and nothing is created (:class:`InvalidSpecError`, not retried).
-   A ``spec.image`` outside the operator's allowed images gets ``Stalled=True, reason ImageNotAllowed``.
+   A ``spec.image`` outside the operator's allowed images gets ``Stalled=True, reason ImageNotAllowed``; a
+   spec the platform policy refuses (:mod:`eft_api.policy`) gets ``reason PolicyViolation`` naming the field
+   and the rule. Neither creates anything.
 2. Which run should exist: the current run when it trains this generation or the same run-defining spec
    (a ``runPolicy.suspend`` toggle is not a new run); else a new run for this generation. A run still
    going for an older generation is stopped (its Job deleted, its ConfigMap too) and recorded as
@@ -38,7 +40,7 @@ from typing import Any, cast
 
 import kopf
 
-from eft_api import contract
+from eft_api import contract, policy
 from eft_api.contract import output_prefix
 from eft_api.spec import EmbeddingFinetuneSpec, InvalidSpec, parse_spec
 from eft_api.status import CurrentRun, TrainerStatus
@@ -55,6 +57,7 @@ from eft_operator.status import (
     JOB_REJECTED,
     NO_POD_GRACE,
     PENDING,
+    POLICY_VIOLATION,
     RECONCILE_FAILED,
     RUNNING,
     TERMINAL_PHASES,
@@ -422,14 +425,9 @@ class Reconciler:
         superseded: Mapping[str, Any] | None,
     ) -> _Start | _Result:
         """Create the children of a new run for this generation; a _Result when the pass cannot go on."""
-        if spec.image and not self.settings.image_allowed(spec.image):
-            allowed = ", ".join(self.settings.image_prefixes)
-            problem = Problem(
-                IMAGE_NOT_ALLOWED,
-                f"spec.image {spec.image!r} is not among the trainer images this operator allows ({allowed}): "
-                "use one of them, or unset spec.image to use the default trainer image",
-            )
-            return _Result(await self._stall(ctx, superseded, problem))
+        refusal = self._refusal(spec, ctx.body, ctx.namespace)
+        if refusal is not None:
+            return _Result(await self._stall(ctx, superseded, refusal))
         try:
             job, created = await self._create_children(ctx, owner, spec)
         except children.OwnedByAnother as exc:
@@ -506,7 +504,7 @@ class Reconciler:
             queued = bool(queue_name(spec, self.settings))
             job = await self._follow_suspend(client, job, spec.run_policy.suspend, queued, ctx.logger)
         run_id = str(start.run.get("id"))
-        pods = [] if created or job is None else await client.pods_of_run(ctx.namespace, run_id)
+        pods = [] if created or job is None else await client.pods_of_run(ctx.namespace, run_id, job)
         observation = observe(job, pods)
         recheck = False
         if job is not None and observation.phase == PENDING and observation.reason == JOB_CREATED:
@@ -522,6 +520,18 @@ class Reconciler:
         if job is None:  # the Job is gone: its pods may still hold the finalizer
             for pod in await ctx.client.pods_of_run(ctx.namespace, run_id):
                 await ctx.client.release(pod)
+
+    def _refusal(self, spec: EmbeddingFinetuneSpec, body: Mapping[str, Any], namespace: str) -> Problem | None:
+        """Why the platform refuses to run ``spec`` (an image it does not allow, its policy), or None."""
+        if spec.image and not self.settings.image_allowed(spec.image):
+            allowed = ", ".join(self.settings.image_prefixes)
+            return Problem(
+                IMAGE_NOT_ALLOWED,
+                f"spec.image {spec.image!r} is not among the trainer images this operator allows ({allowed}): "
+                "use one of them, or unset spec.image to use the default trainer image",
+            )
+        refusal = policy.first_violation(body, self.settings.platform_policy.for_namespace(namespace))
+        return None if refusal is None else Problem(POLICY_VIOLATION, str(refusal))
 
     async def _without_pods(
         self,

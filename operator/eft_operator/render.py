@@ -152,7 +152,8 @@ def _env(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
 
 def _resources(spec: EmbeddingFinetuneSpec) -> dict[str, Any]:
     r = spec.resources
-    requests = {"cpu": str(r.cpu), "memory": str(r.memory)}
+    # The scratch volume's size is reserved on the node (the platform bounds it: policy.maxWorkDirSize).
+    requests = {"cpu": str(r.cpu), "memory": str(r.memory), "ephemeral-storage": str(r.work_dir_size)}
     limits: dict[str, str] = {"cpu": str(r.cpu), "memory": str(r.memory)}
     if r.gpus > 0:
         limits[r.gpu_resource_name] = str(r.gpus)

@@ -40,6 +40,7 @@ JOB_FAILED = "JobFailed"
 JOB_REJECTED = "JobRejected"
 POD_CREATION_REFUSED = "PodCreationRefused"
 IMAGE_NOT_ALLOWED = "ImageNotAllowed"
+POLICY_VIOLATION = "PolicyViolation"
 UNSCHEDULABLE = "Unschedulable"
 RECONCILE_FAILED = "ReconcileFailed"
 #: Pending reasons that will not pass without a person acting (Stalled=True while they last).

@@ -31,6 +31,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "enabled": True,
             "s3": {"cidrs": ["10.20.0.0/16", "192.168.7.10/32"], "port": 9000},
             "llm": {"cidrs": ["10.30.0.5/32"], "port": 8000},
+            "metricsFrom": [{"namespaceSelector": {}}],
         },
         "kueue": {"defaultQueueName": "gpu-queue"},
     },

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import helm_python
 import kubernetes_validate
 import pytest
+import yaml
 from chart_render import (
     CHART_DIR,
     NAMESPACE,
@@ -139,7 +141,9 @@ def test_operator_settings_reach_the_operator_as_env() -> None:
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     (container,) = pod["containers"]
     assert container["command"] == ["eft-operator"]
-    assert env_of(deployment) == {
+    env = env_of(deployment)
+    assert json.loads(env.pop("EFT_POLICY")) == yaml.safe_load((CHART_DIR / "values.yaml").read_text())["policy"]
+    assert env == {
         "EFT_WATCH_NAMESPACES": "",
         "EFT_TRAINER_IMAGE": "ghcr.io/eft-dev/eft-trainer:0.1.0",
         "EFT_ALLOWED_IMAGES": "ghcr.io/eft-dev/eft-trainer",
@@ -272,8 +276,11 @@ def test_network_policy_lets_the_operator_and_metrics_from_reach_the_metrics_por
     assert source["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
     assert operator["ports"] == scrapers["ports"] == [{"protocol": "TCP", "port": "metrics"}]
     # The port name is the trainer container's (the operator renders it; the operator reads its number).
-    assert scrapers["from"] == [{"namespaceSelector": {}}]  # networkPolicy.metricsFrom's default
+    assert scrapers["from"] == [{"namespaceSelector": {}}]  # as the scenario sets it
     assert peers == {"from": [{"podSelector": {"matchLabels": policy["spec"]["podSelector"]["matchLabels"]}}]}
+    default_np = {**SCENARIOS["integrations"], "networkPolicy": {}}
+    (policy_default,) = by_kind(docs_of(render_files(default_np)), "NetworkPolicy")
+    assert len(policy_default["spec"]["ingress"]) == 2  # the operator and the peers: metricsFrom's default is none
     narrowed = {"metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}
     values = {**SCENARIOS["integrations"]}
     values["networkPolicy"] = {**values["networkPolicy"], **narrowed}
@@ -297,8 +304,12 @@ def test_grafana_dashboard_config_map() -> None:
     [
         ({"rbac": {"scope": "namespaced"}}, "watchNamespaces"),
         ({"watchNamespaces": ["a"]}, "watchNamespaces"),
-        ({"networkPolicy": {"enabled": True}, "trainerNamespaces": ["ml"]}, "networkPolicy.s3.cidrs"),
-        ({"networkPolicy": {"enabled": True, "s3": {"cidrs": ["10.0.0.0/8"]}}}, "trainerNamespaces"),
+        (
+            {"networkPolicy": {"enabled": True, "s3": {"cidrs": []}}, "trainerNamespaces": ["ml"]},
+            "networkPolicy.s3.cidrs",
+        ),
+        ({"networkPolicy": {"s3": {"cidrs": ["169.254.0.0/16"]}}, "trainerNamespaces": ["ml"]}, "169.254.0.0/16"),
+        ({"networkPolicy": {"llm": {"cidrs": ["169.254.169.254/32"]}}, "trainerNamespaces": ["ml"]}, "metadata"),
     ],
 )
 def test_inconsistent_values_fail_with_the_key_to_fix(values: dict[str, Any], needle: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from jsonschema import Draft202012Validator
 
 from eft_api.reference import PAGES, write_pages
 from eft_cli.main import build_parser
@@ -83,6 +84,10 @@ def test_every_resource_in_the_docs_is_valid(page: Path, block: str, tmp_path: P
         resource = doc
     elif set(doc) == {"spec"}:  # a fragment: shown over the quickstart resource
         resource = _merge(QUICKSTART, doc)
+    elif set(doc) <= set(_chart_values()["properties"]):  # chart values: the chart's strict schema judges them
+        errors = [e.message for e in Draft202012Validator(_chart_values()).iter_errors(doc)]
+        assert errors == [], f"{page}: chart values the chart refuses:\n{block}\n{errors}"
+        return
     else:  # status and ConfigMap excerpts: checked where they are generated
         pytest.skip("not a resource")
     path = tmp_path / "doc.yaml"

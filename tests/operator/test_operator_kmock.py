@@ -28,6 +28,7 @@ def _pod(job: dict[str, Any], suffix: str, container: dict[str, Any], created: s
             "labels": labels,
             "creationTimestamp": created,
         },
+        "spec": job["spec"]["template"]["spec"],  # the Job's own containers (as the Job controller makes them)
         "status": {"containerStatuses": [{"name": "trainer", **container}]},
     }
 

@@ -72,9 +72,18 @@ DATA_ROOT_ENV = "EFT_DATA_ROOT"
 
 
 class _Redact(logging.Filter):
+    """Every credential value out of the message AND the traceback (formatted here, then redacted)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = redact(record.getMessage())
         record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+            record.exc_info = None  # the formatter would format the raw exception again
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
