@@ -37,6 +37,7 @@ from eft_trainer import embedding_cache
 from eft_trainer.errors import InvalidCorpus, InvalidSpecError
 from eft_trainer.methods import Trained, TrainInput
 from eft_trainer.methods.full import checkpoint_prefix, train_all_weights
+from eft_trainer.models import embedding_dim, load_model
 from eft_trainer.storage import S3Uri
 
 if TYPE_CHECKING:
@@ -129,8 +130,6 @@ class Distillation:
 
     def train(self, inp: TrainInput) -> Trained:
         import datasets
-
-        from eft_trainer.entrypoint import embedding_dim, load_model
 
         cfg = inp.cfg
         spec = cfg.spec
