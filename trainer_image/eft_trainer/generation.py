@@ -27,12 +27,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from eft_api.contract import GenerationSummary, RunConfig
 from eft_api.spec import DataFormat, GenerateFilter, dump_spec
 from eft_trainer import data as D
 from eft_trainer.documents import Chunk, Document, Tokenizer, chunk_documents, read_document
 from eft_trainer.errors import InvalidCorpus
-from eft_trainer.generate import Generator, Pair
+from eft_trainer.evaluation import encode
+from eft_trainer.generate import Generator, Pair, build
+from eft_trainer.generate.filters import apply, apply_embedded, uses_model
+from eft_trainer.generate.llm import prompt_template
 from eft_trainer.publish import sha256_file
 from eft_trainer.storage import DATA_ROOT_ENV, S3Uri, Storage, base_uri, fetch
 
@@ -312,9 +317,6 @@ def make_pairs(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Chunk, sample, generate and filter: the pair records and the counts for the data card. ``embed`` (the
     base model's) is needed when the roundTrip or easiness filter is on."""
-    from eft_trainer.generate import build
-    from eft_trainer.generate.filters import apply, uses_model
-
     g = cfg.spec.data.generate
     assert g is not None
     chunks: list[Chunk] = list(chunk_documents(docs, g.chunking.size, g.chunking.overlap, tok))
@@ -359,10 +361,6 @@ def filter_embedded(
 ) -> tuple[list[Pair], Counter[str], dict[str, Any]]:
     """The round-trip and easiness filters: every chunk that got queries, every positive that is not a chunk's
     text (inverseCloze's) and every query embedded once, then :func:`filters.apply_embedded`."""
-    import numpy as np
-
-    from eft_trainer.generate.filters import apply_embedded
-
     t0 = time.perf_counter()
     row = {c.id: i for i, c in enumerate(used)}
     texts = {c.text: i for i, c in enumerate(used)}
@@ -381,9 +379,6 @@ def filter_embedded(
 
 def model_embedder(model: Any, batch_size: int) -> Embed:
     """The base model's normalised embeddings (its query or document prompt and route, as evaluation uses)."""
-    import numpy as np
-
-    from eft_trainer.evaluation import encode
 
     def embed(texts: list[str], task: str) -> Any:
         emb = encode(model, texts, batch_size, task=task) if texts else np.zeros((0, 1), dtype=np.float32)
@@ -464,8 +459,6 @@ def _prompt(cfg: RunConfig) -> str | None:
     g = cfg.spec.data.generate
     if g is None or g.generator.llm is None:
         return None
-    from eft_trainer.generate.llm import prompt_template
-
     return prompt_template()
 
 

@@ -24,6 +24,7 @@ from eft_api.spec import (
 from eft_trainer import distributed as dist
 from eft_trainer.checkpoints import fetch_checkpoint, local_checkpoint
 from eft_trainer.distributed import World
+from eft_trainer.oom import CACHED_VARIANT
 from eft_trainer.storage import S3Uri, Storage
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,7 @@ def build_loss(model: Any, spec: TrainingSpec, world_size: int = 1, cached_mini_
 
     ``cached_mini_batch``: the out-of-memory fallback (:mod:`eft_trainer.oom`): the loss's cached variant
     with this mini-batch instead (the same batch and so the same in-batch negatives)."""
-    from sentence_transformers.sentence_transformer import losses
-
-    from eft_trainer.oom import CACHED_VARIANT
+    from sentence_transformers.sentence_transformer import losses  # heavy: torch
 
     name, kw = LOSS_CLASSES[spec.loss], loss_kwargs(spec, world_size)
     if cached_mini_batch is not None:
