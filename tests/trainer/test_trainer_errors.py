@@ -14,8 +14,8 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnec
 from eft_api import contract
 from eft_api.contract import ExitCode, Reason, TrainerSettings
 from eft_api.spec import Loss
-from eft_trainer.entrypoint import exit_code, failure
 from eft_trainer.errors import InvalidCorpus, S3AccessDenied, redact
+from eft_trainer.stages.outcome import exit_code, failure
 from eft_trainer.storage import map_error
 from eft_trainer.training import pick_precision
 
@@ -191,7 +191,7 @@ def test_precision(precision: str, cuda: bool, bf16: bool, expected: str) -> Non
 def test_dimensions_must_fit_the_model(dims: list[int], gate_dim: int | None, problem: str | None) -> None:
     from eft_api.spec import parse_spec
     from eft_trainer.errors import InvalidSpecError
-    from eft_trainer.training import check_dimensions
+    from eft_trainer.models import check_dimensions
 
     raw: dict[str, Any] = {
         "model": {"base": "org/m"},
