@@ -271,6 +271,25 @@ def operator_requests(path: Path) -> dict[str, int]:
         return {}
 
 
+async def list_jobs(http: aiohttp.ClientSession, url: str) -> list[dict[str, Any]]:
+    """Every Job, in pages (a loaded API server may time out one big list: tried again a few times)."""
+    jobs: list[dict[str, Any]] = []
+    params = {"limit": "200"}
+    for attempt in range(10):
+        async with http.get(url + JOBS_URL, params=params) as resp:
+            if resp.status >= 500 and attempt < 9:
+                await asyncio.sleep(2.0)
+                continue
+            assert resp.status < 300, (resp.status, await resp.text())
+            page = await resp.json()
+        jobs += page["items"]
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return jobs
+        params = {"limit": "200", "continue": token}
+    raise SystemExit("the API server kept failing the list of Jobs")
+
+
 async def watch_jobs(http: aiohttp.ClientSession, url: str, seen: dict[str, list[float]]) -> None:
     """Record when each Job first appears (by its owner's name), from a watch stream.
 
@@ -422,8 +441,7 @@ async def drive(server: Server, count: int, creators: int, idle: float) -> dict[
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            async with http.get(url + JOBS_URL) as resp:
-                jobs = (await resp.json())["items"]
+            jobs = await list_jobs(http, url)
     finally:
         if operator is not None:
             stop(operator)
