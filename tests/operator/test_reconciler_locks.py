@@ -102,3 +102,43 @@ async def test_a_failed_pass_records_its_failure_before_the_next_pass_starts() -
     await asyncio.gather(*later)
     assert client.log[:4] == ["get demo", "get demo", "patch demo", "get demo"]
     await reconciler.close()
+
+
+class CreatingClient(ScriptedClient):
+    """Creates children (answering as a server would) and lets a pod appear while the Job is created."""
+
+    def __init__(self, on_job: Any) -> None:
+        super().__init__()
+        self.on_job = on_job
+
+    async def ensure(self, body: dict[str, Any], owner_uid: str) -> tuple[dict[str, Any], bool]:
+        self.log.append(f"create {body['kind']}")
+        if body["kind"] == "Job":
+            self.on_job()
+        meta = {**body["metadata"], "creationTimestamp": "2026-12-05T01:00:00Z"}
+        return {**body, "metadata": meta}, True
+
+
+async def test_a_pod_seen_while_its_job_is_created_needs_no_second_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a burst the pod's first event often arrives while the pass that created its Job is still writing
+    status: that once queued a whole second pass (four reads), and the first pass still scheduled a recheck."""
+    monkeypatch.setattr("kopf.event", lambda *a, **k: None)  # Events are posted by kopf's own machinery
+    answers: list[bool] = []
+    reconciler: Reconciler
+
+    def pod_appears() -> None:
+        answers.append(reconciler.pod_appeared(NS, "demo"))
+
+    client = CreatingClient(pod_appears)
+    reconciler = _reconciler(client)
+    body = _resource("demo")
+    body["spec"] = {
+        "model": {"base": "sentence-transformers/all-MiniLM-L6-v2"},
+        "data": {"train": {"uri": "s3://bucket/pairs.jsonl", "format": "pairs"}},
+        "output": {"uri": "s3://bucket/runs/"},
+    }
+    await reconciler.reconcile(NS, "demo", logger=LOG, fresh_body=body)
+    assert client.log == ["create ConfigMap", "create Job", "patch demo"]
+    assert answers == [False]  # no second pass
+    assert not reconciler.rechecking(NS, "demo")  # and no recheck: the run has its pod
+    await reconciler.close()
