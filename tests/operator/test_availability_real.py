@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controlplane import ControlPlane
+from controlplane import ControlPlane, apply
 from operator_process import REPO, OperatorProcess
 from real_cluster import Kube, resource, wait
+from test_least_privilege import RBAC_KINDS, _render, _token_kubeconfig
 
 from eft_operator.render import OUTCOME_FINALIZER
 from eft_operator.status import RECONCILE_FAILED
@@ -172,11 +173,14 @@ def test_an_api_server_outage_mid_burst_heals_by_itself(
     print(f"all 50 reconciled {took:.1f} s after the API server came back; operator exits: {op.exits}")
 
 
-def _release(control_plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+def _release(
+    control_plane: ControlPlane, *args: str, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "trainer_image")]),
         "KUBECONFIG": str(control_plane.kubeconfig),
+        **(extra or {}),
     }
     cmd = [sys.executable, "-m", "eft_operator", "release-finalizers", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -227,3 +231,53 @@ def test_a_namespace_dropped_from_the_watch_list_is_released_at_startup(
         assert other.jobs("left") and other.pods("left")  # released, not deleted
     finally:
         other.core.delete_namespace(other.ns)
+
+
+def test_the_charts_ha_install_works_under_its_own_rbac(
+    control_plane: ControlPlane, kube: Any, dyn: Any, eft_crd: Any, k: Kube, tmp_path: Path
+) -> None:
+    """replicaCount 2 rendered, its RBAC and PodDisruptionBudget applied on the real server; two replicas
+    with the chart's env and a token of its ServiceAccount elect one leader, and the pre-delete hook's
+    command releases the Jobs, all without a 403."""
+    release_ns = f"eft-{uuid.uuid4().hex[:8]}"
+    k.core.create_namespace({"metadata": {"name": release_ns}})
+    values = {
+        "fullnameOverride": f"ha-{uuid.uuid4().hex[:6]}",
+        "replicaCount": 2,
+        "rbac": {"scope": "namespaced"},
+        "watchNamespaces": [k.ns],
+        "admissionPolicy": {"enabled": False},
+        "crds": {"enabled": False},
+    }
+    docs = _render(values, "ha", release_ns)
+    for doc in docs:
+        if doc["kind"] in RBAC_KINDS | {"PodDisruptionBudget"}:
+            apply(dyn, doc)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    kubeconfig = _token_kubeconfig(control_plane, kube, pod["serviceAccountName"], release_ns, tmp_path / "kc")
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    for own in ("EFT_HEALTH_PORT", "EFT_METRICS_PORT"):  # two processes on one host: a free port each
+        env.pop(own)
+    a, b = (
+        OperatorProcess(kubeconfig, tmp_path, name, watch=(k.ns,), lease_namespace=release_ns, **env).start()
+        for name in ("pod-a", "pod-b")
+    )
+    try:
+        one_leader(a, b)
+        k.create(resource("chart-ha"))
+        wait(lambda: _held(k, "chart-ha") and k.pods("chart-ha"), 60, "a Job and a Pod with the finalizer")
+        for proc in (a, b):
+            proc.stop()
+        hook = next(d for d in docs if d["kind"] == "Job")["spec"]["template"]["spec"]["containers"][0]
+        hook_env = {e["name"]: e["value"] for e in hook["env"]}
+        assert hook_env == {"EFT_WATCH_NAMESPACES": k.ns}
+        done = _release(control_plane, "--kubeconfig", str(kubeconfig), extra=hook_env)
+        assert done.returncode == 0 and "from 1 Jobs and 1 Pods" in done.stdout, done.stdout + done.stderr
+        assert not _held(k, "chart-ha")
+    finally:
+        for proc in (a, b):
+            proc.stop()
+        k.core.delete_namespace(release_ns)
+    logs = a.log() + b.log()
+    assert "Forbidden" not in logs and " 403" not in logs, logs[-3000:]
