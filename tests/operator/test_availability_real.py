@@ -120,6 +120,7 @@ def test_two_replicas_one_leader_only_it_creates_jobs(k: Kube, replicas: Callabl
         status, body = wait(lambda p=proc: (r := p.probe("/readyz"))[1].get("holder") and r, 10, "a holder")
         assert status == 200 and body["holder"] == leader.identity and body["leader"] is (proc is leader)
     assert standby.probe("/leader")[0] == 503
+    assert (leader.metric("eft_leader"), standby.metric("eft_leader")) == (1.0, 0.0)  # both scraped
     names = [f"ha-{i}" for i in range(5)]
     for name in names:
         k.create(resource(name))
