@@ -128,6 +128,14 @@ def test_two_replicas_one_leader_only_it_creates_jobs(k: Kube, replicas: Callabl
     assert leader.log().count("Created Job") == len(names)
     assert "Created Job" not in standby.log() and "Starting the watch-stream" not in standby.log()
     assert "Pausing" not in leader.log() + standby.log()  # kopf peering never freezes anything
+    # A graceful stop (a rollout, a drain) releases the Lease: the standby leads at its next try, long
+    # before the lease duration.
+    stopped = time.monotonic()
+    assert leader.stop() == 0
+    wait(standby.leading, LEASE_DURATION, "the standby to lead")
+    handover = time.monotonic() - stopped
+    assert handover < LEASE_DURATION / 2, f"the handover took {handover:.1f} s: the Lease was not released"
+    assert "Released Lease" in leader.log()
 
 
 def test_sigkill_the_leader_mid_burst_the_standby_finishes_it(
