@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from controlplane import ControlPlane, apply
 from operator_process import REPO, OperatorProcess
-from real_cluster import Kube, resource, wait
+from real_cluster import TEST_IMAGE, Kube, RealOperator, resource, wait
 from test_least_privilege import RBAC_KINDS, _render, _token_kubeconfig
 
 from eft_operator.render import OUTCOME_FINALIZER
@@ -290,3 +290,28 @@ def test_the_charts_ha_install_works_under_its_own_rbac(
         k.core.delete_namespace(release_ns)
     logs = a.log() + b.log()
     assert "Forbidden" not in logs and " 403" not in logs, logs[-3000:]
+
+
+def test_the_resync_finishes_what_no_event_will_wake(
+    control_plane: ControlPlane, k: Kube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resource whose creation event was lost (as an outage can lose it) gets its Job from the resync."""
+    import eft_operator.handlers as handlers_module
+    import eft_operator.resync as resync_module
+    from eft_operator.config import Settings
+
+    async def lost(**_: Any) -> None:
+        return None  # the create event's pass never happens
+
+    monkeypatch.setattr(handlers_module, "on_resource_created", lost)
+    monkeypatch.setattr(resync_module, "RESYNC_INTERVAL", 1.0)
+    op = RealOperator(control_plane.kubeconfig, Settings(trainer_image=TEST_IMAGE, watch_namespaces=(k.ns,)))
+    op.start()
+    try:
+        k.create(resource("lost"))
+        wait(lambda: reconciled(k, ["lost"]), 20, "the resync to create the Job")
+        assert any("The resync reconciled 1 resources" in line for line in op.records.lines)
+        wait(lambda: k.event_reasons("lost"), 10, "the pass's Events")  # posted from the resync too
+        assert not [line for line in op.records.lines if "LookupError" in line or "ReconcileFailed" in line]
+    finally:
+        op.stop()
