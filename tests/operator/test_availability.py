@@ -154,15 +154,26 @@ def test_dropped_namespaces(previous: str | None, current: tuple[str, ...], expe
     assert dropped_namespaces(previous, current) == expected
 
 
-def test_resource_handlers_retry_without_a_cap_or_a_timeout() -> None:
+def test_resource_handlers_retry_without_a_cap_or_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     import kopf
 
     from eft_operator.handlers import register
 
-    handlers = register(kopf.OperatorRegistry())._changing.get_all_handlers()
-    assert {h.id for h in handlers} == {"reconcile", "reconcile/spec"}  # create, resume; update on spec
-    for h in handlers:
-        assert h.retries is None and h.timeout is None, h
+    options: dict[str, dict[str, Any]] = {}
+
+    def recorder(kind: str) -> Any:
+        def decorator_factory(*_: Any, **kw: Any) -> Any:
+            options[kind] = kw
+            return lambda fn: fn
+
+        return decorator_factory
+
+    for kind in ("create", "resume", "update"):
+        monkeypatch.setattr(kopf.on, kind, recorder(kind))
+    register(kopf.OperatorRegistry())
+    assert set(options) == {"create", "resume", "update"}
+    for kind, kw in options.items():
+        assert kw["retries"] is None and kw["timeout"] is None, kind
 
 
 class _Failing:

@@ -58,6 +58,15 @@ def replicas(control_plane: ControlPlane, k: Kube, tmp_path: Path) -> Iterator[C
     yield start
     for proc in started:
         proc.stop()
+    release_all(control_plane, k.ns)
+
+
+def release_all(control_plane: ControlPlane, namespace: str) -> None:
+    """After the operators stopped: release the test namespace's Jobs and Pods, so that deleting it at the
+    end does not leave it Terminating for the rest of the session (a cluster-wide operator started by a
+    later test would find it)."""
+    done = _release(control_plane, "--namespace", namespace)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def reconciled(k: Kube, names: list[str]) -> bool:
@@ -315,3 +324,4 @@ def test_the_resync_finishes_what_no_event_will_wake(
         assert not [line for line in op.records.lines if "LookupError" in line or "ReconcileFailed" in line]
     finally:
         op.stop()
+        release_all(control_plane, k.ns)
