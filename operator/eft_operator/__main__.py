@@ -17,15 +17,16 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import kopf
+from aiohttp import web
 
 from eft_operator import children, release
 from eft_operator.config import Settings, SettingsError
 from eft_operator.handlers import register
-from eft_operator.leader import EXIT_LEADERSHIP_LOST, LeaderElector
+from eft_operator.leader import EXIT_LEADERSHIP_LOST, LeaderElector, leader_gauge
 from eft_operator.probes import serve
 from eft_operator.reconciler import Reconciler
 from eft_operator.release import release_dropped
@@ -50,17 +51,17 @@ async def run(settings: Settings, stop_flag: asyncio.Event | None = None) -> Non
     """
     client = children.Client(await children.load_config(), retry_delays=())
     elector = LeaderElector(client, settings.lease)
+    reconciler = Reconciler(settings)
     stop = stop_flag or asyncio.Event()
     operator: list[asyncio.Task[None]] = []
-    state = elector.state if settings.lease.enabled else lambda: {"identity": "", "leader": True, "holder": ""}
-    probes = await serve(state, lambda: not operator or not operator[0].done(), "0.0.0.0", settings.health_port)
+    servers = await _serve(settings, elector, reconciler, lambda: not operator or not operator[0].done())
     _on_signals(stop)
     try:
         if settings.lease.enabled:
             if not await _until(asyncio.create_task(elector.acquire()), stop):
                 return
             await release_dropped(client, settings)
-        operator.append(asyncio.create_task(_kopf(settings, stop)))
+        operator.append(asyncio.create_task(_kopf(settings, reconciler, stop)))
         if settings.lease.enabled:
             lost = asyncio.create_task(elector.hold())
             await asyncio.wait({operator[0], lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -72,14 +73,28 @@ async def run(settings: Settings, stop_flag: asyncio.Event | None = None) -> Non
         await operator[0]
     finally:
         await elector.release()
-        await probes.cleanup()
+        for server in servers:
+            await server.cleanup()
         await client.close()
 
 
-async def _kopf(settings: Settings, stop: asyncio.Event) -> None:
+async def _serve(
+    settings: Settings, elector: LeaderElector, reconciler: Reconciler, alive: Callable[[], bool]
+) -> list[web.AppRunner]:
+    """The probes and ``/metrics`` (with ``eft_leader``), on every replica from the start: a standby is
+    scraped and probed like the leader."""
+    enabled = settings.lease.enabled
+    state = elector.state if enabled else lambda: {"identity": "", "leader": True, "holder": ""}
+    leader_gauge(reconciler.metrics.registry, lambda: elector.leading or not enabled)
+    probes = await serve(state, alive, "0.0.0.0", settings.health_port)
+    metrics = await reconciler.metrics.start_server("0.0.0.0", settings.metrics_port)
+    return [probes, metrics]
+
+
+async def _kopf(settings: Settings, reconciler: Reconciler, stop: asyncio.Event) -> None:
     await kopf.operator(
         registry=build_registry(),
-        memo=kopf.Memo(reconciler=Reconciler(settings)),
+        memo=kopf.Memo(reconciler=reconciler, metrics_port=None),  # run() serves /metrics
         clusterwide=settings.clusterwide,
         namespaces=list(settings.watch_namespaces),
         standalone=True,

@@ -66,7 +66,8 @@ async def on_resource_created(**kw: Any) -> None:
 
 
 async def on_resource_event(**kw: Any) -> None:
-    """The resource is gone: drop its lock and metrics series."""
+    """The resource is gone: drop its lock and metrics series. (Any event: the resync keeps the context.)"""
+    resync.remember_context(kw["memo"])
     if kw["type"] == "DELETED":
         reconciler: Reconciler = kw["memo"]["reconciler"]
         reconciler.forget(kw["namespace"], kw["name"])

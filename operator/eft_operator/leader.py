@@ -28,12 +28,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Gauge
+
 from eft_operator import children
 from eft_operator.config import LeaseSettings
 
 logger = logging.getLogger("eft_operator.leader")
 #: Exit status of a process that lost the Lease (the kubelet restarts it; it comes back as a standby).
 EXIT_LEADERSHIP_LOST = 1
+
+
+def leader_gauge(registry: CollectorRegistry, leading: Callable[[], bool]) -> Gauge:
+    """``eft_leader``: 1 on the replica that leads, 0 on a standby (read at each scrape)."""
+    gauge = Gauge("eft_leader", "1 on the replica that holds the leader Lease, 0 on a standby.", registry=registry)
+    gauge.set_function(lambda: 1.0 if leading() else 0.0)
+    return gauge
 
 
 def lease_path(namespace: str, name: str | None = None) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -64,8 +65,11 @@ def _paths(namespaces: tuple[str, ...]) -> list[str]:
     return [f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{ns}/{PLURAL}" for ns in namespaces]
 
 
-async def resync_once(reconciler: Reconciler) -> int:
-    """One resync: a pass for every resource that needs one; returns how many were passed."""
+async def resync_once(reconciler: Reconciler, context: contextvars.Context | None = None) -> int:
+    """One resync: a pass for every resource that needs one; returns how many were passed.
+
+    ``context``: a resource handler's context (:func:`remember_context`), in which kopf can post Events.
+    """
     count = 0
     for path in _paths(reconciler.settings.watch_namespaces):
         for body in await list_all(reconciler.client, path):
@@ -73,16 +77,31 @@ async def resync_once(reconciler: Reconciler) -> int:
                 continue
             meta = body["metadata"]
             count += 1
+            one = reconciler.reconcile(str(meta["namespace"]), str(meta["name"]), logger=logger)
             with contextlib.suppress(Exception):  # counted, logged and in status already; tried again later
-                await reconciler.reconcile(str(meta["namespace"]), str(meta["name"]), logger=logger)
+                await asyncio.create_task(one, context=context)
     return count
 
 
-async def resync_forever(reconciler: Reconciler, interval: float = RESYNC_INTERVAL) -> None:
+def remember_context(memo: Any) -> None:
+    """Called from a resource handler: keep its context for the resync's passes (kopf posts Events only
+    from the context it gives its handlers). kopf gives each resource a shallow copy of the memo, so the
+    context goes into the dict that :func:`on_startup` put there, which every copy shares."""
+    shared = memo.get("resync")
+    if shared is not None and "context" not in shared:
+        shared["context"] = contextvars.copy_context()
+
+
+async def resync_forever(memo: Any, interval: float = RESYNC_INTERVAL) -> None:
+    """Resync every ``interval`` seconds, once a resource handler has run (no resource seen: nothing to do)."""
+    reconciler: Reconciler = memo["reconciler"]
     while True:
         await asyncio.sleep(interval)
+        context = memo["resync"].get("context")
+        if context is None:
+            continue
         try:
-            passed = await resync_once(reconciler)
+            passed = await resync_once(reconciler, context)
         except children.APIError as exc:
             logger.warning(f"The resync could not list the resources ({exc}); trying again in {interval:g} s.")
             continue
@@ -94,7 +113,8 @@ async def on_startup(**kw: Any) -> None:
     """kopf start-up handler: start the resync (after the ``configure`` handler connected the client)."""
     memo = kw["memo"]
     interval = float(memo.get("resync_interval", RESYNC_INTERVAL))
-    memo["resync_task"] = asyncio.create_task(resync_forever(memo["reconciler"], interval), name="resync")
+    memo["resync"] = {}
+    memo["resync_task"] = asyncio.create_task(resync_forever(memo, interval), name="resync")
 
 
 async def on_cleanup(**kw: Any) -> None:

@@ -49,6 +49,7 @@ class OperatorProcess:
     ) -> None:
         self.identity = identity
         self.health_port = free_port()
+        self.metrics_port = free_port()
         self.log_path = workdir / f"{identity}.log"
         self.env = {
             "PATH": os.environ.get("PATH", ""),
@@ -61,7 +62,7 @@ class OperatorProcess:
             "EFT_LEASE_NAMESPACE": lease_namespace,
             "EFT_LEADER_IDENTITY": identity,
             "EFT_HEALTH_PORT": str(self.health_port),
-            "EFT_METRICS_PORT": str(free_port()),
+            "EFT_METRICS_PORT": str(self.metrics_port),
             **env,
         }
         self.restart_after = restart_after
@@ -106,6 +107,18 @@ class OperatorProcess:
             return int(exc.code), json.loads(exc.read() or b"{}")
         except OSError:
             return 0, {}
+
+    def metric(self, name: str) -> float | None:
+        """The value of an unlabelled metric on ``/metrics`` (None when absent or nothing answers)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        return None
 
     def leading(self) -> bool:
         return self.probe("/leader")[0] == 200

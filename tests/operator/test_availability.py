@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from eft_operator.children import APIError
 from eft_operator.config import LeaseSettings, Settings, SettingsError
 from eft_operator.leader import decide
+from eft_operator.reconciler import InvalidSpecError
 from eft_operator.release import dropped_namespaces, ours
 from eft_operator.render import OUTCOME_FINALIZER
 from eft_operator.resync import RETRY_CEILING, Backoffs, needs_pass, retry_delay
@@ -150,3 +152,60 @@ def test_ours_finds_the_operators_jobs_and_their_pods_by_owner() -> None:
 )
 def test_dropped_namespaces(previous: str | None, current: tuple[str, ...], expected: tuple[list[str], bool]) -> None:
     assert dropped_namespaces(previous, current) == expected
+
+
+def test_resource_handlers_retry_without_a_cap_or_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kopf
+
+    from eft_operator.handlers import register
+
+    options: dict[str, dict[str, Any]] = {}
+
+    def recorder(kind: str) -> Any:
+        def decorator_factory(*_: Any, **kw: Any) -> Any:
+            options[kind] = kw
+            return lambda fn: fn
+
+        return decorator_factory
+
+    for kind in ("create", "resume", "update"):
+        monkeypatch.setattr(kopf.on, kind, recorder(kind))
+    register(kopf.OperatorRegistry())
+    assert set(options) == {"create", "resume", "update"}
+    for kind, kw in options.items():
+        assert kw["retries"] is None and kw["timeout"] is None, kind
+
+
+class _Failing:
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    async def reconcile(self, *_: Any, **__: Any) -> None:
+        raise self.exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "retry", "kind", "delay"),
+    [
+        (APIError(0, "ClientConnectorError", "connection refused"), 0, "temporary", 1.0),
+        (APIError(503, "ServiceUnavailable", "down"), 3, "temporary", 8.0),
+        (APIError(500, "InternalError", "etcd"), 40, "temporary", RETRY_CEILING),  # retry 40: still retried
+        (RuntimeError("a bug"), 2, "temporary", 4.0),  # unexpected: retried too, with the same backoff
+        (InvalidSpecError("spec.model: required"), 0, "permanent", None),
+    ],
+)
+async def test_a_failed_pass_is_retried_with_backoff_to_the_ceiling(
+    exc: Exception, retry: int, kind: str, delay: float | None
+) -> None:
+    import kopf
+
+    from eft_operator.handlers import reconcile_resource
+
+    memo = kopf.Memo(reconciler=_Failing(exc))
+    with pytest.raises((kopf.TemporaryError, kopf.PermanentError)) as caught:
+        await reconcile_resource("ns", "a", memo, None, retry=retry)
+    if kind == "permanent":
+        assert isinstance(caught.value, kopf.PermanentError)
+    else:
+        assert isinstance(caught.value, kopf.TemporaryError) and caught.value.delay == delay
+        assert f"retrying in {delay:g} s" in str(caught.value)

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controlplane import ControlPlane
+from controlplane import ControlPlane, apply
 from operator_process import REPO, OperatorProcess
-from real_cluster import Kube, resource, wait
+from real_cluster import TEST_IMAGE, Kube, RealOperator, resource, wait
+from test_least_privilege import RBAC_KINDS, _render, _token_kubeconfig
 
 from eft_operator.render import OUTCOME_FINALIZER
 from eft_operator.status import RECONCILE_FAILED
@@ -57,6 +58,15 @@ def replicas(control_plane: ControlPlane, k: Kube, tmp_path: Path) -> Iterator[C
     yield start
     for proc in started:
         proc.stop()
+    release_all(control_plane, k.ns)
+
+
+def release_all(control_plane: ControlPlane, namespace: str) -> None:
+    """After the operators stopped: release the test namespace's Jobs and Pods, so that deleting it at the
+    end does not leave it Terminating for the rest of the session (a cluster-wide operator started by a
+    later test would find it)."""
+    done = _release(control_plane, "--namespace", namespace)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def reconciled(k: Kube, names: list[str]) -> bool:
@@ -119,6 +129,7 @@ def test_two_replicas_one_leader_only_it_creates_jobs(k: Kube, replicas: Callabl
         status, body = wait(lambda p=proc: (r := p.probe("/readyz"))[1].get("holder") and r, 10, "a holder")
         assert status == 200 and body["holder"] == leader.identity and body["leader"] is (proc is leader)
     assert standby.probe("/leader")[0] == 503
+    assert (leader.metric("eft_leader"), standby.metric("eft_leader")) == (1.0, 0.0)  # both scraped
     names = [f"ha-{i}" for i in range(5)]
     for name in names:
         k.create(resource(name))
@@ -126,6 +137,14 @@ def test_two_replicas_one_leader_only_it_creates_jobs(k: Kube, replicas: Callabl
     assert leader.log().count("Created Job") == len(names)
     assert "Created Job" not in standby.log() and "Starting the watch-stream" not in standby.log()
     assert "Pausing" not in leader.log() + standby.log()  # kopf peering never freezes anything
+    # A graceful stop (a rollout, a drain) releases the Lease: the standby leads at its next try, long
+    # before the lease duration.
+    stopped = time.monotonic()
+    assert leader.stop() == 0
+    wait(standby.leading, LEASE_DURATION, "the standby to lead")
+    handover = time.monotonic() - stopped
+    assert handover < LEASE_DURATION / 2, f"the handover took {handover:.1f} s: the Lease was not released"
+    assert "Released Lease" in leader.log()
 
 
 def test_sigkill_the_leader_mid_burst_the_standby_finishes_it(
@@ -172,11 +191,14 @@ def test_an_api_server_outage_mid_burst_heals_by_itself(
     print(f"all 50 reconciled {took:.1f} s after the API server came back; operator exits: {op.exits}")
 
 
-def _release(control_plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+def _release(
+    control_plane: ControlPlane, *args: str, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "trainer_image")]),
         "KUBECONFIG": str(control_plane.kubeconfig),
+        **(extra or {}),
     }
     cmd = [sys.executable, "-m", "eft_operator", "release-finalizers", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -227,3 +249,79 @@ def test_a_namespace_dropped_from_the_watch_list_is_released_at_startup(
         assert other.jobs("left") and other.pods("left")  # released, not deleted
     finally:
         other.core.delete_namespace(other.ns)
+
+
+def test_the_charts_ha_install_works_under_its_own_rbac(
+    control_plane: ControlPlane, kube: Any, dyn: Any, eft_crd: Any, k: Kube, tmp_path: Path
+) -> None:
+    """replicaCount 2 rendered, its RBAC and PodDisruptionBudget applied on the real server; two replicas
+    with the chart's env and a token of its ServiceAccount elect one leader, and the pre-delete hook's
+    command releases the Jobs, all without a 403."""
+    release_ns = f"eft-{uuid.uuid4().hex[:8]}"
+    k.core.create_namespace({"metadata": {"name": release_ns}})
+    values = {
+        "fullnameOverride": f"ha-{uuid.uuid4().hex[:6]}",
+        "replicaCount": 2,
+        "rbac": {"scope": "namespaced"},
+        "watchNamespaces": [k.ns],
+        "admissionPolicy": {"enabled": False},
+        "crds": {"enabled": False},
+    }
+    docs = _render(values, "ha", release_ns)
+    for doc in docs:
+        if doc["kind"] in RBAC_KINDS | {"PodDisruptionBudget"}:
+            apply(dyn, doc)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    kubeconfig = _token_kubeconfig(control_plane, kube, pod["serviceAccountName"], release_ns, tmp_path / "kc")
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    for own in ("EFT_HEALTH_PORT", "EFT_METRICS_PORT"):  # two processes on one host: a free port each
+        env.pop(own)
+    a, b = (
+        OperatorProcess(kubeconfig, tmp_path, name, watch=(k.ns,), lease_namespace=release_ns, **env).start()
+        for name in ("pod-a", "pod-b")
+    )
+    try:
+        one_leader(a, b)
+        k.create(resource("chart-ha"))
+        wait(lambda: _held(k, "chart-ha") and k.pods("chart-ha"), 60, "a Job and a Pod with the finalizer")
+        for proc in (a, b):
+            proc.stop()
+        hook = next(d for d in docs if d["kind"] == "Job")["spec"]["template"]["spec"]["containers"][0]
+        hook_env = {e["name"]: e["value"] for e in hook["env"]}
+        assert hook_env == {"EFT_WATCH_NAMESPACES": k.ns}
+        done = _release(control_plane, "--kubeconfig", str(kubeconfig), extra=hook_env)
+        assert done.returncode == 0 and "from 1 Jobs and 1 Pods" in done.stdout, done.stdout + done.stderr
+        assert not _held(k, "chart-ha")
+    finally:
+        for proc in (a, b):
+            proc.stop()
+        k.core.delete_namespace(release_ns)
+    logs = a.log() + b.log()
+    assert "Forbidden" not in logs and " 403" not in logs, logs[-3000:]
+
+
+def test_the_resync_finishes_what_no_event_will_wake(
+    control_plane: ControlPlane, k: Kube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resource whose creation event was lost (as an outage can lose it) gets its Job from the resync."""
+    import eft_operator.handlers as handlers_module
+    import eft_operator.resync as resync_module
+    from eft_operator.config import Settings
+
+    async def lost(**_: Any) -> None:
+        return None  # the create event's pass never happens
+
+    monkeypatch.setattr(handlers_module, "on_resource_created", lost)
+    monkeypatch.setattr(resync_module, "RESYNC_INTERVAL", 1.0)
+    op = RealOperator(control_plane.kubeconfig, Settings(trainer_image=TEST_IMAGE, watch_namespaces=(k.ns,)))
+    op.start()
+    try:
+        k.create(resource("lost"))
+        wait(lambda: reconciled(k, ["lost"]), 20, "the resync to create the Job")
+        assert any("The resync reconciled 1 resources" in line for line in op.records.lines)
+        wait(lambda: k.event_reasons("lost"), 10, "the pass's Events")  # posted from the resync too
+        assert not [line for line in op.records.lines if "LookupError" in line or "ReconcileFailed" in line]
+    finally:
+        op.stop()
+        release_all(control_plane, k.ns)
