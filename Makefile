@@ -101,6 +101,10 @@ image-lock: $(STAMP) ## Re-pin every Python package of the images (operator/requ
 clean: ## Remove the virtual environment, data and caches
 	rm -rf $(VENV) $(DATA_DIR) .envtest .pytest_cache .mypy_cache .ruff_cache
 
+.PHONY: schemas
+schemas: $(STAMP) ## Regenerate the published JSON Schemas (operator/eft_api/report.schema.json) from the typed models
+	$(BIN)/python -m eft_api.report
+
 .PHONY: docs
 docs: $(STAMP) ## Regenerate the README's spec field table from the CRD
 	$(BIN)/python -m eft_api.docs README.md

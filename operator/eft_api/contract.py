@@ -348,3 +348,21 @@ S3_CREDENTIALS_DIR_ENV = "EFT_S3_CREDENTIALS_DIR"
 TERMINATION_LOG_ENV = "EFT_TERMINATION_LOG"
 #: The condition reason of a run that failed with :attr:`ExitCode.BAD_INPUT` but left no termination message.
 BAD_INPUT_REASON = "BadInput"
+
+#: The trainer's phases in run order (its ``eft_trainer_phase_info{phase}`` gauge and its log lines); the operator
+#: turns them into ``status.trainerStatus`` (eft_operator.progress), tolerating phases it does not know.
+TRAINER_PHASES = (
+    "fetch",
+    "generate",
+    "check",
+    "evaluate-base",
+    "mine",
+    "label",
+    "pretrain",
+    "train",
+    "evaluate-finetuned",
+    "evaluate-teacher",
+    "publish",
+    "done",
+    "failed",
+)
