@@ -101,6 +101,10 @@ image-lock: $(STAMP) ## Re-pin every Python package of the images (operator/requ
 clean: ## Remove the virtual environment, data and caches
 	rm -rf $(VENV) $(DATA_DIR) .envtest .pytest_cache .mypy_cache .ruff_cache
 
+.PHONY: schemas
+schemas: $(STAMP) ## Regenerate the published JSON Schemas (operator/eft_api/report.schema.json) from the typed models
+	$(BIN)/python -m eft_api.report
+
 .PHONY: docs
 docs: $(STAMP) ## Regenerate docs/reference/ from the CRD and the typed models, then build the site (strict) into .data/site
 	$(BIN)/python -m eft_api.reference docs/reference

@@ -345,3 +345,21 @@ BAD_INPUT_REASON = "BadInput"
 
 #: The Job controller's annotation (and label) with an Indexed Job pod's index: its node in a multi-node run.
 COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+
+#: The trainer's phases in run order (its ``eft_trainer_phase_info{phase}`` gauge and its log lines); the operator
+#: turns them into ``status.trainerStatus`` (eft_operator.progress), tolerating phases it does not know.
+TRAINER_PHASES = (
+    "fetch",
+    "generate",
+    "check",
+    "evaluate-base",
+    "mine",
+    "label",
+    "pretrain",
+    "train",
+    "evaluate-finetuned",
+    "evaluate-teacher",
+    "publish",
+    "done",
+    "failed",
+)

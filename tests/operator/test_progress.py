@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
+from eft_api.contract import TRAINER_PHASES as PHASES
 from eft_api.status import TrainerStatus
 from eft_operator.config import Settings, SettingsError
 from eft_operator.progress import (
@@ -21,7 +22,7 @@ from eft_operator.progress import (
     trainer_status,
 )
 from eft_operator.status import SUCCEEDED, Observation, compute_status
-from eft_trainer.metrics import PHASES, Progress
+from eft_trainer.metrics import Progress
 
 NOW = "2026-12-01T10:00:00Z"
 LATER = "2026-12-01T10:00:05Z"

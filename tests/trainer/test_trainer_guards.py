@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from eft_api.contract import Headline, Reason, TerminationMessage
+from eft_api.report import Report
 from eft_api.spec import EvalData, Guard
 from eft_trainer.errors import InvalidCorpus
 from eft_trainer.guards import GuardSet, figures, load_guard, rejection, summary, termination_figures
@@ -127,7 +128,7 @@ def test_eight_guards_fit_in_the_termination_message_and_the_report() -> None:
     assert back.guards[0].delta == round(0.7734 - 0.81234, 4) and not back.guards[0].passed
     from test_trainer_report import report
 
-    md = render_markdown(report() | {"guards": results})
+    md = render_markdown(Report.model_validate(report() | {"guards": results}))
     assert "## Guards" in md and "| guard-0-" in md and "**failed**" in md and "-0.0389" in md
 
 

@@ -15,6 +15,7 @@ from trainer_helpers import env, keys, make_cfg, s3_json, spec_dict, stdlib_pair
 from transformers import TrainerCallback
 
 from eft_api.contract import ExitCode, Reason, TerminationMessage
+from eft_api.report import Report
 from eft_cli.run import run_config
 from eft_devtools.local_s3 import LocalS3
 
@@ -269,7 +270,7 @@ def test_the_human_report_says_why_the_loss_changed(tmp_path: Path) -> None:
         training={"steps": 3, "oomFallback": guard.summary()},
         hardware={"cpus": 2},
     )
-    md = render_markdown(rep)
+    md = render_markdown(Report.model_validate(rep))
     assert (
         "- out of memory before: attempt 3 trained with CachedMultipleNegativesRanking (mini-batch 8, batch 64) "
         "instead of MultipleNegativesRanking, after 2 out-of-memory failure(s)"

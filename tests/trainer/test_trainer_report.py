@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from eft_api.report import Report
 from eft_trainer.report import build_report, deltas, paired_bootstrap, plot, render_markdown
 
 BASE = {384: {"ndcg@10": 0.5, "mrr@10": 0.4}, 64: {"ndcg@10": 0.3, "mrr@10": 0.2}}
@@ -57,12 +58,12 @@ def test_report_markdown_and_plot(tmp_path: Path) -> None:
     rep = report()
     assert rep["headline"]["gain"] == pytest.approx(0.1)
     assert rep["metrics"]["delta"]["64"]["ndcg@10"] == pytest.approx(0.15)
-    md = render_markdown(rep)
+    md = render_markdown(Report.model_validate(rep))
     assert "0.5000 -> 0.6000" in md and "| 64 |" in md and "dimensions.png" in md
     assert "### ndcg" in md and "| dim | @10 |" in md
     ndcg_64 = next(line for line in md.splitlines() if line.startswith("| 64 |") and "(+0.150)" in line)
     assert ndcg_64.count("->") == 1
-    png = plot(rep, tmp_path / "p.png")
+    png = plot(Report.model_validate(rep), tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -72,10 +73,10 @@ def test_report_markdown_lists_files_and_rounds_figures() -> None:
         data={"trainRows": 10, "files": files},
         training={"pairsPerSecond": 11.523456789, "finalLoss": 0.123456789, "precision": "fp32"},
     )
-    md = render_markdown(rep)
+    md = render_markdown(Report.model_validate(rep))
     assert "[{" not in md and "'uri'" not in md
     assert f"  - `s3://b/corpus/pairs.jsonl` (123,456 bytes, sha256 `{'ab' * 32}`)" in md
-    assert "- pairsPerSecond: 11.52\n" in md and "- finalLoss: 0.1235\n" in md
+    assert "- pairs per second: 11.52\n" in md and "- final loss: 0.1235\n" in md
     assert "456789" not in md
 
 
@@ -114,7 +115,7 @@ def test_lineage_records_the_base_model_data_settings_and_versions(tmp_path: Pat
         "sentence-transformers/all-MiniLM-L6-v2",
         "abc123",
     )
-    card = model_card(report(config={"name": "x", **lin}))
+    card = model_card(Report.model_validate(report(config={"name": "x", **lin})))
     assert "base_model_revision: abc123" in card and hashlib.sha256(b"dense").hexdigest() in card
     assert "maximum sequence length: 64 tokens (spec.model.maxSeqLength)" in card
     assert '"heldOutFraction": 0.15' in card and f"sentence_transformers: {sentence_transformers.__version__}" in card

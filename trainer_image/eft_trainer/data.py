@@ -27,14 +27,6 @@ from eft_trainer.errors import InvalidCorpus
 
 MAX_LINE_BYTES = 4 * 1024 * 1024
 MAX_PROBLEMS_SHOWN = 8
-TEXT_FIELDS = {
-    DataFormat.PAIRS: ("anchor", "positive"),
-    DataFormat.TRIPLETS: ("anchor", "positive"),
-    DataFormat.SCORED_PAIRS: ("sentence1", "sentence2"),
-    DataFormat.LABELED_TEXTS: ("text",),
-    DataFormat.BEIR: ("anchor", "positive"),
-    DataFormat.PARALLEL: ("anchor", "positive"),
-}
 
 
 @dataclass

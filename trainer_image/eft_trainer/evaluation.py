@@ -19,8 +19,6 @@ import numpy as np
 
 from eft_trainer.data import IRSet
 
-METRICS = ("ndcg", "mrr", "recall", "map", "accuracy")
-
 
 def query_metrics(ranked: Sequence[str], relevant: set[str], k_values: Sequence[int]) -> dict[str, float]:
     """Metrics of one query from its ranked corpus ids (best first) and its relevant ids (binary relevance)."""

@@ -6,25 +6,9 @@ import logging
 import time
 from typing import Any
 
-log = logging.getLogger(__name__)
+from eft_api.contract import TRAINER_PHASES
 
-#: The trainer's phases in run order (``eft_trainer_phase_info{phase}``); the operator turns them into
-#: ``status.trainerStatus`` (eft_operator.progress), which tolerates phases it does not know.
-PHASES = (
-    "fetch",
-    "generate",
-    "check",
-    "evaluate-base",
-    "mine",
-    "label",
-    "pretrain",
-    "train",
-    "evaluate-finetuned",
-    "evaluate-teacher",
-    "publish",
-    "done",
-    "failed",
-)
+log = logging.getLogger(__name__)
 
 
 class Progress:
@@ -56,7 +40,7 @@ class Progress:
         for unknown in (self.loss, self.sps, self.eta):  # NaN until known, not a misleading 0
             unknown.set(float("nan"))
         self.server: Any = None
-        self._phases: dict[str, None] = dict.fromkeys(PHASES)
+        self._phases: dict[str, None] = dict.fromkeys(TRAINER_PHASES)
         if port:
             from prometheus_client import start_http_server
 
@@ -64,7 +48,7 @@ class Progress:
             log.info("serving Prometheus metrics on :%d/metrics", port)
 
     def set_phase(self, phase: str) -> None:
-        """Mark ``phase`` current (a phase outside PHASES is served too: the label set stays bounded)."""
+        """Mark ``phase`` current (a phase outside TRAINER_PHASES is served too: the label set stays bounded)."""
         self._phases.setdefault(phase)
         for p in self._phases:
             self.phase.labels(phase=p).set(1 if p == phase else 0)

@@ -20,6 +20,7 @@ from eft_api.contract import (
     PUBLISHED_REPORT_JSON,
     PUBLISHED_REPORT_MD,
 )
+from eft_api.report import IndexInfo, Report
 from eft_trainer.errors import TrainerError
 from eft_trainer.models import embedding_dim
 from eft_trainer.storage import S3Uri, Storage
@@ -41,7 +42,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def index_info(model: Any, dims: list[int], reindex_required: bool) -> dict[str, Any]:
+def index_info(model: Any, dims: list[int], reindex_required: bool) -> IndexInfo:
     """What a consumer of the model must know to index with it (manifest, model card, report)."""
     from sentence_transformers.sentence_transformer.modules import Normalize, Router
 
@@ -49,60 +50,58 @@ def index_info(model: Any, dims: list[int], reindex_required: bool) -> dict[str,
     if len(model) > 1 and isinstance(model[-1], Router):
         normalized = isinstance(model[-2], Normalize)  # the document route is empty: the base model's output
     full = embedding_dim(model)
-    return {
-        "reindexRequired": reindex_required,
-        "embeddingDimension": full,
-        "matryoshkaDims": [d for d in dims if d != full],
-        "normalized": bool(normalized),
-        "similarity": str(model.similarity_fn_name),
-        "prompts": {k: v for k, v in (model.prompts or {}).items()},
-        "defaultPromptName": model.default_prompt_name,
-        "maxSeqLength": model.max_seq_length,
-        "encode": "queries with encode_query, documents with encode_document",
-    }
+    return IndexInfo(
+        reindex_required=reindex_required,
+        embedding_dimension=full,
+        matryoshka_dims=[d for d in dims if d != full],
+        normalized=bool(normalized),
+        similarity=str(model.similarity_fn_name),
+        prompts=dict(model.prompts or {}),
+        default_prompt_name=model.default_prompt_name,
+        max_seq_length=model.max_seq_length,
+        encode="queries with encode_query, documents with encode_document",
+    )
 
 
-def index_card(index: dict[str, Any]) -> list[str]:
+def index_card(index: IndexInfo) -> list[str]:
     """The model card's section for an index owner."""
-    if index["reindexRequired"]:
+    if index.reindex_required:
         verdict = "**Re-index required**: document embeddings made with the base model are not valid for this model."
     else:
         verdict = (
             "**No re-index needed**: documents embed exactly as with the base model (bit for bit); only queries "
             "change (through the query adapter: use `encode_query`)."
         )
-    prompts = ", ".join(f"{k}: {v!r}" for k, v in index["prompts"].items()) or "none"
+    prompts = ", ".join(f"{k}: {v!r}" for k, v in index.prompts.items()) or "none"
     return [
         "## For an index owner",
         "",
         verdict,
         "",
-        f"- embedding dimension: {index['embeddingDimension']}"
-        + (f" (Matryoshka sizes measured: {index['matryoshkaDims']})" if index["matryoshkaDims"] else ""),
-        f"- normalised: {'yes' if index['normalized'] else 'no'}; similarity: {index['similarity']}",
-        f"- prompts: {prompts}; max sequence length: {index['maxSeqLength']}",
-        f"- {index['encode']}",
+        f"- embedding dimension: {index.embedding_dimension}"
+        + (f" (Matryoshka sizes measured: {index.matryoshka_dims})" if index.matryoshka_dims else ""),
+        f"- normalised: {'yes' if index.normalized else 'no'}; similarity: {index.similarity}",
+        f"- prompts: {prompts}; max sequence length: {index.max_seq_length}",
+        f"- {index.encode}",
         "",
     ]
 
 
-def card_results(report: dict[str, Any]) -> list[str]:
+def card_results(report: Report) -> list[str]:
     """The model card's results (the primary metric per dimension) and how to use the model."""
-    h = report["headline"]
-    pm = report["primaryMetric"]
+    h, pm, m = report.headline, report.primary_metric, report.metrics
     lines = [
         "## Results",
         "",
-        f"{pm} at {report['primaryDimension']} dims: base {h['base']:.4f}, fine-tuned {h['finetuned']:.4f} "
-        f"({h['gain']:+.4f}).",
+        f"{pm} at {report.primary_dimension} dims: base {h.base:.4f}, fine-tuned {h.finetuned:.4f} ({h.gain:+.4f}).",
         "",
         "| dim | base | fine-tuned |",
         "|---:|---:|---:|",
     ]
-    for dim in sorted(report["metrics"]["base"], key=int, reverse=True):
-        lines.append(
-            f"| {dim} | {report['metrics']['base'][dim][pm]:.4f} | {report['metrics']['finetuned'][dim][pm]:.4f} |"
-        )
+    lines += [
+        f"| {dim} | {m.base[dim][pm]:.4f} | {m.finetuned[dim][pm]:.4f} |"
+        for dim in sorted(m.base, key=int, reverse=True)
+    ]
     lines += [
         "",
         "## Use",
@@ -116,46 +115,40 @@ def card_results(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def model_card(report: dict[str, Any]) -> str:
+def model_card(report: Report) -> str:
     """README.md of the published model: base model (revision, weight checksums), data (URIs, sha256, columns,
     evaluation split), maximum sequence length, hyperparameters, library versions, results."""
-    cfg = report["config"]
-    revision = cfg.get("baseModelRevision")
+    cfg = report.config
+    revision = cfg.base_model_revision
     lines = [
         "---",
         "library_name: sentence-transformers",
         "pipeline_tag: sentence-similarity",
-        f"base_model: {cfg.get('baseModel', '')}",
+        f"base_model: {cfg.base_model}",
         *([f"base_model_revision: {revision}"] if revision else []),
         "tags: [sentence-transformers, embeddings, matryoshka, eft]",
         "---",
         "",
-        f"# {cfg.get('name', 'fine-tuned model')}",
+        f"# {cfg.name or 'fine-tuned model'}",
         "",
-        f"Fine-tuned from `{cfg.get('baseModel', '')}` by the EmbeddingFinetune operator (run {cfg.get('runId', '')}).",
+        f"Fine-tuned from `{cfg.base_model}` by the EmbeddingFinetune operator (run {cfg.run_id}).",
         "",
         "## Base model",
         "",
-        f"- id: `{cfg.get('baseModel', '')}`, revision: `{revision or 'not pinned'}`",
+        f"- id: `{cfg.base_model}`, revision: `{revision or 'not pinned'}`",
     ]
-    lines += [f"- `{name}` sha256 `{digest}`" for name, digest in cfg.get("baseModelWeightsSha256", {}).items()]
-    lines += [
-        f"- maximum sequence length: {cfg.get('maxSeqLength')} tokens ({cfg.get('maxSeqLengthFrom', '')})",
-        "",
-        "## Data",
-        "",
-    ]
-    for f in report["data"].get("files", []):
-        lines.append(f"- `{f['uri']}` sha256 `{f['sha256']}` ({f['bytes']} bytes)")
-    if cfg.get("data"):
-        lines += ["", "Data settings (columns, evaluation split):", "", "```json", json.dumps(cfg["data"], indent=2)]
+    lines += [f"- `{name}` sha256 `{digest}`" for name, digest in cfg.base_model_weights_sha256.items()]
+    lines += [f"- maximum sequence length: {cfg.max_seq_length} tokens ({cfg.max_seq_length_from})", "", "## Data", ""]
+    lines += [f"- `{f.uri}` sha256 `{f.sha256}` ({f.bytes} bytes)" for f in report.data.files]
+    if cfg.data:
+        lines += ["", "Data settings (columns, evaluation split):", "", "```json", json.dumps(cfg.data, indent=2)]
         lines += ["```"]
-    if report.get("index"):
-        lines += ["", *index_card(report["index"])]
-    lines += ["", "## Hyperparameters", "", "```json", json.dumps(cfg.get("training", {}), indent=2), "```", ""]
-    if cfg.get("versions"):
+    if report.index is not None:
+        lines += ["", *index_card(report.index)]
+    lines += ["", "## Hyperparameters", "", "```json", json.dumps(cfg.training, indent=2), "```", ""]
+    if cfg.versions:
         lines += ["## Library versions", ""]
-        lines += [f"- {name}: {version}" for name, version in cfg["versions"].items()]
+        lines += [f"- {name}: {version}" for name, version in cfg.versions.items()]
         lines += [""]
     lines += card_results(report)
     return "\n".join(lines)
@@ -172,7 +165,7 @@ def publish(
     write_report: Callable[[], Path],
     run_id: str,
     extra_dirs: dict[str, Path] | None = None,
-    index: dict[str, Any] | None = None,
+    index: IndexInfo | None = None,
 ) -> dict[str, Any]:
     """Upload the model (and ``extra_dirs``: further published folders such as ``adapter/``), then the report
     (``write_report`` writes it once the model is up, so its timings include the model's upload; it returns
@@ -201,7 +194,7 @@ def publish(
     objects += _upload(storage, prefix, report_files)
     manifest: dict[str, Any] = {"runId": run_id, "prefix": str(prefix), "objects": objects}
     if index is not None:
-        manifest["index"] = index
+        manifest["index"] = index.model_dump(mode="json", by_alias=True)
     storage.put_bytes(json.dumps(manifest, indent=2).encode(), prefix.join(PUBLISHED_MANIFEST))
     log.info("published %d objects and the manifest under %s", len(objects), prefix)
     return manifest

@@ -1,4 +1,5 @@
-"""The run's report: report.json (a dict), report.md (text) and the metric-vs-dimension plot. Pure except plot()."""
+"""The run's report: report.json's content (built as a mapping, read back as :class:`eft_api.report.Report`),
+report.md (text, in words) and the metric-vs-dimension plot. Pure except plot()."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from eft_api.contract import PUBLISHED_PLOT
+from eft_api.report import REPORT_VERSION, GuardResult, Report, ReportHeadline, TeacherFigures
 
 
 def camel_keys(obj: Any) -> Any:
@@ -72,6 +76,7 @@ def build_report(
 ) -> dict[str, Any]:
     d = deltas(base, tuned)
     return {
+        "reportVersion": REPORT_VERSION,
         "config": config,
         "data": data,
         "primaryMetric": primary_metric,
@@ -93,50 +98,54 @@ def build_report(
     }
 
 
-def render_markdown(report: dict[str, Any], plot_name: str | None = "dimensions.png") -> str:
-    pm = report["primaryMetric"]
-    h = report["headline"]
-    b = h["bootstrap"]
+def words(key: str) -> str:
+    """A report key for people: ``trainRowsRead`` -> ``train rows read``. Pure."""
+    out = "".join(f" {c.lower()}" if c.isupper() else c for c in key)
+    return out.replace("_", " ").strip()
+
+
+def listed(section: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
+    """A section's entries as Markdown list items, each key in words."""
+    return [f"- {words(k)}: {value(v)}" for k, v in section.items() if k not in skip]
+
+
+def render_markdown(report: Report, plot_name: str | None = PUBLISHED_PLOT) -> str:
+    pm, h = report.primary_metric, report.headline
+    b = h.bootstrap
     lines = [
-        f"# Fine-tuning report: {report['config'].get('name', '')}",
+        f"# Fine-tuning report: {report.config.name}",
         "",
-        f"Base model `{report['config'].get('baseModel', '')}`, loss {report['config'].get('loss', '')}.",
+        f"Base model `{report.config.base_model}`, loss {report.config.loss}.",
         "",
-        f"**{pm} at {report['primaryDimension']} dims: {h['base']:.4f} -> {h['finetuned']:.4f} "
-        f"({h['gain']:+.4f}; {int(b['level'] * 100)}% CI {b['low']:+.4f} .. {b['high']:+.4f} "
-        f"over {b['queries']} queries, paired bootstrap)**",
+        f"**{pm} at {report.primary_dimension} dims: {h.base:.4f} -> {h.finetuned:.4f} "
+        f"({h.gain:+.4f}; {int(b.level * 100)}% CI {b.low:+.4f} .. {b.high:+.4f} "
+        f"over {b.queries} queries, paired bootstrap)**",
         "",
         "## Metrics per dimension (base -> fine-tuned)",
         "",
     ]
-    lines += metric_tables(report["metrics"]["base"], report["metrics"]["finetuned"])
-    if report.get("guards"):
-        lines += guard_table(report["guards"])
-    if report.get("teacher"):
-        lines += teacher_markdown(report["teacher"], pm, report["headline"])
-    data = report["data"]
-    lines += ["", "## Data", ""]
-    lines += [f"- {k}: {value(v)}" for k, v in data.items() if k != "files"]
-    if data.get("files"):
+    lines += metric_tables(report.metrics.base, report.metrics.finetuned)
+    if report.guards:
+        lines += guard_table(report.guards)
+    if report.teacher:
+        lines += teacher_markdown(report.teacher, pm, h)
+    lines += ["", "## Data", "", *listed(report.data.model_extra or {})]
+    if report.data.files:
         lines += ["- files:"]
-        lines += [f"  - `{f['uri']}` ({f['bytes']:,} bytes, sha256 `{f['sha256']}`)" for f in data["files"]]
-    if report.get("generation"):
-        lines += generation_markdown(report["generation"])
-    if report.get("pretrain"):
-        lines += ["", "## Pre-training", ""]
-        lines += [f"- {k}: {value(v)}" for k, v in report["pretrain"].items()]
-    lines += ["", "## Training", ""]
-    lines += [f"- {k}: {value(v)}" for k, v in report["training"].items() if k != "oomFallback"]
-    if fb := report["training"].get("oomFallback"):  # eft_trainer.oom
+        lines += [f"  - `{f.uri}` ({f.bytes:,} bytes, sha256 `{f.sha256}`)" for f in report.data.files]
+    if report.generation:
+        lines += generation_markdown(report.generation)
+    if report.pretrain:
+        lines += ["", "## Pre-training", "", *listed(report.pretrain)]
+    lines += ["", "## Training", "", *listed(report.training, skip=("oomFallback",))]
+    if fb := report.training.get("oomFallback"):  # eft_trainer.oom
         lines += [
             f"- out of memory before: attempt {fb['attempt']} trained with {fb['toLoss']} (mini-batch "
             f"{fb['miniBatchSize']}, batch {fb['batchSize']}) instead of {fb['fromLoss']}, after "
             f"{len(fb['outOfMemory'])} out-of-memory failure(s)"
         ]
-    lines += ["", "## Timings (seconds)", ""]
-    lines += [f"- {k}: {v:.1f}" for k, v in report["timings"].items()]
-    lines += ["", "## Hardware", ""]
-    lines += [f"- {k}: {value(v)}" for k, v in report["hardware"].items()]
+    lines += ["", "## Timings (seconds)", "", *(f"- {words(k)}: {v:.1f}" for k, v in report.timings.items())]
+    lines += ["", "## Hardware", "", *listed(report.hardware)]
     if plot_name:
         lines += ["", f"![{pm} per dimension]({plot_name})"]
     return "\n".join(lines) + "\n"
@@ -145,51 +154,51 @@ def render_markdown(report: dict[str, Any], plot_name: str | None = "dimensions.
 def value(v: Any) -> str:
     """A value for people: floats to 4 significant digits, lists and mappings spelled out, not Python reprs."""
     if isinstance(v, bool) or v is None:
-        return str(v).lower() if v is not None else "-"
+        return ("yes" if v else "no") if v is not None else "-"
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, dict):
-        return ", ".join(f"{k} {value(x)}" for k, x in v.items()) or "-"
+        return ", ".join(f"{words(k)} {value(x)}" for k, x in v.items()) or "-"
     if isinstance(v, (list, tuple)):
         return ", ".join(value(x) for x in v) or "-"
     return str(v)
 
 
-def teacher_markdown(teacher: dict[str, Any], pm: str, headline: dict[str, Any]) -> list[str]:
+def teacher_markdown(teacher: TeacherFigures, pm: str, headline: ReportHeadline) -> list[str]:
     """Method distillation: the teacher beside the base model and the student, on the same evaluation."""
     lines = [
         "",
         "## Teacher (method distillation)",
         "",
-        f"{pm} of the teacher at {teacher['dimension']} dims: {teacher['primary']:.4f} "
-        f"(base {headline['base']:.4f}, student {headline['finetuned']:.4f}).",
+        f"{pm} of the teacher at {teacher.dimension} dims: {teacher.primary:.4f} "
+        f"(base {headline.base:.4f}, student {headline.finetuned:.4f}).",
     ]
-    gap = teacher.get("studentMinusTeacher")
+    gap = teacher.student_minus_teacher
     if gap:
         lines.append(
-            f"Student minus teacher: {gap['gain']:+.4f} ({int(gap['level'] * 100)}% CI {gap['low']:+.4f} .. "
-            f"{gap['high']:+.4f} over {gap['queries']} queries, paired bootstrap)."
+            f"Student minus teacher: {gap.gain:+.4f} ({int(gap.level * 100)}% CI {gap.low:+.4f} .. "
+            f"{gap.high:+.4f} over {gap.queries} queries, paired bootstrap)."
         )
     return [*lines, ""]
 
 
-def guard_table(guards: list[dict[str, Any]]) -> list[str]:
+def guard_table(guards: list[GuardResult]) -> list[str]:
     """The guard sets (spec.evaluation.guards): base -> fine-tuned with the bootstrap CI, and the verdict."""
     g0 = guards[0]
     lines = [
         "## Guards (other evaluation sets the model must not get worse on)",
         "",
-        f"{g0['primaryMetric']} at {g0['dimension']} dims; a drop larger than maxDrop rejects the model.",
+        f"{g0.primary_metric} at {g0.dimension} dims; a drop larger than maxDrop rejects the model.",
         "",
         "| guard | queries | base | fine-tuned | delta | 95% CI | maxDrop | verdict |",
         "|---|---:|---:|---:|---:|---|---:|---|",
     ]
     for g in guards:
-        b = g["bootstrap"]
-        verdict = "passed" if g["passed"] else "**failed**"
+        b = g.bootstrap
+        verdict = "passed" if g.passed else "**failed**"
         lines.append(
-            f"| {g['name']} | {b['queries']} | {g['base']:.4f} | {g['finetuned']:.4f} | {g['delta']:+.4f} | "
-            f"{b['low']:+.4f} .. {b['high']:+.4f} | {g['maxDrop']:g} | {verdict} |"
+            f"| {g.name} | {b.queries} | {g.base:.4f} | {g.finetuned:.4f} | {g.delta:+.4f} | "
+            f"{b.low:+.4f} .. {b.high:+.4f} | {g.max_drop:g} | {verdict} |"
         )
     return [*lines, ""]
 
@@ -215,16 +224,15 @@ def metric_tables(base: dict[str, dict[str, float]], tuned: dict[str, dict[str, 
     return lines
 
 
-def plot(report: dict[str, Any], path: Path) -> Path:
-    import matplotlib
+def plot(report: Report, path: Path) -> Path:
+    import matplotlib  # heavy: only publishing plots
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pm = report["primaryMetric"]
+    pm = report.primary_metric
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for label, key in (("base", "base"), ("fine-tuned", "finetuned")):
-        series = report["metrics"][key]
+    for label, series in (("base", report.metrics.base), ("fine-tuned", report.metrics.finetuned)):
         dims = sorted(series, key=int)
         ax.plot([int(d) for d in dims], [series[d][pm] for d in dims], marker="o", label=label)
     ax.set_xlabel("embedding dimension")
@@ -243,7 +251,7 @@ def generation_markdown(gen: dict[str, Any]) -> list[str]:
     reused = " (reused: no generator was called)" if gen.get("reused") else ""
     lines = ["", "## Generated pairs", "", f"Dataset `{gen['dataset']}`{reused}.", ""]
     for key in ("generators", "documentsListed", "documentsRead", "chunks", "chunksUsed", "pairsGenerated", "pairs"):
-        lines.append(f"- {key}: {gen.get(key)}")
+        lines.append(f"- {words(key)}: {value(gen.get(key))}")
     lines.append("- dropped: " + ", ".join(f"{k} {v}" for k, v in gen.get("dropped", {}).items()))
     if "modelFilter" in gen:  # roundTrip / easiness: what the base model's embeddings were compared with
         lines.append("- model filters: " + ", ".join(f"{k} {v}" for k, v in gen["modelFilter"].items()))

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eft_api.contract import RunConfig
+from eft_api.contract import TRAINER_PHASES, RunConfig
 from eft_trainer.distributed import World
-from eft_trainer.metrics import PHASES, Progress
+from eft_trainer.metrics import Progress
 from eft_trainer.storage import DATA_ROOT_ENV, Storage
 
 log = logging.getLogger("eft_trainer")
@@ -48,8 +48,8 @@ class RunContext:
     def stage(self, phase: str, *, timed: bool = True) -> Iterator[float]:
         """Mark ``phase`` current (log line, progress gauge); on success record its seconds under its timing
         key (unless ``timed`` is False: a stage that records its own). Yields the stage's start time."""
-        if phase not in PHASES:
-            raise ValueError(f"unknown phase {phase!r}: add it to PHASES")
+        if phase not in TRAINER_PHASES:
+            raise ValueError(f"unknown phase {phase!r}: add it to eft_api.contract.TRAINER_PHASES")
         self.progress.set_phase(phase)
         log.info("phase %s started", phase)
         t0 = time.perf_counter()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 from eft_api.contract import (
     EXIT_CODE_OF_REASON,
@@ -22,6 +21,7 @@ from eft_api.contract import (
     Reason,
     TerminationMessage,
 )
+from eft_api.report import IndexInfo, Report
 from eft_trainer import guards as G
 from eft_trainer.distributed import World
 from eft_trainer.errors import OutOfMemory, TrainerError, redact
@@ -33,43 +33,54 @@ from eft_trainer.stages.train import oom_fallback
 log = logging.getLogger("eft_trainer")
 
 
-def index_summary(index: dict[str, Any] | None) -> IndexSummary | None:
-    if not index:
+def index_summary(index: IndexInfo | None) -> IndexSummary | None:
+    if index is None:
         return None
     return IndexSummary(
-        reindex_required=index["reindexRequired"],
-        dimension=index["embeddingDimension"],
-        similarity=index["similarity"],
-        normalized=index["normalized"],
+        reindex_required=index.reindex_required,
+        dimension=index.embedding_dimension,
+        similarity=index.similarity,
+        normalized=index.normalized,
     )
 
 
-def figures(report: dict[str, Any], verdict: Verdict) -> str:
+def headline_of(report: Report) -> Headline:
+    """The termination message's headline (the operator's status shows it) from the report's."""
+    h = report.headline
+    return Headline(
+        primary_metric=report.primary_metric,
+        dimension=report.primary_dimension,
+        base=h.base,
+        finetuned=h.finetuned,
+        gain=h.gain,
+    )
+
+
+def figures(report: Report, verdict: Verdict) -> str:
     """The run's figures in a line: the headline, the guards, the out-of-memory fallback, the teacher. Pure."""
-    pm, pdim, h = report["primaryMetric"], report["primaryDimension"], report["headline"]
-    text = f"{pm} at {pdim} dims {h['base']:.4f} -> {h['finetuned']:.4f} ({h['gain']:+.4f})"
+    pm, pdim, h = report.primary_metric, report.primary_dimension, report.headline
+    text = f"{pm} at {pdim} dims {h.base:.4f} -> {h.finetuned:.4f} ({h.gain:+.4f})"
     if verdict.guards:
         text += "; guards: " + "; ".join(G.summary(r) for r in verdict.guards)
-    fallback = oom_fallback(report["training"].get("oomFallback"))
+    fallback = oom_fallback(report.training.get("oomFallback"))
     if fallback is not None:
         text += (
             f"; out of memory before: trained with {fallback.to_loss} (mini-batch {fallback.mini_batch_size}) "
             f"instead of {fallback.from_loss} in attempt {fallback.attempt}"
         )
-    if teacher := report.get("teacher"):
-        text += f"; teacher {teacher['primary']:.4f} at {teacher['dimension']} dims"
+    if report.teacher is not None:
+        text += f"; teacher {report.teacher.primary:.4f} at {report.teacher.dimension} dims"
     return text
 
 
 def run(
     ctx: RunContext,
-    report: dict[str, Any],
+    report: Report,
     verdict: Verdict,
     arts: Artifacts,
     generation: GenerationSummary | None = None,
 ) -> TerminationMessage:
     """The run's termination message: Succeeded, or Failed with PromotionRejected and the gate's reasons."""
-    h = report["headline"]
     said = figures(report, verdict)
     if verdict.rejected:
         outcome, reason, message = "Failed", Reason.PROMOTION_REJECTED, "; ".join(verdict.reasons) + f" ({said})"
@@ -81,18 +92,12 @@ def run(
         reason=reason,
         message=message,
         run_id=ctx.cfg.run.run_id,
-        headline=Headline(
-            primary_metric=report["primaryMetric"],
-            dimension=report["primaryDimension"],
-            base=h["base"],
-            finetuned=h["finetuned"],
-            gain=h["gain"],
-        ),
-        index=index_summary(report.get("index")),
+        headline=headline_of(report),
+        index=index_summary(report.index),
         artifacts=arts,
         generation=generation,
         guards=[G.termination_figures(r) for r in verdict.guards] or None,
-        oom_fallback=oom_fallback(report["training"].get("oomFallback")),
+        oom_fallback=oom_fallback(report.training.get("oomFallback")),
     )
 
 

@@ -5,13 +5,14 @@ In: the report, the trained model and the verdict. Out: the artifacts' URIs."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from eft_api.contract import (
     PUBLISHED_ADAPTER_DIR,
@@ -26,20 +27,19 @@ from eft_api.contract import (
     RunConfig,
     TerminationMessage,
 )
+from eft_api.report import Report
 from eft_trainer import methods
 from eft_trainer.errors import TrainerError
 from eft_trainer.publish import manifest_exists, model_card, publish
 from eft_trainer.report import plot, render_markdown
 from eft_trainer.stages.context import RunContext
-from eft_trainer.stages.outcome import index_summary
+from eft_trainer.stages.outcome import headline_of, index_summary
 from eft_trainer.storage import S3Uri, Storage
 
 log = logging.getLogger("eft_trainer")
 
 
-def _save_model(
-    model: Any | None, report: dict[str, Any], out: Path, method: methods.TrainingMethod | None
-) -> list[str]:
+def _save_model(model: Any | None, report: Report, out: Path, method: methods.TrainingMethod | None) -> list[str]:
     """The model folder with its card (an empty folder for a rejected model); the method's extra folders."""
     mdir = out / "model"
     if model is None:
@@ -54,7 +54,7 @@ def publish_run(
     cfg: RunConfig,
     storage: Storage,
     model: Any | None,
-    report: dict[str, Any],
+    report: Report,
     work: Path,
     stamp: Callable[[], None] = lambda: None,
     method: methods.TrainingMethod | None = None,
@@ -70,14 +70,14 @@ def publish_run(
         stamp()
         rdir = out / "report"
         rdir.mkdir(parents=True)
-        (rdir / PUBLISHED_REPORT_JSON).write_text(json.dumps(report, indent=2))
+        (rdir / PUBLISHED_REPORT_JSON).write_text(report.to_json())
         (rdir / PUBLISHED_REPORT_MD).write_text(render_markdown(report, PUBLISHED_PLOT))
         plot(report, rdir / PUBLISHED_PLOT)
         return rdir
 
     prefix = S3Uri.parse(cfg.run.output_prefix)
     extra_dirs = {name: out / "extras" / name for name in extras}
-    index = report.get("index") if model is not None else None
+    index = report.index if model is not None else None
     manifest = publish(storage, prefix, out / "model", write_report, cfg.run.run_id, extra_dirs=extra_dirs, index=index)
     arts = Artifacts(
         model=str(prefix.join(PUBLISHED_MODEL_DIR)) if model is not None else None,
@@ -91,20 +91,11 @@ def publish_run(
 def _published_figures(storage: Storage, prefix: S3Uri) -> tuple[Headline | None, list[str] | None, Any]:
     """The headline, the rejection reasons (None: promoted) and the index summary of a published report."""
     try:
-        rep = json.loads(storage.get_bytes(prefix.join(PUBLISHED_REPORT_JSON)))
-        promotion = rep.get("promotion") or {}
-        rejected = [str(r) for r in promotion.get("reasons", [])] if promotion.get("rejected") else None
-        h = rep["headline"]
-        headline = Headline(
-            primary_metric=rep["primaryMetric"],
-            dimension=int(rep["primaryDimension"]),
-            base=h["base"],
-            finetuned=h["finetuned"],
-            gain=h["gain"],
-        )
-        return headline, rejected, index_summary(rep.get("index"))
-    except (TrainerError, KeyError, ValueError):
+        rep = Report.from_json(storage.get_bytes(prefix.join(PUBLISHED_REPORT_JSON)))
+    except (TrainerError, ValidationError):
         return None, None, None
+    rejected = list(rep.promotion.reasons) if rep.promotion is not None and rep.promotion.rejected else None
+    return headline_of(rep), rejected, index_summary(rep.index)
 
 
 def already_published(cfg: RunConfig, storage: Storage | None) -> TerminationMessage | None:
@@ -136,15 +127,13 @@ def already_published(cfg: RunConfig, storage: Storage | None) -> TerminationMes
     )
 
 
-def run(
-    ctx: RunContext, report: dict[str, Any], model: Any, method: methods.TrainingMethod, rejected: bool
-) -> Artifacts:
+def run(ctx: RunContext, report: Report, model: Any, method: methods.TrainingMethod, rejected: bool) -> Artifacts:
     with ctx.stage("publish", timed=False) as t0:
 
         def stamp() -> None:
             """Publishing up to the report's own upload (the model's upload included) and the run's total."""
-            report["timings"]["publish"] = time.perf_counter() - t0
-            report["timings"]["total"] = time.perf_counter() - ctx.started
+            report.timings["publish"] = time.perf_counter() - t0
+            report.timings["total"] = time.perf_counter() - ctx.started
 
         if ctx.storage is not None:
             _, arts = publish_run(ctx.cfg, ctx.storage, None if rejected else model, report, ctx.work, stamp, method)

@@ -10,11 +10,13 @@ import platform
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from eft_api.report import Report
+from eft_trainer import report as R
 from eft_trainer.evaluation import EvalResult
 from eft_trainer.methods import Trained, TrainingMethod
 from eft_trainer.pretrain import Pretrained
 from eft_trainer.publish import index_info
-from eft_trainer.report import build_report, camel_keys, teacher_figures
+from eft_trainer.report import camel_keys, teacher_figures
 from eft_trainer.stages.check import BaseModel, Checked
 from eft_trainer.stages.context import RunContext
 from eft_trainer.stages.gate import Verdict
@@ -74,11 +76,12 @@ def run_config_section(ctx: RunContext, r: Results) -> dict[str, Any]:
     }
 
 
-def run(ctx: RunContext, r: Results) -> dict[str, Any]:
+def run(ctx: RunContext, r: Results) -> Report:
+    """The report as :class:`eft_api.report.Report` (checked against its schema here, before publishing)."""
     spec = ctx.cfg.spec
     pm, pdim = spec.evaluation.primary_metric, r.base.dimension
     stats = r.trained.stats
-    report = build_report(
+    report = R.build_report(
         config=run_config_section(ctx, r),
         data=r.checked.stats,
         base=r.base.result.metrics,
@@ -101,4 +104,4 @@ def run(ctx: RunContext, r: Results) -> dict[str, Any]:
         report["teacher"] = teacher_figures(r.teacher, r.tuned.result, pm, pdim, spec.training.seed)
     # The verdict is published with the report, so that a rerun of a published run returns the same outcome.
     report["promotion"] = {"rejected": r.verdict.rejected, "reasons": r.verdict.reasons}
-    return report
+    return Report.model_validate(report)
