@@ -48,7 +48,14 @@ from eft_operator.config import Settings
 from eft_operator.metrics import Metrics
 from eft_operator.progress import metrics_url
 from eft_operator.progress_reader import ProgressReader, Writer
-from eft_operator.render import Owner, queue_name, render_children, render_service, spec_hash
+from eft_operator.render import (
+    Owner,
+    queue_name,
+    render_children,
+    render_network_policy,
+    render_service,
+    spec_hash,
+)
 from eft_operator.status import (
     CHILD_CONFLICT,
     IMAGE_NOT_ALLOWED,
@@ -334,9 +341,10 @@ class Reconciler:
             configmap, job_body = render_children(owner, spec, self.settings)
             try:
                 await client.ensure(configmap, uid)
-                service = render_service(owner, spec)  # the rendezvous of a multi-node run
-                if service is not None:
-                    await client.ensure(service, uid)
+                # The rendezvous of a multi-node run, and the NetworkPolicy that lets only its own pods in.
+                for extra in (render_service(owner, spec), render_network_policy(owner, spec, self.settings)):
+                    if extra is not None:
+                        await client.ensure(extra, uid)
                 job, created = await client.ensure(job_body, uid)
             except children.OwnedByAnother as exc:
                 problem = Problem(CHILD_CONFLICT, str(exc))

@@ -19,6 +19,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("", "services"): {"get", "create"},  # the headless Service of a multi-node run (owned: GC deletes it)
     ("", "pods"): {"get", "list", "watch", "patch"},
     ("", "events"): {"list", "create"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "create"},  # a multi-node run's (with networkPolicy on)
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
     ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
@@ -57,8 +58,11 @@ def test_cluster_scope_grants_everything_the_operator_needs_cluster_wide() -> No
     docs = scenario_objects("defaults")
     assert not by_kind(docs, "Role")
     role = one(docs, "ClusterRole")
-    expected = {k: v for k, v in ALLOWED.items() if k[0] != "kopf.dev"}
+    # No trainer namespace, so no trainer NetworkPolicy: no multi-node run's NetworkPolicy either.
+    expected = {k: v for k, v in ALLOWED.items() if k[0] not in ("kopf.dev", "networking.k8s.io")}
     assert grants(role) == expected
+    with_np = one(scenario_objects("integrations"), "ClusterRole")
+    assert grants(with_np)[("networking.k8s.io", "networkpolicies")] == {"get", "create"}
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",

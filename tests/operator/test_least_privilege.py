@@ -75,6 +75,8 @@ NOT_IN_THE_LIFE_CYCLE = {
     ("", "configmaps", "get"): "ensure(): after a 409 (restart between create and record) the child is read",
     ("", "services", "get"): "ensure() of a multi-node run's headless Service after a 409",
     ("", "services", "create"): "a multi-node run's headless Service (spec.resources.nodes > 1)",
+    ("networking.k8s.io", "networkpolicies", "get"): "ensure() of a multi-node run's NetworkPolicy after a 409",
+    ("networking.k8s.io", "networkpolicies", "create"): "a multi-node run's NetworkPolicy (its own pods only)",
     ("batch", "jobs", "delete"): "a spec edit while a run is still going stops its Job (Superseded)",
     ("finetune.eft.dev", "embeddingfinetunes/finalizers", "update"): (
         "blockOwnerDeletion on children where OwnerReferencesPermissionEnforcement is on (not in envtest)"

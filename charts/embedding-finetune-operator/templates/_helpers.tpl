@@ -200,6 +200,12 @@ reference the credentials Secret by name; the operator never reads it).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["list", "create"]
+{{- if and .Values.networkPolicy.enabled (include "eft.trainerNamespaces" .) }}
+# The NetworkPolicy that lets the pods of one multi-node run reach each other (owned: GC deletes it).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create"]
+{{- end }}
 {{- end }}
 
 {{/*
