@@ -90,6 +90,9 @@ def test_overrides_replace_keys_of_the_defaults_one_by_one() -> None:
         {"llmEndpoints": ["HTTPS://Host/"]},
         {"llmEndpoints": ["ftp://host/"]},
         {"maxWorkDirSize": "lots"},
+        {"llmEndpoints": ["https://h/it's"]},
+        {"priorityClasses": ["Not A Name"]},
+        {"tolerationKeys": ["a b"]},
         {"unknown": 1},
         {"namespaces": {"x": {"buckets": "not-a-list"}}},
         {"namespaces": {"x": {"namespaces": {}}}},
@@ -169,3 +172,16 @@ def test_rule_keys_are_the_policy_keys() -> None:
     assert keys <= aliases
     chart_keys = set(CHART_VALUES["policy"]) - {"namespaces"}
     assert chart_keys == aliases  # the chart's values and the model name the same keys
+
+
+def test_the_chart_schema_checks_entries_as_the_model_does() -> None:
+    import json
+
+    schema = json.loads((REPO / "charts" / "embedding-finetune-operator" / "values.schema.json").read_text())
+    keys = schema["properties"]["policy"]["properties"]
+    for key in ("llmEndpoints", "storageEndpoints", "registryEndpoints", "notifyEndpoints"):
+        assert keys[key]["items"]["pattern"] == policy.ENDPOINT_ENTRY, key
+        assert (
+            keys["namespaces"]["additionalProperties"]["properties"][key]["items"]["pattern"] == policy.ENDPOINT_ENTRY
+        )
+    assert keys["buckets"]["items"]["pattern"] == policy.BUCKET_ENTRY
