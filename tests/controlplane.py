@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -99,6 +100,19 @@ current-context: envtest
 """
 
 
+#: Audit what ServiceAccounts do (the operator under the chart's RBAC: which verbs its code really uses),
+#: metadata only, once per request.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted"]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
+
+
 @dataclass
 class ControlPlane:
     """etcd, kube-apiserver and kube-controller-manager on free loopback ports, under ``workdir``."""
@@ -123,6 +137,23 @@ class ControlPlane:
 
     def log(self, name: str) -> Path:
         return self.workdir / "log" / f"{name}.log"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log: one JSON event per request made by a ServiceAccount (metadata only)."""
+        return self.workdir / "log" / "audit.log"
+
+    def requests_of(self, username: str) -> set[tuple[str, str, str]]:
+        """(apiGroup, resource[/subresource], verb) of every request ``username`` made, from the audit log."""
+        out: set[tuple[str, str, str]] = set()
+        for line in self.audit_log.read_text(encoding="utf-8").splitlines():
+            event = json.loads(line)
+            ref = event.get("objectRef") or {}
+            if (event.get("user") or {}).get("username") != username or not ref.get("resource"):
+                continue
+            resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            out.add((ref.get("apiGroup") or "", resource, event["verb"]))
+        return out
 
     def _spawn(self, name: str, args: list[str], *, append: bool = False) -> None:
         self.log(name).parent.mkdir(parents=True, exist_ok=True)
@@ -180,6 +211,9 @@ class ControlPlane:
 
         self._wait("etcd", etcd_ready, 30)
         pki = self.pki
+        audit_policy = self.workdir / "audit-policy.yaml"
+        audit_policy.write_text(AUDIT_POLICY)
+        self.audit_log.parent.mkdir(parents=True, exist_ok=True)
         self._apiserver_args = (
             ["--etcd-servers", f"http://127.0.0.1:{etcd_port}",
              "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
@@ -191,7 +225,9 @@ class ControlPlane:
              "--service-account-key-file", str(pki / "sa.pub"),
              "--service-account-signing-key-file", str(pki / "sa.key"),
              "--service-cluster-ip-range", "10.96.0.0/16",
-             "--allow-privileged=true", "--v", "1"]
+             "--allow-privileged=true", "--v", "1",
+             "--audit-policy-file", str(audit_policy), "--audit-log-path", str(self.audit_log),
+             "--audit-log-format", "json", "--audit-log-mode", "blocking"]
         )  # fmt: skip
         self._spawn("kube-apiserver", self._apiserver_args)
         self._wait("kube-apiserver", self._apiserver_ready, 90)

@@ -14,6 +14,8 @@ from typing import Any
 from eft_api.spec import API_GROUP, API_VERSION, KIND
 
 TEAM_A, TEAM_B = "team-a", "team-b"
+#: The rule of a refusal by the CRD's schema (bad input whatever the policy), not by the platform policy.
+SCHEMA = "schema"
 
 #: The platform's policy values for the table (the chart's `policy` key), with the real namespaces named
 #: by :func:`values_for`.
@@ -136,9 +138,11 @@ CASES: list[Case] = [
     Case("llm-path-sharing-a-prefix", A, {LLM: "https://api.example.com/v10"}, (LLM, "policy.llmEndpoints"),
          base="llm"),
     Case("llm-dot-dot", A, {LLM: "https://api.example.com/v1/../admin"}, (LLM, "policy.llmEndpoints"), base="llm"),
-    Case("llm-user-info", A, {LLM: "https://user:pass@api.example.com/v1"}, (LLM, "policy.llmEndpoints"),
-         base="llm"),
-    Case("llm-at-trick", A, {LLM: "https://api.example.com@evil.net/v1"}, (LLM, "policy.llmEndpoints"), base="llm"),
+    # User-info is bad input before any policy: the schema refuses an @ in an endpoint (rule "schema").
+    Case("llm-user-info", A, {LLM: "https://user:pass@api.example.com/v1"}, (LLM, SCHEMA), base="llm"),
+    Case("llm-at-trick", A, {LLM: "https://api.example.com@evil.net/v1"}, (LLM, SCHEMA), base="llm"),
+    Case("storage-user-info", A, {"spec.storage.endpoint": "https://k:s@minio.team-a.example.com"},
+         ("spec.storage.endpoint", SCHEMA)),
     Case("llm-ip-literal", A, {LLM: "https://93.184.216.34/v1"}, (LLM, "policy.llmEndpoints"), base="llm"),
     Case("llm-ipv6-literal", A, {LLM: "https://[::1]:8000/v1"}, (LLM, "policy.llmEndpoints"), base="llm"),
     Case("llm-other-port", A, {LLM: "https://api.example.com:8443/v1"}, (LLM, "policy.llmEndpoints"), base="llm"),

@@ -31,8 +31,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
+from eft_api.spec import DNS_SUBDOMAIN, LABEL_KEY
+
 #: An endpoint entry of the policy: a lower-case http(s) URL prefix without user-info, query or fragment.
-ENDPOINT_ENTRY = r"^https?://([a-z0-9]([-a-z0-9.]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-9]{1,5})?(/[^\s?#@\\]*)?$"
+ENDPOINT_ENTRY = r"^https?://([a-z0-9]([-a-z0-9.]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-9]{1,5})?(/[^\s?#@\\'\"]*)?$"
 BUCKET_ENTRY = r"^(\*|[a-z0-9][a-z0-9.-]{0,62}\*?)$"
 QUANTITY_UNITS: dict[str, int | Decimal] = {
     "": 1,
@@ -56,7 +58,8 @@ _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[
 
 Endpoint = Annotated[str, StringConstraints(pattern=ENDPOINT_ENTRY, max_length=512)]
 Bucket = Annotated[str, StringConstraints(pattern=BUCKET_ENTRY, max_length=64)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=317)]
+PriorityClass = Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN, max_length=253)]
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY, max_length=317)]
 
 
 class PolicyError(ValueError):
@@ -74,9 +77,9 @@ class Policy(BaseModel):
     registry_endpoints: tuple[Endpoint, ...] = ()
     notify_endpoints: tuple[Endpoint, ...] = ()
     buckets: tuple[Bucket, ...] = ("*",)
-    priority_classes: tuple[Name, ...] = ()
-    toleration_keys: tuple[Name, ...] = ()
-    node_selector_keys: tuple[Name, ...] = ()
+    priority_classes: tuple[PriorityClass, ...] = ()
+    toleration_keys: tuple[LabelKey, ...] = ()
+    node_selector_keys: tuple[LabelKey, ...] = ()
     max_work_dir_size: str = "200Gi"
 
     @field_validator("max_work_dir_size")

@@ -217,7 +217,8 @@ class DocumentType(StrEnum):
 
 # ---- spec.data.generate: pairs made from documents (format documents only)
 
-HTTP_URL = r"^https?://[^\s/]+(/[^\s]*)?$"
+#: An http(s) URL without user-info (no ``@`` anywhere: credentials go in a Secret, never in a URL).
+HTTP_URL = r"^https?://[^\s/@]+(/[^\s@]*)?$"
 CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
 
 
@@ -525,7 +526,7 @@ class SecretRef(_Model):
 
 
 class StorageSpec(_Model):
-    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512)] | None = None
+    endpoint: Annotated[str, StringConstraints(pattern=HTTP_URL, max_length=512)] | None = None
     region: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$", max_length=64)] = "us-east-1"
     path_style: StrictBool = False
     credentials_secret: SecretRef | None = None
@@ -809,6 +810,7 @@ PATTERN_HINTS = {
     MODEL_PATTERN: "must be a hub id such as sentence-transformers/all-MiniLM-L6-v2 or an s3:// URI",
     DNS_SUBDOMAIN: "must be a Kubernetes object name (lower-case a-z, 0-9, - and .)",
     DNS_LABEL: "must be a DNS label (lower-case a-z, 0-9 and -)",
+    HTTP_URL: "must be an http(s) URL without user-info or @, such as https://host:443/v1 (credentials go in a Secret)",
     METRIC_PATTERN: "must be <metric>@<k> with metric ndcg, mrr, recall, map or accuracy, such as ndcg@10",
 }
 

@@ -107,6 +107,7 @@ def _url(kind: str, namespace: str, name: str | None = None, subresource: str | 
         "Job": f"/apis/batch/v1/namespaces/{namespace}/jobs",
         "ConfigMap": f"/api/v1/namespaces/{namespace}/configmaps",
         "Service": f"/api/v1/namespaces/{namespace}/services",
+        "NetworkPolicy": f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",
         "Pod": f"/api/v1/namespaces/{namespace}/pods",
         "Event": f"/api/v1/namespaces/{namespace}/events",
     }[kind]

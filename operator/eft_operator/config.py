@@ -24,6 +24,9 @@ EFT_TRAINER_METRICS_PORT  the trainer's Prometheus port             9090
 EFT_PROGRESS_INTERVAL     seconds between reads of a running        10
                           trainer's metrics port for
                           ``status.trainerStatus``; 0: none
+EFT_NETWORK_POLICY        ``true``: the chart's trainer             false
+                          NetworkPolicy is on; each multi-node run
+                          gets one more, letting its own pods in
 EFT_POLICY                the platform policy: the chart's          empty: the closed defaults
                           ``policy`` values as JSON (see
                           :mod:`eft_api.policy`)
@@ -159,6 +162,8 @@ class Settings:
     allowed_images: tuple[str, ...] = ()
     #: Leader election among replicas (``EFT_LEADER_ELECTION``, ``EFT_LEASE_*``).
     lease: LeaseSettings = field(default_factory=LeaseSettings)
+    #: The chart's trainer NetworkPolicy is on: a multi-node run gets a NetworkPolicy for its own pods.
+    network_policy: bool = False
     #: The platform policy (EFT_POLICY); resources are held to ``platform_policy.for_namespace(ns)``.
     platform_policy: policy.PlatformPolicy = field(default_factory=policy.PlatformPolicy)
 
@@ -221,6 +226,7 @@ class Settings:
                 raise SettingsError(f"EFT_ALLOWED_IMAGES: {prefix!r} is not an image prefix")
         return cls(
             platform_policy=_platform_policy(text("EFT_POLICY")),
+            network_policy=(text("EFT_NETWORK_POLICY") or "false").lower() == "true",
             allowed_images=allowed,
             watch_namespaces=namespaces,
             trainer_image=image,

@@ -49,7 +49,14 @@ from eft_operator.config import Settings
 from eft_operator.metrics import Metrics
 from eft_operator.progress import metrics_url
 from eft_operator.progress_reader import ProgressReader, Writer
-from eft_operator.render import Owner, queue_name, render_children, render_service, spec_hash
+from eft_operator.render import (
+    Owner,
+    queue_name,
+    render_children,
+    render_network_policy,
+    render_service,
+    spec_hash,
+)
 from eft_operator.status import (
     CHILD_CONFLICT,
     IMAGE_NOT_ALLOWED,
@@ -469,12 +476,13 @@ class Reconciler:
     async def _create_children(
         self, ctx: _PassContext, owner: Owner, spec: EmbeddingFinetuneSpec
     ) -> tuple[dict[str, Any], bool]:
-        """The run's ConfigMap, the Service of a multi-node run, then the Job: created if absent."""
+        """The run's ConfigMap, the Service and NetworkPolicy of a multi-node run, then the Job: created if absent."""
         configmap, job_body = render_children(owner, spec, self.settings)
         await ctx.client.ensure(configmap, ctx.uid)
-        service = render_service(owner, spec)  # the rendezvous of a multi-node run
-        if service is not None:
-            await ctx.client.ensure(service, ctx.uid)
+        # The rendezvous of a multi-node run, and the NetworkPolicy that lets only its own pods in.
+        for extra in (render_service(owner, spec), render_network_policy(owner, spec, self.settings)):
+            if extra is not None:
+                await ctx.client.ensure(extra, ctx.uid)
         return await ctx.client.ensure(job_body, ctx.uid)
 
     async def _follow_run(self, ctx: _PassContext, spec: EmbeddingFinetuneSpec, start: _Start) -> _Result:

@@ -365,10 +365,34 @@ def render_service(owner: Owner, spec: EmbeddingFinetuneSpec) -> dict[str, Any] 
     }
 
 
+def render_network_policy(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> dict[str, Any] | None:
+    """Ingress between the pods of one multi-node run (rendezvous and collectives), none from other runs.
+
+    Only where the chart's trainer NetworkPolicy is on (EFT_NETWORK_POLICY): that one lets the operator and
+    Prometheus reach the metrics port and nothing else in; this one adds the run's own pods, so a pod of
+    another run (or another tenant) never reaches the rendezvous port. None for one pod.
+    """
+    if not multi_node(spec) or not settings.network_policy:
+        return None
+    meta = _metadata(owner, child_labels(owner))
+    meta["name"] = service_name(owner)
+    run = {APP_LABEL: APP_NAME, contract.LABEL_RUN: owner.run_id}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta,
+        "spec": {
+            "podSelector": {"matchLabels": run},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": run}}]}],
+        },
+    }
+
+
 def render_all(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> list[dict[str, Any]]:
-    """Every child of the run: the ConfigMap, the Service of a multi-node run, the Job (in creation order)."""
-    service = render_service(owner, spec)
-    return [render_configmap(owner, spec, settings), *([service] if service else []), render_job(owner, spec, settings)]
+    """Every child of the run: the ConfigMap, the Service (and NetworkPolicy) of a multi-node run, the Job."""
+    extra = [c for c in (render_service(owner, spec), render_network_policy(owner, spec, settings)) if c]
+    return [render_configmap(owner, spec, settings), *extra, render_job(owner, spec, settings)]
 
 
 def render_children(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from policy_cases import CASES, POLICY, TEAM_A, TEAM_B, Case, resource
+from policy_cases import CASES, POLICY, SCHEMA, TEAM_A, TEAM_B, Case, resource
 
 from eft_api import policy
 from eft_api.spec import parse_resource
@@ -24,6 +24,10 @@ PLATFORM = policy.load(POLICY)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_each_case_is_a_valid_resource_judged_as_the_table_says(case: Case) -> None:
     doc = resource(case)
+    if case.refused is not None and case.refused[1] == SCHEMA:
+        assert case.refused[0] in [p.path for p in validate.check_document(doc)]
+        assert policy.first_violation(doc, PLATFORM.for_namespace(case.namespace)) is not None  # twice refused
+        return
     parse_resource(doc)  # a refusal comes from the policy, never from the schema
     first = policy.first_violation(doc, PLATFORM.for_namespace(case.namespace))
     assert (None if first is None else (first.field, first.rule)) == case.refused
@@ -41,9 +45,10 @@ def test_eft_validate_policy_prints_the_same_field_and_rule(tmp_path: Path) -> N
         out = io.StringIO()
         check = validate.policy_checker(str(values), case.namespace)
         code = validate.validate_files([str(path)], out, check=check)
-        first = re.search(r": (\S+): refused by (policy\.\w+): ", out.getvalue())
         assert code == (0 if case.refused is None else 1), (case.id, out.getvalue())
-        assert (None if first is None else first.groups()) == case.refused, case.id
+        first = re.search(r": (spec[\w.\[\]]*): (?:refused by (policy\.\w+)|.*must be an http)", out.getvalue())
+        verdict = None if first is None else (first.group(1), first.group(2) or SCHEMA)
+        assert verdict == case.refused, case.id
 
 
 def test_eft_validate_cli_takes_policy_and_namespace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,6 +90,9 @@ def test_overrides_replace_keys_of_the_defaults_one_by_one() -> None:
         {"llmEndpoints": ["HTTPS://Host/"]},
         {"llmEndpoints": ["ftp://host/"]},
         {"maxWorkDirSize": "lots"},
+        {"llmEndpoints": ["https://h/it's"]},
+        {"priorityClasses": ["Not A Name"]},
+        {"tolerationKeys": ["a b"]},
         {"unknown": 1},
         {"namespaces": {"x": {"buckets": "not-a-list"}}},
         {"namespaces": {"x": {"namespaces": {}}}},
@@ -164,3 +172,16 @@ def test_rule_keys_are_the_policy_keys() -> None:
     assert keys <= aliases
     chart_keys = set(CHART_VALUES["policy"]) - {"namespaces"}
     assert chart_keys == aliases  # the chart's values and the model name the same keys
+
+
+def test_the_chart_schema_checks_entries_as_the_model_does() -> None:
+    import json
+
+    schema = json.loads((REPO / "charts" / "embedding-finetune-operator" / "values.schema.json").read_text())
+    keys = schema["properties"]["policy"]["properties"]
+    for key in ("llmEndpoints", "storageEndpoints", "registryEndpoints", "notifyEndpoints"):
+        assert keys[key]["items"]["pattern"] == policy.ENDPOINT_ENTRY, key
+        assert (
+            keys["namespaces"]["additionalProperties"]["properties"][key]["items"]["pattern"] == policy.ENDPOINT_ENTRY
+        )
+    assert keys["buckets"]["items"]["pattern"] == policy.BUCKET_ENTRY

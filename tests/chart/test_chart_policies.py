@@ -12,16 +12,15 @@ RBAC_KINDS = ("ClusterRole", "Role")
 #: Everything the operator may do, per (apiGroup, resource): the issue's list and nothing more.
 ALLOWED: dict[tuple[str, str], set[str]] = {
     ("finetune.eft.dev", "embeddingfinetunes"): {"get", "list", "watch", "patch"},
-    ("finetune.eft.dev", "embeddingfinetunes/status"): {"get", "patch", "update"},
+    ("finetune.eft.dev", "embeddingfinetunes/status"): {"patch"},
     ("finetune.eft.dev", "embeddingfinetunes/finalizers"): {"update"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "configmaps"): {"get", "create", "delete"},  # never listed, watched or patched
     ("", "services"): {"get", "create"},  # the headless Service of a multi-node run (owned: GC deletes it)
     ("", "pods"): {"get", "list", "watch", "patch"},
-    ("", "events"): {"list", "create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
-    ("", "namespaces"): {"get", "list", "watch"},
+    ("", "events"): {"list", "create"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "create"},  # a multi-node run's (with networkPolicy on)
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
     ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
     # Leader election: the one Lease in the release namespace (leader-election-role.yaml).
@@ -37,7 +36,6 @@ def operator_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 CLUSTER_SCOPED = {
     ("apiextensions.k8s.io", "customresourcedefinitions"),
-    ("", "namespaces"),
     ("kopf.dev", "clusterkopfpeerings"),
 }
 
@@ -70,8 +68,13 @@ def test_cluster_scope_grants_everything_the_operator_needs_cluster_wide() -> No
     docs = scenario_objects("defaults")
     assert not operator_roles(docs)
     role = one(docs, "ClusterRole")
-    expected = {k: v for k, v in ALLOWED.items() if k[0] != "kopf.dev" and k != LEADER_ELECTION}
+    # No trainer namespace, so no trainer NetworkPolicy: no multi-node run's NetworkPolicy either.
+    expected = {
+        k: v for k, v in ALLOWED.items() if k[0] not in ("kopf.dev", "networking.k8s.io") and k != LEADER_ELECTION
+    }
     assert grants(role) == expected
+    with_np = one(scenario_objects("integrations"), "ClusterRole")
+    assert grants(with_np)[("networking.k8s.io", "networkpolicies")] == {"get", "create"}
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -82,10 +85,9 @@ def test_cluster_scope_grants_everything_the_operator_needs_cluster_wide() -> No
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}]
 
 
-def test_namespaced_scope_gives_a_role_per_namespace_and_only_crd_reads_cluster_wide() -> None:
+def test_namespaced_scope_gives_a_role_per_namespace_and_nothing_cluster_wide() -> None:
     docs = scenario_objects("namespaced")
-    cluster_role = one(docs, "ClusterRole")
-    assert grants(cluster_role) == {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     roles = operator_roles(docs)
     bindings = [b for b in by_kind(docs, "RoleBinding") if not b["metadata"]["name"].endswith("-leader-election")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]

@@ -161,6 +161,7 @@ def test_operator_settings_reach_the_operator_as_env() -> None:
         "EFT_LEASE_DURATION": "15",
         "EFT_RENEW_DEADLINE": "10",
         "EFT_RETRY_PERIOD": "2",
+        "EFT_NETWORK_POLICY": "false",  # on, but no trainer namespace to put it in
     }
     assert container["image"] == "ghcr.io/eft-dev/eft-operator:0.1.0"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -251,6 +252,7 @@ def test_network_policy_allows_dns_s3_the_llm_endpoint_and_other_trainers_only()
     assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "eft-trainer"
     assert spec["policyTypes"] == ["Egress", "Ingress"]
     dns, s3, llm, peers = spec["egress"]
+    assert len(spec["ingress"]) == 2  # the operator and metricsFrom: a run's own pods get a policy of their own
     # The pods of a multi-node run reach each other (rendezvous and collectives), on any port, nothing else.
     assert peers == {"to": [{"podSelector": {"matchLabels": spec["podSelector"]["matchLabels"]}}]}
     assert sorted((p["protocol"], p["port"]) for p in dns["ports"]) == [("TCP", 53), ("UDP", 53)]
@@ -264,10 +266,10 @@ def test_network_policy_allows_dns_s3_the_llm_endpoint_and_other_trainers_only()
     assert sorted(p["metadata"]["namespace"] for p in namespaced) == ["team-a", "team-b"]
 
 
-def test_network_policy_lets_the_operator_and_metrics_from_reach_the_metrics_port_and_peers_anything() -> None:
+def test_network_policy_lets_the_operator_and_metrics_from_reach_the_metrics_port_only() -> None:
     docs = scenario_objects("integrations")
     (policy,) = by_kind(docs, "NetworkPolicy")
-    operator, scrapers, peers = policy["spec"]["ingress"]
+    operator, scrapers = policy["spec"]["ingress"]
     # The operator reads progress from the metrics port: its pods (in the release namespace) and that port only.
     (source,) = operator["from"]
     assert source["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}
@@ -277,10 +279,9 @@ def test_network_policy_lets_the_operator_and_metrics_from_reach_the_metrics_por
     assert operator["ports"] == scrapers["ports"] == [{"protocol": "TCP", "port": "metrics"}]
     # The port name is the trainer container's (the operator renders it; the operator reads its number).
     assert scrapers["from"] == [{"namespaceSelector": {}}]  # as the scenario sets it
-    assert peers == {"from": [{"podSelector": {"matchLabels": policy["spec"]["podSelector"]["matchLabels"]}}]}
     default_np = {**SCENARIOS["integrations"], "networkPolicy": {}}
     (policy_default,) = by_kind(docs_of(render_files(default_np)), "NetworkPolicy")
-    assert len(policy_default["spec"]["ingress"]) == 2  # the operator and the peers: metricsFrom's default is none
+    assert len(policy_default["spec"]["ingress"]) == 1  # the operator only: metricsFrom's default is none
     narrowed = {"metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}
     values = {**SCENARIOS["integrations"]}
     values["networkPolicy"] = {**values["networkPolicy"], **narrowed}
@@ -288,7 +289,7 @@ def test_network_policy_lets_the_operator_and_metrics_from_reach_the_metrics_por
     assert policy["spec"]["ingress"][1]["from"] == narrowed["metricsFrom"]
     values["networkPolicy"] = {**values["networkPolicy"], "metricsFrom": []}
     (policy,) = by_kind(docs_of(render_files(values)), "NetworkPolicy")
-    assert [r["from"][0] for r in policy["spec"]["ingress"]] == [source, peers["from"][0]]
+    assert [r["from"][0] for r in policy["spec"]["ingress"]] == [source]
 
 
 def test_grafana_dashboard_config_map() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from policy_cases import CASES, TEAM_A, TEAM_B, resource, values_for
+from policy_cases import CASES, SCHEMA, TEAM_A, TEAM_B, resource, values_for
 from real_cluster import TEST_IMAGE, Kube, RealOperator, pod_succeeded, wait
 
 from eft_api import contract, policy
@@ -54,17 +54,17 @@ def _verdict(k: Kube, name: str) -> tuple[str, str] | None:
 
 
 def test_the_operator_refuses_what_the_policy_refuses_and_runs_the_rest(teams: dict[str, Kube]) -> None:
-    for case in CASES:
-        teams[case.namespace].create(resource(case, name=f"c{CASES.index(case)}"))
+    cases = [c for c in CASES if c.refused is None or c.refused[1] != SCHEMA]  # the server refuses those itself
+    for case in cases:
+        teams[case.namespace].create(resource(case, name=f"c{cases.index(case)}"))
     wrong = []
-    for i, case in enumerate(CASES):
+    for i, case in enumerate(cases):
         k = teams[case.namespace]
         got = wait(lambda k=k, i=i: [_verdict(k, f"c{i}")], 30, f"a verdict on {case.id}")[0]
         if got != case.refused:
             wrong.append((case.id, case.refused, got))
         if case.refused is not None:
             assert not k.jobs(f"c{i}"), case.id
-            assert "PolicyViolation" in k.event_reasons(f"c{i}") or True  # the Event may lag the condition
     assert not wrong
 
 
