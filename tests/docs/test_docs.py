@@ -113,6 +113,9 @@ def _check_helm(words: list[str]) -> None:
     assert (REPO / chart / "Chart.yaml").exists(), chart
     schema = _chart_values()
     for i, w in enumerate(words):
+        if w in ("-f", "--values"):
+            values = yaml.safe_load((REPO / words[i + 1]).read_text())
+            assert not list(Draft202012Validator(schema).iter_errors(values)), f"{words[i + 1]}: the chart refuses it"
         if w == "--set":
             node = schema
             for part in words[i + 1].split("=", 1)[0].split("."):
@@ -145,6 +148,7 @@ def _check_eft(words: list[str], page: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(("page", "block"), SH_BLOCKS, ids=_ids(SH_BLOCKS))
 def test_every_command_in_the_docs_names_real_things(page: Path, block: str, tmp_path: Path) -> None:
     (tmp_path / "examples").symlink_to(REPO / "examples")
+    (tmp_path / "docs").symlink_to(REPO / "docs")
     for line in _commands(block):
         words = [w for w in shlex.split(line) if not re.match(r"^[A-Z_]+=", w)]
         prog = words[0]
@@ -203,3 +207,21 @@ def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert (tmp_path / "site" / "index.html").exists()
+
+
+def test_the_security_pages_worked_example_is_the_checked_in_values_file() -> None:
+    page = (DOCS / "security.md").read_text(encoding="utf-8")
+    values = (DOCS / "platform-values.yaml").read_text(encoding="utf-8")
+    assert f"```yaml\n{values}```" in page, "docs/security.md's worked example and docs/platform-values.yaml differ"
+
+
+def test_every_example_passes_the_worked_platform_policy() -> None:
+    out = io.StringIO()
+    examples = [str(p) for p in sorted((REPO / "examples").glob("*.yaml"))]
+    code = subprocess.run(
+        [sys.executable, "-m", "eft_cli.main", "validate", "--policy", str(DOCS / "platform-values.yaml"),
+         "-n", "ml-platform", *examples],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    out.write(code.stdout + code.stderr)
+    assert code.returncode == 0, out.getvalue()
