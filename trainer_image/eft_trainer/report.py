@@ -231,6 +231,8 @@ def generation_markdown(gen: dict[str, Any]) -> list[str]:
     lines = ["", "## Generated pairs", "", f"Dataset `{gen['dataset']}`{reused}.", ""]
     for key in ("generators", "documentsListed", "documentsRead", "chunks", "chunksUsed", "pairsGenerated", "pairs"):
         lines.append(f"- {key}: {gen.get(key)}")
+    if gen.get("documentsRefused"):  # files over data.generate.limits, or too deeply nested
+        lines.append("- documents refused: " + ", ".join(f"{k} {v}" for k, v in gen["documentsRefused"].items()))
     lines.append("- dropped: " + ", ".join(f"{k} {v}" for k, v in gen.get("dropped", {}).items()))
     if "modelFilter" in gen:  # roundTrip / easiness: what the base model's embeddings were compared with
         lines.append("- model filters: " + ", ".join(f"{k} {v}" for k, v in gen["modelFilter"].items()))
