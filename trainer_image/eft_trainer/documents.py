@@ -24,12 +24,12 @@ from pathlib import Path
 
 from eft_api.spec import DocumentType
 from eft_trainer.errors import InvalidCorpus
-from eft_trainer.extract.base import Document, Section
+from eft_trainer.extract.base import Document, Section, TooDeep
 from eft_trainer.extract.html import read_html
 from eft_trainer.extract.markdown import read_markdown
 from eft_trainer.extract.pdf import read_pdf
 from eft_trainer.extract.plain import read_jsonl, read_plain
-from eft_trainer.extract.rst import TooDeep, read_rst
+from eft_trainer.extract.rst import read_rst
 
 __all__ = [
     "EXTENSIONS", "Chunk", "Document", "Refused", "Section", "Tokenizer", "chunk_documents", "chunk_section",

@@ -3,7 +3,7 @@
 * :mod:`.markdown`: markdown-it-py (CommonMark and tables);
 * :mod:`.rst`: docutils for the block structure (sections, lists, directives, literal blocks, tables),
   with a linear inline scanner in place of docutils' inline parser (which is quadratic on some input);
-* :mod:`.html`: selectolax (lexbor): the page's main content, without navigation, sidebars and footers;
+* :mod:`.html`: lxml (libxml2): the page's main content, without navigation, sidebars and footers;
 * :mod:`.pdf`: pypdf, page by page;
 * :mod:`.plain`: plain text and JSON lines with a text column.
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+class TooDeep(Exception):
+    """The file nests deeper than its parser follows: the caller refuses it (reason ``tooDeep``)."""
+
+
 @dataclass
 class Section:
     path: tuple[str, ...]

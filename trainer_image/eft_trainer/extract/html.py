@@ -1,4 +1,5 @@
-"""HTML with selectolax (lexbor, a linear C parser): the main content of a page, not its chrome.
+"""HTML with lxml (libxml2's HTML parser: linear, and it stops at 256 levels of nesting): the main content of
+a page, not its chrome.
 
 1. The content root: the first of ``[role=main]``, ``<main>``, ``<article>``, ``div.body`` (Sphinx), the
    ``<body>``.
@@ -9,17 +10,24 @@
    bar: "Home | Table of contents | Index | Modules", "« previous | up | next »". A short block that
    starts "Last update", "Last updated", "Created using" or "Copyright" is a footer line.
 
-Headings h1-h6 make sections; block elements end paragraphs. The walk is iterative (no recursion on deep
-nesting) and touches each node once.
+Headings h1-h6 make sections; block elements end paragraphs. The walk is iterative and touches each node
+once. A page nested deeper than libxml2 follows raises :class:`~eft_trainer.extract.base.TooDeep` (lexbor,
+tried first, took minutes for 20,000 nested ``<div>`` s: its time grows with the square of the depth).
 """
 
 from __future__ import annotations
 
-from selectolax.lexbor import LexborHTMLParser, LexborNode
+from lxml import etree
 
-from eft_trainer.extract.base import Builder, Document, spaces
+from eft_trainer.extract.base import Builder, Document, TooDeep, spaces
 
-_MAIN = ("[role=main]", "main", "article", "div.body")
+_MAIN = (
+    "//*[@role='main']",
+    "//main",
+    "//article",
+    "//div[contains(concat(' ', normalize-space(@class), ' '), ' body ')]",
+    "//body",
+)
 _BLOCK = {
     "p", "div", "li", "ul", "ol", "pre", "br", "tr", "td", "th", "table", "section", "article", "main", "dd",
     "dt", "dl", "blockquote", "figcaption", "hr", "body", "center", "caption",
@@ -40,29 +48,50 @@ _FOOTER_MAX = 160
 
 
 def read_html(text: str, key: str, title: str) -> Document:
-    tree = LexborHTMLParser(text)
+    tree = _parse(text, key)
     walk = _Walk(title)
-    root = next((n for n in (tree.css_first(s) for s in _MAIN) if n is not None), None) or tree.body
-    if root is not None:
-        walk.run(root)
-    page_title = tree.css_first("title")
-    if walk.b.title == title and page_title is not None and spaces(page_title.text()):
-        walk.b.retitle(spaces(page_title.text()))
+    if tree is not None:
+        walk.run(_content_root(tree))
+        page_title = spaces(tree.findtext(".//title") or "")
+        if walk.b.title == title and page_title:
+            walk.b.retitle(page_title)
     return walk.b.document(key)
+
+
+def _content_root(tree: etree._Element) -> etree._Element:
+    for query in _MAIN:
+        found = tree.xpath(query)
+        if isinstance(found, list) and found and isinstance(found[0], etree._Element):
+            return found[0]
+    return tree
 
 
 def html_text(fragment: str) -> str:
     """The text of an HTML fragment (Markdown's raw HTML blocks), without scripts and styles."""
-    tree = LexborHTMLParser(fragment)
-    tree.strip_tags(["script", "style", "noscript", "template"])
-    return tree.body.text(separator=" ") if tree.body is not None else ""
+    tree = _parse(f"<div>{fragment}</div>", "")
+    if tree is None:
+        return ""
+    etree.strip_elements(tree, "script", "style", "noscript", "template", with_tail=False)
+    return " ".join(str(t) for t in tree.itertext())
 
 
-def _chrome(node: LexborNode) -> bool:
-    tag = node.tag or ""
-    if tag in _CHROME_TAGS:
-        return True
-    attrs = node.attributes
+def _parse(text: str, key: str) -> etree._Element | None:
+    """The page's tree (None for an empty page); :class:`TooDeep` when libxml2 stopped at its depth limit."""
+    parser = etree.HTMLParser(encoding="utf-8", no_network=True, remove_comments=True, remove_pis=True)
+    try:
+        tree = etree.fromstring(text.encode("utf-8", "surrogatepass"), parser)
+    except etree.ParserError:
+        return None
+    if any(e.type_name == "ERR_RESOURCE_LIMIT" for e in parser.error_log):
+        raise TooDeep(f"{key}: nested deeper than the HTML parser follows (256 levels)")
+    return tree
+
+
+def _chrome(node: etree._Element) -> bool:
+    tag = node.tag
+    if not isinstance(tag, str) or tag in _CHROME_TAGS:
+        return True  # a comment or processing instruction (its tail is still read), or a chrome element
+    attrs = node.attrib
     if (attrs.get("role") or "") in _CHROME_ROLES or "hidden" in attrs:
         return True
     return not _CHROME_CLASSES.isdisjoint((attrs.get("class") or "").split())
@@ -78,18 +107,22 @@ class _Walk:
         self.links = 0  # depth of <a> elements open
         self.heading: int | None = None
 
-    def run(self, root: LexborNode) -> None:
-        stack: list[tuple[LexborNode, bool]] = [(root, False)]
+    def run(self, root: etree._Element) -> None:
+        stack: list[tuple[etree._Element, bool]] = [(root, False)]
         while stack:
             node, leaving = stack.pop()
             if leaving:
-                self._leave(node.tag or "")
-            elif node.is_text_node:
-                self._text(node.text_content or "")
-            elif node.is_element_node and not _chrome(node):
-                self._enter(node.tag or "")
+                self._leave(str(node.tag))
+            elif _chrome(node):
+                pass
+            else:
+                self._enter(str(node.tag))
+                self._text(node.text or "")
                 stack.append((node, True))
-                stack.extend((c, False) for c in reversed(list(node.iter(include_text=True))))
+                stack.extend((c, False) for c in reversed(node))
+                continue
+            if node is not root:
+                self._text(node.tail or "")  # the text after an element belongs to its parent
         self._flush()
 
     def _enter(self, tag: str) -> None:

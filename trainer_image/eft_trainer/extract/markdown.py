@@ -1,6 +1,7 @@
 """Markdown with markdown-it-py (CommonMark, plus tables): headings make sections; paragraphs, list items,
 block quotes, code blocks and table rows are paragraphs; inline markup is dropped (a link keeps its text,
-an image its alt text, inline HTML nothing); YAML front matter is skipped."""
+an image its alt text, inline HTML nothing); YAML front matter is skipped. Blocks nested more than
+:data:`MAX_NESTING` deep raise :class:`~eft_trainer.extract.base.TooDeep` (markdown-it would drop them)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,22 @@ from collections.abc import Sequence
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from eft_trainer.extract.base import Builder, Document
+from eft_trainer.extract.base import Builder, Document, TooDeep
 from eft_trainer.extract.html import html_text
 
-_MD = MarkdownIt("commonmark").enable("table")
+#: Blocks nested deeper than this (block quotes, lists) are where markdown-it stops: such a file is refused.
+MAX_NESTING = 100
+_MD = MarkdownIt("commonmark", {"maxNesting": MAX_NESTING}).enable("table")
 
 
 def read_markdown(text: str, key: str, title: str) -> Document:
     b = Builder(title)
     level: int | None = None
     row: list[str] | None = None
-    for tok in _MD.parse(_without_front_matter(text)):
+    tokens = _MD.parse(_without_front_matter(text))
+    if any(tok.level >= MAX_NESTING - 1 for tok in tokens):
+        raise TooDeep(f"{key}: blocks nested deeper than {MAX_NESTING} levels")
+    for tok in tokens:
         kind = tok.type
         if kind == "heading_open":
             level = int(tok.tag[1:])

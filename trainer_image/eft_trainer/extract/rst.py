@@ -22,12 +22,7 @@ from docutils import nodes
 from docutils.core import publish_doctree
 from docutils.parsers.rst import Directive, Parser, directives, states
 
-from eft_trainer.extract.base import Builder, Document
-
-
-class TooDeep(Exception):
-    """The file nests deeper than the parser can follow."""
-
+from eft_trainer.extract.base import Builder, Document, TooDeep
 
 _SETTINGS = {
     "_disable_config": True,
