@@ -38,7 +38,7 @@ from eft_trainer.storage import S3Uri, Storage
 log = logging.getLogger("eft_trainer.generation")
 
 #: Bump when extraction, chunking or a generator changes what the same settings make (it is in the hash).
-GENERATION_VERSION = 1
+GENERATION_VERSION = 2
 DATASETS_DIR = "datasets"
 PAIRS_FILE = "pairs.jsonl"
 DATA_CARD = "datacard.json"

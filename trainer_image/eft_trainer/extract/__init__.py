@@ -1,6 +1,6 @@
 """Text extraction, one module per format, each with the format's own parser (linear in the input):
 
-* :mod:`.markdown`: markdown-it-py (CommonMark and tables);
+* :mod:`.markdown`: markdown-it-py (CommonMark);
 * :mod:`.rst`: docutils for the block structure (sections, lists, directives, literal blocks, tables),
   with a linear inline scanner in place of docutils' inline parser (which is quadratic on some input);
 * :mod:`.html`: lxml (libxml2): the page's main content, without navigation, sidebars and footers;
