@@ -257,6 +257,8 @@ class GenerationSummary(_Model):
     pairs: int
     dropped: int
     requests: int = 0
+    #: Document files refused unread (over a size cap, or nested too deep), counted by reason in the data card.
+    refused: int = 0
 
 
 class GuardFigures(_Model):

@@ -233,6 +233,21 @@ class Chunking(_Model):
         return self
 
 
+class DocumentLimits(_Model):
+    """Size caps on the documents read: a larger file, or one past the total, is refused and counted."""
+
+    max_file_bytes: Annotated[int, Field(strict=True, ge=1024, le=1 << 30), Integral] = 8 << 20
+    max_total_bytes: Annotated[int, Field(strict=True, ge=1024, le=1 << 40), Integral] = 1 << 30
+
+    @model_validator(mode="after")
+    def _file_within_total(self) -> DocumentLimits:
+        if self.max_file_bytes > self.max_total_bytes:
+            raise SpecRuleError(
+                ("maxFileBytes",), "data.generate.limits.maxFileBytes must not exceed limits.maxTotalBytes"
+            )
+        return self
+
+
 class InverseCloze(_Model):
     remove_query: StrictBool = True
 
@@ -308,6 +323,7 @@ class GenerateFilter(_Model):
 
 
 class GenerateSpec(_Model):
+    limits: DocumentLimits = Field(default_factory=DocumentLimits)
     chunking: Chunking = Field(default_factory=Chunking)
     queries_per_chunk: Annotated[int, Field(strict=True, ge=1, le=16), Integral] = 1
     max_chunks: Annotated[int, Field(strict=True, ge=1, le=10_000_000), Integral] = 10000

@@ -335,7 +335,7 @@ def test_generated_data_counts_reach_the_run_history() -> None:
     s2, _ = compute_status(
         s1, generation=1, run=s1["currentRun"], observation=Observation("Succeeded", "Succeeded", "ok", term), now="T2"
     )
-    assert s2["runs"][0]["generatedData"] == {**gen, "pairs": 216, "dropped": 12, "requests": 0}
+    assert s2["runs"][0]["generatedData"] == {**gen, "pairs": 216, "dropped": 12, "requests": 0, "refused": 0}
 
 
 def test_an_out_of_memory_fallback_shows_while_retrying_and_reaches_the_history() -> None:

@@ -55,6 +55,21 @@ def test_huge_line_is_refused(tmp_path: Path) -> None:
         D.read_files([p], "jsonl", tmp_path)
 
 
+@pytest.mark.parametrize(("name", "file_type"), [("big.jsonl", "jsonl"), ("big.csv", "csv")])
+def test_a_10mb_line_is_reported_by_file_line_and_size_and_never_held_whole(
+    tmp_path: Path, name: str, file_type: str
+) -> None:
+    head = b"anchor,positive\n" if file_type == "csv" else b'{"anchor": "a", "positive": "b"}\n'
+    p = write(tmp_path, name, head + b"x" * (10 << 20) + b"\n" + head + b"\xff\n")
+    with pytest.raises(InvalidCorpus) as err:
+        D.read_files([p], file_type, tmp_path)
+    assert f"{name}:2: line is 10.5 MB, over the 4 MB limit" in str(err.value)
+    assert f"{name}:4: invalid UTF-8" in str(err.value)  # the lines after it keep their numbers
+    with p.open("rb") as f:
+        sizes = [(len(line), size) for line, size in D.bounded_lines(f)]
+    assert sizes[1] == (0, (10 << 20) + 1) and max(n for n, _ in sizes) <= D.MAX_LINE_BYTES + 1
+
+
 def test_csv_and_parquet(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

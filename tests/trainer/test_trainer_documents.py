@@ -229,3 +229,31 @@ def test_an_llm_endpoint_that_fails_stops_the_run_with_its_reason(
     assert got == code, msg
     assert msg is not None and msg.reason == reason and words in msg.message and KEY not in msg.to_json()
     assert [k for k in keys(s3_server, bucket, "runs/") if k.endswith("manifest.json")] == []
+
+
+def test_a_10mb_pathological_document_is_refused_and_counted(
+    s3_server: LocalS3, tmp_path: Path, model_dir: Path
+) -> None:
+    """10 MB of "[" (hours for the old Markdown regexes) among real documents: the run finishes, the file is
+    refused by the default file cap (8 MiB) before it is downloaded, and the data card and the generation
+    summary count it."""
+    bucket = "attack-documents"
+    s3_server.create_bucket(bucket)
+    client = s3_server.client()
+    for path in library_rst(pydoc_root(), ["json", "csv", "os.path", "pathlib", "glob"]):
+        client.upload_file(str(path), bucket, f"docs/library/{path.name}")
+    client.put_object(Bucket=bucket, Key="docs/attack.md", Body=b"[" * (10 << 20))
+    spec = documents_spec(bucket, s3_server.endpoint)
+    spec["data"]["generate"]["maxChunks"] = 100
+    spec["data"]["generate"]["filter"] = {}
+    cfg = make_cfg(spec, tmp_path / "work", model_dir)
+    with env(s3_server.env()):
+        code, msg = run_config(cfg)
+    assert code == ExitCode.SUCCEEDED, msg
+    assert msg is not None and msg.generation is not None
+    assert msg.generation.refused == 1 and msg.generation.documents == 5
+    dataset = msg.generation.dataset.split("/", 3)[3]
+    card = json.loads(_get(s3_server, bucket, dataset + "datacard.json"))
+    assert card["documentsRefused"] == {"overFileLimit": 1}
+    assert card["refused"] == [{"key": f"s3://{bucket}/docs/attack.md", "bytes": 10 << 20, "reason": "overFileLimit"}]
+    assert card["documentsListed"] == 6 and card["documentsRead"] == 5

@@ -17,10 +17,10 @@ from __future__ import annotations
 import csv
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from eft_api.spec import Columns, DataFormat, EvalData
 from eft_trainer.errors import InvalidCorpus
@@ -55,16 +55,31 @@ class Problems:
 # ---------------------------------------------------------------- readers (file I/O)
 
 
+def bounded_lines(f: IO[bytes]) -> Iterator[tuple[bytes, int]]:
+    """(line, its size) for each line of ``f``, holding at most ``MAX_LINE_BYTES`` + 1 bytes of a line in memory:
+    a longer line is skipped in blocks and given as (b"", its size), for the caller to report."""
+    while raw := f.readline(MAX_LINE_BYTES + 1):
+        size = len(raw)
+        if size > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while (more := f.readline(1 << 20)) and not more.endswith(b"\n"):
+                size += len(more)
+            yield b"", size + len(more)
+        else:
+            yield raw, size
+
+
+def _too_long(size: int) -> str:
+    return f"line is {size / 1e6:.1f} MB, over the {MAX_LINE_BYTES // 2**20} MB limit"
+
+
 def read_jsonl(path: Path, problems: Problems, label: str | None = None) -> list[Row]:
     """JSON lines; a UTF-8 BOM and CRLF endings are tolerated; bad lines are reported by number."""
     name = label or path.name
     rows: list[Row] = []
     with path.open("rb") as f:
-        for n, raw in enumerate(f, start=1):
-            if len(raw) > MAX_LINE_BYTES:
-                problems.add(
-                    f"{name}:{n}", f"line is {len(raw) / 1e6:.1f} MB, over the {MAX_LINE_BYTES // 2**20} MB limit"
-                )
+        for n, (raw, size) in enumerate(bounded_lines(f), start=1):
+            if size > MAX_LINE_BYTES:
+                problems.add(f"{name}:{n}", _too_long(size))
                 continue
             if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
@@ -96,15 +111,15 @@ def json_problem(exc: json.JSONDecodeError) -> str:
 
 def read_csv(path: Path, problems: Problems, label: str | None = None, delimiter: str = ",") -> list[Row]:
     name = label or path.name
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    lines = raw.splitlines(keepends=True)
-    for n, line in enumerate(lines, start=1):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            problems.add(f"{name}:{n}", f"invalid UTF-8 at byte {exc.start}")
+    with path.open("rb") as f:  # line by line, each line bounded: the file is never held whole here
+        for n, (line, size) in enumerate(bounded_lines(f), start=1):
+            if size > MAX_LINE_BYTES:
+                problems.add(f"{name}:{n}", _too_long(size))
+                continue
+            try:
+                line.removeprefix(b"\xef\xbb\xbf" if n == 1 else b"").decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.add(f"{name}:{n}", f"invalid UTF-8 at byte {exc.start}")
     if problems.items:
         return []
     if delimiter == ",":
@@ -113,8 +128,9 @@ def read_csv(path: Path, problems: Problems, label: str | None = None, delimiter
 
         ds = datasets.load_dataset("csv", data_files=str(path), split="train", keep_default_na=False)
         return [Row(dict(r), name, i + 2) for i, r in enumerate(ds)]
-    reader = csv.DictReader(raw.decode("utf-8").splitlines(), delimiter=delimiter)
-    return [Row(dict(r), name, i + 2) for i, r in enumerate(reader)]
+    with path.open(encoding="utf-8-sig", newline="") as text:
+        reader = csv.DictReader(text, delimiter=delimiter)
+        return [Row(dict(r), name, i + 2) for i, r in enumerate(reader)]
 
 
 def read_parquet(path: Path, problems: Problems, label: str | None = None) -> list[Row]:
@@ -455,10 +471,14 @@ class Beir:
 
 def read_qrels(path: Path, problems: Problems, label: str) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
-    for n, raw_line in enumerate(raw.splitlines(), start=1):
+    with path.open("rb") as f:
+        lines = list(bounded_lines(f))
+    for n, (raw_line, size) in enumerate(lines, start=1):
+        if size > MAX_LINE_BYTES:
+            problems.add(f"{label}:{n}", _too_long(size))
+            continue
         try:
-            line = raw_line.decode("utf-8")
+            line = raw_line.removeprefix(b"\xef\xbb\xbf" if n == 1 else b"").decode("utf-8")
         except UnicodeDecodeError as exc:
             problems.add(f"{label}:{n}", f"invalid UTF-8 at byte {exc.start}")
             continue

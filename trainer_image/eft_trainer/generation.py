@@ -32,7 +32,7 @@ import numpy as np
 from eft_api.contract import GenerationSummary, RunConfig
 from eft_api.spec import DataFormat, GenerateFilter, dump_spec
 from eft_trainer import data as D
-from eft_trainer.documents import Chunk, Document, Tokenizer, chunk_documents, read_document
+from eft_trainer.documents import Chunk, Document, Refused, Tokenizer, chunk_documents, read_document
 from eft_trainer.errors import InvalidCorpus
 from eft_trainer.evaluation import encode
 from eft_trainer.generate import Generator, Pair, build
@@ -44,7 +44,7 @@ from eft_trainer.storage import DATA_ROOT_ENV, S3Uri, Storage, base_uri, fetch
 log = logging.getLogger("eft_trainer.generation")
 
 #: Bump when extraction, chunking or a generator changes what the same settings make (it is in the hash).
-GENERATION_VERSION = 1
+GENERATION_VERSION = 2
 DATASETS_DIR = "datasets"
 PAIRS_FILE = "pairs.jsonl"
 DATA_CARD = "datacard.json"
@@ -80,6 +80,7 @@ class Generated:
             pairs=c["pairs"],
             dropped=sum(c["dropped"].values()),
             requests=c.get("requests", 0),
+            refused=sum(c.get("documentsRefused", {}).values()),
         )
 
     def report_section(self) -> dict[str, Any]:
@@ -87,12 +88,14 @@ class Generated:
         rng = random.Random(0)
         samples = rng.sample(self.pairs, min(SAMPLES, len(self.pairs)))
         keep = ("documentsListed", "documentsRead", "documentsEmpty", "chunks", "chunksUsed", "pairsGenerated")
+        refused: dict[str, Any] = {k: self.card[k] for k in ("documentsRefused", "refused") if k in self.card}
         return {
             "dataset": self.dataset_uri,
             "reused": self.reused,
             "hash": self.card["hash"],
             "generators": self.card["generators"],
             **{k: self.card[k] for k in keep},
+            **refused,
             "pairs": self.card["pairs"],
             "dropped": self.card["dropped"],
             **({"modelFilter": self.card["modelFilter"]} if "modelFilter" in self.card else {}),
@@ -119,7 +122,7 @@ def list_documents(cfg: RunConfig, storage: Storage | None) -> tuple[S3Uri, list
         if root:
             src = Path(root) / uri.bucket
             files = [p for p in (src / under).rglob("*") if p.is_file()] if (src / under).is_dir() else []
-            return [(p.relative_to(src).as_posix(), p.stat().st_size, _sha(p.read_bytes())) for p in files]
+            return [(p.relative_to(src).as_posix(), p.stat().st_size, _sha_file(p)) for p in files]
         assert storage is not None
         return storage.list_objects_meta(S3Uri(uri.bucket, under))
 
@@ -127,7 +130,7 @@ def list_documents(cfg: RunConfig, storage: Storage | None) -> tuple[S3Uri, list
     if key and not key.endswith("/"):
         if root:
             f = Path(root) / uri.bucket / key
-            exact = [(key, f.stat().st_size, _sha(f.read_bytes()))] if f.is_file() else []
+            exact = [(key, f.stat().st_size, _sha_file(f))] if f.is_file() else []
         else:
             exact = [o for o in listed(key) if o[0] == key]
     if exact:
@@ -143,6 +146,12 @@ def list_documents(cfg: RunConfig, storage: Storage | None) -> tuple[S3Uri, list
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _sha_file(path: Path) -> str:
+    """A file's sha256, read in blocks (a document may be larger than memory should hold)."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def dataset_hash(cfg: RunConfig, listing: list[tuple[str, int, str]], prompt: str | None) -> str:
@@ -235,15 +244,58 @@ def publish_dataset(
 # ---------------------------------------------------------------- making pairs
 
 
+#: The data card lists at most this many refused files by name (all of them are counted).
+REFUSED_LISTED = 100
+
+
+@dataclass
+class Reading:
+    """The documents read, and the files refused with their reason (``overFileLimit``, ``overTotalLimit``,
+    ``tooDeep``): refused files are counted, never fatal."""
+
+    docs: list[Document] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)
+
+    def refuse(self, key: str, size: int, reason: str, detail: str) -> None:
+        log.warning("refused the document %s (%d bytes): %s", key, size, detail)
+        self.refused.append({"key": key, "bytes": size, "reason": reason})
+
+    def counts(self) -> dict[str, Any]:
+        """The data card's refusal counts by reason, and the first refused files by name."""
+        return {
+            "documentsRefused": dict(Counter(r["reason"] for r in self.refused)),
+            "refused": self.refused[:REFUSED_LISTED],
+        }
+
+
 def read_documents(
     cfg: RunConfig, storage: Storage | None, base: S3Uri, listing: list[tuple[str, int, str]], dest: Path
-) -> list[Document]:
+) -> Reading:
+    """Every listed document within the caps: a file over ``limits.maxFileBytes`` (by its listed size, then
+    by what was downloaded) is refused unread, and once ``limits.maxTotalBytes`` would be passed every
+    further file is refused."""
     if dest.exists():
         shutil.rmtree(dest)
-    tr = cfg.spec.data.train
+    tr, g = cfg.spec.data.train, cfg.spec.data.generate
+    assert g is not None
+    cap, budget = g.limits.max_file_bytes, g.limits.max_total_bytes
     root = os.environ.get(DATA_ROOT_ENV)
-    docs: list[Document] = []
-    for key, _, _ in listing:
+    out = Reading()
+    for key, size, _ in listing:
+        uri = f"s3://{base.bucket}/{key}"
+        if size > cap:
+            out.refuse(uri, size, "overFileLimit", f"over data.generate.limits.maxFileBytes ({cap} bytes)")
+            continue
+        if size > budget:
+            out.refuse(
+                uri,
+                size,
+                "overTotalLimit",
+                f"past data.generate.limits.maxTotalBytes ({g.limits.max_total_bytes} bytes in all)",
+            )
+            budget = -1  # no further file is read
+            continue
+        budget -= size
         rel = key[len(base.key) :] if key.startswith(base.key) else key.rsplit("/", 1)[-1]
         path = dest / rel
         if root:
@@ -252,8 +304,11 @@ def read_documents(
         else:
             assert storage is not None
             storage.download(S3Uri(base.bucket, key), path)
-        docs += read_document(path, f"s3://{base.bucket}/{key}", tr.document_type, tr.columns.text)
-    return docs
+        try:
+            out.docs += read_document(path, uri, tr.document_type, tr.columns.text, cap)
+        except Refused as exc:
+            out.refuse(uri, path.stat().st_size, exc.reason, str(exc))
+    return out
 
 
 class Parts:
@@ -405,10 +460,14 @@ def generate_dataset(
         pairs, card, entry = found
         log.info("reused the dataset %s (%d pairs): no document read, no generator called", prefix, len(pairs))
         return Generated(pairs, card, str(prefix), reused=True, pairs_file=entry)
-    docs = read_documents(cfg, storage, base, listing, work / "documents")
+    reading = read_documents(cfg, storage, base, listing, work / "documents")
+    docs = reading.docs
     if not docs:
+        refused = (
+            f" ({len(reading.refused)} refused: {reading.counts()['documentsRefused']})" if reading.refused else ""
+        )
         raise InvalidCorpus(
-            f"spec.data.train.uri {cfg.spec.data.train.uri}: none of the {len(listing)} files holds text"
+            f"spec.data.train.uri {cfg.spec.data.train.uri}: none of the {len(listing)} files holds text{refused}"
         )
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.of(tokenizer)
     parts = Parts(storage, prefix, local)
@@ -426,7 +485,8 @@ def generate_dataset(
         "documents": [{"key": k, "bytes": s, "etag": e} for k, s, e in listing],
         "documentsListed": len(listing),
         "documentsRead": len(docs),
-        "documentsEmpty": len(listing) - len({d.key.split("#", 1)[0] for d in docs}),
+        "documentsEmpty": len(listing) - len(reading.refused) - len({d.key.split("#", 1)[0] for d in docs}),
+        **reading.counts(),
         "generate": dump_spec(cfg.spec)["data"]["generate"],
         "tokenizer": cfg.spec.model.base,
         "generators": g.generator.names,

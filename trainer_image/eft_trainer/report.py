@@ -252,6 +252,9 @@ def generation_markdown(gen: dict[str, Any]) -> list[str]:
     lines = ["", "## Generated pairs", "", f"Dataset `{gen['dataset']}`{reused}.", ""]
     for key in ("generators", "documentsListed", "documentsRead", "chunks", "chunksUsed", "pairsGenerated", "pairs"):
         lines.append(f"- {words(key)}: {value(gen.get(key))}")
+    if gen.get("documentsRefused"):  # files over data.generate.limits, or too deeply nested
+        refused = ", ".join(f"{words(k)} {v}" for k, v in gen["documentsRefused"].items())
+        lines.append(f"- documents refused: {refused}")
     lines.append("- dropped: " + ", ".join(f"{k} {v}" for k, v in gen.get("dropped", {}).items()))
     if "modelFilter" in gen:  # roundTrip / easiness: what the base model's embeddings were compared with
         lines.append("- model filters: " + ", ".join(f"{k} {v}" for k, v in gen["modelFilter"].items()))
