@@ -27,6 +27,13 @@ RUN_CONFIG_ENV = "EFT_RUN_CONFIG"
 LLM_API_KEY_ENV = "EFT_LLM_API_KEY"
 #: The llm generator's prompt (from spec.data.generate.generator.llm.promptConfigMap, by configMapKeyRef).
 LLM_PROMPT_ENV = "EFT_LLM_PROMPT"
+
+
+def baseline_key_env(index: int) -> str:
+    """The API key of ``spec.evaluation.baselines[index].endpoint`` (its apiKeySecret, by secretKeyRef)."""
+    return f"EFT_BASELINE_{index}_API_KEY"
+
+
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
 

@@ -151,6 +151,11 @@ def _env(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
     if llm is not None and llm.prompt_config_map is not None:
         cm_ref = {"name": llm.prompt_config_map.name, "key": llm.prompt_config_map.key}
         env.append({"name": contract.LLM_PROMPT_ENV, "valueFrom": {"configMapKeyRef": cm_ref}})
+    for i, baseline in enumerate(spec.evaluation.baselines):
+        secret_ref = baseline.endpoint.api_key_secret if baseline.endpoint else None
+        if secret_ref is not None:  # by reference, as the llm generator's key
+            ref = {"name": secret_ref.name, "key": secret_ref.key}
+            env.append({"name": contract.baseline_key_env(i), "valueFrom": {"secretKeyRef": ref}})
     return env
 
 

@@ -146,3 +146,18 @@ def test_llm_api_key_and_prompt_reach_the_job_by_reference_only() -> None:
         e["name"] for d in offline if d["kind"] == "Job" for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
     ]
     assert contract.LLM_API_KEY_ENV not in names
+
+
+def test_baseline_endpoint_keys_reach_the_job_by_reference_only() -> None:
+    """Each endpoint baseline's apiKeySecret becomes a secretKeyRef env var named by its index; no key value."""
+    docs = _render(REPO / "examples" / "baselines-and-merge.yaml")
+    job = next(d for d in docs if d["kind"] == "Job")
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert contract.baseline_key_env(0) not in env  # a model baseline has no key
+    ref = env[contract.baseline_key_env(1)]
+    assert ref == {
+        "name": "EFT_BASELINE_1_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "openai-api-key", "key": "apiKey"}},
+    }
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert "openai-api-key" in config["data"][contract.RUN_CONFIG_KEY]  # the Secret's name, never its value
