@@ -39,6 +39,7 @@ import kopf
 
 from eft_api import contract
 from eft_api.contract import output_prefix
+from eft_api.relevance import training_digest
 from eft_api.spec import EmbeddingFinetuneSpec, InvalidSpec, parse_spec
 from eft_api.status import TrainerStatus
 from eft_operator import children
@@ -63,6 +64,7 @@ from eft_operator.status import (
     merge_patch,
     observe,
     pods_missing,
+    reusable,
     set_condition,
 )
 
@@ -333,7 +335,9 @@ class Reconciler:
                 )
                 status = await self._stall(client, body, prev, current, superseded, problem, now, logger)
                 return _Result(status)
-            configmap, job_body = render_children(owner, spec, self.settings)
+            tdigest = training_digest(spec)
+            reuse = reusable(prev.get("runs") or [], tdigest)  # only evaluation, gate or the like changed
+            configmap, job_body = render_children(owner, spec, self.settings, reuse)
             try:
                 await client.ensure(configmap, uid)
                 service = render_service(owner, spec)  # the rendezvous of a multi-node run
@@ -361,6 +365,8 @@ class Reconciler:
                 "generation": generation,
                 "jobName": owner.child_name,
                 "specHash": digest,
+                "trainingDigest": tdigest,
+                **({"reusedModelFrom": reuse.run_id} if reuse else {}),
                 "outputUri": render_outputs(owner, spec),
                 "startTime": (job.get("metadata") or {}).get("creationTimestamp") or now,
             }

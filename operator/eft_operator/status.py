@@ -352,8 +352,25 @@ def set_condition(
     return out
 
 
+def reusable(runs: Sequence[Mapping[str, Any]], training_digest: str) -> contract.ModelReuse | None:
+    """The newest finished run with the same training digest whose trained weights were kept (it succeeded, or
+    its model was rejected by the gate): a new generation re-measures and re-gates them, no training. Pure."""
+    for r in runs:
+        kept = (r.get("artifacts") or {}).get("trainedModel")
+        if r.get("trainingDigest") == training_digest and kept and r.get("reason") in REGATABLE:
+            return contract.ModelReuse(run_id=str(r.get("id")), uri=str(kept))
+    return None
+
+
+#: Run outcomes whose trained model a re-gate may reuse.
+REGATABLE = frozenset({"Succeeded", "PromotionRejected"})
+
+
 def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | None) -> dict[str, Any]:
-    keys = ("id", "generation", "phase", "reason", "message", "startTime", "completionTime", "outputUri", "jobName")
+    keys = (
+        *("id", "generation", "phase", "reason", "message", "startTime", "completionTime", "outputUri", "jobName"),
+        *("trainingDigest", "reusedModelFrom"),
+    )
     entry = {k: run[k] for k in keys if run.get(k) is not None}
     if term is not None and term.headline is not None:
         h = term.headline
@@ -368,7 +385,20 @@ def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | N
         entry["guards"] = [g.model_dump(mode="json", by_alias=True) for g in term.guards]
     if term is not None and term.oom_fallback is not None:  # the loss was switched after running out of memory
         entry["oomFallback"] = term.oom_fallback.model_dump(mode="json", by_alias=True)
+    entry.update(_evidence(term))
     return entry
+
+
+def _evidence(term: contract.TerminationMessage | None) -> dict[str, Any]:
+    """A run's baselines (short form), merge ratio and the run whose model it re-gated, for status."""
+    out: dict[str, Any] = {}
+    if term is not None and term.baselines:
+        out["baselines"] = [b.model_dump(mode="json", by_alias=True, exclude_none=True) for b in term.baselines]
+    if term is not None and term.merge_ratio is not None:
+        out["mergeRatio"] = term.merge_ratio
+    if term is not None and term.reused_model_from:
+        out["reusedModelFrom"] = term.reused_model_from
+    return out
 
 
 def _record(runs: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -459,6 +489,7 @@ def compute_status(
                 }
                 if term.index is not None:
                     status["results"]["reindexRequired"] = term.index.reindex_required
+                status["results"].update(_evidence(term))
                 if term.artifacts is not None:
                     status["artifacts"] = term.artifacts.model_dump(mode="json", by_alias=True, exclude_none=True)
 

@@ -161,3 +161,15 @@ def test_baseline_endpoint_keys_reach_the_job_by_reference_only() -> None:
     }
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     assert "openai-api-key" in config["data"][contract.RUN_CONFIG_KEY]  # the Secret's name, never its value
+
+
+def test_a_re_gate_run_config_names_the_model_to_reuse() -> None:
+    doc = yaml.safe_load((REPO / "examples" / "guards.yaml").read_text())
+    meta, spec = parse_resource(doc)
+    owner = Owner.of("team", meta.resolved_name, "11111111-2222-3333-4444-555555555555", 2, spec)
+    reuse = contract.ModelReuse(run_id="r1", uri="s3://eft-models/team/support-search/r1/model/")
+    configmap, _ = render_children(owner, spec, SETTINGS, reuse)
+    cfg = contract.RunConfig.from_json(configmap["data"][contract.RUN_CONFIG_KEY])
+    assert cfg.reuse_model_from == reuse
+    plain, _ = render_children(owner, spec, SETTINGS)
+    assert "reuseModelFrom" not in plain["data"][contract.RUN_CONFIG_KEY]

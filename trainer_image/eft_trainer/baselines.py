@@ -118,9 +118,9 @@ def measure_endpoint(
 
 
 def measure_model(
-    b: Baseline, load: Callable[[], Any], evaluate: Callable[[Any, IRSet], EvalResult], sets: Mapping[str, IRSet]
+    b: Baseline, load: Callable[[], Any], evaluate: Callable[[Any, str, IRSet], EvalResult], sets: Mapping[str, IRSet]
 ) -> Measured:
-    """A model baseline: ``load()`` gives the model, ``evaluate(model, irset)`` measures it (every dimension)."""
+    """A model baseline: ``load()`` gives the model, ``evaluate(model, set name, irset)`` measures it."""
     m = Measured(b.name, "model", reference(b))
     try:
         model = load()
@@ -128,7 +128,7 @@ def measure_model(
         m.error = f"baseline {b.name}: {exc}"
         log.warning("%s", m.error)
         return m
-    m.results = {set_name: evaluate(model, irset) for set_name, irset in sets.items()}
+    m.results = {set_name: evaluate(model, set_name, irset) for set_name, irset in sets.items()}
     m.dimension = _dimension(m.results)
     return m
 

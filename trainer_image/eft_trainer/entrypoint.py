@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from eft_api.contract import (
@@ -41,17 +42,21 @@ from eft_api.contract import (
     TERMINATION_LOG,
     TERMINATION_LOG_ENV,
     Artifacts,
+    BaselineFigures,
     ExitCode,
     Headline,
     IndexSummary,
+    ModelReuse,
     OomFallback,
     Reason,
     RunConfig,
     TerminationMessage,
 )
 from eft_api.spec import MINABLE_FORMATS, DataFormat, ModelSpec
+from eft_trainer import baselines as B
 from eft_trainer import data as D
 from eft_trainer import distributed as dist
+from eft_trainer import evidence as EV
 from eft_trainer import methods
 from eft_trainer.distributed import World
 from eft_trainer.errors import (
@@ -474,6 +479,120 @@ def evaluate_guards(model: Any, guard_sets: Sequence[Any], dim: int, cfg: RunCon
     ]
 
 
+@dataclass
+class Evidence:
+    """What the merge, the baselines and the per-query movers compare with: the base model's figures."""
+
+    irset: D.IRSet
+    base: Any
+    guard_sets: Sequence[Any]
+    guards_base: list[Any]
+    pdim: int
+    base_weights: dict[str, Any] | None
+    corpus_embeddings: Any
+
+    def judged(self, cfg: RunConfig, m: EV.Measured) -> EV.Measured:
+        return EV.judge(cfg, m, self.base, self.guard_sets, self.guards_base, self.pdim)
+
+    def merge(self, cfg: RunConfig, trained: EV.Measured) -> tuple[EV.Measured, dict[str, Any] | None]:
+        """The fine-tuned model judged, then merged with the base where training.merge asks (eft_trainer.merge)."""
+
+        def measure(model: Any) -> tuple[Any, list[Any]]:
+            tuned = evaluate(model, self.irset, cfg, corpus_embeddings=self.corpus_embeddings)
+            return tuned, evaluate_guards(model, self.guard_sets, self.pdim, cfg)
+
+        judged = self.judged(cfg, trained)
+        return EV.merge_stage(cfg, self.base_weights, judged, measure, lambda m: self.judged(cfg, m), self.pdim)
+
+    def leaderboard(
+        self, cfg: RunConfig, storage: Storage | None, own: Path, tuned: Any, guards_tuned: Sequence[Any]
+    ) -> dict[str, Any] | None:
+        """Each baseline on the evaluation set and the guards, against the base and the fine-tuned model."""
+        spec = cfg.spec
+        if not spec.evaluation.baselines:
+            return None
+        names = [gs.guard.name for gs in self.guard_sets]
+        sets = {"eval": self.irset, **{n: gs.irset for n, gs in zip(names, self.guard_sets, strict=True)}}
+
+        def load(i: int) -> Any:
+            which = spec.evaluation.baselines[i].model
+            return load_model(cfg, storage, own, which, f"spec.evaluation.baselines[{i}].model.base")[0]
+
+        def measure(model: Any, set_name: str, irset: D.IRSet) -> Any:
+            if set_name == "eval":
+                return evaluate(model, irset, cfg)
+            return evaluate_guards(model, [SimpleNamespace(irset=irset)], embedding_dim(model), cfg)[0]
+
+        prefix = B.embeddings_prefix(spec.output.uri, cfg.run.namespace, cfg.run.name)
+        measured = EV.baselines_stage(cfg, sets, load, measure, B.EmbeddingsCache(own, storage, prefix))
+        base = {"eval": self.base, **dict(zip(names, self.guards_base, strict=True))}
+        tuned_sets = {"eval": tuned, **dict(zip(names, guards_tuned, strict=True))}
+        return B.leaderboard(base, tuned_sets, measured, spec.evaluation.primary_metric, self.pdim, spec.training.seed)
+
+    def add_sections(
+        self,
+        cfg: RunConfig,
+        report: dict[str, Any],
+        tuned: Any,
+        guards_tuned: Sequence[Any],
+        board: dict[str, Any] | None,
+        merge_section: dict[str, Any] | None,
+        reused: ModelReuse | None,
+    ) -> None:
+        """The report's leaderboard, merge curve, per-query movers; the merge ratio for the manifest and card."""
+        report["perQuery"] = EV.per_query_section(
+            cfg, self.irset, self.base, tuned, self.guard_sets, self.guards_base, guards_tuned, self.pdim
+        )
+        if board is not None:
+            report["leaderboard"] = board
+        if merge_section is not None:
+            report["merge"] = merge_section
+            if report.get("index") is not None:
+                report["index"]["mergeRatio"] = merge_section["chosen"] or 1.0
+        if reused is not None:
+            report["reusedModelFrom"] = {"runId": reused.run_id, "uri": reused.uri}
+
+
+def reused_model(cfg: RunConfig, storage: Storage | None, own: Path) -> methods.Trained:
+    """An earlier run's trained model (``reuseModelFrom``), as if trained now: 0 steps."""
+    from sentence_transformers import SentenceTransformer
+
+    from eft_trainer.model_ref import resolve_ref
+    from eft_trainer.training import TrainStats
+
+    reuse = cfg.reuse_model_from
+    assert reuse is not None
+    where = resolve_ref(reuse.uri, storage, own / "reused-model", "reuseModelFrom", None)
+    model = SentenceTransformer(where, trust_remote_code=cfg.spec.model.trust_remote_code)
+    log.info("reused the trained model of run %s from %s: no training", reuse.run_id, reuse.uri)
+    stats = TrainStats(0.0, 0, 0, 0.0, "none", 0, None, False)
+    return methods.Trained(model, stats, {"reusedModelFrom": reuse.run_id})
+
+
+def keep_trained(
+    cfg: RunConfig, storage: Storage, work: Path, trained: Any, reused: ModelReuse | None, keep: bool
+) -> str | None:
+    """Where the trained weights (before any merge) stay for a later re-gate, when model/ will not hold them (a
+    merge, a rejection): the reused run's, or ``checkpoints/trained-model/`` (uploaded here, before the manifest)."""
+    if reused is not None:
+        return reused.uri
+    if not keep:
+        return None
+    prefix = S3Uri.parse(cfg.run.output_prefix).join(TRAINED_MODEL_DIR)
+    local = work / "trained-model"
+    if local.exists():
+        shutil.rmtree(local)
+    trained.save(str(local))
+    for f in sorted(p for p in local.rglob("*") if p.is_file()):
+        storage.upload(f, prefix.join(f.relative_to(local).as_posix()))
+    log.info("kept the trained model (before merging, or rejected) under %s", prefix)
+    return str(prefix)
+
+
+#: Under a run's prefix: its trained weights when model/ does not hold them.
+TRAINED_MODEL_DIR = "checkpoints/trained-model/"
+
+
 def publish_run(
     cfg: RunConfig,
     storage: Storage,
@@ -508,8 +627,10 @@ def publish_run(
         rdir = out / "report"
         rdir.mkdir(parents=True)
         (rdir / PUBLISHED_REPORT_JSON).write_text(json.dumps(report, indent=2))
-        (rdir / PUBLISHED_REPORT_MD).write_text(render_markdown(report, PUBLISHED_PLOT))
+        evidence = "\n".join(EV.markdown(report))  # leaderboard, merge curve, per-query movers
+        (rdir / PUBLISHED_REPORT_MD).write_text(render_markdown(report, PUBLISHED_PLOT) + "\n" + evidence)
         plot(report, rdir / PUBLISHED_PLOT)
+        EV.extra_plots(report, rdir)
         return rdir
 
     prefix = S3Uri.parse(cfg.run.output_prefix)
@@ -640,20 +761,22 @@ def run_job(
     gate = spec.evaluation.gate
     pdim = gate.dimension if gate and gate.dimension and gate.dimension in base.metrics else max(base.metrics)
     guards_base = evaluate_guards(model, guard_sets, pdim, cfg)
+    base_weights = EV.base_state(model, cfg)  # training.merge interpolates towards them
     timings["evaluateBase"] = time.perf_counter() - t
     log.info("base model: %s", _headline_str(base.metrics, spec.evaluation.primary_metric))
 
-    if spec.training.hard_negatives.enabled:
+    reused = cfg.reuse_model_from  # the same training digest as an earlier run: re-measure and re-gate only
+    if spec.training.hard_negatives.enabled and reused is None:
         t = phase("mine")
         train = dist.broadcast(mine_negatives(model, cfg, train))
         timings["mine"] = time.perf_counter() - t
-    if spec.training.silver_labels is not None:
+    if spec.training.silver_labels is not None and reused is None:
         t = phase("label")
         train, stats["silverLabels"] = silver_labels(cfg, storage, own, train)
         timings["label"] = time.perf_counter() - t
 
     pre = None
-    if spec.training.pretrain is not None:
+    if spec.training.pretrain is not None and reused is None:
         t = phase("pretrain")
         from eft_trainer.pretrain import pretrain_stage
 
@@ -666,15 +789,19 @@ def run_job(
 
     method = methods.for_spec(spec)
     t = phase("train")
-    trained = train_model(
-        model,
-        cfg,
-        train,
-        storage,
-        work,
-        callbacks=[prog.callback(spec.training.batch_size * w.size), *callbacks],
-        max_steps=max_steps,
-        world=w,
+    trained = (
+        reused_model(cfg, storage, own)
+        if reused is not None
+        else train_model(
+            model,
+            cfg,
+            train,
+            storage,
+            work,
+            callbacks=[prog.callback(spec.training.batch_size * w.size), *callbacks],
+            max_steps=max_steps,
+            world=w,
+        )
     )
     model, stats_train = trained.model, trained.stats
     timings["train"] = time.perf_counter() - t
@@ -682,7 +809,7 @@ def run_job(
 
     t = phase("evaluate-finetuned")
     # A method that leaves the document side alone reuses the base model's corpus embeddings.
-    reuse = None if method.reindex_required or pre is not None else base.corpus_embeddings
+    reuse = None if method.reindex_required or pre is not None or reused is not None else base.corpus_embeddings
     tuned = evaluate(model, irset, cfg, corpus_embeddings=reuse)
     stats["corpusEmbeddingsReused"] = reuse is not None
     prog.record_eval("finetuned", tuned.metrics)
@@ -698,13 +825,14 @@ def run_job(
 
     from eft_trainer import guards as G
 
+    t = time.perf_counter()
+    ev = Evidence(irset, base, guard_sets, guards_base, pdim, base_weights, reuse)
+    final, merge_section = ev.merge(cfg, EV.Measured(model, tuned, guards_tuned))
+    model, tuned, guards_tuned = final.model, final.tuned, final.guards_tuned
+    board = ev.leaderboard(cfg, storage, own, tuned, guards_tuned)
+    timings["evidence"] = time.perf_counter() - t
     boot = paired_bootstrap(base.per_query[pdim][pm], tuned.per_query[pdim][pm], seed=spec.training.seed)
-    guard_results = [
-        G.figures(
-            gs, b.per_query[pdim][pm], f.per_query[pdim][pm], primary_metric=pm, dimension=pdim, seed=spec.training.seed
-        )
-        for gs, b, f in zip(guard_sets, guards_base, guards_tuned, strict=True)
-    ]
+    guard_results = final.guard_results
     for r in guard_results:
         log.info("guard %s", G.summary(r))
     report = build_report(
@@ -744,12 +872,9 @@ def run_job(
         from eft_trainer.report import teacher_figures
 
         report["teacher"] = teacher_figures(teacher, tuned, pm, pdim, spec.training.seed)
+    ev.add_sections(cfg, report, tuned, guards_tuned, board, merge_section, reused)
     h = report["headline"]
-    why = []
-    if gate is not None and h["gain"] < gate.min_gain:
-        why.append(f"{pm} gain {h['gain']:+.4f} at {pdim} dims is below spec.evaluation.gate.minGain {gate.min_gain}")
-    if guard_rejection := G.rejection(guard_results):
-        why.append(guard_rejection)
+    why = EV.verdict(cfg, final, board, pdim, h["gain"])
     rejected = bool(why)
     # The verdict is published with the report, so that a rerun of a published run returns the same outcome.
     report["promotion"] = {"rejected": rejected, "reasons": why}
@@ -762,7 +887,9 @@ def run_job(
 
     arts = Artifacts()
     if storage is not None:
+        kept = keep_trained(cfg, storage, work, trained.model, reused, rejected or model is not trained.model)
         _, arts = publish_run(cfg, storage, None if rejected else model, report, work, stamp, method)
+        arts = arts.model_copy(update={"trained_model": kept or arts.model})
     else:
         local = work / "published"
         model.save(str(local / "model"))
@@ -780,6 +907,7 @@ def run_job(
         )
     if teacher is not None:
         figures += f"; teacher {report['teacher']['primary']:.4f} at {report['teacher']['dimension']} dims"
+    figures += EV.summary(merge_section, board, reused)
     if rejected:
         outcome, reason = "Failed", Reason.PROMOTION_REJECTED
         message = "; ".join(why) + f" ({figures})"
@@ -798,6 +926,9 @@ def run_job(
         generation=gen.generated.summary() if gen else None,
         guards=[G.termination_figures(r) for r in guard_results] or None,
         oom_fallback=fallback,
+        baselines=[BaselineFigures.model_validate(b) for b in B.short_form(board)] if board else None,
+        merge_ratio=merge_section["chosen"] if merge_section else None,
+        reused_model_from=reused.run_id if reused else None,
     )
 
 

@@ -34,7 +34,7 @@ def movers(
     k = max(k_values)
     mrr = f"mrr@{k}"
     b, t = base.per_query[dim], tuned.per_query[dim]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, (qid, text) in enumerate(irset.queries.items()):
         delta = t[pm][i] - b[pm][i]
         if delta == 0:

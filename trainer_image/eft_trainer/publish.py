@@ -81,6 +81,11 @@ def index_card(index: dict[str, Any]) -> list[str]:
         f"- normalised: {'yes' if index['normalized'] else 'no'}; similarity: {index['similarity']}",
         f"- prompts: {prompts}; max sequence length: {index['maxSeqLength']}",
         f"- {index['encode']}",
+        *(
+            [f"- merged with the base model at ratio {index['mergeRatio']:g} (WiSE-FT; 1 is the fine-tuned model)"]
+            if "mergeRatio" in index
+            else []
+        ),
         "",
     ]
 
