@@ -4,6 +4,7 @@ ratio search's bookkeeping and the choice; per-query evidence (ranks before and 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -119,3 +120,15 @@ def test_merged_minilm_embeds_exactly_as_base_and_fine_tuned_at_the_ends(model_d
     e = {r: merged_model(base, tuned, r).encode(texts) for r in (0.0, 0.5, 1.0)}
     assert np.array_equal(e[0.0], base.encode(texts)) and np.array_equal(e[1.0], tuned.encode(texts))
     assert not np.array_equal(e[0.5], e[0.0]) and not np.array_equal(e[0.5], e[1.0])
+
+
+def test_a_guard_decided_by_ci_lower_is_stricter_than_by_the_estimate() -> None:
+    from eft_api.spec import Guard
+    from eft_trainer.guards import GuardSet, figures
+
+    gs = GuardSet(Guard.model_validate({"name": "faq", "uri": "s3://bkt/faq.jsonl", "maxDrop": 0.05}), 0, None, {})  # type: ignore[arg-type]
+    base = [0.5] * 8
+    tuned = [0.9, 0.1, 0.9, 0.1, 0.5, 0.5, 0.5, 0.42]  # a drop of 0.01 on average, noisily
+    kw: dict[str, Any] = {"primary_metric": "ndcg@10", "dimension": 8, "seed": 0}
+    assert figures(gs, base, tuned, **kw)["passed"]
+    assert not figures(gs, base, tuned, decide_by="ciLower", **kw)["passed"]

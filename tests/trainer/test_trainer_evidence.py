@@ -78,7 +78,7 @@ def test_merge_repairs_a_guard_and_a_re_gate_trains_nothing(
     spec = evidence_spec(s3_server.endpoint, standin.url, max_drop=0.02)
     cfg = make_cfg(spec, tmp_path / "one", model_dir, name="evidence")
     with env(s3_server.env()):
-        code, msg = run_config(cfg)
+        _code, msg = run_config(cfg)
     assert msg is not None and msg.reason == Reason.SUCCEEDED, msg
     assert msg.merge_ratio is not None and msg.merge_ratio < 1
     prefix = cfg.run.output_prefix.split("/", 3)[3]
@@ -112,7 +112,7 @@ def test_merge_repairs_a_guard_and_a_re_gate_trains_nothing(
     )
     assert cfg2.run.run_id != cfg.run.run_id
     with env(s3_server.env()):
-        code2, msg2 = run_config(cfg2)
+        _code2, msg2 = run_config(cfg2)
     assert msg2 is not None and msg2.reason == Reason.SUCCEEDED, msg2
     assert msg2.reused_model_from == cfg.run.run_id
     rep2 = json.loads(_get(s3_server, cfg2.run.output_prefix.split("/", 3)[3] + "report.json"))
