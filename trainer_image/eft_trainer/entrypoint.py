@@ -969,6 +969,9 @@ def _train_only(
     max_steps: int,
 ) -> TerminationMessage:
     """A rank other than 0: take rank 0's mined rows, train its share, and leave the rest to rank 0."""
+    if cfg.reuse_model_from is not None:  # a re-gate: rank 0 measures the reused model alone
+        msg = f"rank {w.rank}: nothing to train (run {cfg.reuse_model_from.run_id}'s model is re-gated by rank 0)"
+        return TerminationMessage(outcome="Succeeded", reason=Reason.SUCCEEDED, message=msg, run_id=cfg.run.run_id)
     if cfg.spec.training.hard_negatives.enabled:
         train = dist.broadcast(None)
     if cfg.spec.training.silver_labels is not None:

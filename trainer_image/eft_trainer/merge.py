@@ -127,11 +127,9 @@ def choose(points: Sequence[Point]) -> Point | None:
 
 
 def best_trade_off(points: Sequence[Point]) -> Point | None:
-    """When none passes: the best primary metric among those passing the guards, else the largest ratio."""
-    guarded = [p for p in points if p.guards_passed]
-    if guarded:
-        return max(guarded, key=lambda p: (p.primary, p.ratio))
-    return max(points, key=lambda p: p.ratio) if points else None
+    """When none passes: the best primary metric among those passing the guards, else among all."""
+    guarded = [p for p in points if p.guards_passed] or list(points)
+    return max(guarded, key=lambda p: (p.primary, p.ratio)) if guarded else None
 
 
 def describe(points: Sequence[Point], chosen: Point | None, pm: str) -> str:
