@@ -25,7 +25,7 @@ from typing import Any
 from eft_api.spec import Baseline
 from eft_trainer.data import IRSet
 from eft_trainer.embedding_cache import cache_key, cached_embeddings
-from eft_trainer.endpoint_embedder import EndpointEmbedder
+from eft_trainer.endpoint_embedder import EndpointEmbedder, EndpointFailed
 from eft_trainer.errors import TrainerError
 from eft_trainer.evaluation import EvalResult, evaluate_embeddings
 from eft_trainer.report import paired_bootstrap
@@ -101,8 +101,6 @@ def measure_endpoint(
     b: Baseline, index: int, sets: Mapping[str, IRSet], k_values: Sequence[int], cache: EmbeddingsCache
 ) -> Measured:
     """An endpoint baseline measured on every set; its error, not an exception, when the endpoint fails."""
-    from eft_trainer.endpoint_embedder import EndpointFailed
-
     assert b.endpoint is not None
     m = Measured(b.name, "endpoint", reference(b))
     embedder = EndpointEmbedder(b.endpoint, b.name, index)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from eft_api.contract import S3_CREDENTIAL_VARS, S3_CREDENTIALS_DIR_ENV, OomFallback, Reason
+from eft_api.contract import LLM_API_KEY_ENV, S3_CREDENTIAL_VARS, S3_CREDENTIALS_DIR_ENV, OomFallback, Reason
 
 
 class TrainerError(Exception):
@@ -90,7 +90,8 @@ def credential_files() -> dict[str, str]:
 
 def secret_values() -> list[str]:
     """Every credential value this process may hold: from the environment and from the credentials folder."""
-    values = [os.environ.get(k, "") for k in S3_CREDENTIAL_VARS] + list(credential_files().values())
+    names = (*S3_CREDENTIAL_VARS, LLM_API_KEY_ENV)
+    values = [os.environ.get(k, "") for k in names] + list(credential_files().values())
     return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
 
 

@@ -20,8 +20,8 @@ from eft_trainer import baselines as B
 from eft_trainer import guards as G
 from eft_trainer import merge as M
 from eft_trainer.evaluation import EvalResult
+from eft_trainer.per_query import markdown as movers_md
 from eft_trainer.per_query import movers
-from eft_trainer.report import paired_bootstrap
 
 log = logging.getLogger("eft_trainer.evidence")
 
@@ -49,39 +49,16 @@ def base_state(model: Any, cfg: RunConfig) -> dict[str, Any] | None:
     return state
 
 
-def judge(
-    cfg: RunConfig,
-    m: Measured,
-    base: EvalResult,
-    guard_sets: Sequence[Any],
-    guards_base: Sequence[EvalResult],
-    pdim: int,
-) -> Measured:
-    """Fill in the guards' figures and the gain's verdict (``gate.decideBy``)."""
-    spec = cfg.spec
-    pm = spec.evaluation.primary_metric
-    decide_by = spec.evaluation.gate.decide_by if spec.evaluation.gate else "estimate"
-    m.guard_results = [
-        G.figures(gs, b.per_query[pdim][pm], f.per_query[pdim][pm], primary_metric=pm, dimension=pdim,
-                  seed=spec.training.seed, decide_by=decide_by)
-        for gs, b, f in zip(guard_sets, guards_base, m.guards_tuned, strict=True)
-    ]  # fmt: skip
-    gate = spec.evaluation.gate
-    if gate is not None:
-        boot = paired_bootstrap(base.per_query[pdim][pm], m.tuned.per_query[pdim][pm], seed=spec.training.seed)
-        m.gain_ok = (boot["low"] if decide_by == "ciLower" else boot["gain"]) >= gate.min_gain
-    return m
-
-
 def merge_stage(
     cfg: RunConfig,
-    base_weights: dict[str, Any] | None,
+    merged: Callable[[float], Any],
     trained: Measured,
     measure: Measure,
     judged: Callable[[Measured], Measured],
     pdim: int,
 ) -> tuple[Measured, dict[str, Any] | None]:
-    """Measure merge ratios (given or searched) and return the chosen model's figures and the report's section.
+    """Measure merge ratios (given or searched; ``merged(ratio)`` makes the model) and return the chosen model's
+    figures and the report's section.
 
     ``trained`` is the fine-tuned model already measured and judged (ratio 1). When no ratio passes, the
     fine-tuned model stays (the run is rejected as without merging) and the section names the best trade-off."""
@@ -96,7 +73,7 @@ def merge_stage(
         if ratio == 1.0:
             m = trained
         else:
-            model = _merged(cfg, base_weights, trained.model, ratio)
+            model = merged(ratio)
             tuned, guards_tuned = measure(model)
             m = judged(Measured(model, tuned, guards_tuned))
         by_ratio[ratio] = m
@@ -114,15 +91,6 @@ def merge_stage(
     }
     log.info("%s", section["summary"])
     return (by_ratio[chosen.ratio] if chosen else trained), section
-
-
-def _merged(cfg: RunConfig, base_weights: dict[str, Any] | None, tuned: Any, ratio: float) -> Any:
-    if cfg.spec.training.method is Method.QUERY_ADAPTER:
-        return M.merged_adapter_model(tuned, ratio)
-    assert base_weights is not None
-    model = copy.deepcopy(tuned)
-    model.load_state_dict(M.lerp_state(base_weights, tuned.state_dict(), ratio))
-    return model
 
 
 def _point(ratio: float, m: Measured, pm: str, pdim: int) -> M.Point:
@@ -172,23 +140,6 @@ def per_query_section(
     for gs, b, t in zip(guard_sets, guards_base, guards_tuned, strict=True):
         out[gs.guard.name] = movers(gs.irset, b, t, pdim, pm, ev.k_values)
     return out
-
-
-def verdict(cfg: RunConfig, final: Measured, board: dict[str, Any] | None, pdim: int, gain: float) -> list[str]:
-    """Why the gate rejects the model ([] when it does not): gain, guards, mustBeat, as decideBy says."""
-    spec = cfg.spec
-    gate = spec.evaluation.gate
-    pm = spec.evaluation.primary_metric
-    why = []
-    if gate is not None and not final.gain_ok:
-        how = "the lower end of the 95% CI of the " if gate.decide_by == "ciLower" else ""
-        why.append(f"{how}{pm} gain {gain:+.4f} at {pdim} dims is below spec.evaluation.gate.minGain {gate.min_gain}")
-    if guard_rejection := G.rejection(final.guard_results):
-        why.append(guard_rejection)
-    must = B.must_beat_rejection(board, gate.must_beat, gate.decide_by) if gate and gate.must_beat and board else ""
-    if must:
-        why.append(must)
-    return why
 
 
 def summary(merge: dict[str, Any] | None, board: dict[str, Any] | None, reused: ModelReuse | None) -> str:
@@ -244,8 +195,6 @@ def merge_plot(section: dict[str, Any], path: Path) -> Path:
 
 def markdown(report: dict[str, Any]) -> list[str]:
     """The report's sections for the leaderboard, the merge curve and the per-query movers."""
-    from eft_trainer.per_query import markdown as movers_md
-
     lines: list[str] = []
     board = report.get("leaderboard")
     if board:

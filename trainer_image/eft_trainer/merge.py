@@ -84,21 +84,6 @@ def identity_state(module: Any) -> dict[str, Any]:
     return out
 
 
-def merged_adapter_model(tuned: Any, ratio: float) -> Any:
-    """A queryAdapter model whose query-route adapter is interpolated with the identity."""
-    from eft_trainer.methods.query_adapter import router_of
-
-    model = copy.deepcopy(tuned)
-    router = router_of(model)
-    if router is None:
-        raise ValueError("the queryAdapter model has no Router: cannot merge its adapter")
-    for m in router.sub_modules["query"]:
-        state = m.state_dict()
-        if state:
-            m.load_state_dict(lerp_state(identity_state(m), state, ratio))
-    return model
-
-
 # ---------------------------------------------------------------- ratios and the choice (pure)
 
 

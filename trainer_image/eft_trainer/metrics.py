@@ -21,6 +21,8 @@ PHASES = (
     "train",
     "evaluate-finetuned",
     "evaluate-teacher",
+    "merge",
+    "baselines",
     "publish",
     "done",
     "failed",
