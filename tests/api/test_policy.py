@@ -164,3 +164,18 @@ def test_rule_keys_are_the_policy_keys() -> None:
     assert keys <= aliases
     chart_keys = set(CHART_VALUES["policy"]) - {"namespaces"}
     assert chart_keys == aliases  # the chart's values and the model name the same keys
+
+
+def test_a_baselines_endpoint_model_and_remote_code_are_held_to_the_policy() -> None:
+    """Baselines (spec.evaluation.baselines) go through the rules of the llm endpoint, the buckets and remote code
+    (eft validate --policy and the operator; the chart's admission policy does not cover them yet)."""
+    doc = yaml.safe_load((Path(__file__).parents[2] / "examples" / "baselines-and-merge.yaml").read_text())
+    doc["spec"]["evaluation"]["baselines"][0]["model"] |= {"base": "s3://other-bucket/m/", "trustRemoteCode": True}
+    found = {(v.field, v.rule) for v in policy.violations(doc, policy.Policy(buckets=("eft-*",)))}
+    assert found == {
+        ("spec.evaluation.baselines[1].endpoint.url", "policy.llmEndpoints"),
+        ("spec.evaluation.baselines[0].model.base", "policy.buckets"),
+        ("spec.evaluation.baselines[0].model.trustRemoteCode", "policy.allowTrustRemoteCode"),
+    }
+    allowed = policy.Policy(buckets=("*",), llm_endpoints=("https://api.openai.com/v1",), allow_trust_remote_code=True)
+    assert policy.violations(doc, allowed) == []
