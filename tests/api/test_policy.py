@@ -177,5 +177,7 @@ def test_a_baselines_endpoint_model_and_remote_code_are_held_to_the_policy() -> 
         ("spec.evaluation.baselines[0].model.base", "policy.buckets"),
         ("spec.evaluation.baselines[0].model.trustRemoteCode", "policy.allowTrustRemoteCode"),
     }
-    allowed = policy.Policy(buckets=("*",), llm_endpoints=("https://api.openai.com/v1",), allow_trust_remote_code=True)
+    allowed = policy.Policy(
+        buckets=("*",), llm_endpoints=("http://vllm.llm.svc:8000/v1",), allow_trust_remote_code=True
+    )
     assert policy.violations(doc, allowed) == []

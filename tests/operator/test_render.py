@@ -157,10 +157,10 @@ def test_baseline_endpoint_keys_reach_the_job_by_reference_only() -> None:
     ref = env[contract.baseline_key_env(1)]
     assert ref == {
         "name": "EFT_BASELINE_1_API_KEY",
-        "valueFrom": {"secretKeyRef": {"name": "openai-api-key", "key": "apiKey"}},
+        "valueFrom": {"secretKeyRef": {"name": "embeddings-api-key", "key": "apiKey"}},
     }
     config = next(d for d in docs if d["kind"] == "ConfigMap")
-    assert "openai-api-key" in config["data"][contract.RUN_CONFIG_KEY]  # the Secret's name, never its value
+    assert "embeddings-api-key" in config["data"][contract.RUN_CONFIG_KEY]  # the Secret's name, never its value
 
 
 def test_a_re_gate_run_config_names_the_model_to_reuse() -> None:
