@@ -190,10 +190,10 @@ def test_a_handler_failure_ends_in_a_condition_and_an_event(
 
     real = reconciler_module.render_children
 
-    def broken(owner: Any, spec: Any, settings: Any) -> Any:
+    def broken(owner: Any, spec: Any, settings: Any, reuse: Any = None) -> Any:
         if owner.name == "buggy":
             raise RuntimeError("a bug in rendering")
-        return real(owner, spec, settings)
+        return real(owner, spec, settings, reuse)
 
     monkeypatch.setattr(reconciler_module, "render_children", broken)
     start_operator()
@@ -230,6 +230,7 @@ def test_runs_reach_their_outcome_in_status_with_finalizers_released(
     assert contract.LABEL_RUN in k.jobs("ok")[0]["metadata"]["labels"]
 
 
+@pytest.mark.slow
 def test_changing_only_a_guards_max_drop_re_gates_the_trained_model_of_the_rejected_run(
     k: Kube, start_operator: Callable[..., RealOperator]
 ) -> None:
