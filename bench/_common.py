@@ -107,8 +107,9 @@ def bench_cfg(name: str, doc: dict[str, Any], work: Path, models: Path) -> Any:
     )
 
 
-def run_captured(cfg: Any, max_steps: int = -1) -> dict[str, Any]:
-    """Run the real trainer (``run_job``) on ``cfg`` and return the report it built (nothing is published)."""
+def run_with_report(cfg: Any, max_steps: int = -1) -> tuple[Any, dict[str, Any]]:
+    """Run the real trainer (``run_job``) on ``cfg``: its termination message and the report it built (nothing
+    is published), whatever the outcome."""
     import eft_trainer.report as report_module
     from eft_trainer.entrypoint import run_job
 
@@ -124,5 +125,11 @@ def run_captured(cfg: Any, max_steps: int = -1) -> dict[str, Any]:
         msg = run_job(cfg, max_steps=max_steps)
     finally:
         report_module.build_report = build
+    return msg, captured
+
+
+def run_captured(cfg: Any, max_steps: int = -1) -> dict[str, Any]:
+    """Run the real trainer (``run_job``) on ``cfg`` and return the report it built (nothing is published)."""
+    msg, captured = run_with_report(cfg, max_steps)
     assert msg.outcome == "Succeeded", msg
     return captured

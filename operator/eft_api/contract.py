@@ -27,6 +27,13 @@ RUN_CONFIG_ENV = "EFT_RUN_CONFIG"
 LLM_API_KEY_ENV = "EFT_LLM_API_KEY"
 #: The llm generator's prompt (from spec.data.generate.generator.llm.promptConfigMap, by configMapKeyRef).
 LLM_PROMPT_ENV = "EFT_LLM_PROMPT"
+
+
+def baseline_key_env(index: int) -> str:
+    """The API key of ``spec.evaluation.baselines[index].endpoint`` (its apiKeySecret, by secretKeyRef)."""
+    return f"EFT_BASELINE_{index}_API_KEY"
+
+
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
 
@@ -180,6 +187,14 @@ class TrainerSettings(_Model):
     model_cache_dir: str | None = None
 
 
+class ModelReuse(_Model):
+    """An earlier run's trained model (same training digest): the run re-measures and re-gates it, no training."""
+
+    run_id: str
+    #: Where its trained weights are (before any merge): its ``model/`` or ``checkpoints/trained-model/``.
+    uri: str
+
+
 class RunConfig(_Model):
     """Seam 2: everything a trainer run needs, resolved by the operator (or ``eft run``)."""
 
@@ -188,6 +203,7 @@ class RunConfig(_Model):
     run: RunIdentity
     spec: EmbeddingFinetuneSpec
     settings: TrainerSettings = Field(default_factory=TrainerSettings)
+    reuse_model_from: ModelReuse | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True, indent=2)
@@ -205,6 +221,7 @@ def build_run_config(
     generation: int,
     spec: EmbeddingFinetuneSpec,
     settings: TrainerSettings | None = None,
+    reuse_model_from: ModelReuse | None = None,
 ) -> RunConfig:
     rid = run_id(uid, generation, spec_digest(spec))
     return RunConfig(
@@ -218,6 +235,7 @@ def build_run_config(
         ),
         spec=spec,
         settings=settings or TrainerSettings(),
+        reuse_model_from=reuse_model_from,
     )
 
 
@@ -235,6 +253,9 @@ class Artifacts(_Model):
     manifest: str | None = None
     #: A query adapter alone (method queryAdapter), beside the model.
     adapter: str | None = None
+    #: The trained weights before any merge, kept when model/ does not hold them (a merge, or a rejection),
+    #: so that a later generation with the same training digest re-gates without training.
+    trained_model: str | None = None
 
 
 class IndexSummary(_Model):
@@ -275,6 +296,18 @@ class GuardFigures(_Model):
     passed: bool
 
 
+class BaselineFigures(_Model):
+    """A baseline (spec.evaluation.baselines) on the evaluation set: its primary metric and the fine-tuned
+    model minus it with the 95% paired-bootstrap interval; or why it could not be measured."""
+
+    name: str
+    primary: float | None = None
+    finetuned_minus: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    error: str | None = None
+
+
 class OomFallback(_Model):
     """An in-batch loss switched to its cached variant after running out of memory (eft_trainer.oom).
 
@@ -301,6 +334,12 @@ class TerminationMessage(_Model):
     #: At most 8 (the CRD's bound): about 1 KB of the 4 KB.
     guards: list[GuardFigures] | None = None
     oom_fallback: OomFallback | None = None
+    #: evaluation.baselines in short: at most 8 (the CRD's bound).
+    baselines: list[BaselineFigures] | None = None
+    #: The merge ratio published (training.merge), 1 being the fine-tuned model.
+    merge_ratio: float | None = None
+    #: The run whose trained model this run re-gated (no training).
+    reused_model_from: str | None = None
 
     def to_json(self) -> str:
         """Serialise within :data:`TERMINATION_MESSAGE_LIMIT` bytes, shortening the message if need be."""
@@ -361,6 +400,8 @@ TRAINER_PHASES = (
     "train",
     "evaluate-finetuned",
     "evaluate-teacher",
+    "merge",
+    "baselines",
     "publish",
     "done",
     "failed",

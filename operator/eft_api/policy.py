@@ -303,14 +303,17 @@ S3_FIELDS = (
     "spec.training.crossEncoder.model",
     "spec.training.pretrain.data.uri",
     "spec.evaluation.guards[*].uri",
+    "spec.evaluation.baselines[*].model.base",
     "spec.output.uri",
 )
 
 #: The policy, row by row, in the order the admission policy checks them (the first refusal is reported).
 RULES: tuple[Rule, ...] = (
-    Rule("allowTrustRemoteCode", ("spec.model.trustRemoteCode", "spec.training.teacher.trustRemoteCode"),
-         _trust_remote_code),
-    Rule("llmEndpoints", ("spec.data.generate.generator.llm.endpoint",), _endpoint_check("llmEndpoints")),
+    Rule("allowTrustRemoteCode", ("spec.model.trustRemoteCode", "spec.training.teacher.trustRemoteCode",
+                                  "spec.evaluation.baselines[*].model.trustRemoteCode"), _trust_remote_code),
+    # An embeddings endpoint of a baseline is held to the same allowlist as the llm generator's endpoint.
+    Rule("llmEndpoints", ("spec.data.generate.generator.llm.endpoint", "spec.evaluation.baselines[*].endpoint.url"),
+         _endpoint_check("llmEndpoints")),
     Rule("storageEndpoints", ("spec.storage.endpoint",), _endpoint_check("storageEndpoints")),
     Rule("buckets", S3_FIELDS, _bucket),
     Rule("priorityClasses", ("spec.scheduling.priorityClassName",), _priority_class),

@@ -109,6 +109,8 @@ class IndexInfo(_Model):
     default_prompt_name: str | None = None
     max_seq_length: int | None = None
     encode: str = ""
+    #: After training.merge: the WiSE-FT ratio published (1 is the fine-tuned model, 0 the base).
+    merge_ratio: float | None = None
 
 
 class GuardResult(_Model):
@@ -144,6 +146,13 @@ class Promotion(_Model):
     reasons: list[str] = Field(default_factory=list)
 
 
+class ModelReused(_Model):
+    """A re-gate: the earlier run whose trained model was measured again instead of training."""
+
+    run_id: str
+    uri: str
+
+
 class Report(_Model):
     """``report.json``."""
 
@@ -165,9 +174,21 @@ class Report(_Model):
     guards: list[GuardResult] | None = None
     teacher: TeacherFigures | None = None
     promotion: Promotion | None = None
+    #: The queries the fine-tuned model ranks much worse and much better than the base, per set.
+    per_query: dict[str, Any] | None = None
+    #: evaluation.baselines: every model on the same sets, with paired-bootstrap CIs against the fine-tuned one.
+    leaderboard: dict[str, Any] | None = None
+    #: training.merge: the curve of ratios (in-domain and each guard) and the ratio chosen.
+    merge: dict[str, Any] | None = None
+    reused_model_from: ModelReused | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_unset=True, indent=2)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as ``report.json`` holds it (camelCase keys), for code that reads sections by key."""
+        data: dict[str, Any] = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        return data
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Report:

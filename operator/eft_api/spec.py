@@ -444,6 +444,23 @@ class PretrainSpec(_Model):
     data: PretrainData | None = None
 
 
+class MergeSpec(_Model):
+    """Weight interpolation between the base and the fine-tuned model (WiSE-FT) against forgetting."""
+
+    enabled: StrictBool = False
+    #: Ratios to try (1 is the fine-tuned model); empty means searched.
+    ratios: Annotated[list[Annotated[float, Field(strict=True, gt=0, le=1)]], Field(max_length=16)] = Field(
+        default_factory=list
+    )
+
+    @field_validator("ratios")
+    @classmethod
+    def _unique_ratios(cls, ratios: list[float]) -> list[float]:
+        if len(set(ratios)) != len(ratios):
+            raise ValueError("must not repeat a value (it is a set)")
+        return ratios
+
+
 class TrainingSpec(_Model):
     method: Method = Method.FULL
     adapter: AdapterSpec = Field(default_factory=AdapterSpec)
@@ -465,6 +482,7 @@ class TrainingSpec(_Model):
     cross_encoder: CrossEncoderSpec | None = None
     silver_labels: SilverLabels | None = None
     pretrain: PretrainSpec | None = None
+    merge: MergeSpec = Field(default_factory=lambda: MergeSpec())
 
     @field_validator("matryoshka_dims")
     @classmethod
@@ -480,6 +498,50 @@ class TrainingSpec(_Model):
 class Gate(_Model):
     min_gain: Annotated[float, Field(strict=True, ge=-1, le=1)]
     dimension: Annotated[int, Field(strict=True, ge=8, le=16384), Integral] | None = None
+    #: Baselines (by name) the fine-tuned model must beat on the primary metric.
+    must_beat: Annotated[
+        list[Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]], Field(max_length=8)
+    ] = Field(default_factory=list)
+    #: How a comparison is decided: on the estimate, or on the lower end of its bootstrap CI (guards too).
+    decide_by: Literal["estimate", "ciLower"] = "estimate"
+
+
+#: The refusal of an endpoint URL with user-info (CRD rule and typed model say the same).
+USER_INFO_MESSAGE = "must not carry user-info (user:password@): put the API key in apiKeySecret"
+
+
+class EndpointBaseline(_Model):
+    """An OpenAI-compatible embeddings endpoint measured as a baseline."""
+
+    url: Annotated[str, StringConstraints(pattern=HTTP_URL, max_length=512)]
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    api_key_secret: KeyRef | None = None
+    dimensions: Annotated[int, Field(strict=True, ge=1, le=16384), Integral] | None = None
+    batch_size: Annotated[int, Field(strict=True, ge=1, le=2048), Integral] = 64
+    max_concurrency: Annotated[int, Field(strict=True, ge=1, le=64), Integral] = 4
+    max_retries: Annotated[int, Field(strict=True, ge=0, le=20), Integral] = 4
+    timeout_seconds: Annotated[int, Field(strict=True, ge=1, le=3600), Integral] = 60
+
+    @field_validator("url")
+    @classmethod
+    def _no_user_info(cls, url: str) -> str:
+        if "@" in url.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError(USER_INFO_MESSAGE)
+        return url
+
+
+class Baseline(_Model):
+    """Something the fine-tuned model is compared with: a model (like ``spec.model``) or an embeddings API."""
+
+    name: Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]
+    model: ModelSpec | None = None
+    endpoint: EndpointBaseline | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Baseline:
+        if (self.model is None) == (self.endpoint is None):
+            raise SpecRuleError((), "a baseline needs exactly one of model and endpoint")
+        return self
 
 
 class GuardColumns(_Model):
@@ -504,6 +566,9 @@ class Guard(_Model):
         return self
 
 
+MUST_BEAT_MESSAGE = "evaluation.gate.mustBeat must name baselines in evaluation.baselines"
+
+
 class EvaluationSpec(_Model):
     k_values: Annotated[
         list[Annotated[int, Field(strict=True, ge=1, le=1000), Integral]], Field(min_length=1, max_length=10)
@@ -512,6 +577,7 @@ class EvaluationSpec(_Model):
     batch_size: Annotated[int, Field(strict=True, ge=1, le=65536), Integral] = 128
     gate: Gate | None = None
     guards: Annotated[list[Guard], Field(max_length=8)] = Field(default_factory=list)
+    baselines: Annotated[list[Baseline], Field(max_length=8)] = Field(default_factory=list)
 
     @field_validator("k_values")
     @classmethod
@@ -526,6 +592,13 @@ class EvaluationSpec(_Model):
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise SpecRuleError(("guards", i), f"repeats the name {name!r} (a guard's name is its key)")
+        known = [b.name for b in self.baselines]
+        for i, name in enumerate(known):
+            if name in known[:i]:
+                raise SpecRuleError(("baselines", i), f"repeats the name {name!r} (a baseline's name is its key)")
+        for name in self.gate.must_beat if self.gate else []:
+            if name not in known:
+                raise SpecRuleError(("gate", "mustBeat"), MUST_BEAT_MESSAGE)
         return self
 
     @property

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from eft_api.contract import Artifacts, GenerationSummary, GuardFigures, OomFallback
+from eft_api.contract import Artifacts, BaselineFigures, GenerationSummary, GuardFigures, OomFallback
 
 #: The longest ``status.trainerStatus.phase`` (a longer trainer phase label is clipped to it).
 PHASE_MAX_LENGTH = 64
@@ -114,6 +114,10 @@ class _Run(_Model):
     message: str | None = None
     start_time: str | None = None
     completion_time: str | None = None
+    #: The hash of the spec's training-relevant fields (eft_api.relevance): equal digests train equal models.
+    training_digest: str | None = None
+    #: The run whose trained model this run re-measured and re-gated without training.
+    reused_model_from: str | None = None
 
 
 class CurrentRun(_Run):
@@ -134,6 +138,8 @@ class RunRecord(_Run):
     generated_data: GenerationSummary | None = None
     guards: list[GuardFigures] | None = None
     oom_fallback: OomFallback | None = None
+    baselines: list[BaselineFigures] | None = None
+    merge_ratio: float | None = None
 
 
 class Results(_Model):
@@ -146,6 +152,9 @@ class Results(_Model):
     finetuned: float
     gain: float
     reindex_required: bool | None = None
+    baselines: list[BaselineFigures] | None = None
+    merge_ratio: float | None = None
+    reused_model_from: str | None = None
 
 
 class EmbeddingFinetuneStatus(_Model):

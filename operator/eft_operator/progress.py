@@ -26,7 +26,8 @@ from eft_api import contract
 from eft_api.status import PHASE_MAX_LENGTH, TrainerStatus
 
 #: Percentage at which each trainer phase starts, in run order (optional phases included: generate
-#: (documents), mine (hard negatives), label (cross-encoder scores), pretrain, evaluate-teacher (distillation)). Training fills the span up to the phase after it.
+#: (documents), mine (hard negatives), label (cross-encoder scores), pretrain, evaluate-teacher (distillation), merge
+#: (training.merge), baselines (evaluation.baselines)). Training fills the span up to the phase after it.
 PHASE_START: dict[str, int] = {
     "fetch": 0,
     "generate": 2,
@@ -38,6 +39,8 @@ PHASE_START: dict[str, int] = {
     "train": 25,
     "evaluate-finetuned": 90,
     "evaluate-teacher": 94,
+    "merge": 95,
+    "baselines": 95,
     "publish": 96,
     "done": 100,
 }
@@ -54,6 +57,8 @@ PHASE_NAMES: dict[str, str] = {
     "train": "Training",
     "evaluate-finetuned": "Evaluating",
     "evaluate-teacher": "EvaluatingTeacher",
+    "merge": "Merging",
+    "baselines": "EvaluatingBaselines",
     "publish": "Publishing",
     "done": "Done",
     "failed": "Failed",

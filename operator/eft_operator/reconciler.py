@@ -42,6 +42,7 @@ import kopf
 
 from eft_api import contract, policy
 from eft_api.contract import output_prefix
+from eft_api.relevance import training_digest
 from eft_api.spec import EmbeddingFinetuneSpec, InvalidSpec, parse_spec
 from eft_api.status import CurrentRun, TrainerStatus
 from eft_operator import children
@@ -74,6 +75,7 @@ from eft_operator.status import (
     merge_patch,
     observe,
     pods_missing,
+    reusable,
     set_condition,
 )
 
@@ -449,8 +451,10 @@ class Reconciler:
         refusal = self._refusal(spec, ctx.body, ctx.namespace)
         if refusal is not None:
             return _Result(await self._stall(ctx, superseded, refusal))
+        tdigest = training_digest(spec)
+        reuse = reusable(ctx.prev.get("runs") or [], tdigest)  # only evaluation, gate or the like changed
         try:
-            job, created = await self._create_children(ctx, owner, spec)
+            job, created = await self._create_children(ctx, owner, spec, reuse)
         except children.OwnedByAnother as exc:
             await self._stall(ctx, superseded, Problem(CHILD_CONFLICT, str(exc)))
             raise ChildConflictError(str(exc)) from None
@@ -463,6 +467,8 @@ class Reconciler:
             generation=ctx.generation,
             job_name=owner.child_name,
             spec_hash=digest,
+            training_digest=tdigest,
+            reused_model_from=reuse.run_id if reuse else None,
             output_uri=render_outputs(owner, spec),
             start_time=(job.get("metadata") or {}).get("creationTimestamp") or ctx.now,
         ).to_status()
@@ -474,10 +480,11 @@ class Reconciler:
         return _Start(run=run, job=job, created=created, superseded=superseded)
 
     async def _create_children(
-        self, ctx: _PassContext, owner: Owner, spec: EmbeddingFinetuneSpec
+        self, ctx: _PassContext, owner: Owner, spec: EmbeddingFinetuneSpec, reuse: contract.ModelReuse | None
     ) -> tuple[dict[str, Any], bool]:
-        """The run's ConfigMap, the Service and NetworkPolicy of a multi-node run, then the Job: created if absent."""
-        configmap, job_body = render_children(owner, spec, self.settings)
+        """The run's ConfigMap (naming a trained model to reuse, if any), the Service and NetworkPolicy of a
+        multi-node run, then the Job: created if absent."""
+        configmap, job_body = render_children(owner, spec, self.settings, reuse)
         await ctx.client.ensure(configmap, ctx.uid)
         # The rendezvous of a multi-node run, and the NetworkPolicy that lets only its own pods in.
         for extra in (render_service(owner, spec), render_network_policy(owner, spec, self.settings)):

@@ -105,7 +105,9 @@ def _metadata(owner: Owner, labels: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def run_config(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> contract.RunConfig:
+def run_config(
+    owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings, reuse: contract.ModelReuse | None = None
+) -> contract.RunConfig:
     return contract.build_run_config(
         namespace=owner.namespace,
         name=owner.name,
@@ -113,16 +115,19 @@ def run_config(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
         generation=owner.generation,
         spec=spec,
         settings=contract.TrainerSettings(work_dir=contract.WORK_DIR, metrics_port=settings.trainer_metrics_port),
+        reuse_model_from=reuse,
     )
 
 
-def render_configmap(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> dict[str, Any]:
+def render_configmap(
+    owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings, reuse: contract.ModelReuse | None = None
+) -> dict[str, Any]:
     """The run's ConfigMap: the run config JSON under ``contract.RUN_CONFIG_KEY`` (never a credential)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(owner, child_labels(owner)),
-        "data": {contract.RUN_CONFIG_KEY: run_config(owner, spec, settings).to_json()},
+        "data": {contract.RUN_CONFIG_KEY: run_config(owner, spec, settings, reuse).to_json()},
     }
 
 
@@ -147,6 +152,11 @@ def _env(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
     if llm is not None and llm.prompt_config_map is not None:
         cm_ref = {"name": llm.prompt_config_map.name, "key": llm.prompt_config_map.key}
         env.append({"name": contract.LLM_PROMPT_ENV, "valueFrom": {"configMapKeyRef": cm_ref}})
+    for i, baseline in enumerate(spec.evaluation.baselines):
+        secret_ref = baseline.endpoint.api_key_secret if baseline.endpoint else None
+        if secret_ref is not None:  # by reference, as the llm generator's key
+            ref = {"name": secret_ref.name, "key": secret_ref.key}
+            env.append({"name": contract.baseline_key_env(i), "valueFrom": {"secretKeyRef": ref}})
     return env
 
 
@@ -396,7 +406,7 @@ def render_all(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
 
 
 def render_children(
-    owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings
+    owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings, reuse: contract.ModelReuse | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ConfigMap and the Job of the run that trains ``owner.generation``."""
-    return render_configmap(owner, spec, settings), render_job(owner, spec, settings)
+    """The ConfigMap and the Job of the run that trains ``owner.generation`` (or re-gates ``reuse``'s model)."""
+    return render_configmap(owner, spec, settings, reuse), render_job(owner, spec, settings)

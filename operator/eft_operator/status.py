@@ -349,9 +349,26 @@ def _condition(ctype: str, status: str, reason: str, message: str, generation: i
     return condition.to_status()
 
 
+def reusable(runs: Sequence[Mapping[str, Any]], training_digest: str) -> contract.ModelReuse | None:
+    """The newest finished run with the same training digest whose trained weights were kept (it succeeded, or
+    its model was rejected by the gate): a new generation re-measures and re-gates them, no training. Pure."""
+    for r in runs:
+        kept = (r.get("artifacts") or {}).get("trainedModel")
+        if r.get("trainingDigest") == training_digest and kept and r.get("reason") in REGATABLE:
+            return contract.ModelReuse(run_id=str(r.get("id")), uri=str(kept))
+    return None
+
+
+#: Run outcomes whose trained model a re-gate may reuse.
+REGATABLE = frozenset({"Succeeded", "PromotionRejected"})
+
+
 def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | None) -> dict[str, Any]:
     """The record of a finished run in ``status.runs``: its identity and phase, and the trainer's summary."""
-    keys = ("id", "generation", "phase", "reason", "message", "startTime", "completionTime", "outputUri", "jobName")
+    keys = (
+        *("id", "generation", "phase", "reason", "message", "startTime", "completionTime", "outputUri", "jobName"),
+        *("trainingDigest", "reusedModelFrom"),
+    )
     entry: dict[str, Any] = {k: run[k] for k in keys if run.get(k) is not None}
     if term is not None and term.headline is not None:
         h = term.headline
@@ -364,8 +381,14 @@ def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | N
             generatedData=term.generation,  # format documents: the pairs it trained on
             guards=term.guards or None,  # evaluation.guards: each set's figures, and whether it passed
             oomFallback=term.oom_fallback,  # the loss was switched after running out of memory
+            **_evidence(term),
         )
     return RunRecord.model_validate(entry).to_status()
+
+
+def _evidence(term: contract.TerminationMessage) -> dict[str, Any]:
+    """A run's baselines (short form), merge ratio and the run whose model it re-gated, for status."""
+    return {"baselines": term.baselines, "mergeRatio": term.merge_ratio, "reusedModelFrom": term.reused_model_from}
 
 
 def _record(runs: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -486,6 +509,7 @@ def _fold_results(fold: _Fold, run_id: str, h: contract.Headline, term: contract
         finetuned=h.finetuned,
         gain=h.gain,
         reindex_required=reindex,
+        **_evidence(term),
     )
     fold.status["results"] = results.to_status()
     if term.artifacts is not None:

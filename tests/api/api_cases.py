@@ -408,6 +408,9 @@ SEEDS: dict[str, Any] = {
     "spec.training.teacher": {"base": "s3://bucket/models/teacher/"},
     "spec.training.crossEncoder": {"model": "cross-encoder/ms-marco-MiniLM-L6-v2"},
     "spec.training.pretrain.data": {"uri": "s3://bucket/sentences.jsonl"},
+    "spec.evaluation.baselines[]": {"name": "b", "model": {"base": "sentence-transformers/all-MiniLM-L6-v2"}},
+    "spec.evaluation.baselines[].endpoint": {"url": "http://emb:8000/v1", "model": "m"},
+    "spec.evaluation.baselines[].endpoint.apiKeySecret": {"name": "emb-key"},
 }
 
 
@@ -562,7 +565,46 @@ def _cluster_cases() -> list[Case]:
         ("guard-no-uri", r(evaluation={"guards": [{"name": "faq"}]}), f"{g}[0].uri"),
         ("guard-format-triplets", r(evaluation={"guards": [{**guard, "format": "triplets"}]}), f"{g}[0].format"),
     ]  # fmt: skip
-    return cases
+    return cases + _evidence_cases()
+
+
+def _evidence_cases() -> list[Case]:
+    """Baselines, gate.mustBeat and decideBy, training.merge."""
+    r = resource
+    b = "spec.evaluation.baselines"
+    model = {"name": "mini", "model": {"base": "sentence-transformers/all-MiniLM-L6-v2", "maxSeqLength": 64}}
+    endpoint = {
+        "name": "api",
+        "endpoint": {
+            "url": "https://emb.example/v1",
+            "model": "text-embedding-3-small",
+            "apiKeySecret": {"name": "emb-key"},
+            "dimensions": 256,
+        },
+    }
+    gate = {"minGain": 0, "mustBeat": ["mini", "api"], "decideBy": "ciLower"}
+    return [
+        ("baselines-ok", r(evaluation={"baselines": [model, endpoint], "gate": gate}), None),
+        ("baselines-neither", r(evaluation={"baselines": [{"name": "x"}]}), f"{b}[0]"),
+        ("baselines-both", r(evaluation={"baselines": [{**model, "endpoint": endpoint["endpoint"]}]}), f"{b}[0]"),
+        ("baselines-duplicate", r(evaluation={"baselines": [model, {**endpoint, "name": "mini"}]}), f"{b}[1]"),
+        ("baselines-user-info",
+         r(evaluation={"baselines": [{"name": "x", "endpoint": {"url": "https://u:p@emb.example/v1", "model": "m"}}]}),
+         f"{b}[0].endpoint.url"),
+        ("baselines-user-only",
+         r(evaluation={"baselines": [{"name": "x", "endpoint": {"url": "http://key@emb/v1", "model": "m"}}]}),
+         f"{b}[0].endpoint.url"),
+        ("baselines-at-in-path",  # no @ anywhere, as for every endpoint of the spec (the platform policy's rule)
+         r(evaluation={"baselines": [{"name": "x", "endpoint": {"url": "http://emb/v1/a@b", "model": "m"}}]}),
+         f"{b}[0].endpoint.url"),
+        ("must-beat-unknown", r(evaluation={"baselines": [model], "gate": {"minGain": 0, "mustBeat": ["api"]}}),
+         "spec.evaluation.gate.mustBeat"),
+        ("must-beat-no-baselines", r(evaluation={"gate": {"minGain": 0, "mustBeat": ["api"]}}),
+         "spec.evaluation.gate.mustBeat"),
+        ("merge-ok", r(training={"merge": {"enabled": True, "ratios": [0.25, 0.5, 1]}}), None),
+        ("merge-search", r(training={"merge": {"enabled": True}}), None),
+        ("merge-ratio-zero", r(training={"merge": {"enabled": True, "ratios": [0]}}), "spec.training.merge.ratios[0]"),
+    ]  # fmt: skip
 
 
 def _example_cases() -> list[Case]:

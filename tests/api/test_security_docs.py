@@ -19,7 +19,10 @@ BLOCKS = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", DOC, flags
 VALUES, RESOURCE = BLOCKS[0], BLOCKS[1]
 SCHEMA = json.loads((REPO / "charts" / "embedding-finetune-operator" / "values.schema.json").read_text())
 EXAMPLES = {p.name: yaml.safe_load(p.read_text()) for p in sorted((REPO / "examples").glob("*.yaml"))}
-NEED_VALUES = {"quickstart.yaml", "pretrain-tsdae.yaml", "beir.yaml", "documents-llm.yaml", "gpu-kueue.yaml"}
+NEED_VALUES = {
+    *("quickstart.yaml", "pretrain-tsdae.yaml", "beir.yaml", "documents-llm.yaml", "gpu-kueue.yaml"),
+    "baselines-and-merge.yaml",  # its embeddings endpoint must be allowed (llmEndpoints)
+}
 
 
 def _verdict(doc: dict[str, Any], values: dict[str, Any] | None, namespace: str) -> tuple[str, str] | None:

@@ -190,10 +190,10 @@ def test_a_handler_failure_ends_in_a_condition_and_an_event(
 
     real = reconciler_module.render_children
 
-    def broken(owner: Any, spec: Any, settings: Any) -> Any:
+    def broken(owner: Any, spec: Any, settings: Any, reuse: Any = None) -> Any:
         if owner.name == "buggy":
             raise RuntimeError("a bug in rendering")
-        return real(owner, spec, settings)
+        return real(owner, spec, settings, reuse)
 
     monkeypatch.setattr(reconciler_module, "render_children", broken)
     start_operator()
@@ -228,3 +228,40 @@ def test_runs_reach_their_outcome_in_status_with_finalizers_released(
     )
     assert k.eft("ok")["status"]["runs"][0]["id"] == rid
     assert contract.LABEL_RUN in k.jobs("ok")[0]["metadata"]["labels"]
+
+
+@pytest.mark.slow
+def test_changing_only_a_guards_max_drop_re_gates_the_trained_model_of_the_rejected_run(
+    k: Kube, start_operator: Callable[..., RealOperator]
+) -> None:
+    """A run rejected by its guard keeps its trained weights; the next generation (only maxDrop changed) gets
+    reuseModelFrom in its run config, and its status entry says reusedModelFrom."""
+    import json
+
+    start_operator()
+    guard = {"name": "faq", "uri": "s3://bucket/faq.jsonl", "maxDrop": 0.0}
+    k.create(resource("regate", evaluation={"guards": [guard]}))
+    rid = _run_id(k, "regate")
+    pod = wait(lambda: k.pods("regate"), 30, "the trainer pod")[0]
+    kept = f"s3://bucket/runs/{k.ns}/regate/{rid}/checkpoints/trained-model/"
+    rejected = contract.TerminationMessage(
+        outcome="Failed",
+        reason="PromotionRejected",
+        message="guard faq dropped ndcg@10 by 0.0150 at 384 dims, more than its maxDrop 0",
+        run_id=rid,
+        artifacts=contract.Artifacts(report="s3://r", manifest="s3://m", trained_model=kept),
+    ).to_json()
+    status = pod_succeeded(rid)
+    terminated = status["containerStatuses"][0]["state"]["terminated"]
+    terminated.update(exitCode=int(contract.ExitCode.PROMOTION_REJECTED), reason="Error", message=rejected)
+    status["phase"] = "Failed"
+    k.set_pod_status(pod["metadata"]["name"], status)
+    st = wait(lambda: (s := k.eft("regate")["status"]) and s.get("runs") and s, 60, "the rejected run recorded")
+    assert st["runs"][0]["reason"] == "PromotionRejected" and st["runs"][0]["trainingDigest"]
+
+    k.patch_eft("regate", {"spec": {"evaluation": {"guards": [{**guard, "maxDrop": 0.02}]}}})
+    rid2 = wait(lambda: (r := _run_id(k, "regate")) != rid and r, 30, "the second run")
+    cm = wait(lambda: [c for c in k.configmaps("regate") if rid2 in c["metadata"]["name"]], 30, "its ConfigMap")[0]
+    cfg = json.loads(cm["data"][contract.RUN_CONFIG_KEY])
+    assert cfg["reuseModelFrom"] == {"runId": rid, "uri": kept}
+    assert k.eft("regate")["status"]["currentRun"]["reusedModelFrom"] == rid

@@ -146,3 +146,30 @@ def test_llm_api_key_and_prompt_reach_the_job_by_reference_only() -> None:
         e["name"] for d in offline if d["kind"] == "Job" for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
     ]
     assert contract.LLM_API_KEY_ENV not in names
+
+
+def test_baseline_endpoint_keys_reach_the_job_by_reference_only() -> None:
+    """Each endpoint baseline's apiKeySecret becomes a secretKeyRef env var named by its index; no key value."""
+    docs = _render(REPO / "examples" / "baselines-and-merge.yaml")
+    job = next(d for d in docs if d["kind"] == "Job")
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert contract.baseline_key_env(0) not in env  # a model baseline has no key
+    ref = env[contract.baseline_key_env(1)]
+    assert ref == {
+        "name": "EFT_BASELINE_1_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "embeddings-api-key", "key": "apiKey"}},
+    }
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert "embeddings-api-key" in config["data"][contract.RUN_CONFIG_KEY]  # the Secret's name, never its value
+
+
+def test_a_re_gate_run_config_names_the_model_to_reuse() -> None:
+    doc = yaml.safe_load((REPO / "examples" / "guards.yaml").read_text())
+    meta, spec = parse_resource(doc)
+    owner = Owner.of("team", meta.resolved_name, "11111111-2222-3333-4444-555555555555", 2, spec)
+    reuse = contract.ModelReuse(run_id="r1", uri="s3://eft-models/team/support-search/r1/model/")
+    configmap, _ = render_children(owner, spec, SETTINGS, reuse)
+    cfg = contract.RunConfig.from_json(configmap["data"][contract.RUN_CONFIG_KEY])
+    assert cfg.reuse_model_from == reuse
+    plain, _ = render_children(owner, spec, SETTINGS)
+    assert "reuseModelFrom" not in plain["data"][contract.RUN_CONFIG_KEY]

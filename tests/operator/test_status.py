@@ -362,3 +362,27 @@ def test_an_out_of_memory_fallback_shows_while_retrying_and_reaches_the_history(
         "miniBatchSize": 8,
         "attempt": 2,
     }
+
+
+def test_a_re_gate_reuses_the_newest_kept_model_of_the_same_training_digest() -> None:
+    from eft_operator.status import reusable
+
+    def run(i: str, digest: str, reason: str, kept: str | None) -> dict[str, Any]:
+        return {
+            "id": i,
+            "trainingDigest": digest,
+            "reason": reason,
+            "artifacts": {"trainedModel": kept} if kept else {},
+        }
+
+    runs = [
+        run("r5", "other", "Succeeded", "s3://b/r5/model/"),
+        run("r4", "d1", "InvalidCorpus", None),
+        run("r3", "d1", "PromotionRejected", "s3://b/r3/checkpoints/trained-model/"),
+        run("r2", "d1", "Succeeded", "s3://b/r2/model/"),
+    ]
+    reuse = reusable(runs, "d1")
+    assert reuse is not None and (reuse.run_id, reuse.uri) == ("r3", "s3://b/r3/checkpoints/trained-model/")
+    assert reusable(runs, "d2") is None
+    assert reusable([run("r1", "d1", "Superseded", "s3://b/r1/model/")], "d1") is None
+    assert reusable([{"id": "old", "reason": "Succeeded", "artifacts": {"model": "s3://b/old/model/"}}], "d1") is None

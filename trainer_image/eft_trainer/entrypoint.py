@@ -31,7 +31,20 @@ from eft_trainer.errors import TrainerError, redact
 from eft_trainer.launch import launch
 from eft_trainer.metrics import Progress
 from eft_trainer.oom import is_oom
-from eft_trainer.stages import augment, check, gate, measure, outcome, pretrain, publish, report, source, train
+from eft_trainer.stages import (
+    augment,
+    baselines,
+    check,
+    gate,
+    measure,
+    merge,
+    outcome,
+    pretrain,
+    publish,
+    report,
+    source,
+    train,
+)
 from eft_trainer.stages.context import open_storage, start
 
 log = logging.getLogger("eft_trainer")
@@ -88,17 +101,26 @@ def run_job(
     if not ctx.world.main:
         return train.train_only(ctx, base_model.model, checked.train)
     base = measure.base(ctx, base_model.model, checked)
-    rows = augment.run(ctx, base_model.model, checked)
-    pre = pretrain.run(ctx, base_model.model, rows, checked)
+    weights = merge.base_weights(ctx, base_model.model)  # training.merge interpolates towards them
     method = methods.for_spec(cfg.spec)
-    trained = train.run(ctx, pre.model if pre else base_model.model, rows)
-    reuse = not method.reindex_required and pre is None
+    reused = cfg.reuse_model_from  # the same training digest as an earlier run: re-measure and re-gate only
+    if reused is not None:
+        pre, trained = None, train.reused(ctx)
+    else:
+        rows = augment.run(ctx, base_model.model, checked)
+        pre = pretrain.run(ctx, base_model.model, rows, checked)
+        trained = train.run(ctx, pre.model if pre else base_model.model, rows)
+    reuse = not method.reindex_required and pre is None and reused is None
     tuned = measure.finetuned(ctx, trained, checked, base, reuse)
     teacher = measure.teacher(ctx, trained, checked)
-    verdict = gate.run(ctx, checked.guard_sets, base, tuned)
-    results = report.Results(src, base_model, checked, method, pre, trained, base, tuned, teacher, verdict)
+    corpus = base.result.corpus_embeddings if reuse else None
+    merged = merge.run(ctx, checked, weights, trained.model, base, tuned, corpus)
+    board = baselines.run(ctx, checked, base, merged.tuned)
+    verdict = gate.run(ctx, checked.guard_sets, base, merged.tuned, board)
+    results = report.Results(src, base_model, checked, method, pre, trained, base, merged.tuned, teacher, verdict)
+    results.board, results.merge, results.reused, results.model = board, merged.section, reused, merged.model
     rep = report.run(ctx, results)
-    arts = publish.run(ctx, rep, trained.model, method, verdict.rejected)
+    arts = publish.run(ctx, rep, merged.model, method, verdict.rejected, trained.model)
     generation = src.documents.generated.summary() if src.documents else None
     return outcome.run(ctx, rep, verdict, arts, generation)
 

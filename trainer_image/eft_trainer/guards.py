@@ -72,8 +72,10 @@ def figures(
     primary_metric: str,
     dimension: int,
     seed: int,
+    decide_by: str = "estimate",
 ) -> dict[str, Any]:
-    """A guard's figures: base, fine-tuned, delta and bootstrap CI of the primary metric; passed or not. Pure."""
+    """A guard's figures: base, fine-tuned, delta and bootstrap CI of the primary metric; passed or not (on the
+    delta, or with ``decide_by`` ciLower on the lower end of its CI). Pure."""
     boot = paired_bootstrap(base, tuned, seed=seed)
     b = sum(base) / len(base) if base else 0.0
     t = sum(tuned) / len(tuned) if tuned else 0.0
@@ -93,7 +95,7 @@ def figures(
         "data": gs.stats,
         # A drop larger than maxDrop fails (a tiny tolerance keeps an exactly-equal model from failing a 0 maxDrop
         # on floating-point noise).
-        "passed": -delta <= g.max_drop + 1e-12,
+        "passed": -(boot["low"] if decide_by == "ciLower" else delta) <= g.max_drop + 1e-12,
     }
 
 

@@ -83,6 +83,11 @@ def index_card(index: IndexInfo) -> list[str]:
         f"- normalised: {'yes' if index.normalized else 'no'}; similarity: {index.similarity}",
         f"- prompts: {prompts}; max sequence length: {index.max_seq_length}",
         f"- {index.encode}",
+        *(
+            [f"- merged with the base model at ratio {index.merge_ratio:g} (WiSE-FT; 1 is the fine-tuned model)"]
+            if index.merge_ratio is not None
+            else []
+        ),
         "",
     ]
 
@@ -154,6 +159,10 @@ def model_card(report: Report) -> str:
     return "\n".join(lines)
 
 
+#: Further plots of the report, when it has their sections: the baselines' leaderboard and the merge curve.
+EXTRA_PLOTS = ("leaderboard.png", "merge.png")
+
+
 def manifest_exists(storage: Storage, prefix: S3Uri) -> bool:
     return storage.exists(prefix.join(PUBLISHED_MANIFEST))
 
@@ -188,7 +197,7 @@ def publish(
     report_dir = write_report()
     report_files = [
         (report_dir / name, name)
-        for name in (PUBLISHED_REPORT_JSON, PUBLISHED_REPORT_MD, PUBLISHED_PLOT)
+        for name in (PUBLISHED_REPORT_JSON, PUBLISHED_REPORT_MD, PUBLISHED_PLOT, *EXTRA_PLOTS)
         if (report_dir / name).is_file()
     ]
     objects += _upload(storage, prefix, report_files)

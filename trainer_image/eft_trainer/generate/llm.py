@@ -181,7 +181,7 @@ class LLMGenerator:
                 resp = await client.chat.completions.create(**kwargs)
             except openai.RateLimitError as exc:
                 self.counts["error429"] += 1
-                delay = _retry_after(exc) or delay
+                delay = retry_after(exc) or delay
             except openai.BadRequestError as exc:
                 if self.use_schema and "response_format" in str(exc):
                     self.use_schema = False  # the server ignores JSON schemas: read lines instead
@@ -224,7 +224,7 @@ class LLMGenerator:
         return f"llm generator: {self.spec.endpoint} {what} (HTTP {status})"
 
 
-def _retry_after(exc: Any) -> float | None:
+def retry_after(exc: Any) -> float | None:
     response = getattr(exc, "response", None)
     value = response.headers.get("retry-after") if response is not None else None
     try:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eft_trainer import guards as G
+from eft_trainer.baselines import must_beat_rejection
 from eft_trainer.guards import GuardSet
 from eft_trainer.report import paired_bootstrap
 from eft_trainer.stages.context import RunContext
@@ -32,28 +33,55 @@ class Verdict:
         return bool(self.reasons)
 
 
+def decide_by(ctx: RunContext) -> str:
+    gate = ctx.cfg.spec.evaluation.gate
+    return gate.decide_by if gate is not None else "estimate"
+
+
 def guard_figures(
-    guard_sets: list[GuardSet], base: Measured, tuned: Measured, pm: str, seed: int
+    guard_sets: list[GuardSet], base: Measured, tuned: Measured, pm: str, seed: int, decide: str = "estimate"
 ) -> list[dict[str, Any]]:
     pdim = base.dimension
     return [
-        G.figures(gs, b.per_query[pdim][pm], f.per_query[pdim][pm], primary_metric=pm, dimension=pdim, seed=seed)
+        G.figures(gs, b.per_query[pdim][pm], f.per_query[pdim][pm], primary_metric=pm, dimension=pdim, seed=seed,
+                  decide_by=decide)
         for gs, b, f in zip(guard_sets, base.guards, tuned.guards, strict=True)
-    ]
+    ]  # fmt: skip
 
 
-def run(ctx: RunContext, guard_sets: list[GuardSet], base: Measured, tuned: Measured) -> Verdict:
+def judge(
+    ctx: RunContext, guard_sets: list[GuardSet], base: Measured, tuned: Measured
+) -> tuple[list[dict[str, Any]], bool]:
+    """The guards' figures and whether the gain passes ``minGain`` (on the estimate or the CI's lower end)."""
+    spec = ctx.cfg.spec
+    pm, pdim, seed = spec.evaluation.primary_metric, base.dimension, spec.training.seed
+    results = guard_figures(guard_sets, base, tuned, pm, seed, decide_by(ctx))
+    gate = spec.evaluation.gate
+    if gate is None:
+        return results, True
+    boot = paired_bootstrap(base.result.per_query[pdim][pm], tuned.result.per_query[pdim][pm], seed=seed)
+    return results, (boot["low"] if gate.decide_by == "ciLower" else boot["gain"]) >= gate.min_gain
+
+
+def run(
+    ctx: RunContext, guard_sets: list[GuardSet], base: Measured, tuned: Measured, board: dict[str, Any] | None = None
+) -> Verdict:
+    """The verdict: the gain, every guard and ``mustBeat`` (the leaderboard's baselines), as ``decideBy`` says."""
     spec = ctx.cfg.spec
     pm, pdim, seed = spec.evaluation.primary_metric, base.dimension, spec.training.seed
     boot = paired_bootstrap(base.result.per_query[pdim][pm], tuned.result.per_query[pdim][pm], seed=seed)
-    results = guard_figures(guard_sets, base, tuned, pm, seed)
+    results, gain_ok = judge(ctx, guard_sets, base, tuned)
     for r in results:
         log.info("guard %s", G.summary(r))
     why = []
     gate = spec.evaluation.gate
     gain = tuned.result.metrics[pdim][pm] - base.result.metrics[pdim][pm]
-    if gate is not None and gain < gate.min_gain:
-        why.append(f"{pm} gain {gain:+.4f} at {pdim} dims is below spec.evaluation.gate.minGain {gate.min_gain}")
+    if gate is not None and not gain_ok:
+        how = "the lower end of the 95% CI of the " if gate.decide_by == "ciLower" else ""
+        why.append(f"{how}{pm} gain {gain:+.4f} at {pdim} dims is below spec.evaluation.gate.minGain {gate.min_gain}")
     if guard_rejection := G.rejection(results):
         why.append(guard_rejection)
+    must = must_beat_rejection(board, gate.must_beat, gate.decide_by) if gate and gate.must_beat and board else ""
+    if must:
+        why.append(must)
     return Verdict(boot, results, why)

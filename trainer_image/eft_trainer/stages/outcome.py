@@ -14,14 +14,18 @@ from eft_api.contract import (
     TERMINATION_LOG,
     TERMINATION_LOG_ENV,
     Artifacts,
+    BaselineFigures,
     ExitCode,
     GenerationSummary,
     Headline,
     IndexSummary,
+    ModelReuse,
     Reason,
     TerminationMessage,
 )
 from eft_api.report import IndexInfo, Report
+from eft_trainer import baselines as B
+from eft_trainer import evidence as EV
 from eft_trainer import guards as G
 from eft_trainer.distributed import World
 from eft_trainer.errors import OutOfMemory, TrainerError, redact
@@ -70,7 +74,12 @@ def figures(report: Report, verdict: Verdict) -> str:
         )
     if report.teacher is not None:
         text += f"; teacher {report.teacher.primary:.4f} at {report.teacher.dimension} dims"
-    return text
+    return text + EV.summary(report.merge, report.leaderboard, reused(report))
+
+
+def reused(report: Report) -> ModelReuse | None:
+    r = report.reused_model_from
+    return ModelReuse(run_id=r.run_id, uri=r.uri) if r else None
 
 
 def run(
@@ -98,6 +107,11 @@ def run(
         generation=generation,
         guards=[G.termination_figures(r) for r in verdict.guards] or None,
         oom_fallback=oom_fallback(report.training.get("oomFallback")),
+        baselines=[BaselineFigures.model_validate(b) for b in B.short_form(report.leaderboard)]
+        if report.leaderboard
+        else None,
+        merge_ratio=report.merge["chosen"] if report.merge else None,
+        reused_model_from=report.reused_model_from.run_id if report.reused_model_from else None,
     )
 
 

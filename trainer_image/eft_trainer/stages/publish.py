@@ -28,6 +28,7 @@ from eft_api.contract import (
     TerminationMessage,
 )
 from eft_api.report import Report
+from eft_trainer import evidence as EV
 from eft_trainer import methods
 from eft_trainer.errors import TrainerError
 from eft_trainer.publish import manifest_exists, model_card, publish
@@ -71,8 +72,10 @@ def publish_run(
         rdir = out / "report"
         rdir.mkdir(parents=True)
         (rdir / PUBLISHED_REPORT_JSON).write_text(report.to_json())
-        (rdir / PUBLISHED_REPORT_MD).write_text(render_markdown(report, PUBLISHED_PLOT))
+        evidence = "\n".join(EV.markdown(report.as_dict()))  # leaderboard, merge curve, per-query movers
+        (rdir / PUBLISHED_REPORT_MD).write_text(render_markdown(report, PUBLISHED_PLOT) + "\n" + evidence)
         plot(report, rdir / PUBLISHED_PLOT)
+        EV.extra_plots(report.as_dict(), rdir)
         return rdir
 
     prefix = S3Uri.parse(cfg.run.output_prefix)
@@ -127,7 +130,40 @@ def already_published(cfg: RunConfig, storage: Storage | None) -> TerminationMes
     )
 
 
-def run(ctx: RunContext, report: Report, model: Any, method: methods.TrainingMethod, rejected: bool) -> Artifacts:
+def keep_trained(ctx: RunContext, trained: Any, keep: bool) -> str | None:
+    """Where the trained weights (before any merge) stay for a later re-gate, when model/ will not hold them (a
+    merge, a rejection): the reused run's, or ``checkpoints/trained-model/`` (uploaded before the manifest)."""
+    reused = ctx.cfg.reuse_model_from
+    if reused is not None:
+        return reused.uri
+    if not keep or ctx.storage is None:
+        return None
+    prefix = S3Uri.parse(ctx.cfg.run.output_prefix).join(TRAINED_MODEL_DIR)
+    local = ctx.work / "trained-model"
+    if local.exists():
+        shutil.rmtree(local)
+    trained.save(str(local))
+    for f in sorted(p for p in local.rglob("*") if p.is_file()):
+        ctx.storage.upload(f, prefix.join(f.relative_to(local).as_posix()))
+    log.info("kept the trained model (before merging, or rejected) under %s", prefix)
+    return str(prefix)
+
+
+#: Under a run's prefix: its trained weights when model/ does not hold them.
+TRAINED_MODEL_DIR = "checkpoints/trained-model/"
+
+
+def run(
+    ctx: RunContext,
+    report: Report,
+    model: Any,
+    method: methods.TrainingMethod,
+    rejected: bool,
+    trained: Any = None,
+) -> Artifacts:
+    """Publish ``model`` (the merged one, if merged); ``trained``, the weights before any merge, is kept too
+    where model/ will not hold it."""
+    kept = keep_trained(ctx, trained if trained is not None else model, rejected or trained is not model)
     with ctx.stage("publish", timed=False) as t0:
 
         def stamp() -> None:
@@ -137,7 +173,7 @@ def run(ctx: RunContext, report: Report, model: Any, method: methods.TrainingMet
 
         if ctx.storage is not None:
             _, arts = publish_run(ctx.cfg, ctx.storage, None if rejected else model, report, ctx.work, stamp, method)
-            return arts
+            return arts.model_copy(update={"trained_model": kept or arts.model})
         local = ctx.work / "published"
         model.save(str(local / "model"))
         stamp()

@@ -10,7 +10,9 @@ import platform
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from eft_api.contract import ModelReuse
 from eft_api.report import Report
+from eft_trainer import evidence as EV
 from eft_trainer import report as R
 from eft_trainer.evaluation import EvalResult
 from eft_trainer.methods import Trained, TrainingMethod
@@ -38,6 +40,12 @@ class Results:
     tuned: Measured
     teacher: EvalResult | None
     verdict: Verdict
+    #: The leaderboard of evaluation.baselines, the merge section, the earlier run whose model was re-gated.
+    board: dict[str, Any] | None = None
+    merge: dict[str, Any] | None = None
+    reused: ModelReuse | None = None
+    #: The model published (the merged one, when a merge chose a ratio below 1).
+    model: Any = None
 
     @property
     def reindex_required(self) -> bool:
@@ -76,6 +84,21 @@ def run_config_section(ctx: RunContext, r: Results) -> dict[str, Any]:
     }
 
 
+def evidence_sections(ctx: RunContext, r: Results, report: dict[str, Any]) -> None:
+    """The per-query movers, the leaderboard, the merge curve (its ratio for the manifest and card), a reuse."""
+    c = r.checked
+    report["perQuery"] = EV.per_query_section(
+        ctx.cfg, c.irset, r.base.result, r.tuned.result, c.guard_sets, r.base.guards, r.tuned.guards, r.base.dimension
+    )
+    if r.board is not None:
+        report["leaderboard"] = r.board
+    if r.merge is not None:
+        report["merge"] = r.merge
+        report["index"]["mergeRatio"] = r.merge["chosen"] or 1.0
+    if r.reused is not None:
+        report["reusedModelFrom"] = {"runId": r.reused.run_id, "uri": r.reused.uri}
+
+
 def run(ctx: RunContext, r: Results) -> Report:
     """The report as :class:`eft_api.report.Report` (checked against its schema here, before publishing)."""
     spec = ctx.cfg.spec
@@ -94,6 +117,7 @@ def run(ctx: RunContext, r: Results) -> Report:
         hardware={**hardware(), "processes": ctx.world.size},
     )
     report["index"] = index_info(r.trained.model, sorted(r.base.result.metrics, reverse=True), r.reindex_required)
+    evidence_sections(ctx, r, report)
     if r.pretrained is not None:
         report["pretrain"] = r.pretrained.section
     if r.source.documents:

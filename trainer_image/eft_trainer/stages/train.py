@@ -5,6 +5,7 @@ trains its share and ends here (:func:`train_only`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,14 @@ from eft_trainer import distributed as dist
 from eft_trainer import methods, oom
 from eft_trainer.distributed import World
 from eft_trainer.errors import Interrupted, OutOfMemory
+from eft_trainer.model_ref import resolve_ref
 from eft_trainer.stages.augment import receive
 from eft_trainer.stages.context import RunContext
 from eft_trainer.storage import S3Uri, Storage
+from eft_trainer.training import TrainStats
 
 Rows = list[dict[str, Any]]
+log = logging.getLogger("eft_trainer")
 
 
 def oom_fallback(summary: dict[str, Any] | None) -> OomFallback | None:
@@ -127,10 +131,27 @@ def run(ctx: RunContext, model: Any, train: Rows) -> methods.Trained:
     return trained
 
 
+def reused(ctx: RunContext) -> methods.Trained:
+    """An earlier run's trained model (``reuseModelFrom``: the same training digest), as if trained now: 0 steps."""
+    reuse = ctx.cfg.reuse_model_from
+    assert reuse is not None
+    with ctx.stage("train"):
+        where = resolve_ref(reuse.uri, ctx.storage, ctx.own / "reused-model", "reuseModelFrom", None)
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(where, trust_remote_code=ctx.cfg.spec.model.trust_remote_code)
+    log.info("reused the trained model of run %s from %s: no training", reuse.run_id, reuse.uri)
+    stats = TrainStats(0.0, 0, 0, 0.0, "none", 0, None, False)
+    return methods.Trained(model, stats, {"reusedModelFrom": reuse.run_id})
+
+
 def train_only(ctx: RunContext, model: Any, train: Rows) -> TerminationMessage:
     """A rank other than 0: take rank 0's mined rows, train its share, and leave the rest to rank 0."""
-    train = receive(ctx, train)
     cfg, w = ctx.cfg, ctx.world
+    if cfg.reuse_model_from is not None:  # a re-gate: rank 0 measures the reused model alone
+        msg = f"rank {w.rank}: nothing to train (run {cfg.reuse_model_from.run_id}'s model is re-gated by rank 0)"
+        return TerminationMessage(outcome="Succeeded", reason=Reason.SUCCEEDED, message=msg, run_id=cfg.run.run_id)
+    train = receive(ctx, train)
     stats = train_model(model, cfg, train, ctx.storage, ctx.work, ctx.callbacks, ctx.max_steps, world=w).stats
     raise_if_interrupted(stats)
     return TerminationMessage(
