@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from eft_api.retrain import RunTrigger, run_salt
 from eft_api.spec import EmbeddingFinetuneSpec
 
 RUN_CONFIG_KEY = "run-config.json"
@@ -113,15 +114,22 @@ def _short_hash(text: str, n: int = 5) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
+#: Spec fields that say when runs start and whom they tell, not what a run does (eft_api.retrain).
+RUN_NEUTRAL_FIELDS = ("retrain", "notify")
+
+
 def spec_digest(spec: EmbeddingFinetuneSpec) -> str:
     """A hash of what defines a run: the fields of the spec set away from their defaults, less
-    ``runPolicy.suspend``.
+    ``runPolicy.suspend``, ``retrain`` and ``notify``.
 
-    Suspending or resuming a run is not a new run; every other change of spec is. A field at its default
+    Suspending or resuming a run, or changing when runs start or whom they tell, is not a new run; every
+    other change of spec is. A field at its default
     does not count, whether it is spelled out or not, so an operator upgrade that adds fields (with
     defaults) to the API keeps every existing resource's run id.
     """
     doc = spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+    for key in RUN_NEUTRAL_FIELDS:
+        doc.pop(key, None)
     policy = doc.pop("runPolicy", {})
     policy.pop("suspend", None)
     if policy:
@@ -129,15 +137,17 @@ def spec_digest(spec: EmbeddingFinetuneSpec) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_id(uid: str, generation: int, digest: str) -> str:
+def run_id(uid: str, generation: int, digest: str, salt: str = "") -> str:
     """The id of the run that trains ``generation`` of the resource with ``uid`` and spec ``digest``.
 
     ``g<generation>-<hash of uid and spec digest>``. The uid keeps a deleted and re-created resource of
     the same name from reusing (and so overwriting) an earlier resource's publication prefix; the spec
     digest keeps an edited spec from ever returning an earlier result where the generation does not
-    move (``eft run`` on a file, a resource re-created from Git).
+    move (``eft run`` on a file, a resource re-created from Git). ``salt`` (eft_api.retrain.RunTrigger.salt:
+    the trigger, its time and the data digest) separates runs of one spec on different data or occasions;
+    empty, the id is what it always was.
     """
-    return f"g{generation}-{_short_hash(f'{uid}/{digest}')}"
+    return f"g{generation}-{_short_hash(f'{uid}/{digest}' + (f'/{salt}' if salt else ''))}"
 
 
 def child_name(name: str, rid: str, indexes: int = 1) -> str:
@@ -169,6 +179,10 @@ class RunIdentity(_Model):
     generation: int
     run_id: str
     output_prefix: str
+    #: Why the run runs (eft_api.retrain.Trigger), when not a plain spec change.
+    trigger: str | None = None
+    #: The digest of the data listing the run was started for (spec.retrain.onDataChange), if known.
+    data_digest: str | None = None
 
 
 class TrainerSettings(_Model):
@@ -205,8 +219,9 @@ def build_run_config(
     generation: int,
     spec: EmbeddingFinetuneSpec,
     settings: TrainerSettings | None = None,
+    trigger: RunTrigger | None = None,
 ) -> RunConfig:
-    rid = run_id(uid, generation, spec_digest(spec))
+    rid = run_id(uid, generation, spec_digest(spec), run_salt(trigger))
     return RunConfig(
         run=RunIdentity(
             namespace=namespace,
@@ -215,6 +230,8 @@ def build_run_config(
             generation=generation,
             run_id=rid,
             output_prefix=output_prefix(spec.output.uri, namespace, name, rid),
+            trigger=trigger.kind if trigger is not None and trigger.salt() else None,
+            data_digest=trigger.data_digest if trigger is not None else None,
         ),
         spec=spec,
         settings=settings or TrainerSettings(),
