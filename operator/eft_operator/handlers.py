@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 
 from eft_api import contract
+from eft_api.retrain import RETRAIN_ANNOTATION
 from eft_api.spec import API_GROUP, API_VERSION, PLURAL
 from eft_operator import children
 from eft_operator.reconciler import ChildConflictError, InvalidSpecError, Reconciler
@@ -161,6 +162,8 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
     kopf.on.create(*resource, id="reconcile", **options)(on_resource_created)
     kopf.on.resume(*resource, id="reconcile", **options)(on_resource)
     kopf.on.update(*resource, id="reconcile", field="spec", **options)(on_resource)
+    retrain = ("metadata", "annotations", RETRAIN_ANNOTATION)  # eft retrain NAME: a run with no spec edit
+    kopf.on.update(*resource, id="retrain", field=retrain, **options)(on_resource)
     kopf.on.event(*resource, id="forget", registry=registry)(on_resource_event)
     child_labels: dict[str, Any] = {
         contract.LABEL_MANAGED_BY: contract.MANAGED_BY,

@@ -39,9 +39,10 @@ import kopf
 
 from eft_api import contract
 from eft_api.contract import output_prefix
+from eft_api.retrain import RunTrigger
 from eft_api.spec import EmbeddingFinetuneSpec, InvalidSpec, parse_spec
 from eft_api.status import TrainerStatus
-from eft_operator import children
+from eft_operator import children, triggers
 from eft_operator.config import Settings
 from eft_operator.metrics import Metrics
 from eft_operator.progress import metrics_url
@@ -103,6 +104,8 @@ class _Result:
     recheck: bool = False
     #: Where the running trainer serves its gauges (None: no trainer is running).
     progress_url: str | None = None
+    #: When spec.retrain wants the resource looked at again (its next schedule time), if ever.
+    wake_at: datetime.datetime | None = None
 
 
 class Reconciler:
@@ -132,6 +135,8 @@ class Reconciler:
         self._reasons: dict[tuple[str, str], str] = {}
         #: Reads running trainers' gauges into status.trainerStatus (one task per running run).
         self.progress = ProgressReader(settings.progress_interval, self.metrics, clock)
+        #: Wakes each resource at its next schedule time (spec.retrain).
+        self.timers = triggers.Timers(lambda: triggers.clock_of(self.clock()))
         self._closing = False
 
     @property
@@ -148,6 +153,7 @@ class Reconciler:
         for task in self._rechecks.values():
             task.cancel()
         self._rechecks.clear()
+        self.timers.close()
         await self.progress.close()
         if self._client is not None:
             await self._client.close()
@@ -162,6 +168,7 @@ class Reconciler:
         if task is not None:
             task.cancel()
         self.progress.stop(key)
+        self.timers.cancel(key)
         self.metrics.forget(namespace, name)
 
     def pod_appeared(self, namespace: str, name: str) -> bool:
@@ -225,6 +232,8 @@ class Reconciler:
             self._schedule(key, logger)
         else:
             self._unschedule(key)
+        if outcome.wake_at is not None and outcome.status is not None and not self._closing:
+            self.timers.arm(key, outcome.wake_at, lambda: self._wake(key, logger))
         # No await since the lock was released: a progress write waiting for it sees this first.
         if outcome.progress_url is not None and outcome.status is not None:
             previous = outcome.status.get("trainerStatus")
@@ -262,6 +271,10 @@ class Reconciler:
         task = self._rechecks.pop(key, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
+
+    async def _wake(self, key: tuple[str, str], logger: Logger) -> None:
+        """A schedule time came (spec.retrain): one pass, which decides whether a run starts."""
+        await self._recheck(key, 0.0, logger)
 
     async def _recheck(self, key: tuple[str, str], delay: float, logger: Logger) -> None:
         await asyncio.sleep(delay)
@@ -310,17 +323,20 @@ class Reconciler:
             await self._stall(client, body, prev, current, superseded, problem, now, logger)
             raise InvalidSpecError(str(exc)) from None
 
-        owner = Owner.of(namespace, name, uid, generation, spec)
         digest = spec_hash(spec)
         keep = bool(current) and (
             int(current.get("generation") or 0) == generation or current.get("specHash") == digest
         )
+        decision = triggers.plan(body, spec, prev, now, active) if keep else None  # spec.retrain, the annotation
+        retrigger = decision.start if decision is not None else None
+        keep = keep and retrigger is None
+        owner = Owner.of(namespace, name, uid, generation, spec, retrigger or triggers.spec_change_trigger(spec, prev))
         superseded = None
         created = False
         job: dict[str, Any] | None = None
         if keep:
             run = current
-        elif any(int(r.get("generation") or 0) == generation for r in prev.get("runs") or []):
+        elif retrigger is None and any(int(r.get("generation") or 0) == generation for r in prev.get("runs") or []):
             return _Result(prev)  # this generation already ran to the end: history is the record
         else:
             superseded = await self._stop(client, namespace, current) if active else None
@@ -363,6 +379,7 @@ class Reconciler:
                 "specHash": digest,
                 "outputUri": render_outputs(owner, spec),
                 "startTime": (job.get("metadata") or {}).get("creationTimestamp") or now,
+                **triggers.run_fields(owner.trigger, body, spec),
             }
             if created:
                 logger.info(
@@ -395,8 +412,11 @@ class Reconciler:
             run=run,
             observation=observation,
             superseded=superseded,
-            superseded_by=f"generation {generation} changed the spec",
+            superseded_by=triggers.superseded_by(retrigger, generation),
             now=now,
+        )
+        events += triggers.fold_status(
+            status, decision, None if keep else owner.trigger or RunTrigger(), body, spec, now
         )
         await self._write(client, body, prev, status, events, logger)
         if superseded is not None:
@@ -411,7 +431,7 @@ class Reconciler:
             if job is None:  # the Job is gone: its pods may still hold the finalizer
                 for pod in await client.pods_of_run(namespace, str(run.get("id"))):
                     await client.release(pod)
-        return _Result(status, recheck, progress_url)
+        return _Result(status, recheck, progress_url, triggers.wake_at(decision))
 
     async def _without_pods(
         self,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eft_api import contract
+from eft_api.retrain import RunTrigger, run_salt
 from eft_api.spec import API_GROUP, API_VERSION, KIND, EmbeddingFinetuneSpec
 from eft_operator.config import Settings
 
@@ -49,9 +50,19 @@ class Owner:
     digest: str
     #: Pods of the run (``spec.resources.nodes``): an Indexed Job's name leaves room for its pods' hostnames.
     nodes: int = 1
+    #: Why the run runs (spec.retrain): its trigger and data digest salt the run id (None: a plain spec change).
+    trigger: RunTrigger | None = None
 
     @classmethod
-    def of(cls, namespace: str, name: str, uid: str, generation: int, spec: EmbeddingFinetuneSpec) -> Owner:
+    def of(
+        cls,
+        namespace: str,
+        name: str,
+        uid: str,
+        generation: int,
+        spec: EmbeddingFinetuneSpec,
+        trigger: RunTrigger | None = None,
+    ) -> Owner:
         return cls(
             namespace=namespace,
             name=name,
@@ -59,11 +70,12 @@ class Owner:
             generation=generation,
             digest=spec_hash(spec),
             nodes=spec.resources.nodes,
+            trigger=trigger,
         )
 
     @property
     def run_id(self) -> str:
-        return contract.run_id(self.uid, self.generation, self.digest)
+        return contract.run_id(self.uid, self.generation, self.digest, run_salt(self.trigger))
 
     @property
     def child_name(self) -> str:
@@ -117,6 +129,7 @@ def run_config(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
         generation=owner.generation,
         spec=spec,
         settings=contract.TrainerSettings(work_dir=WORK_DIR, metrics_port=settings.trainer_metrics_port),
+        trigger=owner.trigger,
     )
 
 

@@ -353,7 +353,8 @@ def set_condition(
 
 
 def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | None) -> dict[str, Any]:
-    keys = ("id", "generation", "phase", "reason", "message", "startTime", "completionTime", "outputUri", "jobName")
+    keys: tuple[str, ...] = ("id", "generation", "phase", "reason", "message", "startTime", "completionTime")
+    keys += ("outputUri", "jobName", "trigger", "dataDigest", "triggerKey")  # trigger...: spec.retrain (issue 22)
     entry = {k: run[k] for k in keys if run.get(k) is not None}
     if term is not None and term.headline is not None:
         h = term.headline
