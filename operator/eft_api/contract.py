@@ -89,6 +89,7 @@ class Reason(StrEnum):
     PROMOTION_REJECTED = "PromotionRejected"
     GENERATION_FAILED = "GenerationFailed"
     GENERATOR_MISCONFIGURED = "GeneratorMisconfigured"
+    REGISTRY_FAILED = "RegistryFailed"
     CRASHED = "TrainerCrashed"
 
 
@@ -106,6 +107,7 @@ EXIT_CODE_OF_REASON: dict[Reason, ExitCode] = {
     Reason.PROMOTION_REJECTED: ExitCode.PROMOTION_REJECTED,
     Reason.GENERATION_FAILED: ExitCode.RETRYABLE,
     Reason.GENERATOR_MISCONFIGURED: ExitCode.BAD_INPUT,
+    Reason.REGISTRY_FAILED: ExitCode.RETRYABLE,
     Reason.CRASHED: ExitCode.CRASHED,
 }
 
@@ -302,6 +304,15 @@ class OomFallback(_Model):
     attempt: int
 
 
+class RegistryInfo(_Model):
+    """The model registry version a run was registered as (spec.output.registry)."""
+
+    model_name: str
+    version: str
+    #: The alias moved to it (None: the run did not pass the gate, the alias stayed).
+    alias: str | None = None
+
+
 class TerminationMessage(_Model):
     """Seam 4: the short JSON summary the trainer leaves in its container's termination message."""
 
@@ -316,6 +327,7 @@ class TerminationMessage(_Model):
     #: At most 8 (the CRD's bound): about 1 KB of the 4 KB.
     guards: list[GuardFigures] | None = None
     oom_fallback: OomFallback | None = None
+    registry: RegistryInfo | None = None
 
     def to_json(self) -> str:
         """Serialise within :data:`TERMINATION_MESSAGE_LIMIT` bytes, shortening the message if need be."""

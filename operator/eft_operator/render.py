@@ -161,10 +161,26 @@ def _env(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
     if llm is not None and llm.api_key_secret is not None:  # by reference: the operator never reads the key
         key_ref = {"name": llm.api_key_secret.name, "key": llm.api_key_secret.key}
         env.append({"name": contract.LLM_API_KEY_ENV, "valueFrom": {"secretKeyRef": key_ref}})
+    env += registry_env(spec)
     if llm is not None and llm.prompt_config_map is not None:
         cm_ref = {"name": llm.prompt_config_map.name, "key": llm.prompt_config_map.key}
         env.append({"name": contract.LLM_PROMPT_ENV, "valueFrom": {"configMapKeyRef": cm_ref}})
     return env
+
+
+#: The variables spec.output.registry.mlflow.credentialsSecret may hold, each optional (by reference only).
+MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+def registry_env(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
+    reg = spec.output.registry
+    secret = reg.mlflow.credentials_secret if reg is not None else None
+    if secret is None:
+        return []
+    return [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key, "optional": True}}}
+        for key in MLFLOW_SECRET_KEYS
+    ]
 
 
 def _resources(spec: EmbeddingFinetuneSpec) -> dict[str, Any]:

@@ -367,6 +367,8 @@ def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | N
         entry["generatedData"] = term.generation.model_dump(mode="json", by_alias=True)
     if term is not None and term.guards:  # evaluation.guards: each set's figures, and whether it passed
         entry["guards"] = [g.model_dump(mode="json", by_alias=True) for g in term.guards]
+    if term is not None and term.registry is not None:  # spec.output.registry: the version it was registered as
+        entry["registeredVersion"] = term.registry.version
     if term is not None and term.oom_fallback is not None:  # the loss was switched after running out of memory
         entry["oomFallback"] = term.oom_fallback.model_dump(mode="json", by_alias=True)
     return entry
@@ -460,6 +462,8 @@ def compute_status(
                 }
                 if term.index is not None:
                     status["results"]["reindexRequired"] = term.index.reindex_required
+                if term.registry is not None:
+                    status["results"]["registeredVersion"] = term.registry.version
                 if term.artifacts is not None:
                     status["artifacts"] = term.artifacts.model_dump(mode="json", by_alias=True, exclude_none=True)
 

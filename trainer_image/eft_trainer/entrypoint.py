@@ -52,7 +52,7 @@ from eft_api.contract import (
 from eft_api.spec import MINABLE_FORMATS, DataFormat, ModelSpec
 from eft_trainer import data as D
 from eft_trainer import distributed as dist
-from eft_trainer import methods
+from eft_trainer import methods, registry
 from eft_trainer.distributed import World
 from eft_trainer.errors import (
     InvalidCorpus,
@@ -936,6 +936,9 @@ def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), max_st
         run_id = cfg.run.run_id
         progress = Progress(cfg.settings.metrics_port if world.main else 0)
         msg = run_job(cfg, callbacks=callbacks, max_steps=max_steps, progress=progress, world=world)
+        if world.main and registry.wanted(cfg, msg):  # spec.output.registry: after publication
+            store = Storage(cfg.spec.storage) if not os.environ.get(DATA_ROOT_ENV) else None
+            msg = registry.after_publish(cfg, msg, registry.read_report(store, cfg) if store else None)
         ended = True
     except Exception as exc:
         if not isinstance(exc, TrainerError) and not _is_oom(exc):
