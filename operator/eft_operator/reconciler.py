@@ -42,7 +42,7 @@ from eft_api.contract import output_prefix
 from eft_api.retrain import RunTrigger
 from eft_api.spec import EmbeddingFinetuneSpec, InvalidSpec, parse_spec
 from eft_api.status import TrainerStatus
-from eft_operator import children, triggers
+from eft_operator import children, notify, triggers
 from eft_operator.config import Settings
 from eft_operator.metrics import Metrics
 from eft_operator.progress import metrics_url
@@ -137,6 +137,8 @@ class Reconciler:
         self.progress = ProgressReader(settings.progress_interval, self.metrics, clock)
         #: Wakes each resource at its next schedule time (spec.retrain).
         self.timers = triggers.Timers(lambda: triggers.clock_of(self.clock()))
+        #: Sends status.pendingNotifications (spec.notify) as CloudEvents, apart from the passes.
+        self.notifier = notify.Notifier(notify.failure_counter(self.metrics.registry))
         self._closing = False
 
     @property
@@ -154,6 +156,7 @@ class Reconciler:
             task.cancel()
         self._rechecks.clear()
         self.timers.close()
+        await self.notifier.close()
         await self.progress.close()
         if self._client is not None:
             await self._client.close()
@@ -169,6 +172,7 @@ class Reconciler:
             task.cancel()
         self.progress.stop(key)
         self.timers.cancel(key)
+        self.notifier.stop(key)
         self.metrics.forget(namespace, name)
 
     def pod_appeared(self, namespace: str, name: str) -> bool:
@@ -234,6 +238,9 @@ class Reconciler:
             self._unschedule(key)
         if outcome.wake_at is not None and outcome.status is not None and not self._closing:
             self.timers.arm(key, outcome.wake_at, lambda: self._wake(key, logger))
+        if outcome.status is not None and not self._closing:
+            pending = outcome.status.get(notify.PENDING_FIELD)
+            self.notifier.follow(key, pending, self._notified(key), self._notify_warning(key))
         # No await since the lock was released: a progress write waiting for it sees this first.
         if outcome.progress_url is not None and outcome.status is not None:
             previous = outcome.status.get("trainerStatus")
@@ -271,6 +278,28 @@ class Reconciler:
         task = self._rechecks.pop(key, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
+
+    def _notified(self, key: tuple[str, str]) -> notify.Done:
+        """Removes a sent notification's URL from status.pendingNotifications, under the resource's lock."""
+
+        async def done(record_id: str, url: str) -> None:
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                body = await self.client.get("EmbeddingFinetune", *key)
+                pending = ((body or {}).get("status") or {}).get(notify.PENDING_FIELD) or []
+                left = notify.without(pending, record_id, url)
+                if body is not None and left != pending:
+                    patch = {"status": {notify.PENDING_FIELD: left or None}}
+                    await self.client.patch("EmbeddingFinetune", *key, patch, subresource="status")
+
+        return done
+
+    def _notify_warning(self, key: tuple[str, str]) -> notify.Warn:
+        async def warn(reason: str, message: str) -> None:
+            body = await self.client.get("EmbeddingFinetune", *key)
+            if body is not None:
+                kopf.event(cast(Any, body), type="Warning", reason=reason, message=message[:1024])
+
+        return warn
 
     async def _wake(self, key: tuple[str, str], logger: Logger) -> None:
         """A schedule time came (spec.retrain): one pass, which decides whether a run starts."""
@@ -415,6 +444,7 @@ class Reconciler:
             superseded_by=triggers.superseded_by(retrigger, generation),
             now=now,
         )
+        notify.enqueue(prev, status, spec, body)  # spec.notify: in the same write as the outcome
         events += triggers.fold_status(
             status, decision, None if keep else owner.trigger or RunTrigger(), body, spec, now
         )

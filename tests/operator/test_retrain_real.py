@@ -1,5 +1,5 @@
-"""spec.retrain on the REAL control plane (envtest): schedules (Forbid, Replace, catch-up after downtime) and the
-manual trigger (the annotation, as ``eft retrain`` sets it).
+"""spec.retrain on the REAL control plane (envtest): schedules (Forbid, Replace, catch-up after downtime), the
+manual trigger (the annotation, as ``eft retrain`` sets it), and spec.notify's CloudEvents to a loopback receiver.
 
 Time is the operator's injectable clock (the wall clock plus an offset the test moves), so a schedule of every
 minute is followed for several minutes in seconds: the timers wake on the moved clock, the passes that follow
@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from ce_receiver import Receiver
 from real_cluster import TEST_IMAGE, Kube, RealOperator, pod_succeeded, resource, wait
 
 from eft_api.retrain import RETRAIN_ANNOTATION
@@ -161,3 +162,48 @@ def test_the_annotation_starts_one_manual_run_per_value(
     assert len(k.jobs("manual")) == 2
     request_run(kube, k.ns, "manual")
     wait(lambda: len(k.jobs("manual")) == 3, 20, "a second manual run")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def test_cloudevents_are_retried_and_survive_an_operator_restart(
+    k: Kube, receiver: Receiver, start_operator: Callable[[], RealOperator]
+) -> None:
+    receiver.status = 500  # the receiver is down: the operator retries
+    op = start_operator()
+    op.reconciler.notifier.retry_delays = (0.2,)
+    k.create(resource("told", notify=[{"url": receiver.url}]))
+    rid = wait(lambda: _current(k, "told").get("id"), 20, "the run")
+    _finish(k, "told")
+    pending = wait(lambda: _status(k, "told").get("pendingNotifications"), 10, "a pending notification")
+    assert pending[0]["id"] == f"{rid}.RunSucceeded" and pending[0]["urls"] == [receiver.url]
+    wait(lambda: len(receiver.requests) >= 2, 10, "retries")
+    wait(lambda: "NotificationFailed" in k.event_reasons("told"), 10, "a NotificationFailed Event")
+    failed = op.reconciler.metrics.registry.get_sample_value(
+        "eft_notifications_failed_total", {"event": "RunSucceeded"}
+    )
+    assert failed is not None and failed >= 2
+    op.stop()  # not sent yet: the record stays in status
+
+    receiver.status = 200
+    start_operator()
+    wait(lambda: receiver.accepted(), 20, "the event after the restart")
+    wait(lambda: not _status(k, "told").get("pendingNotifications"), 10, "pending cleared")
+    event = receiver.accepted()[0]
+    assert event.get_id() == f"{rid}.RunSucceeded"
+    assert event.get_type() == "dev.eft.finetune.RunSucceeded"
+    assert event.get_source() == f"/apis/finetune.eft.dev/v1alpha1/namespaces/{k.ns}/embeddingfinetunes/told"
+    assert event.get_subject() == rid
+    headers = receiver.requests[-1][0]
+    assert headers["ce-specversion"] == "1.0" and headers["content-type"] == "application/json"
+    data = event.get_data()
+    assert data["runId"] == rid and data["phase"] == "Succeeded" and data["trigger"] == "specChange"
+    assert data["results"]["primaryMetric"] == "ndcg@10" and data["results"]["finetuned"] == 0.59
+    assert data["artifacts"]["model"] == "s3://bucket/runs/x/model/"
+    # Every attempt carried the same id: the receiver dedupes on it.
+    assert {h["ce-id"] for h, _, _ in receiver.requests} == {f"{rid}.RunSucceeded"}
