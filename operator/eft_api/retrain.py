@@ -17,6 +17,8 @@ Pure: no I/O, no clock (``now`` is an argument).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import re
 import zoneinfo
 from dataclasses import dataclass, field
@@ -369,3 +371,43 @@ def _schedule(world: World, spec: RetrainSpec, out: Decision, digest: str | None
 def _skip(out: Decision, message: str) -> None:
     out.status["skipped"] = int(out.status.get("skipped") or 0) + 1
     out.events.append(("Normal", "RetrainSkipped", message))
+
+
+# ------------------------------------------------------------------------------------------- data probe
+
+
+def data_uris(spec: Any) -> list[str]:
+    """Every data URI of a spec (an EmbeddingFinetuneSpec): train (or documents), eval, guards, pretrain data."""
+    uris = [spec.data.train.uri]
+    if spec.data.eval.uri:
+        uris.append(spec.data.eval.uri)
+    uris += [g.uri for g in spec.evaluation.guards]
+    if spec.training.pretrain is not None:
+        uris.append(spec.training.pretrain.data.uri)
+    return sorted(set(uris))
+
+
+def data_digest(listing: dict[str, list[tuple[str, int, str]]]) -> str:
+    """The digest of a data listing: for each URI, its objects' (key, size, ETag), in order."""
+    doc = {uri: sorted(objects) for uri, objects in sorted(listing.items())}
+    return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+class ProbeReport(_Model):
+    """What the data probe leaves in its termination message (the operator reads it from the pod status)."""
+
+    outcome: Literal["Succeeded", "Failed"]
+    reason: str
+    message: str = ""
+    digest: str | None = None
+    objects: int = 0
+    bytes: int = 0
+
+    @classmethod
+    def parse(cls, text: str | None) -> ProbeReport | None:
+        if not text:
+            return None
+        try:
+            return cls.model_validate_json(text)
+        except ValueError:
+            return None

@@ -356,7 +356,10 @@ class Reconciler:
         keep = bool(current) and (
             int(current.get("generation") or 0) == generation or current.get("specHash") == digest
         )
-        decision = triggers.plan(body, spec, prev, now, active) if keep else None  # spec.retrain, the annotation
+        block, probe_events = (
+            await triggers.refresh_probe(client, body, spec, prev, now, self.settings) if keep else (None, [])
+        )
+        decision = triggers.plan(body, spec, prev, now, active, block) if keep else None  # spec.retrain, annotation
         retrigger = decision.start if decision is not None else None
         keep = keep and retrigger is None
         owner = Owner.of(namespace, name, uid, generation, spec, retrigger or triggers.spec_change_trigger(spec, prev))
@@ -445,6 +448,7 @@ class Reconciler:
             now=now,
         )
         notify.enqueue(prev, status, spec, body)  # spec.notify: in the same write as the outcome
+        events += probe_events
         events += triggers.fold_status(
             status, decision, None if keep else owner.trigger or RunTrigger(), body, spec, now
         )

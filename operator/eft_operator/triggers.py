@@ -13,9 +13,26 @@ import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from eft_api.retrain import RETRAIN_ANNOTATION, Decision, RunTrigger, World, decide, parse_time, rfc3339
+from eft_api import contract
+from eft_api.retrain import (
+    RETRAIN_ANNOTATION,
+    Decision,
+    ProbeReport,
+    RunTrigger,
+    World,
+    decide,
+    parse_time,
+    rfc3339,
+)
 from eft_api.spec import EmbeddingFinetuneSpec
-from eft_operator.status import Event
+from eft_operator import children
+from eft_operator.config import Settings
+from eft_operator.probe_render import probe_name, render_probe
+from eft_operator.render import Owner
+from eft_operator.status import Event, set_condition
+
+#: The condition that shows the data probe's last verdict (spec.retrain.onDataChange).
+DATA_CHECKED = "DataChecked"
 
 #: Longest single sleep of a timer: a far schedule time is approached in steps (clock changes, suspend).
 MAX_SLEEP = 60.0
@@ -32,12 +49,19 @@ def _annotation(body: Mapping[str, Any]) -> str | None:
 
 
 def plan(
-    body: Mapping[str, Any], spec: EmbeddingFinetuneSpec, prev: Mapping[str, Any], now: str, active: bool
+    body: Mapping[str, Any],
+    spec: EmbeddingFinetuneSpec,
+    prev: Mapping[str, Any],
+    now: str,
+    active: bool,
+    block: Mapping[str, Any] | None = None,
 ) -> Decision | None:
-    """What the triggers want in a pass that keeps the current run (None: retraining is not in play)."""
+    """What the triggers want in a pass that keeps the current run (None: retraining is not in play).
+
+    ``block`` is status.retrain as the data probe left it in this pass (default: as in ``prev``)."""
     if not in_play(body, spec):
         return None
-    st = dict(prev.get("retrain") or {})
+    st = dict(block if block is not None else prev.get("retrain") or {})
     current = prev.get("currentRun") or {}
     clock = parse_time(now) or dt.datetime.now(dt.UTC)
     created = parse_time((body.get("metadata") or {}).get("creationTimestamp")) or clock
@@ -53,7 +77,19 @@ def plan(
         active=active,
         run_digest=current.get("dataDigest") or st.get("baselineDigest"),
     )
-    return decide(world)
+    decision = decide(world)
+    check = next_check(spec, st)
+    if check is not None and (decision.wake_at is None or check < decision.wake_at):
+        decision.wake_at = check
+    return decision
+
+
+def next_check(spec: EmbeddingFinetuneSpec, block: Mapping[str, Any]) -> dt.datetime | None:
+    """When the data probe is due next (None: onDataChange is off, or a probe is in flight)."""
+    if spec.retrain is None or not spec.retrain.on_data_change.enabled or (block.get("probe") or {}).get("jobName"):
+        return None
+    last = parse_time(block.get("lastCheckTime"))
+    return None if last is None else last + spec.retrain.on_data_change.interval
 
 
 def spec_change_trigger(spec: EmbeddingFinetuneSpec, prev: Mapping[str, Any]) -> RunTrigger | None:
@@ -90,7 +126,18 @@ def fold_status(
             block["lastManual"] = manual
     if block:
         status["retrain"] = block
+    error = (block.get("probe") or {}).get("lastError")
+    if spec.retrain is not None and spec.retrain.on_data_change.enabled and block.get("lastCheckTime"):
+        generation = int((body.get("metadata") or {}).get("generation") or 1)
+        verdict = ("False", "ProbeFailed", str(error)) if error else ("True", "Checked", _checked(block))
+        status["conditions"] = set_condition(status.get("conditions") or [], DATA_CHECKED, *verdict, generation, now)
     return [Event(*e) for e in (decision.events if decision is not None else [])]
+
+
+def _checked(block: Mapping[str, Any]) -> str:
+    probe = block.get("probe") or {}
+    digest = str(block.get("lastDataDigest") or "")[:12]
+    return f"listed {probe.get('objects', 0)} objects ({probe.get('bytes', 0)} bytes); data digest {digest}"
 
 
 def superseded_by(trigger: RunTrigger | None, generation: int) -> str:
@@ -149,3 +196,75 @@ def wake_at(decision: Decision | None) -> dt.datetime | None:
 
 def clock_of(now: str) -> dt.datetime:
     return parse_time(now) or dt.datetime.now(dt.UTC)
+
+
+# ------------------------------------------------------------------------------------------- data probe I/O
+
+
+async def refresh_probe(
+    client: children.Client,
+    body: Mapping[str, Any],
+    spec: EmbeddingFinetuneSpec,
+    prev: Mapping[str, Any],
+    now: str,
+    settings: Settings,
+) -> tuple[dict[str, Any], list[Event]]:
+    """Read a finished probe (and delete it), or start one when due. Returns status.retrain and Events."""
+    block = dict(prev.get("retrain") or {})
+    if spec.retrain is None or not spec.retrain.on_data_change.enabled:
+        return block, []
+    meta = body.get("metadata") or {}
+    namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+    flying = (block.get("probe") or {}).get("jobName")
+    if flying:
+        return await _read_probe(client, namespace, str(flying), block, prev, now)
+    due = next_check(spec, block)
+    clock = clock_of(now)
+    if due is not None and clock < due:
+        return block, []
+    owner = Owner.of(namespace, name, str(meta.get("uid") or ""), int(meta.get("generation") or 1), spec)
+    job = probe_name(name, clock, spec.retrain.on_data_change.interval)
+    configmap, job_body = render_probe(owner, spec, settings, job)
+    await client.ensure(configmap, owner.uid)
+    await client.ensure(job_body, owner.uid)
+    block["probe"] = {"jobName": job, "startTime": now}
+    return block, []
+
+
+async def _read_probe(
+    client: children.Client, namespace: str, job: str, block: dict[str, Any], prev: Mapping[str, Any], now: str
+) -> tuple[dict[str, Any], list[Event]]:
+    found = await client.get("Job", namespace, job)
+    finished = found is None or any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in (found.get("status") or {}).get("conditions") or []
+    )
+    if not finished:
+        return block, []
+    report = _report(await client.pods_of_run(namespace, job)) if found is not None else None
+    await client.delete("Job", namespace, job)
+    await client.delete("ConfigMap", namespace, job)
+    block["lastCheckTime"] = now
+    if report is None or report.outcome != "Succeeded" or not report.digest:
+        why = f"{report.reason}: {report.message}" if report else "the probe Job ended without a report (or vanished)"
+        block["probe"] = {"lastError": f"data probe {job} failed: {why}"[:1024]}
+        return block, [Event("Warning", "DataCheckFailed", block["probe"]["lastError"])]
+    block["probe"] = {"objects": report.objects, "bytes": report.bytes}
+    current = prev.get("currentRun") or {}
+    if not current.get("dataDigest") and not block.get("baselineDigest"):
+        block["baselineDigest"] = report.digest  # the latest run trained on this data, as far as anyone knows
+    changed = block.get("lastDataDigest") not in (None, report.digest)
+    block["lastDataDigest"] = report.digest
+    return block, ([Event("Normal", "DataChanged", f"data digest is now {report.digest[:12]}")] if changed else [])
+
+
+def _report(pods: list[dict[str, Any]]) -> ProbeReport | None:
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if cs.get("name") != contract.TRAINER_CONTAINER:
+                continue
+            terminated = (cs.get("state") or {}).get("terminated") or {}
+            report = ProbeReport.parse(terminated.get("message"))
+            if report is not None:
+                return report
+    return None

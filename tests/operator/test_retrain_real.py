@@ -1,5 +1,6 @@
 """spec.retrain on the REAL control plane (envtest): schedules (Forbid, Replace, catch-up after downtime), the
-manual trigger (the annotation, as ``eft retrain`` sets it), and spec.notify's CloudEvents to a loopback receiver.
+manual trigger (the annotation, as ``eft retrain`` sets it), spec.notify's CloudEvents to a loopback receiver, and
+onDataChange with a real S3 (SeaweedFS): the probe Job played as a process with its pod's environment.
 
 Time is the operator's injectable clock (the wall clock plus an offset the test moves), so a schedule of every
 minute is followed for several minutes in seconds: the timers wake on the moved clock, the passes that follow
@@ -9,13 +10,20 @@ are the real ones against the real API server and Job controller.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from ce_receiver import Receiver
 from real_cluster import TEST_IMAGE, Kube, RealOperator, pod_succeeded, resource, wait
 
+from eft_api import contract
 from eft_api.retrain import RETRAIN_ANNOTATION
 from eft_cli.retrain import request_run
 from eft_operator.config import Settings
@@ -207,3 +215,109 @@ def test_cloudevents_are_retried_and_survive_an_operator_restart(
     assert data["artifacts"]["model"] == "s3://bucket/runs/x/model/"
     # Every attempt carried the same id: the receiver dedupes on it.
     assert {h["ce-id"] for h, _, _ in receiver.requests} == {f"{rid}.RunSucceeded"}
+
+
+# ----------------------------------------------------------------------------------------- onDataChange
+
+
+def _runs(k: Kube, name: str) -> list[dict[str, Any]]:
+    return [j for j in k.jobs(name) if "-probe-" not in j["metadata"]["name"]]
+
+
+def _probe_pod(k: Kube, name: str) -> dict[str, Any]:
+    pods = wait(lambda: [p for p in k.pods(name) if "-probe-" in p["metadata"]["name"]], 30, "the probe's pod")
+    return dict(pods[0])
+
+
+def _play_probe(k: Kube, pod: dict[str, Any], secret: dict[str, str], tmp: Path) -> int:
+    """Play the kubelet for the probe pod: run its command as a process with the pod's environment (the Secret's
+    values resolved, the run config mounted as a file) and write its termination message into the pod status."""
+    container = pod["spec"]["containers"][0]
+    configmap = k.core.read_namespaced_config_map(pod["spec"]["volumes"][0]["configMap"]["name"], k.ns)
+    config = tmp / f"{pod['metadata']['name']}.json"
+    config.write_text(configmap.data[contract.RUN_CONFIG_KEY])
+    log = tmp / f"{pod['metadata']['name']}.log"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    for e in container["env"]:
+        ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+        if ref is None or ref["key"] in secret:  # an optional key the Secret lacks is unset, as in a pod
+            env[e["name"]] = secret[ref["key"]] if ref else e["value"]
+    env.update({contract.RUN_CONFIG_ENV: str(config), contract.TERMINATION_LOG_ENV: str(log)})
+    command = [sys.executable, *container["command"][1:]]  # python -m eft_trainer.probe
+    code = subprocess.run(command, env=env, cwd=tmp, timeout=120, check=False).returncode
+    terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "message": log.read_text()}
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    status = {
+        "phase": "Succeeded" if code == 0 else "Failed",
+        "containerStatuses": [
+            {
+                "name": "trainer",
+                "image": TEST_IMAGE,
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {"terminated": {**terminated, "startedAt": now, "finishedAt": now}},
+            }
+        ],
+    }
+    k.set_pod_status(pod["metadata"]["name"], status)
+    return code
+
+
+def _retrain(k: Kube, name: str) -> dict[str, Any]:
+    return dict(_status(k, name).get("retrain") or {})
+
+
+def test_the_probe_starts_a_run_when_the_data_changes_and_none_when_it_does_not(
+    k: Kube, clock: Clock, start_operator: Callable[[], RealOperator], s3_server: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    s3 = s3_server.client()
+    s3.put_object(Bucket=s3_bucket, Key="train/pairs.jsonl", Body=b'{"anchor": "a", "positive": "b"}\n')
+    secret = {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
+    k.core.create_namespaced_secret(k.ns, {"metadata": {"name": "s3"}, "stringData": secret})
+    start_operator()
+    k.create(
+        resource(
+            "fresh",
+            data={"train": {"uri": f"s3://{s3_bucket}/train/", "format": "pairs"}},
+            storage={"endpoint": s3_server.endpoint, "pathStyle": True, "credentialsSecret": {"name": "s3"}},
+            retrain={"onDataChange": {"enabled": True, "checkInterval": "1m"}},
+        )
+    )
+    wait(lambda: _current(k, "fresh").get("id"), 20, "the first run")
+    _finish(k, "fresh")
+    assert _play_probe(k, _probe_pod(k, "fresh"), secret, tmp_path) == 0
+    first = wait(lambda: _retrain(k, "fresh").get("lastDataDigest"), 20, "the first digest")
+    assert _retrain(k, "fresh")["baselineDigest"] == first  # the first run's data, as far as anyone knows
+    wait(lambda: not [j for j in k.jobs("fresh") if "-probe-" in j["metadata"]["name"]], 20, "the probe cleaned up")
+    assert k.condition("fresh", "DataChecked")["status"] == "True"
+
+    # Unchanged data: the next check starts no run.
+    checked = _retrain(k, "fresh")["lastCheckTime"]
+    clock.to_minute(1, second=30)
+    _play_probe(k, _probe_pod(k, "fresh"), secret, tmp_path)
+    wait(lambda: _retrain(k, "fresh").get("lastCheckTime") != checked, 20, "the second check")
+    assert _retrain(k, "fresh")["lastDataDigest"] == first
+    assert len(_runs(k, "fresh")) == 1 and _current(k, "fresh")["trigger"] == "specChange"
+
+    # A changed object: a dataChange run on the new digest.
+    s3.put_object(Bucket=s3_bucket, Key="train/pairs.jsonl", Body=b'{"anchor": "a", "positive": "c"}\n')
+    clock.to_minute(1, second=30)
+    _play_probe(k, _probe_pod(k, "fresh"), secret, tmp_path)
+    wait(lambda: _current(k, "fresh").get("trigger") == "dataChange", 20, "a dataChange run")
+    new = _retrain(k, "fresh")["lastDataDigest"]
+    assert new != first and _current(k, "fresh")["dataDigest"] == new
+    assert len(_runs(k, "fresh")) == 2
+    cm = k.configmaps("fresh")
+    assert any(json.loads(c["data"][contract.RUN_CONFIG_KEY])["run"].get("dataDigest") == new for c in cm)
+
+    # A probe that cannot list the bucket (wrong keys) is shown, never silent.
+    _finish(k, "fresh")
+    clock.to_minute(1, second=30)
+    bad = {**secret, "AWS_SECRET_ACCESS_KEY": "wrong-secret-key-123"}
+    assert _play_probe(k, _probe_pod(k, "fresh"), bad, tmp_path) != 0
+    cond = wait(lambda: (c := k.condition("fresh", "DataChecked")) and c["status"] == "False" and c, 20, "ProbeFailed")
+    assert cond["reason"] == "ProbeFailed" and "S3AccessDenied" in cond["message"]
+    assert "wrong-secret-key-123" not in json.dumps(k.eft("fresh"))
+    wait(lambda: "DataCheckFailed" in k.event_reasons("fresh"), 10, "a DataCheckFailed Event")
+    assert len(_runs(k, "fresh")) == 2
