@@ -9,19 +9,23 @@ are the real ones against the real API server and Job controller.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import importlib.util
 import json
 import os
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from ce_receiver import Receiver
-from real_cluster import TEST_IMAGE, Kube, RealOperator, pod_succeeded, resource, wait
+from kubernetes.client.exceptions import ApiException
+from real_cluster import TEST_IMAGE, Kube, RealOperator, pod_succeeded, pod_terminated, resource, wait
 
 from eft_api import contract
 from eft_api.retrain import RETRAIN_ANNOTATION
@@ -245,22 +249,7 @@ def _play_probe(k: Kube, pod: dict[str, Any], secret: dict[str, str], tmp: Path)
     env.update({contract.RUN_CONFIG_ENV: str(config), contract.TERMINATION_LOG_ENV: str(log)})
     command = [sys.executable, *container["command"][1:]]  # python -m eft_trainer.probe
     code = subprocess.run(command, env=env, cwd=tmp, timeout=120, check=False).returncode
-    terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "message": log.read_text()}
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    status = {
-        "phase": "Succeeded" if code == 0 else "Failed",
-        "containerStatuses": [
-            {
-                "name": "trainer",
-                "image": TEST_IMAGE,
-                "imageID": "",
-                "ready": False,
-                "restartCount": 0,
-                "state": {"terminated": {**terminated, "startedAt": now, "finishedAt": now}},
-            }
-        ],
-    }
-    k.set_pod_status(pod["metadata"]["name"], status)
+    k.set_pod_status(pod["metadata"]["name"], pod_terminated(code, log.read_text()))
     return code
 
 
@@ -321,3 +310,82 @@ def test_the_probe_starts_a_run_when_the_data_changes_and_none_when_it_does_not(
     assert "wrong-secret-key-123" not in json.dumps(k.eft("fresh"))
     wait(lambda: "DataCheckFailed" in k.event_reasons("fresh"), 10, "a DataCheckFailed Event")
     assert len(_runs(k, "fresh")) == 2
+
+
+# ----------------------------------------------------------------------------------------- the GitOps loop
+
+
+class ExampleReceiver:
+    """examples/reindex-receiver/receiver.py served on loopback in its own thread and event loop."""
+
+    def __init__(self, create_job: Callable[[dict[str, Any]], bool], namespace: str) -> None:
+        path = Path(__file__).resolve().parents[2] / "examples" / "reindex-receiver" / "receiver.py"
+        spec = importlib.util.spec_from_file_location("reindex_receiver", path)
+        assert spec is not None and spec.loader is not None
+        self.module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.module)
+        self.app = self.module.make_app(create_job, namespace, "registry.test/reindex:1.0")
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        started = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.runner = web.AppRunner(self.app)
+            self.loop.run_until_complete(self.runner.setup())
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            self.loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        assert started.wait(10)
+        self.url = f"http://127.0.0.1:{self.port}/events"
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_a_published_model_triggers_the_example_reindex_job(
+    k: Kube, clock: Clock, start_operator: Callable[[], RealOperator]
+) -> None:
+    def create_job(job: dict[str, Any]) -> bool:
+        try:
+            k.batch.create_namespaced_job(k.ns, job)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    receiver = ExampleReceiver(create_job, k.ns)
+    try:
+        start_operator()
+        k.create(resource("loop", retrain={"schedule": "0 2 * * *"}, notify=[{"url": receiver.url}]))
+        rid = wait(lambda: _current(k, "loop").get("id"), 20, "the run")
+        pod = wait(lambda: k.pods("loop"), 30, "the trainer pod")[0]
+        message = contract.TerminationMessage(
+            outcome="Succeeded",
+            reason="Succeeded",
+            run_id=rid,
+            headline=contract.Headline(primary_metric="ndcg@10", dimension=384, base=0.5, finetuned=0.6, gain=0.1),
+            index=contract.IndexSummary(reindex_required=True, dimension=384, similarity="cosine", normalized=True),
+            artifacts=contract.Artifacts(model=f"s3://bucket/runs/{k.ns}/loop/{rid}/model/"),
+            registry=contract.RegistryInfo(model_name="support-search", version="7", alias="champion"),
+        ).to_json()
+        k.set_pod_status(pod["metadata"]["name"], pod_terminated(0, message))
+        job = wait(
+            lambda: [j for j in k.jobs() if j["metadata"]["name"].startswith("reindex-")], 30, "the re-index Job"
+        )
+        env = {e["name"]: e["value"] for e in job[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["MODEL_URI"].endswith(f"/{rid}/model/") and env["REGISTERED_VERSION"] == "7"
+        assert env["RUN_ID"] == rid
+        wait(lambda: not _status(k, "loop").get("pendingNotifications"), 10, "the event delivered")
+        assert _status(k, "loop")["results"]["registeredVersion"] == "7"
+        assert _status(k, "loop")["retrain"]["nextScheduleTime"].endswith("T02:00:00Z")
+    finally:
+        receiver.close()
