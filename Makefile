@@ -56,11 +56,11 @@ lint: $(STAMP) ## Ruff, mypy, import-linter contracts and hadolint
 
 .PHONY: test
 test: lint data envtest image-tools ## Lint, then the whole test suite (slow tests and the images included)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 .PHONY: test-fast
 test-fast: $(STAMP) envtest ## The tests not marked slow
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" --durations=25 $(PYTEST_ARGS)
 
 .PHONY: demo
 demo: data ## Fine-tune MiniLM on the Python docs corpus via a local S3 server; print base vs fine-tuned
@@ -102,5 +102,10 @@ clean: ## Remove the virtual environment, data and caches
 	rm -rf $(VENV) $(DATA_DIR) .envtest .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: docs
-docs: $(STAMP) ## Regenerate the README's spec field table from the CRD
-	$(BIN)/python -m eft_api.docs README.md
+docs: $(STAMP) ## Regenerate docs/reference/ from the CRD and the typed models, then build the site (strict) into .data/site
+	$(BIN)/python -m eft_api.reference docs/reference
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(DATA_DIR)/site
+
+.PHONY: docs-serve
+docs-serve: $(STAMP) ## Serve the documentation site on http://127.0.0.1:8000 while you edit it
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000

@@ -23,6 +23,42 @@ from eft_devtools.local_s3 import LocalS3
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: Fixtures that start a server (SeaweedFS, the control plane) or hand a test MiniLM to load: a test that uses
+#: one, even through another fixture, must be marked slow, so that ``-m "not slow"`` starts nothing.
+SLOW_FIXTURES = frozenset({"s3_server", "control_plane", "model_dir"})
+
+
+def slow_fixtures_used(item: pytest.Item) -> list[str]:
+    """The server-starting fixtures a test uses without the ``slow`` mark (none for a slow test)."""
+    if item.get_closest_marker("slow") is not None:
+        return []
+    return sorted(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    used = slow_fixtures_used(item)
+    if used:
+        pytest.fail(
+            f"{item.nodeid} uses {', '.join(used)} (a server or MiniLM) but is not marked slow: "
+            "add @pytest.mark.slow (make test-fast must start nothing)",
+            pytrace=False,
+        )
+
+
+def _refuse_to_start(self: Any, *args: Any, **kwargs: Any) -> None:
+    raise RuntimeError(
+        f"a test not marked slow started {type(self).__name__}: add @pytest.mark.slow (make test-fast starts nothing)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_server_unless_slow(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test without the ``slow`` mark that starts SeaweedFS or a control plane itself fails loudly."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setattr(LocalS3, "start", _refuse_to_start)
+        monkeypatch.setattr(ControlPlane, "start", _refuse_to_start)
+
+
 # Never reach a model hub from tests: models come from the packaged MiniLM or from S3.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -107,6 +107,7 @@ class ControlPlane:
     workdir: Path
     apiserver_port: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _apiserver_args: list[str] = field(default_factory=list)
 
     @property
     def pki(self) -> Path:
@@ -123,9 +124,9 @@ class ControlPlane:
     def log(self, name: str) -> Path:
         return self.workdir / "log" / f"{name}.log"
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], *, append: bool = False) -> None:
         self.log(name).parent.mkdir(parents=True, exist_ok=True)
-        out = self.log(name).open("wb")
+        out = self.log(name).open("ab" if append else "wb")
         self.procs[name] = subprocess.Popen(
             [str(self.assets / name), *args],
             stdout=out,
@@ -179,8 +180,7 @@ class ControlPlane:
 
         self._wait("etcd", etcd_ready, 30)
         pki = self.pki
-        self._spawn(
-            "kube-apiserver",
+        self._apiserver_args = (
             ["--etcd-servers", f"http://127.0.0.1:{etcd_port}",
              "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
              "--secure-port", str(self.apiserver_port),
@@ -191,8 +191,9 @@ class ControlPlane:
              "--service-account-key-file", str(pki / "sa.pub"),
              "--service-account-signing-key-file", str(pki / "sa.key"),
              "--service-cluster-ip-range", "10.96.0.0/16",
-             "--allow-privileged=true", "--v", "1"],
+             "--allow-privileged=true", "--v", "1"]
         )  # fmt: skip
+        self._spawn("kube-apiserver", self._apiserver_args)
         self._wait("kube-apiserver", self._apiserver_ready, 90)
         self.kubeconfig.write_text(kubeconfig_text(self.server, pki))
         self.kubeconfig.chmod(0o600)
@@ -223,6 +224,24 @@ class ControlPlane:
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=10)
         self.procs.clear()
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver alone, by pid (SIGTERM, SIGKILL after 10 s): an API outage. etcd and the
+        controller manager keep running; :meth:`start_apiserver` brings it back on the same port."""
+        proc = self.procs.pop("kube-apiserver")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again with the same flags: the same port, etcd, certificates and data."""
+        self._spawn("kube-apiserver", self._apiserver_args, append=True)
+        self._wait("kube-apiserver", self._apiserver_ready, 90)
 
     def client_certificate(self, user: str, groups: tuple[str, ...] = ()) -> Path:
         """A kubeconfig for ``user`` (in ``groups``) with a client certificate signed by the cluster's CA."""

@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import IntEnum, StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from eft_api.retrain import RunTrigger, run_salt
-from eft_api.spec import EmbeddingFinetuneSpec
+from eft_api.spec import API_GROUP, EmbeddingFinetuneSpec
 
 RUN_CONFIG_KEY = "run-config.json"
 RUN_CONFIG_ENV = "EFT_RUN_CONFIG"
@@ -40,9 +40,9 @@ PUBLISHED_ADAPTER_DIR = "adapter/"
 CHECKPOINTS_DIR = "checkpoints/"
 
 #: Labels put on every child, for selection (where the API honours selectors) and for humans.
-LABEL_NAME = "finetune.eft.dev/name"
-LABEL_RUN = "finetune.eft.dev/run-id"
-LABEL_GENERATION = "finetune.eft.dev/generation"
+LABEL_NAME = f"{API_GROUP}/name"
+LABEL_RUN = f"{API_GROUP}/run-id"
+LABEL_GENERATION = f"{API_GROUP}/generation"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "eft-operator"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -353,10 +353,6 @@ class TerminationMessage(_Model):
             return None
 
 
-def headline_dict(h: Headline | None) -> dict[str, Any] | None:
-    return None if h is None else h.model_dump(mode="json", by_alias=True)
-
-
 # ---------------------------------------------------------------- constants shared by the operator and the trainer
 # One home for each (issue 10): the operator renders the Job from these, the trainer reads its pod from them.
 
@@ -365,9 +361,7 @@ RUN_CONFIG_DIR = "/etc/eft"
 RUN_CONFIG_PATH = f"{RUN_CONFIG_DIR}/{RUN_CONFIG_KEY}"
 #: The trainer's writable work folder (HOME, HF_HOME, data, checkpoints); everything else is read-only.
 WORK_DIR = "/work"
-#: Default ports: the operator's ``/metrics`` and ``/healthz``, and the trainer's ``/metrics``.
-OPERATOR_METRICS_PORT = 8080
-OPERATOR_HEALTH_PORT = 8081
+#: The trainer's default ``/metrics`` port (the operator's own ports are its settings: eft_operator.config).
 TRAINER_METRICS_PORT = 9090
 #: The S3 credential variables: env of the trainer (from spec.storage.credentialsSecret), or file names in the
 #: folder that ``S3_CREDENTIALS_DIR_ENV`` names (a mounted Secret). Their values are redacted from every message.
@@ -377,3 +371,6 @@ S3_CREDENTIALS_DIR_ENV = "EFT_S3_CREDENTIALS_DIR"
 TERMINATION_LOG_ENV = "EFT_TERMINATION_LOG"
 #: The condition reason of a run that failed with :attr:`ExitCode.BAD_INPUT` but left no termination message.
 BAD_INPUT_REASON = "BadInput"
+
+#: The Job controller's annotation (and label) with an Indexed Job pod's index: its node in a multi-node run.
+COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"

@@ -35,7 +35,6 @@ API_GROUP = "finetune.eft.dev"
 API_VERSION = "v1alpha1"
 KIND = "EmbeddingFinetune"
 PLURAL = "embeddingfinetunes"
-SHORT_NAME = "eft"
 
 S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$"
 MODEL_PATTERN = (
@@ -157,9 +156,6 @@ QUERY_ADAPTER_FORMATS = (DataFormat.PAIRS, DataFormat.TRIPLETS, DataFormat.BEIR)
 
 #: Formats gpl (and silver labels) learn from: (query, passage) pairs, given or generated from documents.
 CROSS_ENCODER_FORMATS = (DataFormat.PAIRS, DataFormat.DOCUMENTS)
-
-#: The losses of silver-labelled (scored) pairs.
-SCORED_LOSSES = LOSSES_BY_FORMAT[DataFormat.SCORED_PAIRS]
 
 #: Formats whose anchors can get mined hard negatives.
 MINABLE_FORMATS = frozenset({DataFormat.PAIRS, DataFormat.TRIPLETS, DataFormat.BEIR, DataFormat.DOCUMENTS})
@@ -517,10 +513,6 @@ class EvaluationSpec(_Model):
             if name in names[:i]:
                 raise SpecRuleError(("guards", i), f"repeats the name {name!r} (a guard's name is its key)")
         return self
-
-    @property
-    def primary_name(self) -> str:
-        return self.primary_metric.split("@", 1)[0]
 
     @property
     def primary_k(self) -> int:

@@ -20,6 +20,7 @@ import yaml
 
 from eft_api.contract import (
     RUN_CONFIG_ENV,
+    TERMINATION_LOG_ENV,
     RunConfig,
     TerminationMessage,
     TrainerSettings,
@@ -106,7 +107,6 @@ def run_config(
     cfg: RunConfig, callbacks: Sequence[Any] = (), max_steps: int = -1
 ) -> tuple[int, TerminationMessage | None]:
     """Write the run config file and run the trainer's main() as a Job would; return (exit code, message)."""
-    from eft_trainer.entrypoint import TERMINATION_ENV
     from eft_trainer.entrypoint import main as trainer_main
 
     work = Path(cfg.settings.work_dir)
@@ -114,7 +114,7 @@ def run_config(
     path = work / f"{cfg.run.run_id}-run-config.json"
     path.write_text(cfg.to_json())
     term = work / f"{cfg.run.run_id}-termination-log"
-    with environ({RUN_CONFIG_ENV: str(path), TERMINATION_ENV: str(term)}):
+    with environ({RUN_CONFIG_ENV: str(path), TERMINATION_LOG_ENV: str(term)}):
         code = trainer_main(callbacks=callbacks, max_steps=max_steps)
     return code, TerminationMessage.parse(term.read_text() if term.exists() else None)
 

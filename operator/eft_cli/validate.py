@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from eft_api import policy
 from eft_api.schema import structural_problems
 from eft_api.spec import KIND, InvalidSpec, SpecProblem, parse_resource
 
@@ -23,6 +24,11 @@ case: the CRD's structural schema (types, enums, ranges, patterns, unknown field
 model, which also holds the CRD's CEL rules (which losses fit which data format, and so on) and
 the metadata rules (name length, generateName).
 
+With --policy VALUES.yaml, the platform policy of a Helm values file (its `policy` key, see
+docs/security.md) judges each resource too, with the overrides of the namespace that -n names (else the
+document's metadata.namespace, else `default`): the same verdict, field and rule as the cluster's
+admission policy and the operator (Stalled=True, reason PolicyViolation).
+
 With --server, the API server of your kubeconfig judges instead: a server-side dry run with strict
 field validation, which also runs the cluster's admission policies and persists nothing. It needs
 the CRD installed and permission to create EmbeddingFinetunes in the namespace.
@@ -34,6 +40,7 @@ examples:
   eft validate examples/*.yaml
   kustomize build overlays/prod | eft validate -
   eft validate --server -n ml-team examples/quickstart.yaml
+  eft validate --policy platform-values.yaml -n team-a examples/documents-llm.yaml
 """
 
 
@@ -51,7 +58,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--server", action="store_true", help="ask the API server of the kubeconfig (a dry run) instead of offline"
     )
-    p.add_argument("-n", "--namespace", help="namespace for --server when a document has none (default: context's)")
+    p.add_argument(
+        "-n", "--namespace", help="namespace for --server or --policy when a document has none (default: context's)"
+    )
+    p.add_argument(
+        "--policy", metavar="VALUES.yaml", help="also check against the platform policy of a Helm values file"
+    )
     p.add_argument("--kubeconfig", help="kubeconfig file for --server (default: $KUBECONFIG or ~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context for --server (default: the current context)")
     p.set_defaults(handler=run)
@@ -74,6 +86,20 @@ def check_document(doc: Any) -> list[SpecProblem]:
 
 
 Checker = Callable[[Any], list[SpecProblem]]
+
+
+def policy_checker(values_file: str, namespace: str | None, check: Checker = check_document) -> Checker:
+    """``check``, then the platform policy of ``values_file`` (its ``policy`` key) for the document's namespace."""
+    values = yaml.safe_load(Path(values_file).read_text(encoding="utf-8")) or {}
+    platform = policy.load(values.get("policy") if isinstance(values, dict) else None)
+
+    def checked(doc: Any) -> list[SpecProblem]:
+        problems = check(doc)
+        ns = namespace or (doc.get("metadata") or {}).get("namespace") or "default"
+        found = policy.violations(doc, platform.for_namespace(ns)) if isinstance(doc, dict) else []
+        return problems + [SpecProblem(path=v.field, message=f"refused by {v.rule}: {v.message}") for v in found]
+
+    return checked
 
 
 def validate_files(files: list[str], out: TextIO, quiet: bool = False, check: Checker = check_document) -> int:
@@ -127,14 +153,25 @@ def server_checker(args: argparse.Namespace) -> Checker:
     return check
 
 
+def _unreachable(exc: Exception) -> bool:
+    """A kubeconfig missing, a cluster unreachable, TLS: said on stderr with exit status 2."""
+    if isinstance(exc, OSError) or type(exc).__module__.startswith(("kubernetes", "urllib3")):
+        print(f"eft validate --server: cannot ask the API server: {exc}", file=sys.stderr)
+        return True
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
-    if not args.server:
-        return validate_files(args.files, sys.stdout, quiet=args.quiet)
     try:
-        check = server_checker(args)
+        check = server_checker(args) if args.server else check_document
+        if args.policy:
+            try:
+                check = policy_checker(args.policy, args.namespace, check)
+            except (OSError, yaml.YAMLError, policy.PolicyError) as exc:
+                print(f"eft validate --policy {args.policy}: {exc}", file=sys.stderr)
+                return 2
         return validate_files(args.files, sys.stdout, quiet=args.quiet, check=check)
-    except Exception as exc:  # kubeconfig missing, cluster unreachable, TLS: say so, exit 2
-        if isinstance(exc, OSError) or type(exc).__module__.startswith(("kubernetes", "urllib3")):
-            print(f"eft validate --server: cannot ask the API server: {exc}", file=sys.stderr)
+    except Exception as exc:
+        if _unreachable(exc):
             return 2
         raise

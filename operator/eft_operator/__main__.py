@@ -1,7 +1,9 @@
 """``eft-operator``: run the operator with the settings from the environment (see :mod:`eft_operator.config`).
 
-Watches the namespaces in ``EFT_WATCH_NAMESPACES`` (or the whole cluster), standalone or peered through
-``EFT_PEERING_NAME``, serves ``/metrics`` on ``EFT_METRICS_PORT`` and ``/healthz`` on ``EFT_HEALTH_PORT``.
+Watches the namespaces in ``EFT_WATCH_NAMESPACES`` (or the whole cluster) once this replica holds the
+leader Lease (:mod:`eft_operator.leader`), serves ``/metrics`` on ``EFT_METRICS_PORT`` and the probes
+(``/healthz``, ``/readyz``, ``/leader``: :mod:`eft_operator.probes`) on ``EFT_HEALTH_PORT``.
+``eft-operator release-finalizers`` releases the operator's Jobs and Pods (:mod:`eft_operator.release`).
 It logs in with ``$KUBECONFIG`` (or ``~/.kube/config``) when there is one, else with the in-cluster service
 account, so the same command runs in a pod and on a laptop against a cluster. Log lines name the resource
 (``[namespace/name]``).
@@ -11,14 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sys
+import threading
+from collections.abc import Sequence
 from typing import Any, cast
 
 import kopf
 
+from eft_operator import children, release
 from eft_operator.config import Settings, SettingsError
 from eft_operator.handlers import register
+from eft_operator.leader import EXIT_LEADERSHIP_LOST, LeaderElector
+from eft_operator.probes import serve
 from eft_operator.reconciler import Reconciler
+from eft_operator.release import release_dropped
+
+logger = logging.getLogger("eft_operator")
 
 
 def build_registry() -> kopf.OperatorRegistry:
@@ -29,19 +41,78 @@ def build_registry() -> kopf.OperatorRegistry:
 
 
 async def run(settings: Settings, stop_flag: asyncio.Event | None = None) -> None:
+    """Wait for the Lease (a standby does nothing else), then run kopf's handlers while renewing it.
+
+    kopf runs standalone, always: the Lease decides which replica acts (kopf's own peering would pause
+    every replica whenever two of equal priority meet). Losing the Lease ends the process at once with
+    exit status 1 (no handler may write after another replica took over); the kubelet restarts it as a
+    standby. A graceful stop (SIGTERM) releases the Lease, so a standby takes over at its next try.
+    """
+    client = children.Client(await children.load_config(), retry_delays=())
+    elector = LeaderElector(client, settings.lease)
+    stop = stop_flag or asyncio.Event()
+    operator: list[asyncio.Task[None]] = []
+    state = elector.state if settings.lease.enabled else lambda: {"identity": "", "leader": True, "holder": ""}
+    probes = await serve(state, lambda: not operator or not operator[0].done(), "0.0.0.0", settings.health_port)
+    _on_signals(stop)
+    try:
+        if settings.lease.enabled:
+            if not await _until(asyncio.create_task(elector.acquire()), stop):
+                return
+            await release_dropped(client, settings)
+        operator.append(asyncio.create_task(_kopf(settings, stop)))
+        if settings.lease.enabled:
+            lost = asyncio.create_task(elector.hold())
+            await asyncio.wait({operator[0], lost}, return_when=asyncio.FIRST_COMPLETED)
+            if lost.done():
+                logger.error(f"Stopped leading ({lost.result()}); exiting so that this replica restarts as a standby.")
+                logging.shutdown()
+                os._exit(EXIT_LEADERSHIP_LOST)
+            lost.cancel()
+        await operator[0]
+    finally:
+        await elector.release()
+        await probes.cleanup()
+        await client.close()
+
+
+async def _kopf(settings: Settings, stop: asyncio.Event) -> None:
     await kopf.operator(
         registry=build_registry(),
         memo=kopf.Memo(reconciler=Reconciler(settings)),
         clusterwide=settings.clusterwide,
         namespaces=list(settings.watch_namespaces),
-        standalone=settings.standalone,
-        peering_name=settings.peering_name,
-        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
-        stop_flag=stop_flag,
+        standalone=True,
+        stop_flag=stop,
     )
 
 
-def main() -> int:
+async def _until(task: asyncio.Task[None], stop: asyncio.Event) -> bool:
+    """Wait for ``task`` unless ``stop`` is set first (then cancel it): whether the task finished."""
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for t in (task, stopped):
+        t.cancel()
+    return task.done() and not task.cancelled()
+
+
+def _on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (kopf installs its own handlers once it runs)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["release-finalizers"]:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        return release.main(args[1:])
+    if args:
+        print(f"eft-operator: unknown arguments {args}; usage: eft-operator [release-finalizers ...]", file=sys.stderr)
+        return 2
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

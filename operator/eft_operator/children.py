@@ -20,6 +20,7 @@ from kubernetes_asyncio import config as k8s_config
 
 from eft_api import contract
 from eft_api.spec import API_GROUP, API_VERSION, PLURAL
+from eft_operator.config import image_repository
 from eft_operator.render import OUTCOME_FINALIZER
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -34,6 +35,8 @@ class APIError(Exception):
 
     def __init__(self, status: int, reason: str, message: str, method: str = "", path: str = "") -> None:
         self.status, self.reason, self.message, self.method, self.path = status, reason, message, method, path
+        #: The answer's Retry-After header (seconds), if it had one.
+        self.retry_after: str | None = None
         super().__init__(f"{method} {path}: {status} {reason}: {message}".strip())
 
     @property
@@ -65,6 +68,37 @@ class OwnedByAnother(Exception):
             f"{kind} {namespace}/{name} already exists and is not owned by this resource (owned by {who}); "
             "delete or rename it to let the run start"
         )
+
+
+def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether ``obj``'s controller ownerReference names ``uid``."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return bool(uid) and any(r.get("controller") and r.get("uid") == uid for r in refs)
+
+
+def _trainer(spec: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
+    """The trainer container's name, image repository (a webhook may pin the tag to a digest), command, args."""
+    for c in (spec or {}).get("containers") or []:
+        if c.get("name") == contract.TRAINER_CONTAINER:
+            return (c.get("name"), image_repository(str(c.get("image") or "")), c.get("command"), c.get("args"))
+    return None
+
+
+def made_by(pod: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
+    """Whether ``pod`` is one the Job made: controlled by its uid AND running its template's containers.
+
+    Labels are anyone's to copy, and the Job controller adopts an orphan pod whose labels match its selector,
+    so a tenant's pod with the run's labels can end up controlled by the Job. It still cannot run another
+    trainer container (image repository, command, arguments) than the Job's template and be believed; other
+    containers (a service mesh's sidecar) do not matter. Without a uid (kmock assigns none) the container
+    alone decides.
+    """
+    uid = str((job.get("metadata") or {}).get("uid") or "")
+    template = ((job.get("spec") or {}).get("template") or {}).get("spec")
+    if uid and not controlled_by(pod, uid):
+        return False
+    expected = _trainer(template)
+    return expected is not None and _trainer(pod.get("spec")) == expected
 
 
 def _url(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
@@ -114,21 +148,56 @@ class Client:
     """The API calls the reconciler makes, each retried a bounded number of times on what may pass."""
 
     def __init__(self, configuration: k8s.Configuration, retry_delays: Sequence[float] = RETRY_DELAYS) -> None:
-        self.api = k8s.ApiClient(configuration)
-        # kubernetes_asyncio's session trusts the environment, so aiohttp looks up proxy variables in a
-        # worker thread on every request: under a burst that thread hop doubled create->Job latency
-        # (bench/bench_operator_burst.py). Like kopf's own client, the operator reaches the API server
-        # directly, or through configuration.proxy when a kubeconfig names one.
-        rest = self.api.rest_client
+        self.configuration = configuration
+        # kubernetes_asyncio's REST client builds the TLS connector from the configuration (CA, client
+        # certificate, verification); its session trusts the environment, so aiohttp would look up proxy
+        # variables in a worker thread on every request: under a burst that thread hop doubled create->Job
+        # latency (bench/bench_operator_burst.py). Like kopf's own client, the operator reaches the API
+        # server directly (or through configuration.proxy when a kubeconfig names one), on its own session.
+        rest = k8s.ApiClient(configuration).rest_client
         old = rest.pool_manager
-        rest.pool_manager = aiohttp.ClientSession(
+        self.session = aiohttp.ClientSession(
             connector=old.connector, connector_owner=True, trust_env=False, read_bufsize=2**21
         )
         old.detach()  # the connector now belongs to the new session
+        self.timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
         self.retry_delays = tuple(retry_delays)
 
     async def close(self) -> None:
-        await self.api.close()
+        await self.session.close()
+
+    async def _headers(self, content_type: str | None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
+        for auth in (await self.configuration.auth_settings()).values():  # refreshes an expiring token
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[str(auth["key"])] = str(auth["value"])
+        return headers
+
+    async def _request(
+        self, method: str, path: str, body: Any, content_type: str | None, query: Sequence[tuple[str, str]]
+    ) -> Any:
+        """One HTTP request to the API server: the decoded JSON answer, or :class:`APIError`."""
+        extra: dict[str, Any] = {}
+        if self.configuration.proxy:
+            extra["proxy"] = self.configuration.proxy
+        if self.configuration.tls_server_name:
+            extra["server_hostname"] = self.configuration.tls_server_name
+        async with self.session.request(
+            method,
+            f"{self.configuration.host}{path}",
+            params=list(query),
+            headers=await self._headers(content_type),
+            data=None if body is None else json.dumps(body),
+            timeout=self.timeout,
+            **extra,
+        ) as resp:
+            data = await resp.read()
+            if resp.status >= 400:
+                reason, message = _status_message(data)
+                error = _error(resp.status, reason or str(resp.reason or ""), message, method, path)
+                error.retry_after = resp.headers.get("Retry-After")
+                raise error
+        return json.loads(data) if data else {}
 
     async def _call(
         self,
@@ -139,27 +208,12 @@ class Client:
         content_type: str | None = None,
         query: Iterable[tuple[str, str]] = (),
     ) -> Any:
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
+        params = list(query)
         for attempt in range(len(self.retry_delays) + 1):
             try:
-                return await self.api.call_api(
-                    path,
-                    method,
-                    query_params=list(query),
-                    header_params=headers,
-                    body=body,
-                    response_types_map={200: "object", 201: "object", 202: "object"},
-                    auth_settings=["BearerToken"],
-                    _return_http_data_only=True,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            except k8s.ApiException as exc:
-                reason, message = _status_message(exc.body)
-                error = _error(int(exc.status or 0), reason or str(exc.reason or ""), message, method, path)
-                answer: Any = exc.headers
-                retry_after = answer.get("Retry-After") if answer else None
+                return await self._request(method, path, body, content_type, params)
+            except APIError as exc:
+                error, retry_after = exc, exc.retry_after
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 error = APIError(0, type(exc).__name__, str(exc) or type(exc).__name__, method, path)
                 retry_after = None
@@ -204,12 +258,16 @@ class Client:
                 ) from None
             return existing, False
 
-    async def pods_of_run(self, namespace: str, run_id: str) -> list[dict[str, Any]]:
+    async def pods_of_run(
+        self, namespace: str, run_id: str, job: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """The run's pods; with ``job``, only those :func:`made_by` it (a label alone is anyone's to set)."""
         selector = f"{contract.LABEL_RUN}={run_id}"
         listing = await self._call("GET", _url("Pod", namespace), query=[("labelSelector", selector)])
         items = listing.get("items") or []
         # Filter here as well: selectors are a server's courtesy (test servers may ignore them).
-        return [p for p in items if ((p.get("metadata") or {}).get("labels") or {}).get(contract.LABEL_RUN) == run_id]
+        pods = [p for p in items if ((p.get("metadata") or {}).get("labels") or {}).get(contract.LABEL_RUN) == run_id]
+        return pods if job is None else [p for p in pods if made_by(p, job)]
 
     async def events_of(self, namespace: str, kind: str, name: str, uid: str) -> list[dict[str, Any]]:
         """The core/v1 Events about one object (by kind, name and uid), oldest first."""
@@ -269,6 +327,14 @@ class Client:
 
     async def delete_job(self, namespace: str, name: str) -> bool:
         return await self.delete("Job", namespace, name)
+
+    async def request(
+        self, method: str, path: str, body: Any = None, query: Iterable[tuple[str, str]] = ()
+    ) -> dict[str, Any]:
+        """Any other API call by path (the leader Lease, cluster-wide lists), retried like the others."""
+        content_type = MERGE_PATCH if method == "PATCH" else None
+        result: dict[str, Any] = await self._call(method, path, body, content_type=content_type, query=query)
+        return result
 
 
 def _error(status: int, reason: str, message: str, method: str, path: str) -> APIError:

@@ -22,20 +22,23 @@ import kopf
 from eft_api import contract
 from eft_api.retrain import RETRAIN_ANNOTATION
 from eft_api.spec import API_GROUP, API_VERSION, PLURAL
-from eft_operator import children
+from eft_operator import children, resync
 from eft_operator.reconciler import ChildConflictError, InvalidSpecError, Reconciler
+from eft_operator.resync import RETRY_CEILING, retry_delay
 
-#: Bounded retries for the resource handlers: transient trouble is retried, nothing forever.
-RETRIES = 8
-BACKOFF = 5.0
-TIMEOUT = 30 * 60.0
-TRANSIENT_DELAY = 10.0
+#: Retries without a cap (kopf's ``retries=None``, no ``timeout``): what may pass is retried with a backoff
+#: to a ceiling (eft_operator.resync.retry_delay), and the periodic resync catches whatever slips through.
+RETRIES = None
+TIMEOUT = None
+BACKOFF = RETRY_CEILING  # kopf's delay after an exception that is not a kopf error (none expected)
 CONFLICT_DELAY = 60.0
 CHILD_RETRY_DELAYS = (1.0, 3.0, 10.0)
 
 
-async def reconcile_resource(namespace: str, name: str, memo: kopf.Memo, logger: Any, fresh_body: Any = None) -> None:
-    """Create/resume/update: one pass; invalid spec is permanent, API trouble temporary (bounded).
+async def reconcile_resource(
+    namespace: str, name: str, memo: kopf.Memo, logger: Any, fresh_body: Any = None, retry: int = 0
+) -> None:
+    """Create/resume/update: one pass; invalid spec is permanent, everything else retried with backoff.
 
     Every failure has already been written as a condition and an Event by the reconciler; kopf's own
     log lines about it become Events too (``settings.posting.loggers``).
@@ -47,19 +50,20 @@ async def reconcile_resource(namespace: str, name: str, memo: kopf.Memo, logger:
         raise kopf.PermanentError(f"invalid spec: {exc}") from None
     except ChildConflictError as exc:
         raise kopf.TemporaryError(str(exc), delay=CONFLICT_DELAY) from None
-    except children.APIError as exc:
-        raise kopf.TemporaryError(f"the API failed a request ({exc}); retrying", delay=TRANSIENT_DELAY) from exc
+    except Exception as exc:
+        delay = retry_delay(retry)
+        raise kopf.TemporaryError(f"{exc}; retrying in {delay:g} s", delay=delay) from exc
 
 
 async def on_resource(**kw: Any) -> None:
     """The resource appeared, changed its spec, or the operator (re)started."""
-    await reconcile_resource(kw["namespace"], kw["name"], kw["memo"], kw["logger"])
+    await reconcile_resource(kw["namespace"], kw["name"], kw["memo"], kw["logger"], retry=kw.get("retry", 0))
 
 
 async def on_resource_created(**kw: Any) -> None:
     """The resource appeared: its first pass uses the body the creation event carried (no write yet)."""
     fresh = kw["body"] if kw.get("retry", 0) == 0 else None
-    await reconcile_resource(kw["namespace"], kw["name"], kw["memo"], kw["logger"], fresh)
+    await reconcile_resource(kw["namespace"], kw["name"], kw["memo"], kw["logger"], fresh, kw.get("retry", 0))
 
 
 async def on_resource_event(**kw: Any) -> None:
@@ -88,7 +92,9 @@ async def on_child_event(**kw: Any) -> None:
             return  # the condition says so; the resource's own handler owns the retries
         except children.APIError as exc:
             if delay is None:
-                logger.warning(f"Gave up reconciling {namespace}/{owner} after {attempt + 1} tries: {exc!r}")
+                logger.warning(
+                    f"Reconciling {namespace}/{owner} failed {attempt + 1} times ({exc!r}); the resync tries again."
+                )
                 return
             await _sleep(delay)
 
@@ -158,6 +164,8 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
     resource = (API_GROUP, API_VERSION, PLURAL)
     kopf.on.startup(id="configure", registry=registry)(on_startup)
     kopf.on.cleanup(id="metrics", registry=registry)(on_cleanup)
+    kopf.on.startup(id="resync", registry=registry)(resync.on_startup)
+    kopf.on.cleanup(id="resync", registry=registry)(resync.on_cleanup)
     options: dict[str, Any] = {"registry": registry, "retries": RETRIES, "backoff": BACKOFF, "timeout": TIMEOUT}
     kopf.on.create(*resource, id="reconcile", **options)(on_resource_created)
     kopf.on.resume(*resource, id="reconcile", **options)(on_resource)
@@ -191,7 +199,7 @@ def configure(settings: kopf.OperatorSettings, *, log_level: str = "INFO", clust
     settings.posting.loggers = True
     settings.posting.level = logging.WARNING
     settings.scanning.disabled = not clusterwide
-    settings.networking.error_backoffs = (1, 2, 4, 8)
+    settings.networking.error_backoffs = resync.Backoffs()  # never give up: 1, 2, 4, 8, 16, then 30 s
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
     settings.watching.server_timeout = 300

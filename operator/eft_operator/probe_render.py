@@ -17,7 +17,7 @@ from eft_api import contract
 from eft_api.contract import RunConfig, RunIdentity, TrainerSettings
 from eft_api.spec import EmbeddingFinetuneSpec
 from eft_operator.config import Settings
-from eft_operator.render import WORK_DIR, Owner, render_job
+from eft_operator.render import Owner, render_job
 
 PROBE_COMMAND = ["python", "-m", "eft_trainer.probe"]
 PROBE_RESOURCES = {"cpu": "100m", "memory": "256Mi"}
@@ -42,7 +42,7 @@ def probe_config(owner: Owner, spec: EmbeddingFinetuneSpec, job: str) -> RunConf
         run_id=job,
         output_prefix=contract.output_prefix(spec.output.uri, owner.namespace, owner.name, job),
     )
-    return RunConfig(run=identity, spec=spec, settings=TrainerSettings(work_dir=WORK_DIR))
+    return RunConfig(run=identity, spec=spec, settings=TrainerSettings(work_dir=contract.WORK_DIR))
 
 
 def render_probe(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eft_api import contract
-from eft_api.status import TrainerStatus
+from eft_api.status import PHASE_MAX_LENGTH, TrainerStatus
 
 #: Percentage at which each trainer phase starts, in run order (optional phases included: generate
 #: (documents), mine (hard negatives), label (cross-encoder scores), pretrain, evaluate-teacher (distillation)). Training fills the span up to the phase after it.
@@ -112,11 +112,13 @@ def parse_metrics(text: str) -> Sample:
 
 
 def phase_name(phase: str) -> str:
-    """``evaluate-base`` -> ``EvaluatingBase``; a phase not in :data:`PHASE_NAMES` in CamelCase as it is."""
+    """``evaluate-base`` -> ``EvaluatingBase``; a phase not in :data:`PHASE_NAMES` in CamelCase as it is,
+    clipped to what ``status.trainerStatus.phase`` holds."""
     known = PHASE_NAMES.get(phase)
     if known is not None:
         return known
-    return "".join(w[:1].upper() + w[1:] for w in re.split(r"[^A-Za-z0-9]+", phase) if w) or "Unknown"
+    name = "".join(w[:1].upper() + w[1:] for w in re.split(r"[^A-Za-z0-9]+", phase) if w) or "Unknown"
+    return name[:PHASE_MAX_LENGTH]
 
 
 def progress_percentage(
@@ -230,7 +232,7 @@ def metrics_url(pods: Sequence[Mapping[str, Any]]) -> str | None:
 
     def rank(pod: Mapping[str, Any]) -> tuple[int, str]:
         ann = (pod.get("metadata") or {}).get("annotations") or {}
-        index = str(ann.get("batch.kubernetes.io/job-completion-index") or "0")
+        index = str(ann.get(contract.COMPLETION_INDEX_LABEL) or "0")
         return (int(index) if index.isdigit() else 0, str((pod.get("metadata") or {}).get("name") or ""))
 
     for pod in sorted(pods, key=rank):

@@ -52,6 +52,11 @@ class ProgressReader:
         entry = self._tasks.get(key)
         return entry[0] if entry is not None and not entry[1].done() else None
 
+    def task(self, key: Key) -> asyncio.Task[None] | None:
+        """The task that reads for ``key``, or None."""
+        entry = self._tasks.get(key)
+        return entry[1] if entry is not None else None
+
     def follow(self, key: Key, url: str, previous: Mapping[str, Any] | None, write: Writer, logger: Logger) -> None:
         """Read ``url`` every ``interval`` seconds for ``key`` (a no-op when it already does)."""
         if self.interval <= 0:
@@ -106,15 +111,14 @@ class ProgressReader:
         last = self._last.get(key)
         try:
             text = await self.read(url)
-            try:
-                sample = parse_metrics(text)
+            try:  # what the trainer serves is untrusted: anything it cannot say is a parse failure
+                block = trainer_status(parse_metrics(text), self.clock(), last)
             except ValueError as exc:
                 raise ReadFailed("parse", f"{url}: {exc}") from None
         except ReadFailed as exc:
             self.metrics.progress_failures.labels(kind=exc.kind).inc()
             logger.debug(f"Could not read the trainer's progress of {key[0]}/{key[1]}: {exc}")
             return
-        block = trainer_status(sample, self.clock(), last)
         if same_progress(block, last):
             return
         try:

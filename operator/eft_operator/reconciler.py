@@ -5,7 +5,9 @@ restart, a recheck timer), reads the resource, its current run's Job and Pods, a
 
 1. The spec is parsed with the shared typed model; an invalid spec gets ``Stalled=True, reason
    InvalidSpec`` naming the field path, and nothing is created (:class:`InvalidSpecError`, not retried).
-   A ``spec.image`` outside the operator's allowed images gets ``Stalled=True, reason ImageNotAllowed``.
+   A ``spec.image`` outside the operator's allowed images gets ``Stalled=True, reason ImageNotAllowed``; a
+   spec the platform policy refuses (:mod:`eft_api.policy`) gets ``reason PolicyViolation`` naming the field
+   and the rule. Neither creates anything.
 2. Which run should exist: the current run when it trains this generation or the same run-defining spec
    (a ``runPolicy.suspend`` toggle is not a new run); else a new run for this generation. A run still
    going for an older generation is stopped (its Job deleted, its ConfigMap too) and recorded as
@@ -28,20 +30,20 @@ Passes for one resource are serialised by an in-memory lock; the controller neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import kopf
 
-from eft_api import contract
+from eft_api import contract, policy
 from eft_api.contract import output_prefix
-from eft_api.retrain import RunTrigger
 from eft_api.spec import EmbeddingFinetuneSpec, InvalidSpec, parse_spec
-from eft_api.status import TrainerStatus
+from eft_api.status import CurrentRun, TrainerStatus
 from eft_operator import children, notify, triggers
 from eft_operator.config import Settings
 from eft_operator.metrics import Metrics
@@ -55,6 +57,7 @@ from eft_operator.status import (
     JOB_REJECTED,
     NO_POD_GRACE,
     PENDING,
+    POLICY_VIOLATION,
     RECONCILE_FAILED,
     RUNNING,
     TERMINAL_PHASES,
@@ -104,8 +107,60 @@ class _Result:
     recheck: bool = False
     #: Where the running trainer serves its gauges (None: no trainer is running).
     progress_url: str | None = None
-    #: When spec.retrain wants the resource looked at again (its next schedule time), if ever.
+    #: When spec.retrain wants the resource looked at again (its next schedule time or data check), if ever.
     wake_at: datetime.datetime | None = None
+
+
+@dataclass(frozen=True)
+class _PassContext:
+    """What one pass read at its start: the resource, its previous status and current run, and the time."""
+
+    body: Mapping[str, Any]
+    client: children.Client
+    logger: Logger
+    now: str
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    prev: dict[str, Any]
+    current: dict[str, Any]
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any], client: children.Client, logger: Logger, now: str) -> _PassContext:
+        meta = body["metadata"]
+        prev: dict[str, Any] = dict(body.get("status") or {})
+        return cls(
+            body=body,
+            client=client,
+            logger=logger,
+            now=now,
+            namespace=str(meta["namespace"]),
+            name=str(meta["name"]),
+            uid=str(meta.get("uid") or ""),
+            generation=int(meta.get("generation") or 1),
+            prev=prev,
+            current=dict(prev.get("currentRun") or {}),
+        )
+
+    @property
+    def active(self) -> bool:
+        """Whether the current run (from status) is still going."""
+        return bool(self.current) and self.current.get("phase") not in TERMINAL_PHASES
+
+    @property
+    def superseded_by(self) -> str:
+        return f"generation {self.generation} changed the spec"
+
+
+@dataclass(frozen=True)
+class _Start:
+    """The run a pass follows: kept from status, or just created (with its Job) in this pass."""
+
+    run: Mapping[str, Any]
+    job: dict[str, Any] | None = None
+    created: bool = False
+    superseded: Mapping[str, Any] | None = None
 
 
 class Reconciler:
@@ -129,13 +184,17 @@ class Reconciler:
         #: kopf's settings (set at start-up): a pass woken by a Job or Pod logs as its resource with them.
         self.kopf_settings: Any = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        #: Passes (and progress writes) holding or waiting for each resource's lock: it goes with the last.
+        self._users: dict[tuple[str, str], int] = {}
         self._rechecks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._attempts: dict[tuple[str, str], int] = {}
         #: The reason of each resource's current run after its last pass (what a pod appearing can change).
         self._reasons: dict[tuple[str, str], str] = {}
+        #: Resources whose last pass failed: the periodic resync (eft_operator.resync) passes them again.
+        self.failed: set[tuple[str, str]] = set()
         #: Reads running trainers' gauges into status.trainerStatus (one task per running run).
         self.progress = ProgressReader(settings.progress_interval, self.metrics, clock)
-        #: Wakes each resource at its next schedule time (spec.retrain).
+        #: Wakes each resource at its next schedule time or data check (spec.retrain).
         self.timers = triggers.Timers(lambda: triggers.clock_of(self.clock()))
         #: Sends status.pendingNotifications (spec.notify) as CloudEvents, apart from the passes.
         self.notifier = notify.Notifier(notify.failure_counter(self.metrics.registry))
@@ -164,9 +223,9 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
-        self._locks.pop(key, None)
         self._attempts.pop(key, None)
         self._reasons.pop(key, None)
+        self.failed.discard(key)
         task = self._rechecks.pop(key, None)
         if task is not None:
             task.cancel()
@@ -189,6 +248,10 @@ class Reconciler:
         self._unschedule(key)
         return False
 
+    def tracked(self) -> set[tuple[str, str]]:
+        """The resources the reconciler holds any in-memory state for (a lock, a recheck, a reason, a count)."""
+        return {*self._locks, *self._rechecks, *self._attempts, *self._reasons}
+
     def rechecking(self, namespace: str, name: str) -> bool:
         """Whether a recheck of the resource is scheduled (for tests and the benchmark)."""
         return (namespace, name) in self._rechecks
@@ -210,23 +273,52 @@ class Reconciler:
         run's outcome is recorded (or its resource is gone), the operator's finalizer leaves it.
         """
         key = (namespace, name)
-        lock = self._locks.setdefault(key, asyncio.Lock())
         started = time.monotonic()
         result = "success"
         try:
-            async with lock:
-                outcome = await self._pass(namespace, name, self.client, logger, fresh_body)
-                if child is not None:
-                    await self._release_child(child, outcome.status, logger)
-        except Exception as exc:
-            result, kind = next((r, k) for t, r, k in _OUTCOMES if isinstance(exc, t))
-            self.metrics.errors.labels(kind=kind).inc()
-            if not isinstance(exc, InvalidSpecError | ChildConflictError) and not self._closing:
-                await self._report_failure(namespace, name, exc, logger)
-            raise
+            async with self._held(key):
+                try:
+                    outcome = await self._pass(namespace, name, self.client, logger, fresh_body)
+                    if child is not None:
+                        await self._release_child(child, outcome.status, logger)
+                except Exception as exc:
+                    # Recorded under the lock: a pass waiting for it reads the status with the failure in it.
+                    result = await self._failed(namespace, name, exc, logger)
+                    raise
         finally:
             self.metrics.reconciles.labels(result=result).inc()
             self.metrics.duration.observe(time.monotonic() - started)
+        self.failed.discard(key)
+        self._after_pass(key, outcome, logger)
+
+    @contextlib.asynccontextmanager
+    async def _held(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        """The resource's lock, which exists only while someone holds or waits for it (so none outlives a
+        resource that is gone, or never was)."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users = self._users.pop(key) - 1
+            if users:
+                self._users[key] = users
+            else:
+                del self._locks[key]
+
+    async def _failed(self, namespace: str, name: str, exc: Exception, logger: Logger) -> str:
+        """Count a failed pass and (unless retrying cannot help) say so in status; the reconcile result."""
+        if not isinstance(exc, InvalidSpecError):
+            self.failed.add((namespace, name))  # the periodic resync retries it
+        result, kind = next((r, k) for t, r, k in _OUTCOMES if isinstance(exc, t))
+        self.metrics.errors.labels(kind=kind).inc()
+        if not isinstance(exc, InvalidSpecError | ChildConflictError) and not self._closing:
+            await self._report_failure(namespace, name, exc, logger)
+        return result
+
+    def _after_pass(self, key: tuple[str, str], outcome: _Result, logger: Logger) -> None:
+        """Remember the run's reason, schedule or cancel the recheck, start or stop following progress."""
         current = (outcome.status or {}).get("currentRun") or {}
         if outcome.status is None:
             self._reasons.pop(key, None)
@@ -236,11 +328,6 @@ class Reconciler:
             self._schedule(key, logger)
         else:
             self._unschedule(key)
-        if outcome.wake_at is not None and outcome.status is not None and not self._closing:
-            self.timers.arm(key, outcome.wake_at, lambda: self._wake(key, logger))
-        if outcome.status is not None and not self._closing:
-            pending = outcome.status.get(notify.PENDING_FIELD)
-            self.notifier.follow(key, pending, self._notified(key), self._notify_warning(key))
         # No await since the lock was released: a progress write waiting for it sees this first.
         if outcome.progress_url is not None and outcome.status is not None:
             previous = outcome.status.get("trainerStatus")
@@ -248,12 +335,44 @@ class Reconciler:
             self.progress.follow(key, outcome.progress_url, previous, writer, logger)
         else:
             self.progress.stop(key)
+        self._after_retrain(key, outcome, logger)
+
+    def _after_retrain(self, key: tuple[str, str], outcome: _Result, logger: Logger) -> None:
+        """Arm the timer of the next schedule time or data check; send what spec.notify has pending."""
+        if outcome.status is None or self._closing:
+            return
+        if outcome.wake_at is not None:
+            self.timers.arm(key, outcome.wake_at, lambda: self._recheck(key, 0.0, logger))
+        pending = outcome.status.get(notify.PENDING_FIELD)
+        self.notifier.follow(key, pending, self._notified(key), self._notify_warning(key))
+
+    def _notified(self, key: tuple[str, str]) -> notify.Done:
+        """Removes a sent notification's URL from status.pendingNotifications, under the resource's lock."""
+
+        async def done(record_id: str, url: str) -> None:
+            async with self._held(key):
+                body = await self.client.get("EmbeddingFinetune", *key)
+                pending = ((body or {}).get("status") or {}).get(notify.PENDING_FIELD) or []
+                left = notify.without(pending, record_id, url)
+                if body is not None and left != pending:
+                    patch = {"status": {notify.PENDING_FIELD: left or None}}
+                    await self.client.patch("EmbeddingFinetune", *key, patch, subresource="status")
+
+        return done
+
+    def _notify_warning(self, key: tuple[str, str]) -> notify.Warn:
+        async def warn(reason: str, message: str) -> None:
+            body = await self.client.get("EmbeddingFinetune", *key)
+            if body is not None:
+                kopf.event(cast(Any, body), type="Warning", reason=reason, message=message[:1024])
+
+        return warn
 
     def _progress_writer(self, key: tuple[str, str], url: str) -> Writer:
         """Patches status.trainerStatus under the resource's lock, while the reader still follows ``url``."""
 
         async def write(block: dict[str, Any]) -> None:
-            async with self._locks.setdefault(key, asyncio.Lock()):
+            async with self._held(key):
                 if self.progress.following(key) != url:
                     return  # the run ended or moved to another pod meanwhile
                 cleared = dict.fromkeys(TRAINER_STATUS_FIELDS)  # a merge patch removes what the block lacks
@@ -279,32 +398,6 @@ class Reconciler:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    def _notified(self, key: tuple[str, str]) -> notify.Done:
-        """Removes a sent notification's URL from status.pendingNotifications, under the resource's lock."""
-
-        async def done(record_id: str, url: str) -> None:
-            async with self._locks.setdefault(key, asyncio.Lock()):
-                body = await self.client.get("EmbeddingFinetune", *key)
-                pending = ((body or {}).get("status") or {}).get(notify.PENDING_FIELD) or []
-                left = notify.without(pending, record_id, url)
-                if body is not None and left != pending:
-                    patch = {"status": {notify.PENDING_FIELD: left or None}}
-                    await self.client.patch("EmbeddingFinetune", *key, patch, subresource="status")
-
-        return done
-
-    def _notify_warning(self, key: tuple[str, str]) -> notify.Warn:
-        async def warn(reason: str, message: str) -> None:
-            body = await self.client.get("EmbeddingFinetune", *key)
-            if body is not None:
-                kopf.event(cast(Any, body), type="Warning", reason=reason, message=message[:1024])
-
-        return warn
-
-    async def _wake(self, key: tuple[str, str], logger: Logger) -> None:
-        """A schedule time came (spec.retrain): one pass, which decides whether a run starts."""
-        await self._recheck(key, 0.0, logger)
-
     async def _recheck(self, key: tuple[str, str], delay: float, logger: Logger) -> None:
         await asyncio.sleep(delay)
         if self._rechecks.get(key) is asyncio.current_task():
@@ -317,7 +410,7 @@ class Reconciler:
             if self._closing:
                 return
             logger.warning(f"Rechecking {key[0]}/{key[1]} failed ({exc}); trying again later.")
-            if key in self._locks:  # not forgotten (deleted) in the meantime
+            if key in self._reasons:  # not forgotten (deleted) in the meantime
                 self._schedule(key, logger)
 
     # --- one pass -----------------------------------------------------------------------------------
@@ -335,137 +428,173 @@ class Reconciler:
             return _Result(None)
         if self.kopf_settings is not None:  # lines name the resource ([namespace/name]), whoever woke the pass
             logger = kopf.ObjectLogger(body=cast(Any, body), settings=self.kopf_settings)
-        meta = body["metadata"]
-        uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 1)
-        prev: dict[str, Any] = dict(body.get("status") or {})
-        now = self.clock()
-        current = dict(prev.get("currentRun") or {})
-        active = bool(current) and current.get("phase") not in TERMINAL_PHASES
-
+        ctx = _PassContext.of(body, client, logger, self.clock())
         try:
             spec = parse_spec(body.get("spec"))
         except InvalidSpec as exc:
-            superseded = (
-                await self._stop(client, namespace, current) if active and _older(current, generation) else None
-            )
-            problem = Problem("InvalidSpec", f"generation {generation} is invalid: {exc}")
-            await self._stall(client, body, prev, current, superseded, problem, now, logger)
+            await self._invalid(ctx, exc)
             raise InvalidSpecError(str(exc)) from None
-
         digest = spec_hash(spec)
+        current = ctx.current
         keep = bool(current) and (
-            int(current.get("generation") or 0) == generation or current.get("specHash") == digest
+            int(current.get("generation") or 0) == ctx.generation or current.get("specHash") == digest
         )
-        block, probe_events = (
-            await triggers.refresh_probe(client, body, spec, prev, now, self.settings) if keep else (None, [])
+        retrain = await self._retrain(ctx, spec) if keep else None  # spec.retrain, the annotation, the probe
+        retrigger = retrain.start if retrain is not None else None
+        owner = Owner.of(
+            namespace, name, ctx.uid, ctx.generation, spec, retrigger or triggers.spec_change_trigger(spec, ctx.prev)
         )
-        decision = triggers.plan(body, spec, prev, now, active, block) if keep else None  # spec.retrain, annotation
-        retrigger = decision.start if decision is not None else None
-        keep = keep and retrigger is None
-        owner = Owner.of(namespace, name, uid, generation, spec, retrigger or triggers.spec_change_trigger(spec, prev))
-        superseded = None
-        created = False
-        job: dict[str, Any] | None = None
-        if keep:
-            run = current
-        elif retrigger is None and any(int(r.get("generation") or 0) == generation for r in prev.get("runs") or []):
-            return _Result(prev)  # this generation already ran to the end: history is the record
-        else:
-            superseded = await self._stop(client, namespace, current) if active else None
-            if spec.image and not self.settings.image_allowed(spec.image):
-                allowed = ", ".join(self.settings.image_prefixes)
-                problem = Problem(
-                    IMAGE_NOT_ALLOWED,
-                    f"spec.image {spec.image!r} is not among the trainer images this operator allows ({allowed}): "
-                    "use one of them, or unset spec.image to use the default trainer image",
-                )
-                status = await self._stall(client, body, prev, current, superseded, problem, now, logger)
-                return _Result(status)
-            configmap, job_body = render_children(owner, spec, self.settings)
-            try:
-                await client.ensure(configmap, uid)
-                service = render_service(owner, spec)  # the rendezvous of a multi-node run
-                if service is not None:
-                    await client.ensure(service, uid)
-                job, created = await client.ensure(job_body, uid)
-            except children.OwnedByAnother as exc:
-                problem = Problem(CHILD_CONFLICT, str(exc))
-                await self._stall(client, body, prev, current, superseded, problem, now, logger)
-                raise ChildConflictError(str(exc)) from None
-            except children.APIError as exc:
-                if not exc.refused:
-                    raise
-                kind = "ConfigMap" if exc.path.endswith("/configmaps") else "Job"
-                problem = Problem(
-                    JOB_REJECTED,
-                    f"the API server refused to create {kind} {namespace}/{owner.child_name} ({exc.status}): "
-                    f"{exc.message}",
-                )
-                logger.warning(f"The API server refused {kind} {namespace}/{owner.child_name}: {exc.message}")
-                status = await self._stall(client, body, prev, current, superseded, problem, now, logger)
-                return _Result(status, recheck=True)
-            run = {
-                "id": owner.run_id,
-                "generation": generation,
-                "jobName": owner.child_name,
-                "specHash": digest,
-                "outputUri": render_outputs(owner, spec),
-                "startTime": (job.get("metadata") or {}).get("creationTimestamp") or now,
-                **triggers.run_fields(owner.trigger, body, spec),
-            }
-            if created:
-                logger.info(
-                    f"Created Job {namespace}/{owner.child_name} for generation {generation} of {namespace}/{name}."
-                )
-            else:
-                logger.info(
-                    f"Found Job {namespace}/{owner.child_name} of {namespace}/{name}; adopted it as run {owner.run_id}."
-                )
+        if keep and retrigger is None:
+            return await self._follow_run(ctx, spec, _Start(run=current), retrain)
+        if retrigger is None and any(
+            int(r.get("generation") or 0) == ctx.generation for r in ctx.prev.get("runs") or []
+        ):
+            return _Result(ctx.prev)  # this generation already ran to the end: history is the record
+        superseded = await self._stop(client, namespace, current) if ctx.active else None
+        started = await self._start_run(ctx, spec, owner, digest, superseded)
+        if isinstance(started, _Result):
+            return started
+        return await self._follow_run(ctx, spec, started, retrain)
 
+    async def _retrain(self, ctx: _PassContext, spec: EmbeddingFinetuneSpec) -> triggers.PassRetrain:
+        """The data probe's news and what the triggers want, in a pass that would keep the current run."""
+        block, events = await triggers.refresh_probe(ctx.client, ctx.body, spec, ctx.prev, ctx.now, self.settings)
+        decision = triggers.plan(ctx.body, spec, ctx.prev, ctx.now, ctx.active, block)
+        return triggers.PassRetrain(decision, events)
+
+    async def _invalid(self, ctx: _PassContext, exc: InvalidSpec) -> None:
+        """An invalid spec: a run of an older generation stops; the condition names the field."""
+        current = ctx.current
+        older = ctx.active and _older(current, ctx.generation)
+        superseded = await self._stop(ctx.client, ctx.namespace, current) if older else None
+        problem = Problem("InvalidSpec", f"generation {ctx.generation} is invalid: {exc}")
+        await self._stall(ctx, superseded, problem)
+
+    async def _start_run(
+        self,
+        ctx: _PassContext,
+        spec: EmbeddingFinetuneSpec,
+        owner: Owner,
+        digest: str,
+        superseded: Mapping[str, Any] | None,
+    ) -> _Start | _Result:
+        """Create the children of a new run for this generation; a _Result when the pass cannot go on."""
+        refusal = self._refusal(spec, ctx.body, ctx.namespace)
+        if refusal is not None:
+            return _Result(await self._stall(ctx, superseded, refusal))
+        try:
+            job, created = await self._create_children(ctx, owner, spec)
+        except children.OwnedByAnother as exc:
+            await self._stall(ctx, superseded, Problem(CHILD_CONFLICT, str(exc)))
+            raise ChildConflictError(str(exc)) from None
+        except children.APIError as exc:
+            if not exc.refused:
+                raise
+            return _Result(await self._stall(ctx, superseded, _refused(ctx, owner, exc)), recheck=True)
+        run = CurrentRun(
+            id=owner.run_id,
+            generation=ctx.generation,
+            job_name=owner.child_name,
+            spec_hash=digest,
+            output_uri=render_outputs(owner, spec),
+            start_time=(job.get("metadata") or {}).get("creationTimestamp") or ctx.now,
+        ).to_status()
+        run = {**run, **triggers.run_fields(owner.trigger, ctx.body, spec)}
+        where = f"{ctx.namespace}/{owner.child_name}"
+        if created:
+            ctx.logger.info(f"Created Job {where} for generation {ctx.generation} of {ctx.namespace}/{ctx.name}.")
+        else:
+            ctx.logger.info(f"Found Job {where} of {ctx.namespace}/{ctx.name}; adopted it as run {owner.run_id}.")
+        return _Start(run=run, job=job, created=created, superseded=superseded)
+
+    async def _create_children(
+        self, ctx: _PassContext, owner: Owner, spec: EmbeddingFinetuneSpec
+    ) -> tuple[dict[str, Any], bool]:
+        """The run's ConfigMap, the Service of a multi-node run, then the Job: created if absent."""
+        configmap, job_body = render_children(owner, spec, self.settings)
+        await ctx.client.ensure(configmap, ctx.uid)
+        service = render_service(owner, spec)  # the rendezvous of a multi-node run
+        if service is not None:
+            await ctx.client.ensure(service, ctx.uid)
+        return await ctx.client.ensure(job_body, ctx.uid)
+
+    async def _follow_run(
+        self,
+        ctx: _PassContext,
+        spec: EmbeddingFinetuneSpec,
+        start: _Start,
+        retrain: triggers.PassRetrain | None = None,
+    ) -> _Result:
+        """Observe the run's Job and Pods, write status and Events, then clean up what the run left behind."""
+        run, job, created = start.run, start.job, start.created
         observation: Observation | None = None
         pods: list[dict[str, Any]] = []
         recheck = False
         if run.get("phase") not in TERMINAL_PHASES:
-            job_name = str(run.get("jobName"))
-            if keep:
-                job = await client.get("Job", namespace, job_name)
-            if job is not None:
-                job = await self._follow_suspend(
-                    client, job, spec.run_policy.suspend, bool(queue_name(spec, self.settings)), logger
-                )
-            pods = [] if created or job is None else await client.pods_of_run(namespace, str(run.get("id")))
-            observation = observe(job, pods)
-            if job is not None and observation.phase == PENDING and observation.reason == JOB_CREATED:
-                observation, recheck = await self._without_pods(client, job, pods, created, observation)
+            job, pods, observation, recheck = await self._observe(ctx, spec, start)
         progress_url = metrics_url(pods) if observation is not None and observation.phase == RUNNING else None
         status, events = compute_status(
-            prev,
-            generation=generation,
+            ctx.prev,
+            generation=ctx.generation,
             run=run,
             observation=observation,
-            superseded=superseded,
-            superseded_by=triggers.superseded_by(retrigger, generation),
-            now=now,
+            superseded=start.superseded,
+            superseded_by=triggers.superseded_by(retrain, ctx.superseded_by),
+            now=ctx.now,
         )
-        notify.enqueue(prev, status, spec, body)  # spec.notify: in the same write as the outcome
-        events += probe_events
-        events += triggers.fold_status(
-            status, decision, None if keep else owner.trigger or RunTrigger(), body, spec, now
-        )
-        await self._write(client, body, prev, status, events, logger)
-        if superseded is not None:
-            await self._clean_up(client, namespace, superseded, logger)
-        elif created and current and not active and current.get("jobName") != run.get("jobName"):
+        notify.enqueue(ctx.prev, status, spec, ctx.body)  # spec.notify: in the same write as the outcome
+        events += triggers.fold(status, retrain, start.job is not None, ctx.body, spec, ctx.now)
+        await self._write(ctx.client, ctx.body, ctx.prev, status, events, ctx.logger)
+        current = ctx.current
+        if start.superseded is not None:
+            await self._clean_up(ctx.client, ctx.namespace, start.superseded, ctx.logger)
+        elif created and current and not ctx.active and current.get("jobName") != run.get("jobName"):
             # A new run follows a finished one: the old run config is history (status has its record).
-            await self._delete_configmap(client, namespace, current, logger)
+            await self._delete_configmap(ctx.client, ctx.namespace, current, ctx.logger)
         finished = (status.get("currentRun") or {}).get("phase") in TERMINAL_PHASES
         if finished and observation is not None:
-            for obj in ([job] if job is not None else []) + pods:
-                await client.release(obj)
-            if job is None:  # the Job is gone: its pods may still hold the finalizer
-                for pod in await client.pods_of_run(namespace, str(run.get("id"))):
-                    await client.release(pod)
-        return _Result(status, recheck, progress_url, triggers.wake_at(decision))
+            await self._release_run(ctx, str(run.get("id")), job, pods)
+        return _Result(status, recheck, progress_url, triggers.wake_at(retrain))
+
+    async def _observe(
+        self, ctx: _PassContext, spec: EmbeddingFinetuneSpec, start: _Start
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], Observation, bool]:
+        """The unfinished run's Job (its suspend following the spec), its Pods, what they say, whether to recheck."""
+        client, job, created = ctx.client, start.job, start.created
+        if start.job is None:  # a run this pass did not create: read its Job
+            job = await client.get("Job", ctx.namespace, str(start.run.get("jobName")))
+        if job is not None:
+            queued = bool(queue_name(spec, self.settings))
+            job = await self._follow_suspend(client, job, spec.run_policy.suspend, queued, ctx.logger)
+        run_id = str(start.run.get("id"))
+        pods = [] if created or job is None else await client.pods_of_run(ctx.namespace, run_id, job)
+        observation = observe(job, pods)
+        recheck = False
+        if job is not None and observation.phase == PENDING and observation.reason == JOB_CREATED:
+            observation, recheck = await self._without_pods(client, job, pods, created, observation)
+        return job, pods, observation, recheck
+
+    async def _release_run(
+        self, ctx: _PassContext, run_id: str, job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """A finished run's outcome is in status: its Job and Pods lose the operator's finalizer."""
+        for obj in ([job] if job is not None else []) + list(pods):
+            await ctx.client.release(obj)
+        if job is None:  # the Job is gone: its pods may still hold the finalizer
+            for pod in await ctx.client.pods_of_run(ctx.namespace, run_id):
+                await ctx.client.release(pod)
+
+    def _refusal(self, spec: EmbeddingFinetuneSpec, body: Mapping[str, Any], namespace: str) -> Problem | None:
+        """Why the platform refuses to run ``spec`` (an image it does not allow, its policy), or None."""
+        if spec.image and not self.settings.image_allowed(spec.image):
+            allowed = ", ".join(self.settings.image_prefixes)
+            return Problem(
+                IMAGE_NOT_ALLOWED,
+                f"spec.image {spec.image!r} is not among the trainer images this operator allows ({allowed}): "
+                "use one of them, or unset spec.image to use the default trainer image",
+            )
+        refusal = policy.first_violation(body, self.settings.platform_policy.for_namespace(namespace))
+        return None if refusal is None else Problem(POLICY_VIOLATION, str(refusal))
 
     async def _without_pods(
         self,
@@ -547,31 +676,20 @@ class Reconciler:
         except Exception as again:  # the API is what failed: kopf's retry will try the pass again
             logger.debug(f"Could not record the failure of {namespace}/{name}: {again!r}")
 
-    async def _stall(
-        self,
-        client: children.Client,
-        body: Mapping[str, Any],
-        prev: Mapping[str, Any],
-        current: Mapping[str, Any],
-        superseded: Mapping[str, Any] | None,
-        problem: Problem,
-        now: str,
-        logger: Logger,
-    ) -> dict[str, Any]:
+    async def _stall(self, ctx: _PassContext, superseded: Mapping[str, Any] | None, problem: Problem) -> dict[str, Any]:
         """Write the status of a pass that cannot go on (invalid spec, image not allowed, a child refused or taken)."""
-        generation = int(body["metadata"].get("generation") or 1)
         status, events = compute_status(
-            prev,
-            generation=generation,
-            run=current or None,
+            ctx.prev,
+            generation=ctx.generation,
+            run=ctx.current or None,
             superseded=superseded,
-            superseded_by=f"generation {generation} changed the spec",
+            superseded_by=ctx.superseded_by,
             problem=problem,
-            now=now,
+            now=ctx.now,
         )
-        await self._write(client, body, prev, status, events, logger)
+        await self._write(ctx.client, ctx.body, ctx.prev, status, events, ctx.logger)
         if superseded is not None:
-            await self._clean_up(client, body["metadata"]["namespace"], superseded, logger)
+            await self._clean_up(ctx.client, ctx.namespace, superseded, ctx.logger)
         return status
 
     async def _follow_suspend(
@@ -618,6 +736,14 @@ class Reconciler:
             start, end = _parse_time(r.get("startTime")), _parse_time(r.get("completionTime"))
             if start is not None and end is not None and end >= start:
                 self.metrics.run_duration.observe((end - start).total_seconds())
+
+
+def _refused(ctx: _PassContext, owner: Owner, exc: children.APIError) -> Problem:
+    """The API server refused a child (validation, admission, quota): a condition with its message."""
+    kind = "ConfigMap" if exc.path.endswith("/configmaps") else "Job"
+    where = f"{ctx.namespace}/{owner.child_name}"
+    ctx.logger.warning(f"The API server refused {kind} {where}: {exc.message}")
+    return Problem(JOB_REJECTED, f"the API server refused to create {kind} {where} ({exc.status}): {exc.message}")
 
 
 def _older(run: Mapping[str, Any], generation: int) -> bool:

@@ -20,22 +20,18 @@ from eft_api.retrain import RunTrigger, run_salt
 from eft_api.spec import API_GROUP, API_VERSION, KIND, EmbeddingFinetuneSpec
 from eft_operator.config import Settings
 
-RUN_CONFIG_DIR = "/etc/eft"
-WORK_DIR = "/work"
 TRAINER_UID = 10001
 TMP_SIZE = "1Gi"
 APP_LABEL = "app.kubernetes.io/name"
 APP_NAME = "eft-trainer"
 #: Annotation on the Job: the hash of the run-defining spec (everything but runPolicy.suspend).
-SPEC_HASH_ANNOTATION = "finetune.eft.dev/spec-hash"
+SPEC_HASH_ANNOTATION = f"{API_GROUP}/spec-hash"
 #: The operator's finalizer on a run's Job and (through the pod template) its Pods: they, and the trainer's
 #: termination message with them, stay until the run's outcome is in status, even if the TTL controller
 #: or a person deletes them while the operator is down. The operator removes it once the outcome is recorded.
-OUTCOME_FINALIZER = "finetune.eft.dev/record-outcome"
+OUTCOME_FINALIZER = f"{API_GROUP}/record-outcome"
 #: Port of torchrun's c10d rendezvous store on the pod of index 0 of a multi-node run.
 RENDEZVOUS_PORT = 29400
-#: Keys the credentials Secret holds (the same names as the environment variables boto3 reads).
-SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -128,7 +124,7 @@ def run_config(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
         uid=owner.uid,
         generation=owner.generation,
         spec=spec,
-        settings=contract.TrainerSettings(work_dir=WORK_DIR, metrics_port=settings.trainer_metrics_port),
+        settings=contract.TrainerSettings(work_dir=contract.WORK_DIR, metrics_port=settings.trainer_metrics_port),
         trigger=owner.trigger,
     )
 
@@ -145,14 +141,14 @@ def render_configmap(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settin
 
 def _env(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        {"name": contract.RUN_CONFIG_ENV, "value": f"{RUN_CONFIG_DIR}/{contract.RUN_CONFIG_KEY}"},
-        {"name": "HOME", "value": WORK_DIR},
-        {"name": "HF_HOME", "value": f"{WORK_DIR}/hf"},
+        {"name": contract.RUN_CONFIG_ENV, "value": contract.RUN_CONFIG_PATH},
+        {"name": "HOME", "value": contract.WORK_DIR},
+        {"name": "HF_HOME", "value": f"{contract.WORK_DIR}/hf"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     secret = spec.storage.credentials_secret
     if secret is not None:
-        for key in SECRET_KEYS:
+        for key in contract.S3_CREDENTIAL_VARS:  # the Secret's keys: the names boto3 reads
             ref: dict[str, Any] = {"name": secret.name, "key": key}
             if key == "AWS_SESSION_TOKEN":
                 ref["optional"] = True
@@ -185,7 +181,8 @@ def registry_env(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
 
 def _resources(spec: EmbeddingFinetuneSpec) -> dict[str, Any]:
     r = spec.resources
-    requests = {"cpu": str(r.cpu), "memory": str(r.memory)}
+    # The scratch volume's size is reserved on the node (the platform bounds it: policy.maxWorkDirSize).
+    requests = {"cpu": str(r.cpu), "memory": str(r.memory), "ephemeral-storage": str(r.work_dir_size)}
     limits: dict[str, str] = {"cpu": str(r.cpu), "memory": str(r.memory)}
     if r.gpus > 0:
         limits[r.gpu_resource_name] = str(r.gpus)
@@ -196,15 +193,9 @@ def _tolerations(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
     return [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.scheduling.tolerations]
 
 
-def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> dict[str, Any]:
-    """The run's Job (see the module docstring for the conventions it follows)."""
-    labels = child_labels(owner)
-    queue = queue_name(spec, settings)
-    job_labels = dict(labels)
-    if queue:
-        job_labels[contract.KUEUE_QUEUE_LABEL] = queue
-    policy = spec.run_policy
-    restricted = {
+def _restricted() -> dict[str, Any]:
+    """The "restricted" Pod Security Standard for the trainer container, plus a read-only root filesystem."""
+    return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
@@ -213,30 +204,47 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    container: dict[str, Any] = {
+
+
+def _ports(spec: EmbeddingFinetuneSpec, settings: Settings) -> list[dict[str, Any]]:
+    ports = [{"name": "metrics", "containerPort": settings.trainer_metrics_port, "protocol": "TCP"}]
+    if multi_node(spec):
+        ports.append({"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"})
+    return ports
+
+
+def _container(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> dict[str, Any]:
+    """The trainer container: its command, env (credentials by reference), ports, resources and mounts."""
+    return {
         "name": contract.TRAINER_CONTAINER,
         "image": spec.image or settings.trainer_image,
         "imagePullPolicy": "IfNotPresent",
         "command": trainer_command(owner, spec),
         "env": _env(spec),
-        "ports": [
-            {"name": "metrics", "containerPort": settings.trainer_metrics_port, "protocol": "TCP"},
-            *(
-                [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
-                if multi_node(spec)
-                else []
-            ),
-        ],
+        "ports": _ports(spec, settings),
         "resources": _resources(spec),
-        "securityContext": restricted,
+        "securityContext": _restricted(),
         "terminationMessagePath": contract.TERMINATION_LOG,
         "terminationMessagePolicy": "File",
         "volumeMounts": [
-            {"name": "run-config", "mountPath": RUN_CONFIG_DIR, "readOnly": True},
-            {"name": "work", "mountPath": WORK_DIR},
+            {"name": "run-config", "mountPath": contract.RUN_CONFIG_DIR, "readOnly": True},
+            {"name": "work", "mountPath": contract.WORK_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+
+
+def _volumes(owner: Owner, spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
+    items = [{"key": contract.RUN_CONFIG_KEY, "path": contract.RUN_CONFIG_KEY}]
+    return [
+        {"name": "run-config", "configMap": {"name": owner.child_name, "items": items}},
+        {"name": "work", "emptyDir": {"sizeLimit": str(spec.resources.work_dir_size)}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
+    ]
+
+
+def _pod_spec(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> dict[str, Any]:
+    """The pod template's spec: no token, no service links, the restricted pod context, scheduling."""
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -248,18 +256,8 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
             "fsGroup": TRAINER_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [container],
-        "volumes": [
-            {
-                "name": "run-config",
-                "configMap": {
-                    "name": owner.child_name,
-                    "items": [{"key": contract.RUN_CONFIG_KEY, "path": contract.RUN_CONFIG_KEY}],
-                },
-            },
-            {"name": "work", "emptyDir": {"sizeLimit": str(spec.resources.work_dir_size)}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
-        ],
+        "containers": [_container(owner, spec, settings)],
+        "volumes": _volumes(owner, spec),
     }
     if settings.trainer_service_account:
         pod_spec["serviceAccountName"] = settings.trainer_service_account
@@ -269,19 +267,50 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
         pod_spec["tolerations"] = _tolerations(spec)
     if spec.scheduling.priority_class_name:
         pod_spec["priorityClassName"] = spec.scheduling.priority_class_name
+    if multi_node(spec):
+        pod_spec["subdomain"] = service_name(owner)
+    return pod_spec
+
+
+def _pod_failure_policy() -> dict[str, Any]:
+    """Fail the Job at once on the trainer's non-retryable exit codes; do not count disruptions."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": contract.TRAINER_CONTAINER,
+                    "operator": "In",
+                    "values": sorted(int(c) for c in contract.NON_RETRYABLE_EXIT_CODES),
+                },
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }
+
+
+def _job_metadata(owner: Owner, spec: EmbeddingFinetuneSpec, queue: str | None) -> dict[str, Any]:
+    job_labels = child_labels(owner)
+    if queue:
+        job_labels[contract.KUEUE_QUEUE_LABEL] = queue
     meta = _metadata(owner, job_labels)
     meta["annotations"] = {SPEC_HASH_ANNOTATION: spec_hash(spec)}
     meta["finalizers"] = [OUTCOME_FINALIZER]
+    return meta
+
+
+def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) -> dict[str, Any]:
+    """The run's Job (see the module docstring for the conventions it follows)."""
+    queue = queue_name(spec, settings)
+    policy = spec.run_policy
     nodes = spec.resources.nodes
-    gang: dict[str, Any] = {}
-    if nodes > 1:
-        pod_spec["subdomain"] = service_name(owner)
-        # One pod per node, all at once; Kueue admits a Job's pods together (all or nothing).
-        gang = {"completionMode": "Indexed", "completions": nodes, "parallelism": nodes}
+    # One pod per node, all at once; Kueue admits a Job's pods together (all or nothing).
+    gang = {"completionMode": "Indexed", "completions": nodes, "parallelism": nodes} if nodes > 1 else {}
+    template = {"metadata": {"labels": child_labels(owner), "finalizers": [OUTCOME_FINALIZER]}}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": meta,
+        "metadata": _job_metadata(owner, spec, queue),
         "spec": {
             "suspend": bool(policy.suspend or queue),
             **gang,
@@ -291,20 +320,8 @@ def render_job(owner: Owner, spec: EmbeddingFinetuneSpec, settings: Settings) ->
             "activeDeadlineSeconds": policy.active_deadline_seconds,
             "ttlSecondsAfterFinished": policy.ttl_seconds_after_finished,
             "podReplacementPolicy": "Failed",
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": contract.TRAINER_CONTAINER,
-                            "operator": "In",
-                            "values": sorted(int(c) for c in contract.NON_RETRYABLE_EXIT_CODES),
-                        },
-                    },
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-                ]
-            },
-            "template": {"metadata": {"labels": labels, "finalizers": [OUTCOME_FINALIZER]}, "spec": pod_spec},
+            "podFailurePolicy": _pod_failure_policy(),
+            "template": {**template, "spec": _pod_spec(owner, spec, settings)},
         },
     }
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eft_api import contract
+from eft_api.status import Condition, Results, RunRecord
 from eft_operator import progress
 
 HISTORY_LIMIT = 10
@@ -39,6 +40,7 @@ JOB_FAILED = "JobFailed"
 JOB_REJECTED = "JobRejected"
 POD_CREATION_REFUSED = "PodCreationRefused"
 IMAGE_NOT_ALLOWED = "ImageNotAllowed"
+POLICY_VIOLATION = "PolicyViolation"
 UNSCHEDULABLE = "Unschedulable"
 RECONCILE_FAILED = "ReconcileFailed"
 #: Pending reasons that will not pass without a person acting (Stalled=True while they last).
@@ -48,7 +50,7 @@ NOTICE_REASONS = BLOCKING_REASONS | {UNSCHEDULABLE}
 #: Seconds a started Job may go without any pod before the run says so (without a FailedCreate Event).
 NO_POD_GRACE = 60.0
 _EXIT_CODE_REASONS: dict[int, str] = {
-    int(contract.ExitCode.BAD_INPUT): "BadInput",
+    int(contract.ExitCode.BAD_INPUT): contract.BAD_INPUT_REASON,
     int(contract.ExitCode.PROMOTION_REJECTED): contract.Reason.PROMOTION_REJECTED.value,
     int(contract.ExitCode.OUT_OF_MEMORY): contract.Reason.OOM.value,
     int(contract.ExitCode.OUT_OF_MEMORY_FALLBACK): contract.Reason.OOM.value,
@@ -122,8 +124,7 @@ def _terminations(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return out
 
 
-#: The Job controller's annotation (and label) with an Indexed Job pod's index: its node in a multi-node run.
-COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+COMPLETION_INDEX = contract.COMPLETION_INDEX_LABEL
 
 
 def _latest_terminations(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -328,56 +329,60 @@ def set_condition(
             continue
         found = True
         ltt = c.get("lastTransitionTime") if c.get("status") == status and c.get("lastTransitionTime") else now
-        out.append(
-            {
-                "type": ctype,
-                "status": status,
-                "reason": reason,
-                "message": _clip(message),
-                "lastTransitionTime": ltt,
-                "observedGeneration": generation,
-            }
-        )
+        out.append(_condition(ctype, status, reason, message, generation, str(ltt)))
     if not found:
-        out.append(
-            {
-                "type": ctype,
-                "status": status,
-                "reason": reason,
-                "message": _clip(message),
-                "lastTransitionTime": now,
-                "observedGeneration": generation,
-            }
-        )
+        out.append(_condition(ctype, status, reason, message, generation, now))
     return out
 
 
+def _condition(ctype: str, status: str, reason: str, message: str, generation: int, since: str) -> dict[str, Any]:
+    condition = Condition.model_validate(
+        {
+            "type": ctype,
+            "status": status,
+            "reason": reason,
+            "message": _clip(message),
+            "lastTransitionTime": since,
+            "observedGeneration": generation,
+        }
+    )
+    return condition.to_status()
+
+
 def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | None) -> dict[str, Any]:
+    """The record of a finished run in ``status.runs``: its identity and phase, and the trainer's summary."""
     keys: tuple[str, ...] = ("id", "generation", "phase", "reason", "message", "startTime", "completionTime")
     keys += ("outputUri", "jobName", "trigger", "dataDigest", "triggerKey")  # trigger...: spec.retrain (issue 22)
-    entry = {k: run[k] for k in keys if run.get(k) is not None}
+    entry: dict[str, Any] = {k: run[k] for k in keys if run.get(k) is not None}
     if term is not None and term.headline is not None:
         h = term.headline
         entry.update(
             primaryMetric=h.primary_metric, dimension=h.dimension, base=h.base, finetuned=h.finetuned, gain=h.gain
         )
-    if term is not None and term.artifacts is not None:
-        entry["artifacts"] = term.artifacts.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if term is not None and term.generation is not None:  # format documents: the pairs it trained on
-        entry["generatedData"] = term.generation.model_dump(mode="json", by_alias=True)
-    if term is not None and term.guards:  # evaluation.guards: each set's figures, and whether it passed
-        entry["guards"] = [g.model_dump(mode="json", by_alias=True) for g in term.guards]
-    if term is not None and term.registry is not None:  # spec.output.registry: the version it was registered as
-        entry["registeredVersion"] = term.registry.version
-    if term is not None and term.oom_fallback is not None:  # the loss was switched after running out of memory
-        entry["oomFallback"] = term.oom_fallback.model_dump(mode="json", by_alias=True)
-    return entry
+    if term is not None:
+        entry.update(
+            artifacts=term.artifacts,
+            generatedData=term.generation,  # format documents: the pairs it trained on
+            guards=term.guards or None,  # evaluation.guards: each set's figures, and whether it passed
+            oomFallback=term.oom_fallback,  # the loss was switched after running out of memory
+            registeredVersion=term.registry.version if term.registry else None,  # spec.output.registry
+        )
+    return RunRecord.model_validate(entry).to_status()
 
 
 def _record(runs: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
     if any(r.get("id") == entry.get("id") for r in runs):
         return runs  # a finished run's record never changes
     return [entry, *runs][:HISTORY_LIMIT]
+
+
+@dataclass
+class _Fold:
+    """What :func:`compute_status` builds up: the new status, its run history and the Events to post."""
+
+    status: dict[str, Any]
+    runs: list[dict[str, Any]]
+    events: list[Event]
 
 
 def compute_status(
@@ -398,103 +403,129 @@ def compute_status(
     older generation stopped in this pass; ``problem`` what keeps the latest generation from running.
     """
     prev = dict(prev or {})
-    status: dict[str, Any] = {k: v for k, v in prev.items() if k != "kopf"}
-    events: list[Event] = []
-    prev_run = dict(prev.get("currentRun") or {})
-    runs = [dict(r) for r in prev.get("runs") or []]
-
+    fold = _Fold(
+        status={k: v for k, v in prev.items() if k != "kopf"},
+        runs=[dict(r) for r in prev.get("runs") or []],
+        events=[],
+    )
     if superseded is not None:
-        entry = dict(superseded)
-        entry.update(phase=SUPERSEDED, reason=SUPERSEDED, message=superseded_by, completionTime=now)
-        entry.pop("specHash", None)
-        if not any(r.get("id") == entry.get("id") for r in runs):
-            events.append(
-                Event(
-                    "Normal",
-                    "RunSuperseded",
-                    f"stopped run {entry.get('id')} (Job {entry.get('jobName')}): {superseded_by}",
-                )
-            )
-        runs = _record(runs, _history_entry(entry, None))
-
+        _fold_superseded(fold, superseded, superseded_by, now)
+    prev_run = dict(prev.get("currentRun") or {})
     new_run: dict[str, Any] | None = dict(run) if run is not None else None
-    term: contract.TerminationMessage | None = None
     if new_run is not None and superseded is not None and superseded.get("id") == new_run.get("id"):
         new_run.update(phase=SUPERSEDED, reason=SUPERSEDED, message=superseded_by)
         new_run.setdefault("completionTime", now)
     elif new_run is not None and observation is not None:
-        same = prev_run.get("id") == new_run.get("id")
-        if same and prev_run.get("phase") in TERMINAL_PHASES:
-            new_run = prev_run  # finished runs are history: never rewritten
-        else:
-            new_run.update(phase=observation.phase, reason=observation.reason, message=_clip(observation.message))
-            if observation.phase in TERMINAL_PHASES:
-                new_run["completionTime"] = new_run.get("completionTime") or observation.completion_time or now
-            else:
-                new_run.pop("completionTime", None)
-            term = observation.termination
-            old_phase = prev_run.get("phase") if same else None
-            if not same:
-                status.pop("trainerStatus", None)  # the progress of an earlier run
-                events.append(
-                    Event(
-                        "Normal",
-                        "RunCreated",
-                        f"created Job {new_run.get('jobName')} for generation {new_run.get('generation')} "
-                        f"(run {new_run.get('id')})",
-                    )
-                )
-            events.extend(_phase_events(old_phase, prev_run.get("reason") if same else None, new_run, observation))
-            if observation.phase in TERMINAL_PHASES:
-                runs = _record(runs, _history_entry(new_run, term))
-                done = progress.finished(status.get("trainerStatus"), observation.phase == SUCCEEDED, now)
-                if done is not None:
-                    status["trainerStatus"] = done
-            if observation.phase == SUCCEEDED and term is not None and term.headline is not None:
-                h = term.headline
-                status["results"] = {
-                    "runId": new_run.get("id"),
-                    "primaryMetric": h.primary_metric,
-                    "dimension": h.dimension,
-                    "base": h.base,
-                    "finetuned": h.finetuned,
-                    "gain": h.gain,
-                }
-                if term.index is not None:
-                    status["results"]["reindexRequired"] = term.index.reindex_required
-                if term.registry is not None:
-                    status["results"]["registeredVersion"] = term.registry.version
-                if term.artifacts is not None:
-                    status["artifacts"] = term.artifacts.model_dump(mode="json", by_alias=True, exclude_none=True)
-
+        new_run = _fold_observation(fold, prev_run, new_run, observation, now)
     if new_run is not None:
-        status["currentRun"] = new_run
-    if runs:
-        status["runs"] = runs
-    status["observedGeneration"] = generation
-
+        fold.status["currentRun"] = new_run
+    if fold.runs:
+        fold.status["runs"] = fold.runs
+    fold.status["observedGeneration"] = generation
+    states = _condition_states(problem, new_run)
+    if states is None:
+        return fold.status, fold.events
     conds: list[dict[str, Any]] = [dict(c) for c in prev.get("conditions") or []]
-    if problem is not None:
-        ready, reconciling, stalled = ("False", problem.reason), ("False", problem.reason), ("True", problem.reason)
-        message = problem.message
-        old = next((c for c in conds if c.get("type") == "Stalled"), {})
-        if old.get("status") != "True" or old.get("reason") != problem.reason or old.get("message") != _clip(message):
-            events.append(Event("Warning", problem.reason, _clip(message)))
-    elif new_run is not None:
-        phase, reason = str(new_run.get("phase")), str(new_run.get("reason") or new_run.get("phase"))
-        message = str(new_run.get("message") or "")
-        if phase == SUCCEEDED:
-            ready, reconciling, stalled = ("True", reason), ("False", reason), ("False", reason)
-        elif phase in (FAILED, SUPERSEDED) or reason in BLOCKING_REASONS:
-            ready, reconciling, stalled = ("False", reason), ("False", reason), ("True", reason)
-        else:
-            ready, reconciling, stalled = ("False", reason), ("True", reason), ("False", reason)
-    else:
-        return status, events
-    for ctype, (cstatus, creason) in (("Ready", ready), ("Reconciling", reconciling), ("Stalled", stalled)):
+    if problem is not None and _stall_changed(conds, problem):
+        fold.events.append(Event("Warning", problem.reason, _clip(problem.message)))
+    message, triples = states
+    for ctype, cstatus, creason in triples:
         conds = set_condition(conds, ctype, cstatus, creason, message, generation, now)
-    status["conditions"] = conds
-    return status, events
+    fold.status["conditions"] = conds
+    return fold.status, fold.events
+
+
+def _fold_superseded(fold: _Fold, superseded: Mapping[str, Any], superseded_by: str, now: str) -> None:
+    """Record a run of an older generation, stopped in this pass, as ``Superseded`` (with an Event, once)."""
+    entry = dict(superseded)
+    entry.update(phase=SUPERSEDED, reason=SUPERSEDED, message=superseded_by, completionTime=now)
+    entry.pop("specHash", None)
+    if not any(r.get("id") == entry.get("id") for r in fold.runs):
+        message = f"stopped run {entry.get('id')} (Job {entry.get('jobName')}): {superseded_by}"
+        fold.events.append(Event("Normal", "RunSuperseded", message))
+    fold.runs = _record(fold.runs, _history_entry(entry, None))
+
+
+def _fold_observation(
+    fold: _Fold, prev_run: dict[str, Any], new_run: dict[str, Any], observation: Observation, now: str
+) -> dict[str, Any]:
+    """The current run as its Job shows it now; a finished run's record is never rewritten."""
+    same = prev_run.get("id") == new_run.get("id")
+    if same and prev_run.get("phase") in TERMINAL_PHASES:
+        return prev_run  # finished runs are history: never rewritten
+    new_run.update(phase=observation.phase, reason=observation.reason, message=_clip(observation.message))
+    if observation.phase in TERMINAL_PHASES:
+        new_run["completionTime"] = new_run.get("completionTime") or observation.completion_time or now
+    else:
+        new_run.pop("completionTime", None)
+    if not same:
+        fold.status.pop("trainerStatus", None)  # the progress of an earlier run
+        message = (
+            f"created Job {new_run.get('jobName')} for generation {new_run.get('generation')} (run {new_run.get('id')})"
+        )
+        fold.events.append(Event("Normal", "RunCreated", message))
+    old_phase, old_reason = (prev_run.get("phase"), prev_run.get("reason")) if same else (None, None)
+    fold.events.extend(_phase_events(old_phase, old_reason, new_run, observation))
+    if observation.phase in TERMINAL_PHASES:
+        fold.runs = _record(fold.runs, _history_entry(new_run, observation.termination))
+        done = progress.finished(fold.status.get("trainerStatus"), observation.phase == SUCCEEDED, now)
+        if done is not None:
+            fold.status["trainerStatus"] = done
+    term = observation.termination
+    if observation.phase == SUCCEEDED and term is not None and term.headline is not None:
+        _fold_results(fold, str(new_run.get("id")), term.headline, term)
+    return new_run
+
+
+def _fold_results(fold: _Fold, run_id: str, h: contract.Headline, term: contract.TerminationMessage) -> None:
+    """``results`` (base vs fine-tuned headline) and ``artifacts`` of a run that succeeded."""
+    reindex = term.index.reindex_required if term.index is not None else None
+    results = Results(
+        run_id=run_id,
+        primary_metric=h.primary_metric,
+        dimension=h.dimension,
+        base=h.base,
+        finetuned=h.finetuned,
+        gain=h.gain,
+        reindex_required=reindex,
+        registered_version=term.registry.version if term.registry else None,
+    )
+    fold.status["results"] = results.to_status()
+    if term.artifacts is not None:
+        fold.status["artifacts"] = term.artifacts.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _stall_changed(conds: Sequence[Mapping[str, Any]], problem: Problem) -> bool:
+    """Whether ``Stalled`` does not say ``problem`` yet (a Warning Event is due)."""
+    old = next((c for c in conds if c.get("type") == "Stalled"), {})
+    return bool(
+        old.get("status") != "True"
+        or old.get("reason") != problem.reason
+        or old.get("message") != _clip(problem.message)
+    )
+
+
+def _condition_states(
+    problem: Problem | None, run: Mapping[str, Any] | None
+) -> tuple[str, list[tuple[str, str, str]]] | None:
+    """The message and (type, status, reason) of ``Ready``, ``Reconciling`` and ``Stalled``; None: leave them."""
+    if problem is not None:
+        reason, message = problem.reason, problem.message
+        flags = ("False", "False", "True")
+    elif run is not None:
+        phase, reason = str(run.get("phase")), str(run.get("reason") or run.get("phase"))
+        message = str(run.get("message") or "")
+        if phase == SUCCEEDED:
+            flags = ("True", "False", "False")
+        elif phase in (FAILED, SUPERSEDED) or reason in BLOCKING_REASONS:
+            flags = ("False", "False", "True")
+        else:
+            flags = ("False", "True", "False")
+    else:
+        return None
+    return message, [
+        (ctype, flag, reason) for ctype, flag in zip(("Ready", "Reconciling", "Stalled"), flags, strict=True)
+    ]
 
 
 def _phase_events(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from eft_api import contract
@@ -140,9 +141,37 @@ def _checked(block: Mapping[str, Any]) -> str:
     return f"listed {probe.get('objects', 0)} objects ({probe.get('bytes', 0)} bytes); data digest {digest}"
 
 
-def superseded_by(trigger: RunTrigger | None, generation: int) -> str:
-    if trigger is None or trigger.kind == "specChange":
-        return f"generation {generation} changed the spec"
+@dataclass(frozen=True)
+class PassRetrain:
+    """What one pass learned from the triggers: the decision (None: not in play) and the probe's Events."""
+
+    decision: Decision | None
+    events: list[Event]
+
+    @property
+    def start(self) -> RunTrigger | None:
+        return self.decision.start if self.decision is not None else None
+
+
+def fold(
+    status: dict[str, Any],
+    retrain: PassRetrain | None,
+    new_run: bool,
+    body: Mapping[str, Any],
+    spec: EmbeddingFinetuneSpec,
+    now: str,
+) -> list[Event]:
+    """:func:`fold_status` for a pass: status.retrain and the DataChecked condition; the Events to post."""
+    decision = retrain.decision if retrain is not None else None
+    events = list(retrain.events) if retrain is not None else []
+    return events + fold_status(status, decision, RunTrigger() if new_run else None, body, spec, now)
+
+
+def superseded_by(retrain: PassRetrain | None, spec_change: str) -> str:
+    """Why a going run was stopped: a spec change, or a trigger under concurrencyPolicy Replace."""
+    trigger = retrain.start if retrain is not None else None
+    if trigger is None:
+        return spec_change
     return f"a {trigger.kind} trigger started a new run (concurrencyPolicy Replace)"
 
 
@@ -190,8 +219,8 @@ class Timers:
             self.cancel(key)
 
 
-def wake_at(decision: Decision | None) -> dt.datetime | None:
-    return decision.wake_at if decision is not None else None
+def wake_at(retrain: PassRetrain | None) -> dt.datetime | None:
+    return retrain.decision.wake_at if retrain is not None and retrain.decision is not None else None
 
 
 def clock_of(now: str) -> dt.datetime:

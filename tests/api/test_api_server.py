@@ -47,6 +47,7 @@ def test_the_table_is_big_and_covers_both_verdicts() -> None:
     assert len(valid) >= 30
 
 
+@pytest.mark.slow
 def test_crd_is_established_and_structural(eft_crd: dict[str, Any]) -> None:
     conditions = {c["type"]: c for c in eft_crd["status"]["conditions"]}
     assert conditions["Established"]["status"] == "True"
@@ -57,6 +58,7 @@ def test_crd_is_established_and_structural(eft_crd: dict[str, Any]) -> None:
     assert version["schema"]["openAPIV3Schema"]["properties"]["spec"]["description"]
 
 
+@pytest.mark.slow
 def test_kubectl_explain_teaches_the_api(control_plane: ControlPlane, eft_crd: dict[str, Any]) -> None:
     """The OpenAPI v3 document the server publishes (what `kubectl explain` reads) describes the fields."""
     ctx = ssl.create_default_context(cafile=str(control_plane.pki / "ca.crt"))
@@ -82,6 +84,7 @@ def test_kubectl_explain_teaches_the_api(control_plane: ControlPlane, eft_crd: d
     assert "maxDrop" in json.dumps(spec["properties"]["evaluation"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("case_id", "doc", "expect"), CASES, ids=[c[0] for c in CASES])
 def test_server_and_eft_validate_agree(
     kube: Any, dyn: Any, namespace: str, case_id: str, doc: dict[str, Any], expect: str | None
@@ -110,6 +113,7 @@ def _children_are_accepted(dyn: Any, doc: dict[str, Any], namespace: str) -> Non
         apply(dyn, child, dry_run=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_applies_and_the_server_defaults_like_the_typed_model(kube: Any, namespace: str, path: Path) -> None:
     from kubernetes import client
@@ -139,6 +143,7 @@ def _without_empty(node: Any) -> Any:
     return node
 
 
+@pytest.mark.slow
 def test_validate_server_names_a_refusal_and_accepts_an_existing_object(kube: Any, namespace: str) -> None:
     """`eft validate --server` on an object that exists already: a dry-run apply, not a 409."""
     from api_cases import resource
@@ -157,6 +162,7 @@ def test_validate_server_names_a_refusal_and_accepts_an_existing_object(kube: An
         api.delete_namespaced_custom_object("finetune.eft.dev", "v1alpha1", namespace, "embeddingfinetunes", "exists")
 
 
+@pytest.mark.slow
 def test_every_cel_rule_refuses_some_case(kube: Any, namespace: str, eft_crd: dict[str, Any]) -> None:
     """No CEL rule of the CRD goes untested: each one's message is the server's answer to a case of the table."""
     messages = [rule["message"] for rule in _rules(eft_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])]
@@ -175,6 +181,7 @@ def _rules(node: Any) -> list[dict[str, Any]]:
     return []
 
 
+@pytest.mark.slow
 def test_eft_validate_server_command(
     control_plane: ControlPlane, namespace: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

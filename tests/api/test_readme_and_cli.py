@@ -1,4 +1,4 @@
-"""`eft validate` output and exit codes; the README's field table matches the CRD."""
+"""`eft validate` output and exit codes."""
 
 from __future__ import annotations
 
@@ -7,18 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from eft_api.docs import BEGIN, END, render_section
 from eft_cli.main import main
 from eft_cli.validate import validate_files
 
 REPO = Path(__file__).resolve().parents[2]
 INVALID = sorted((Path(__file__).parent / "invalid").glob("*.yaml"))
-
-
-def test_readme_field_table_matches_the_crd() -> None:
-    readme = (REPO / "README.md").read_text()
-    start, end = readme.index(BEGIN), readme.index(END) + len(END)
-    assert readme[start:end] == render_section(), "run `make docs` to regenerate the README's field table"
 
 
 def test_validate_examples_exit_zero() -> None:

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from eft_api.schema import openapi_schema, structural_problems
-from eft_api.status import TrainerStatus
+from eft_api.status import EmbeddingFinetuneStatus, TrainerStatus
 
 CRD_NODE = openapi_schema()["properties"]["status"]["properties"]["trainerStatus"]
 MODEL = TrainerStatus.model_json_schema(by_alias=True, mode="validation")
@@ -101,3 +101,49 @@ def test_read_back_through_the_model() -> None:
     got = TrainerStatus.of({"trainerStatus": GOOD})
     assert got is not None and got.progress_percentage == 41 and got.metric("loss") == "1.5"
     assert got.metric("nothing") is None and TrainerStatus.of({}) is None
+
+
+# ---------------------------------------------------------------- the whole status, both ways
+
+STATUS_CRD = openapi_schema()["properties"]["status"]
+STATUS_MODEL = EmbeddingFinetuneStatus.model_json_schema(by_alias=True, mode="validation")
+#: JSON Schema types of the model that the CRD's type accepts.
+COMPATIBLE = {"integer": {"integer"}, "number": {"number", "integer"}, "string": {"string"}, "boolean": {"boolean"}}
+
+
+def _resolve_in(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in node:
+        return _resolve_in(schema, schema["$defs"][node["$ref"].split("/")[-1]])
+    branches = [b for b in node.get("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        return {**_resolve_in(schema, branches[0]), **{k: v for k, v in node.items() if k != "anyOf"}}
+    return node
+
+
+def _walk(crd: dict[str, Any], model: dict[str, Any], path: str) -> Iterator[str]:
+    """A problem for every node where the model and the CRD's status schema disagree."""
+    model = _resolve_in(STATUS_MODEL, model)
+    mtype, ctype = model.get("type", "string" if "enum" in model else None), crd.get("type")
+    if (mtype in COMPATIBLE and ctype not in COMPATIBLE[mtype]) or (mtype in ("object", "array") and ctype != mtype):
+        yield f"{path}: the model says {mtype}, the CRD {ctype}"
+    crd_props, model_props = set(crd.get("properties", {})), set(model.get("properties", {}))
+    yield from (f"{path}.{k}: in the model, not in the CRD" for k in sorted(model_props - crd_props))
+    yield from (f"{path}.{k}: in the CRD, not in the model" for k in sorted(crd_props - model_props))
+    for key in sorted(crd_props & model_props):
+        yield from _walk(crd["properties"][key], model["properties"][key], f"{path}.{key}")
+    if "items" in crd and "items" in model:
+        yield from _walk(crd["items"], model["items"], f"{path}[]")
+
+
+def test_the_status_model_and_the_crd_status_schema_have_the_same_fields_and_types() -> None:
+    assert list(_walk(STATUS_CRD, STATUS_MODEL, "status")) == []
+
+
+def test_the_walk_sees_a_missing_field_and_a_wrong_type() -> None:
+    crd = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}}
+    model = {"type": "object", "properties": {"a": {"type": "integer"}, "c": {"type": "string"}}}
+    assert list(_walk(crd, model, "s")) == [
+        "s.c: in the model, not in the CRD",
+        "s.b: in the CRD, not in the model",
+        "s.a: the model says integer, the CRD string",
+    ]

@@ -42,7 +42,8 @@ def test_rendered_crd_is_the_source_plus_the_keep_annotation() -> None:
     [
         ({}, {EFT_CRD}),
         ({"crds": {"enabled": False}}, set()),
-        ({"replicaCount": 2}, {EFT_CRD, "clusterkopfpeerings.kopf.dev"}),
+        ({"replicaCount": 2}, {EFT_CRD}),  # replicas elect a leader by a Lease: no kopf peering
+        ({"peering": {"enabled": True}}, {EFT_CRD, "clusterkopfpeerings.kopf.dev"}),
         ({"peering": {"enabled": True, "installCrds": False}}, {EFT_CRD}),
         (
             {"rbac": {"scope": "namespaced"}, "watchNamespaces": ["a"], "peering": {"enabled": True}},
@@ -63,8 +64,8 @@ def test_kopf_peering_crds_match_what_kopf_looks_for() -> None:
     from kopf._cogs.structs import references
 
     rendered = {
-        **crds({"replicaCount": 2}),
-        **crds({"rbac": {"scope": "namespaced"}, "watchNamespaces": ["a"], "replicaCount": 2}),
+        **crds({"peering": {"enabled": True}}),
+        **crds({"rbac": {"scope": "namespaced"}, "watchNamespaces": ["a"], "peering": {"enabled": True}}),
     }
     for selector, scope in (
         (references.CLUSTER_PEERINGS_K, "Cluster"),

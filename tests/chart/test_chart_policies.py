@@ -24,7 +24,17 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("", "namespaces"): {"get", "list", "watch"},
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
     ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
+    # Leader election: the one Lease in the release namespace (leader-election-role.yaml).
+    ("coordination.k8s.io", "leases"): {"create", "get", "update", "patch"},
 }
+LEADER_ELECTION = ("coordination.k8s.io", "leases")
+
+
+def operator_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Roles of the watched namespaces (not the leader-election Role in the release namespace)."""
+    return [r for r in by_kind(docs, "Role") if not r["metadata"]["name"].endswith("-leader-election")]
+
+
 CLUSTER_SCOPED = {
     ("apiextensions.k8s.io", "customresourcedefinitions"),
     ("", "namespaces"),
@@ -58,9 +68,9 @@ def test_rbac_has_no_wildcards_and_no_secret_access(scenario: str) -> None:
 
 def test_cluster_scope_grants_everything_the_operator_needs_cluster_wide() -> None:
     docs = scenario_objects("defaults")
-    assert not by_kind(docs, "Role")
+    assert not operator_roles(docs)
     role = one(docs, "ClusterRole")
-    expected = {k: v for k, v in ALLOWED.items() if k[0] != "kopf.dev"}
+    expected = {k: v for k, v in ALLOWED.items() if k[0] != "kopf.dev" and k != LEADER_ELECTION}
     assert grants(role) == expected
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"] == {
@@ -76,11 +86,13 @@ def test_namespaced_scope_gives_a_role_per_namespace_and_only_crd_reads_cluster_
     docs = scenario_objects("namespaced")
     cluster_role = one(docs, "ClusterRole")
     assert grants(cluster_role) == {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
-    roles = by_kind(docs, "Role")
-    bindings = by_kind(docs, "RoleBinding")
+    roles = operator_roles(docs)
+    bindings = [b for b in by_kind(docs, "RoleBinding") if not b["metadata"]["name"].endswith("-leader-election")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
-    expected = {k: v for k, v in ALLOWED.items() if k not in CLUSTER_SCOPED and k[0] != "kopf.dev"}
+    expected = {
+        k: v for k, v in ALLOWED.items() if k not in CLUSTER_SCOPED and k[0] != "kopf.dev" and k != LEADER_ELECTION
+    }
     operator_sa = next(s for s in by_kind(docs, "ServiceAccount") if s["metadata"]["namespace"] == NAMESPACE)
     for role in roles:
         assert grants(role) == expected

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import helm_python
 import kubernetes_validate
 import pytest
+import yaml
 from chart_render import (
     CHART_DIR,
     NAMESPACE,
@@ -121,6 +123,10 @@ def test_integrations_are_off_by_default() -> None:
         # Not an integration but the image allowlist's admission twin: on by default, like the allowlist.
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
+        # The leader Lease's Role and RoleBinding, and the pre-delete hook that releases finalizers.
+        "Role",
+        "RoleBinding",
+        "Job",
     }
     env = env_of(one(scenario_objects("defaults"), "Deployment"))
     assert env["EFT_DEFAULT_QUEUE_NAME"] == ""
@@ -131,10 +137,13 @@ def test_operator_settings_reach_the_operator_as_env() -> None:
     deployment = one(scenario_objects("defaults"), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"  # never two standalone operators at once
+    # The new pod waits as a standby until the old one releases the Lease on SIGTERM.
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     (container,) = pod["containers"]
     assert container["command"] == ["eft-operator"]
-    assert env_of(deployment) == {
+    env = env_of(deployment)
+    assert json.loads(env.pop("EFT_POLICY")) == yaml.safe_load((CHART_DIR / "values.yaml").read_text())["policy"]
+    assert env == {
         "EFT_WATCH_NAMESPACES": "",
         "EFT_TRAINER_IMAGE": "ghcr.io/eft-dev/eft-trainer:0.1.0",
         "EFT_ALLOWED_IMAGES": "ghcr.io/eft-dev/eft-trainer",
@@ -146,12 +155,18 @@ def test_operator_settings_reach_the_operator_as_env() -> None:
         "EFT_PROGRESS_INTERVAL": "10",
         "EFT_PEERING_NAME": "",
         "EFT_LOG_LEVEL": "INFO",
+        "EFT_LEADER_ELECTION": "true",
+        "EFT_LEASE_NAME": "eft-embedding-finetune-operator",
+        "EFT_LEASE_NAMESPACE": deployment["metadata"]["namespace"],
+        "EFT_LEASE_DURATION": "15",
+        "EFT_RENEW_DEADLINE": "10",
+        "EFT_RETRY_PERIOD": "2",
     }
     assert container["image"] == "ghcr.io/eft-dev/eft-operator:0.1.0"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    for probe in ("livenessProbe", "readinessProbe"):
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = container[probe]["httpGet"]
-        assert get["path"] == "/healthz"
+        assert get["path"] == path
         assert ports[get["port"]] == 8081
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
 
@@ -191,11 +206,9 @@ def test_images_by_digest_win_over_tags() -> None:
     assert env_of(deployment)["EFT_TRAINER_IMAGE"] == "ghcr.io/eft-dev/eft-trainer:cuda12"
 
 
-def test_peering_is_configured_when_more_than_one_replica_runs() -> None:
+def test_legacy_peering_objects_render_only_when_asked_for() -> None:
     docs = scenario_objects("peering")
     deployment = one(docs, "Deployment")
-    assert deployment["spec"]["replicas"] == 2
-    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     peering = one(docs, "ClusterKopfPeering")
     assert env_of(deployment)["EFT_PEERING_NAME"] == peering["metadata"]["name"]
     # Created after its CRD: a hook, re-created on upgrade.
@@ -216,17 +229,18 @@ def test_peering_is_configured_when_more_than_one_replica_runs() -> None:
         "embeddingfinetunes.finetune.eft.dev",
         "kopfpeerings.kopf.dev",
     }
-    for role in by_kind(docs, "Role"):
+    for role in [r for r in by_kind(docs, "Role") if not r["metadata"]["name"].endswith("-leader-election")]:
         assert {
             "apiGroups": ["kopf.dev"],
             "resources": ["kopfpeerings"],
             "verbs": ["get", "list", "watch", "patch"],
         } in role["rules"]
 
-    # One replica: standalone, no peering objects, no peering rule.
-    docs = scenario_objects("defaults")
-    assert not by_kind(docs, "ClusterKopfPeering") and not by_kind(docs, "KopfPeering")
-    assert all("kopf.dev" not in r["apiGroups"] for r in one(docs, "ClusterRole")["rules"])
+    # Otherwise (one replica or several): no peering objects, no peering rule; the Lease elects the leader.
+    for scenario in ("defaults", "ha"):
+        docs = scenario_objects(scenario)
+        assert not by_kind(docs, "ClusterKopfPeering") and not by_kind(docs, "KopfPeering")
+        assert all("kopf.dev" not in r["apiGroups"] for r in one(docs, "ClusterRole")["rules"])
 
 
 def test_network_policy_allows_dns_s3_the_llm_endpoint_and_other_trainers_only() -> None:
@@ -262,8 +276,11 @@ def test_network_policy_lets_the_operator_and_metrics_from_reach_the_metrics_por
     assert source["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
     assert operator["ports"] == scrapers["ports"] == [{"protocol": "TCP", "port": "metrics"}]
     # The port name is the trainer container's (the operator renders it; the operator reads its number).
-    assert scrapers["from"] == [{"namespaceSelector": {}}]  # networkPolicy.metricsFrom's default
+    assert scrapers["from"] == [{"namespaceSelector": {}}]  # as the scenario sets it
     assert peers == {"from": [{"podSelector": {"matchLabels": policy["spec"]["podSelector"]["matchLabels"]}}]}
+    default_np = {**SCENARIOS["integrations"], "networkPolicy": {}}
+    (policy_default,) = by_kind(docs_of(render_files(default_np)), "NetworkPolicy")
+    assert len(policy_default["spec"]["ingress"]) == 2  # the operator and the peers: metricsFrom's default is none
     narrowed = {"metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}
     values = {**SCENARIOS["integrations"]}
     values["networkPolicy"] = {**values["networkPolicy"], **narrowed}
@@ -287,8 +304,12 @@ def test_grafana_dashboard_config_map() -> None:
     [
         ({"rbac": {"scope": "namespaced"}}, "watchNamespaces"),
         ({"watchNamespaces": ["a"]}, "watchNamespaces"),
-        ({"networkPolicy": {"enabled": True}, "trainerNamespaces": ["ml"]}, "networkPolicy.s3.cidrs"),
-        ({"networkPolicy": {"enabled": True, "s3": {"cidrs": ["10.0.0.0/8"]}}}, "trainerNamespaces"),
+        (
+            {"networkPolicy": {"enabled": True, "s3": {"cidrs": []}}, "trainerNamespaces": ["ml"]},
+            "networkPolicy.s3.cidrs",
+        ),
+        ({"networkPolicy": {"s3": {"cidrs": ["169.254.0.0/16"]}}, "trainerNamespaces": ["ml"]}, "169.254.0.0/16"),
+        ({"networkPolicy": {"llm": {"cidrs": ["169.254.169.254/32"]}}, "trainerNamespaces": ["ml"]}, "metadata"),
     ],
 )
 def test_inconsistent_values_fail_with_the_key_to_fix(values: dict[str, Any], needle: str) -> None:
@@ -329,7 +350,7 @@ def test_the_operator_accepts_the_settings_the_chart_gives_it(scenario: str) -> 
     settings = Settings.from_env(env)
     assert settings.watch_namespaces == tuple(values.get("watchNamespaces", ()))
     assert settings.clusterwide == (values.get("rbac", {}).get("scope", "cluster") == "cluster")
-    peered = values.get("replicaCount", 1) > 1 or values.get("peering", {}).get("enabled", False)
+    peered = values.get("peering", {}).get("enabled", False)  # legacy objects; the operator runs standalone
     assert settings.standalone is not peered
     assert settings.default_queue_name == (values.get("kueue", {}).get("defaultQueueName") or None)
     assert settings.trainer_image == env["EFT_TRAINER_IMAGE"]

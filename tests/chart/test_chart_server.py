@@ -45,6 +45,7 @@ def _served(dyn: Any, doc: dict[str, Any]) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_every_object_passes_a_server_side_dry_run(cluster_ready: Any, scenario: str) -> None:
     checked, unserved = 0, set()
@@ -58,6 +59,7 @@ def test_every_object_passes_a_server_side_dry_run(cluster_ready: Any, scenario:
     assert unserved <= {"ServiceMonitor", "PodMonitor"}, f"kinds the server does not know: {unserved}"
 
 
+@pytest.mark.slow
 def test_default_install_applies_and_its_pod_is_admitted_as_restricted(kube: Any, cluster_ready: Any) -> None:
     """`helm template | kubectl apply` of the defaults: every object applies, and the Deployment's Pod is created
     in a namespace that enforces Pod Security "restricted" (the ReplicaSet would report FailedCreate otherwise)."""

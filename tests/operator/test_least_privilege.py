@@ -70,6 +70,7 @@ def _token_kubeconfig(control_plane: ControlPlane, kube: Any, sa: str, namespace
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scope", ["cluster", "namespaced"])
 def test_the_operator_needs_nothing_beyond_the_charts_rbac(
     scope: str, control_plane: ControlPlane, kube: Any, dyn: Any, eft_crd: Any, kube_namespace: str, tmp_path: Path

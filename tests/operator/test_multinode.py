@@ -114,6 +114,7 @@ def _pods(kube: Any, namespace: str, job: str) -> list[Any]:
     return list(found.items)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["multi", "a" * 63])
 def test_indexed_job_and_service_on_the_real_control_plane(
     kube: Any, dyn: Any, eft_crd: dict[str, Any], kube_namespace: str, name: str

@@ -28,6 +28,7 @@ def _pod(job: dict[str, Any], suffix: str, container: dict[str, Any], created: s
             "labels": labels,
             "creationTimestamp": created,
         },
+        "spec": job["spec"]["template"]["spec"],  # the Job's own containers (as the Job controller makes them)
         "status": {"containerStatuses": [{"name": "trainer", **container}]},
     }
 
@@ -42,10 +43,15 @@ def _job_posts(cluster: Cluster) -> int:
 
 async def _pass_after(cluster: Cluster, operator: Operator, action: Any) -> None:
     """Do ``action`` (which wakes the operator) and wait until a whole pass has run after it."""
-    done = operator.reconciler.metrics.reconciles.labels(result="success")
-    before = done._value.get()
+    before = _passes(operator)
     await action()
-    await cluster.wait(lambda: done._value.get() > before, what="a pass after the change")
+    await cluster.wait(lambda: _passes(operator) > before, what="a pass after the change")
+
+
+def _passes(operator: Operator) -> float:
+    """Passes that ended well so far (``eft_reconciles_total{result="success"}``)."""
+    registry = operator.reconciler.metrics.registry
+    return registry.get_sample_value("eft_reconciles_total", {"result": "success"}) or 0.0
 
 
 async def _created(cluster: Cluster, name: str, uid: str, **spec: Any) -> dict[str, Any]:
@@ -117,10 +123,11 @@ async def test_running_then_succeeded_records_history_results_and_events(cluster
     assert "ndcg@10 0.531 -> 0.590 (+0.059) at 384 dims" in msg
     # Nothing changes when nothing happened: one more Job event leaves status as it was.
     before = json.dumps(cluster.eft("demo")["status"], sort_keys=True)
-    n = len(list(cluster.km))
+    n, passes = len(list(cluster.km)), _passes(operator)
     await cluster.patch_job(jname, {"metadata": {"annotations": {"touch": "1"}}})
-    await cluster.wait(lambda: cluster.fetched_since(n, PLURAL), what="the operator to look")
-    await asyncio.sleep(0.2)
+    await cluster.wait(
+        lambda: cluster.fetched_since(n, PLURAL) and _passes(operator) > passes, what="a whole pass after the event"
+    )
     assert json.dumps(cluster.eft("demo")["status"], sort_keys=True) == before
 
 

@@ -46,6 +46,7 @@ def _run_id(k: Kube, name: str) -> str:
     return str(wait(lambda: (k.eft(name).get("status") or {}).get("currentRun", {}).get("id"), what="a run"))
 
 
+@pytest.mark.slow
 def test_refused_job_stalls_at_once_with_the_api_message_and_clears_when_the_quota_goes(
     k: Kube, start_operator: Callable[..., RealOperator]
 ) -> None:
@@ -68,6 +69,7 @@ def test_refused_job_stalls_at_once_with_the_api_message_and_clears_when_the_quo
     assert k.condition("refused", "Reconciling")["status"] == "True"
 
 
+@pytest.mark.slow
 def test_pods_that_cannot_be_created_stall_the_run_and_clear_when_they_can(
     k: Kube, start_operator: Callable[..., RealOperator]
 ) -> None:
@@ -86,6 +88,7 @@ def test_pods_that_cannot_be_created_stall_the_run_and_clear_when_they_can(
     wait(lambda: k.condition("nopods", "Stalled").get("status") == "False", 20, "Stalled cleared")
 
 
+@pytest.mark.slow
 def test_a_run_that_finished_while_the_operator_was_down_is_recorded_although_its_ttl_is_zero(
     k: Kube, start_operator: Callable[..., RealOperator]
 ) -> None:
@@ -114,6 +117,7 @@ def test_a_run_that_finished_while_the_operator_was_down_is_recorded_although_it
     wait(lambda: not k.jobs("ttl") and not k.pods("ttl"), 30, "the Job and pod to go")
 
 
+@pytest.mark.slow
 def test_deleting_the_resource_removes_its_children_despite_the_finalizer(
     k: Kube, start_operator: Callable[..., RealOperator]
 ) -> None:
@@ -124,6 +128,7 @@ def test_deleting_the_resource_removes_its_children_despite_the_finalizer(
     wait(lambda: not k.jobs("gone") and not k.pods("gone") and not k.configmaps("gone"), 30, "children gone")
 
 
+@pytest.mark.slow
 def test_an_image_outside_the_allowlist_stalls_and_creates_nothing(
     k: Kube, start_operator: Callable[..., RealOperator]
 ) -> None:
@@ -139,6 +144,7 @@ def test_an_image_outside_the_allowlist_stalls_and_creates_nothing(
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.test/eft-trainer:2.0.0"
 
 
+@pytest.mark.slow
 def test_an_unschedulable_pod_shows_the_schedulers_message_without_failing_the_run(
     k: Kube, start_operator: Callable[..., RealOperator]
 ) -> None:
@@ -157,6 +163,7 @@ def test_an_unschedulable_pod_shows_the_schedulers_message_without_failing_the_r
     wait(lambda: "Unschedulable" in k.event_reasons("big"), 10, "an Unschedulable Event")
 
 
+@pytest.mark.slow
 def test_a_superseded_runs_configmap_is_deleted(k: Kube, start_operator: Callable[..., RealOperator]) -> None:
     start_operator()
     k.create(resource("edit"))
@@ -175,6 +182,7 @@ def test_a_superseded_runs_configmap_is_deleted(k: Kube, start_operator: Callabl
     assert [r["phase"] for r in st["runs"]] == ["Superseded"]
 
 
+@pytest.mark.slow
 def test_a_handler_failure_ends_in_a_condition_and_an_event(
     k: Kube, start_operator: Callable[..., RealOperator], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,6 +209,7 @@ def test_a_handler_failure_ends_in_a_condition_and_an_event(
     )
 
 
+@pytest.mark.slow
 def test_runs_reach_their_outcome_in_status_with_finalizers_released(
     k: Kube, start_operator: Callable[..., RealOperator]
 ) -> None:

@@ -40,9 +40,8 @@ async def server() -> AsyncIterator[tuple[str, Progress]]:
     app.router.add_get("/huge", answer(web.Response(body=b"#" * (MAX_BODY + 10))))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
     yield f"http://127.0.0.1:{port}", prog
     await runner.cleanup()
 
@@ -59,7 +58,7 @@ class Recorder:
 
 
 def failures(metrics: Metrics, kind: str) -> float:
-    return float(metrics.progress_failures.labels(kind=kind)._value.get())
+    return metrics.registry.get_sample_value("eft_progress_read_failures_total", {"kind": kind}) or 0.0
 
 
 async def test_writes_only_changes_and_keeps_trying_after_a_failed_write(server: tuple[str, Progress]) -> None:
@@ -79,7 +78,7 @@ async def test_writes_only_changes_and_keeps_trying_after_a_failed_write(server:
     write.fail = False
     await reader.poll_once(KEY, base + "/metrics", write, LOG)  # the change is written once the API takes it
     assert [b["phase"] for b in write.blocks] == ["EvaluatingBase", "Training"]
-    assert metrics.progress.labels(namespace="ns", name="res")._value.get() == 25
+    assert metrics.registry.get_sample_value("eft_run_progress_percent", {"namespace": "ns", "name": "res"}) == 25
     await reader.close()
 
 
@@ -111,14 +110,26 @@ async def test_follow_once_per_url_and_stop(server: tuple[str, Progress]) -> Non
     reader = ProgressReader(60.0, Metrics(), lambda: "t")
     write = Recorder()
     reader.follow(KEY, base + "/metrics", None, write, LOG)
-    task = reader._tasks[KEY][1]
+    task = reader.task(KEY)
     reader.follow(KEY, base + "/metrics", None, write, LOG)
-    assert reader._tasks[KEY][1] is task  # already following: the same task
+    assert task is not None and reader.task(KEY) is task  # already following: the same task
     reader.follow(KEY, base + "/error", None, write, LOG)  # the run moved to another pod: a new task
-    assert reader.following(KEY) == base + "/error"
-    await asyncio.sleep(0.1)
+    assert reader.following(KEY) == base + "/error" and reader.task(KEY) is not task
+    await asyncio.wait([task])  # the old task ends: cancelled, not left running
     assert task.cancelled()
     reader.stop(KEY)
     assert reader.following(KEY) is None
     assert ProgressReader(0, Metrics(), lambda: "t").follow(KEY, base, None, write, LOG) is None  # 0: never reads
+    await reader.close()
+
+
+async def test_a_phase_label_longer_than_the_status_allows_is_clipped_not_fatal(server: tuple[str, Progress]) -> None:
+    """A trainer's phase label over 64 characters once raised outside the read's error handling and ended the
+    resource's progress task for good; now it is clipped and written like any other."""
+    base, prog = server
+    reader = ProgressReader(5.0, Metrics(), lambda: "2026-12-01T10:00:00Z")
+    write = Recorder()
+    prog.set_phase("x" * 100)
+    await reader.poll_once(KEY, base + "/metrics", write, LOG)
+    assert [b["phase"] for b in write.blocks] == ["X" + "x" * 63]
     await reader.close()

@@ -3,6 +3,7 @@ on a passing gate, and an idempotent retry (eft_trainer.registry)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -25,6 +26,13 @@ from eft_trainer.errors import TrainerError
 pytestmark = pytest.mark.slow
 
 REPORT = {"headline": {"bootstrap": {"gain": 0.059, "low": 0.031, "high": 0.088}}}
+
+
+class ReportStore:
+    """Serves the published report.json (registry.read_report reads it through the run's storage)."""
+
+    def get_bytes(self, uri: Any) -> bytes:
+        return json.dumps(REPORT).encode()
 
 
 def config(url: str, model: str, generation: int, **mlflow: Any) -> RunConfig:
@@ -56,7 +64,7 @@ def message(cfg: RunConfig, *, passed: bool) -> TerminationMessage:
 
 def test_registers_a_version_with_tags_moves_the_alias_and_retries_idempotently(mlflow_server: str) -> None:
     cfg = config(mlflow_server, "search-a", 1)
-    msg = registry.after_publish(cfg, message(cfg, passed=True), REPORT)
+    msg = registry.after_publish(cfg, message(cfg, passed=True), ReportStore())
     assert msg.registry is not None and msg.registry.version == "1" and msg.registry.alias == "champion"
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     v = client.get_model_version("search-a", "1")
@@ -69,23 +77,23 @@ def test_registers_a_version_with_tags_moves_the_alias_and_retries_idempotently(
     assert v.tags["eft.reindexRequired"] == "true" and v.tags["eft.dimension"] == "384"
     assert client.get_model_version_by_alias("search-a", "champion").version == "1"
 
-    again = registry.after_publish(cfg, message(cfg, passed=True), REPORT)  # a retried attempt
+    again = registry.after_publish(cfg, message(cfg, passed=True), ReportStore())  # a retried attempt
     assert again.registry is not None and again.registry.version == "1"
     assert len(client.search_model_versions("name='search-a'")) == 1
 
 
 def test_a_rejected_run_keeps_the_alias_and_is_registered_only_when_asked(mlflow_server: str) -> None:
     good = config(mlflow_server, "search-b", 1, registerRejected=True, alias="prod")
-    registry.after_publish(good, message(good, passed=True), REPORT)
+    registry.after_publish(good, message(good, passed=True), ReportStore())
     bad = config(mlflow_server, "search-b", 2, registerRejected=True, alias="prod")
-    out = registry.after_publish(bad, message(bad, passed=False), REPORT)
+    out = registry.after_publish(bad, message(bad, passed=False), ReportStore())
     assert out.registry is not None and out.registry.version == "2" and out.registry.alias is None
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     assert client.get_model_version_by_alias("search-b", "prod").version == "1"
     assert client.get_model_version("search-b", "2").tags["eft.promotion"] == "rejected"
 
     plain = config(mlflow_server, "search-c", 3)  # registerRejected false (the default)
-    skipped = registry.after_publish(plain, message(plain, passed=False), REPORT)
+    skipped = registry.after_publish(plain, message(plain, passed=False), ReportStore())
     assert skipped.registry is None
     assert client.search_registered_models("name='search-c'") == []
 

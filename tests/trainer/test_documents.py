@@ -171,6 +171,7 @@ def test_an_overlong_sentence_is_split_on_tokens() -> None:
     assert [len(c[0].split()) for c in chunks] == [30, 30, 30, 10]
 
 
+@pytest.mark.slow
 def test_real_tokenizer_chunks_fit_the_model(model_dir: Path) -> None:
     from trainer_helpers import HUB_ID
     from transformers import AutoTokenizer
@@ -274,6 +275,7 @@ def _docs_spec(**generate: object) -> dict[str, object]:
     }
 
 
+@pytest.mark.slow
 def test_dataset_hash_covers_listing_and_generation_settings_only(tmp_path: Path, model_dir: Path) -> None:
     listing = [("docs/a.rst", 10, "etag-a"), ("docs/b.md", 20, "etag-b")]
     h = dataset_hash(make_cfg(_docs_spec(), tmp_path, model_dir), listing, None)

@@ -144,6 +144,7 @@ def json_chunks(minilm: Any) -> list[Chunk]:
     return list(chunk_documents(docs, 128, 0, Tokenizer.of(minilm.tokenizer)))
 
 
+@pytest.mark.slow
 def test_base_model_round_trip_keeps_a_query_from_its_chunk_and_drops_one_about_something_else(
     minilm: Any, json_chunks: list[Chunk]
 ) -> None:
@@ -161,6 +162,7 @@ def test_base_model_round_trip_keeps_a_query_from_its_chunk_and_drops_one_about_
     assert figures["pool"] == len(json_chunks) > 50
 
 
+@pytest.mark.slow
 def test_base_model_easiness_drops_the_copied_query_first(minilm: Any, json_chunks: list[Chunk]) -> None:
     c = next(c for c in json_chunks if "incoming non-ASCII" in c.text)
     pairs = [
@@ -188,6 +190,7 @@ def _spec(filter_: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_dataset_hash_covers_round_trip_and_easiness(tmp_path: Path, model_dir: Path) -> None:
     listing = [("docs/a.rst", 10, "etag-a")]
 

@@ -42,6 +42,7 @@ def _chunks(n: int) -> list[Chunk]:
     return [Chunk(f"d{i}#0", f"d{i}", ("T",), f"The widget {i} has a spring and a frame.", 10) for i in range(n)]
 
 
+@pytest.mark.slow
 def test_batches_sample_n_sequences_per_chunk_seeded(tiny_t5: Path) -> None:
     spec = Seq2SeqSpec.model_validate({"model": "org/tiny-doc2query", "batchSize": 4, "maxQueryTokens": 8})
     generate.CALLS.clear()
@@ -60,6 +61,7 @@ def test_a_missing_model_is_model_not_found(tmp_path: Path) -> None:
         Seq2SeqGenerator(spec, seed=1, locate=lambda _: str(tmp_path / "absent")).generate(_chunks(1), 1)
 
 
+@pytest.mark.slow
 def test_through_the_stage_with_the_model_cache(
     tiny_t5: Path, tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from trainer_helpers import HUB_ID
 
-from eft_trainer.training import fit_epoch, group_batches, split_to
+from eft_trainer.batching import fit_epoch, group_batches, split_to
 
 
 def rows(n: int, seed: int = 0) -> list[tuple[str, ...]]:

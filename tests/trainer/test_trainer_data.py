@@ -209,7 +209,8 @@ def _local_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train: str, held
     """A run config reading s3://bkt/corpus/pairs.jsonl and s3://bkt/eval/held.jsonl from a local data root."""
     from trainer_helpers import make_cfg, spec_dict
 
-    from eft_trainer.entrypoint import DATA_ROOT_ENV, fetch_data
+    from eft_trainer.stages.source import fetch_data
+    from eft_trainer.storage import DATA_ROOT_ENV
 
     root = tmp_path / "root"
     (root / "bkt" / "corpus").mkdir(parents=True, exist_ok=True)
@@ -228,7 +229,7 @@ def _lines(*rows: dict[str, str]) -> str:
 
 
 def test_evaluation_data_errors_name_its_uri_and_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from eft_trainer.entrypoint import load_and_check
+    from eft_trainer.stages.check import load_and_check
 
     train = _lines(*({"question": f"q{i}", "answer": f"a{i}"} for i in range(5)))
     held = _lines({"question": "e0", "answer": "x"}, {"question": "e1", "reply": "y"})
@@ -251,7 +252,7 @@ def test_evaluation_data_errors_name_its_uri_and_the_field(tmp_path: Path, monke
 def test_evaluation_duplicates_and_corpus_composition_are_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from eft_trainer.entrypoint import build_evaluation, load_and_check
+    from eft_trainer.stages.check import build_evaluation, load_and_check
 
     train = _lines(
         *({"question": f"q{i}", "answer": f"a{i}"} for i in range(6)),

@@ -21,8 +21,9 @@ from eft_api.contract import ExitCode, Reason, RunConfig, TerminationMessage
 from eft_api.spec import Loss, TrainingSpec
 from eft_devtools.local_s3 import LocalS3
 from eft_trainer import distributed as dist
+from eft_trainer.batching import fit_epoch
 from eft_trainer.launch import exit_code_after
-from eft_trainer.training import fit_epoch, loss_kwargs
+from eft_trainer.training import loss_kwargs
 
 ROOT = Path(__file__).resolve().parents[2]
 

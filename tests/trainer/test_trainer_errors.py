@@ -14,8 +14,8 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnec
 from eft_api import contract
 from eft_api.contract import ExitCode, Reason, TrainerSettings
 from eft_api.spec import Loss
-from eft_trainer.entrypoint import exit_code, failure
 from eft_trainer.errors import InvalidCorpus, S3AccessDenied, redact
+from eft_trainer.stages.outcome import exit_code, failure
 from eft_trainer.storage import map_error
 from eft_trainer.training import pick_precision
 
@@ -125,6 +125,32 @@ def test_credentials_from_the_mounted_secret_are_redacted(
     assert _Redact().filter(record) and record.getMessage() == "body ***"
 
 
+def test_the_llm_api_key_is_redacted_in_messages_and_tracebacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EFT_LLM_API_KEY is a credential like the S3 keys: out of failures, log messages and tracebacks."""
+    import io
+
+    from eft_trainer.entrypoint import _Redact
+
+    monkeypatch.setenv(contract.LLM_API_KEY_ENV, CANARY)
+    assert CANARY not in failure(RuntimeError(f"401 for Bearer {CANARY}"), "r").message
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(_Redact())
+    log = logging.getLogger("eft_trainer.test_redaction")
+    log.addHandler(handler)
+    try:
+        try:
+            raise ValueError(f"the server echoed Authorization: Bearer {CANARY}")
+        except ValueError:
+            log.exception("calling the LLM failed with key %s", CANARY)
+        log.error("stack", stack_info=True, extra={"k": CANARY})
+    finally:
+        log.removeHandler(handler)
+    text = out.getvalue()
+    assert "Traceback" in text and "ValueError" in text and "***" in text
+    assert CANARY not in text
+
+
 def test_the_trainer_image_agrees_with_the_contract() -> None:
     """The Dockerfile cannot import the contract's constants: it must spell the same values."""
     docker = (REPO / "trainer_image" / "Dockerfile").read_text()
@@ -165,7 +191,7 @@ def test_precision(precision: str, cuda: bool, bf16: bool, expected: str) -> Non
 def test_dimensions_must_fit_the_model(dims: list[int], gate_dim: int | None, problem: str | None) -> None:
     from eft_api.spec import parse_spec
     from eft_trainer.errors import InvalidSpecError
-    from eft_trainer.training import check_dimensions
+    from eft_trainer.models import check_dimensions
 
     raw: dict[str, Any] = {
         "model": {"base": "org/m"},

@@ -138,12 +138,12 @@ def test_loss_format_mismatch_is_refused_before_any_work(
 def test_gpu_out_of_memory(
     s3_server: LocalS3, corpus_bucket: str, tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from eft_trainer import entrypoint
+    from eft_trainer.stages import train as train_stage
 
     def oom(*a: Any, **kw: Any) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
 
-    monkeypatch.setattr(entrypoint, "train_model", oom)
+    monkeypatch.setattr(train_stage, "train_model", oom)
     cfg = make_cfg(spec_dict(corpus_bucket, s3_server.endpoint), tmp_path, model_dir, name="oom")
     code, msg = run(cfg, s3_server)
     assert_failed(s3_server, corpus_bucket, cfg, code, msg, Reason.OOM, ExitCode.OUT_OF_MEMORY)

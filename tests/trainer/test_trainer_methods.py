@@ -53,6 +53,7 @@ def test_an_untrained_adapter_is_the_identity(kind: str, normalize: bool) -> Non
         assert torch.equal(y, x)  # exactly: I x + 0, or x + tanh(0 x + 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["MultipleNegativesRanking", "MultipleNegativesSymmetricRanking"])
 def test_the_loss_on_embeddings_is_sentence_transformers_own(loss: str, minilm: Any) -> None:
     from sentence_transformers.sentence_transformer import losses
@@ -68,6 +69,7 @@ def test_the_loss_on_embeddings_is_sentence_transformers_own(loss: str, minilm: 
     assert contrastive_loss(in_batch_loss(minilm, spec), pos, [pos], [384]) < ours
 
 
+@pytest.mark.slow
 def test_a_model_without_a_pooled_embedding_is_refused(tmp_path: Path, minilm: Any) -> None:
     from sentence_transformers import SentenceTransformer
 
@@ -80,6 +82,7 @@ def test_a_model_without_a_pooled_embedding_is_refused(tmp_path: Path, minilm: A
     assert "spec.training.method" in err.value.message and "Pooling" in err.value.message
 
 
+@pytest.mark.slow
 def test_an_adapter_model_as_the_base_is_refused(tmp_path: Path, minilm: Any) -> None:
     from sentence_transformers import SentenceTransformer
 

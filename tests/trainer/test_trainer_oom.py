@@ -121,8 +121,8 @@ def test_torch_out_of_memory_errors_count() -> None:
 def test_a_planned_fallback_makes_the_attempt_retryable() -> None:
     """Exit code 5 is not in the podFailurePolicy's FailJob list: the Job retries; with no fallback left, 4 fails it."""
     from eft_api.contract import NON_RETRYABLE_EXIT_CODES, OomFallback
-    from eft_trainer.entrypoint import exit_code, failure
     from eft_trainer.errors import OutOfMemory
+    from eft_trainer.stages.outcome import exit_code, failure
 
     fb = OomFallback(from_loss=MNR, to_loss=CMNR, mini_batch_size=8, attempt=2)
     retry = failure(OutOfMemory("out of memory", fb), "r")

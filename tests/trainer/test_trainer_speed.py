@@ -70,6 +70,7 @@ def batch_loss(model: Any) -> tuple[float, list[int]]:
     return value, [int(f["input_ids"].shape[1]) for f in features]
 
 
+@pytest.mark.slow
 def test_padding_to_a_multiple_of_8_gives_the_same_loss(minilm: Any) -> None:
     before = [dict(m.processing_kwargs) for m in minilm.modules() if hasattr(m, "processing_kwargs")]
     plain, plain_lengths = batch_loss(minilm)
@@ -82,6 +83,7 @@ def test_padding_to_a_multiple_of_8_gives_the_same_loss(minilm: Any) -> None:
     assert [dict(m.processing_kwargs) for m in minilm.modules() if hasattr(m, "processing_kwargs")] == before
 
 
+@pytest.mark.slow
 def test_bf16_autocast_gives_an_equivalent_loss(minilm: Any) -> None:
     import torch
 

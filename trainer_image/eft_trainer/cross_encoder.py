@@ -24,6 +24,7 @@ from typing import Any
 from eft_api.contract import CHECKPOINTS_DIR, RunConfig
 from eft_api.spec import CrossEncoderSpec
 from eft_trainer.errors import InvalidSpecError, ModelNotFound
+from eft_trainer.model_ref import resolve_ref
 from eft_trainer.storage import S3Uri, Storage
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,7 @@ def read_config(where: str, revision: str | None) -> dict[str, Any]:
 
 def load(cfg: RunConfig, storage: Storage | None, work: Path) -> tuple[Any, str]:
     """The checked CrossEncoder of the spec, and where it was loaded from."""
-    from sentence_transformers import CrossEncoder
-
-    from eft_trainer.model_ref import resolve_ref
+    from sentence_transformers import CrossEncoder  # heavy: torch
 
     spec = cfg.spec.training.cross_encoder
     assert spec is not None

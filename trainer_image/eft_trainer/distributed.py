@@ -16,6 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ class World:
     @property
     def distributed(self) -> bool:
         return self.size > 1
+
+    def own(self, work: Path) -> Path:
+        """This process's own folder under the run's work dir: the processes of one pod share the work dir,
+        so each fetches data (and an s3:// model) into its own ``rank-<n>``."""
+        return work / f"rank-{self.rank}" if self.distributed else work
 
 
 def from_env(environ: dict[str, str] | None = None) -> World:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
 
+if TYPE_CHECKING:
     from eft_trainer.storage import S3Uri, Storage
 
 
@@ -42,7 +42,6 @@ def cached_embeddings(
     """One row per text (``encode`` runs once over the distinct texts), and whether it came from the cache:
     the local work dir first, then ``<prefix>/<name>/<key>.npy``; a new array is written to both
     (to S3 only when ``publish``: the first process of a run)."""
-    import numpy as np
 
     local = own / name / f"{key}.npy"
     remote = prefix.join(f"{name}/{key}.npy") if prefix is not None else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from eft_api.contract import S3_CREDENTIAL_VARS, S3_CREDENTIALS_DIR_ENV, OomFallback, Reason
+from eft_api.contract import LLM_API_KEY_ENV, S3_CREDENTIAL_VARS, S3_CREDENTIALS_DIR_ENV, OomFallback, Reason
 
 
 class TrainerError(Exception):
@@ -94,7 +94,7 @@ def credential_files() -> dict[str, str]:
 
 def secret_values() -> list[str]:
     """Every credential value this process may hold: from the environment and from the credentials folder."""
-    names = (*S3_CREDENTIAL_VARS, *MLFLOW_CREDENTIAL_VARS)
+    names = (*S3_CREDENTIAL_VARS, LLM_API_KEY_ENV, *MLFLOW_CREDENTIAL_VARS)
     values = [os.environ.get(k, "") for k in names] + list(credential_files().values())
     return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
 

@@ -10,6 +10,7 @@ ascending corpus id).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,8 +168,6 @@ def evaluate_model(
     Queries go through the model's query route, the corpus through its document route. ``corpus_embeddings``
     (from an earlier evaluation of a model with the same document side) are used instead of encoding again.
     """
-    import time
-
     t0 = time.perf_counter()
     q_emb = encode(model, list(irset.queries.values()), batch_size, progress, task="query")
     if corpus_embeddings is None:

@@ -27,13 +27,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from eft_api.contract import GenerationSummary, RunConfig
 from eft_api.spec import DataFormat, GenerateFilter, dump_spec
 from eft_trainer import data as D
 from eft_trainer.documents import Chunk, Document, Tokenizer, chunk_documents, read_document
 from eft_trainer.errors import InvalidCorpus
-from eft_trainer.generate import Generator, Pair
-from eft_trainer.storage import S3Uri, Storage
+from eft_trainer.evaluation import encode
+from eft_trainer.generate import Generator, Pair, build
+from eft_trainer.generate.filters import apply, apply_embedded, uses_model
+from eft_trainer.generate.llm import prompt_template
+from eft_trainer.publish import sha256_file
+from eft_trainer.storage import DATA_ROOT_ENV, S3Uri, Storage, base_uri, fetch
 
 log = logging.getLogger("eft_trainer.generation")
 
@@ -48,7 +54,6 @@ SAMPLES = 20
 RESUMABLE = frozenset({"llm", "seq2seq"})
 PART_CHUNKS = 256
 
-Fetch = Callable[[Storage | None, str, Path], list[Path]]
 #: Normalised embeddings of texts, as the base model makes them for a task ("query" or "document").
 Embed = Callable[[list[str], str], Any]
 
@@ -108,7 +113,7 @@ def list_documents(cfg: RunConfig, storage: Storage | None) -> tuple[S3Uri, list
     uri = S3Uri.parse(cfg.spec.data.train.uri)
     key = uri.key
     prefix = key if not key or key.endswith("/") else key + "/"
-    root = os.environ.get("EFT_DATA_ROOT")
+    root = os.environ.get(DATA_ROOT_ENV)
 
     def listed(under: str) -> list[tuple[str, int, str]]:
         if root:
@@ -236,7 +241,7 @@ def read_documents(
     if dest.exists():
         shutil.rmtree(dest)
     tr = cfg.spec.data.train
-    root = os.environ.get("EFT_DATA_ROOT")
+    root = os.environ.get(DATA_ROOT_ENV)
     docs: list[Document] = []
     for key, _, _ in listing:
         rel = key[len(base.key) :] if key.startswith(base.key) else key.rsplit("/", 1)[-1]
@@ -312,9 +317,6 @@ def make_pairs(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Chunk, sample, generate and filter: the pair records and the counts for the data card. ``embed`` (the
     base model's) is needed when the roundTrip or easiness filter is on."""
-    from eft_trainer.generate import build
-    from eft_trainer.generate.filters import apply, uses_model
-
     g = cfg.spec.data.generate
     assert g is not None
     chunks: list[Chunk] = list(chunk_documents(docs, g.chunking.size, g.chunking.overlap, tok))
@@ -359,10 +361,6 @@ def filter_embedded(
 ) -> tuple[list[Pair], Counter[str], dict[str, Any]]:
     """The round-trip and easiness filters: every chunk that got queries, every positive that is not a chunk's
     text (inverseCloze's) and every query embedded once, then :func:`filters.apply_embedded`."""
-    import numpy as np
-
-    from eft_trainer.generate.filters import apply_embedded
-
     t0 = time.perf_counter()
     row = {c.id: i for i, c in enumerate(used)}
     texts = {c.text: i for i, c in enumerate(used)}
@@ -381,9 +379,6 @@ def filter_embedded(
 
 def model_embedder(model: Any, batch_size: int) -> Embed:
     """The base model's normalised embeddings (its query or document prompt and route, as evaluation uses)."""
-    import numpy as np
-
-    from eft_trainer.evaluation import encode
 
     def embed(texts: list[str], task: str) -> Any:
         emb = encode(model, texts, batch_size, task=task) if texts else np.zeros((0, 1), dtype=np.float32)
@@ -464,8 +459,6 @@ def _prompt(cfg: RunConfig) -> str | None:
     g = cfg.spec.data.generate
     if g is None or g.generator.llm is None:
         return None
-    from eft_trainer.generate.llm import prompt_template
-
     return prompt_template()
 
 
@@ -491,9 +484,7 @@ def split_by_documents(
     return train, ev, {"by": "documents", "evalDocuments": n, "trainDocuments": len(docs) - n}
 
 
-def generate_stage(
-    cfg: RunConfig, storage: Storage | None, work: Path, tokenizer: Any, fetch: Fetch, model: Any = None
-) -> Generated:
+def generate_stage(cfg: RunConfig, storage: Storage | None, work: Path, tokenizer: Any, model: Any = None) -> Generated:
     """Generate (or reuse) the pairs, then split them for evaluation (or read data.eval.uri)."""
     gen = generate_dataset(cfg, storage, work, tokenizer, model)
     ev_spec = cfg.spec.data.eval
@@ -502,11 +493,10 @@ def generate_stage(
         if dest.exists():
             shutil.rmtree(dest)
         files = fetch(storage, ev_spec.uri, dest)
-        from eft_trainer.publish import sha256_file
-
         gen.eval_files = [{"uri": ev_spec.uri, "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files]
-        base = ev_spec.uri if ev_spec.uri.endswith("/") else ev_spec.uri.rsplit("/", 1)[0] + "/"
-        rows = D.read_files(files, "jsonl", dest, base_uri=base, what="the evaluation data (spec.data.eval.uri)")
+        rows = D.read_files(
+            files, "jsonl", dest, base_uri=base_uri(ev_spec.uri), what="the evaluation data (spec.data.eval.uri)"
+        )
         gen.eval, _ = D.drop_duplicates(
             D.map_and_check(rows, DataFormat.PAIRS, cfg.spec.data.train.columns), DataFormat.PAIRS
         )

@@ -5,7 +5,7 @@ needs the trainer's own codes (bad input, promotion rejected, out of memory: fai
 retry). Rank 0 writes the termination message before it exits, so the launcher reads the outcome back from
 it and exits with that outcome's code. A pod without rank 0 (another node of a multi-node run) has no
 termination message and exits with torchrun's code. SIGTERM and SIGINT are passed on to torchrun, which
-passes them on to its workers (they checkpoint and stop: see ``training.make_callbacks``).
+passes them on to its workers (they checkpoint and stop: see ``hf_trainer.StopOnSigterm``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from eft_api.contract import TERMINATION_LOG, TERMINATION_LOG_ENV, TerminationMessage
+from eft_trainer.stages.outcome import exit_code
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,6 @@ def exit_code_after(torchrun_code: int, termination_text: str | None) -> int:
     """The launcher's exit code: the outcome rank 0 wrote, else torchrun's. Pure."""
     if torchrun_code == 0:
         return 0
-    from eft_trainer.entrypoint import exit_code
-
     msg = TerminationMessage.parse(termination_text)
     return exit_code(msg) if msg is not None else torchrun_code
 

@@ -33,10 +33,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from eft_api.spec import Loss, Method, TrainingSpec
+from eft_trainer.report import camel_keys
 
 log = logging.getLogger(__name__)
 
 MARKER = "oom.json"
+#: What a person can do when the trainer has nothing smaller left to try (the one wording of the advice).
+OOM_ADVICE = (
+    "lower spec.training.batchSize or spec.model.maxSeqLength, use CachedMultipleNegativesRanking with a smaller "
+    "spec.training.miniBatchSize, or raise spec.resources.memory (or use a GPU with more memory)"
+)
 #: The smallest mini-batch tried; an attempt that runs out of memory with it fails the run.
 MIN_MINI_BATCH = 1
 #: The cached variant of each loss that has one (sentence-transformers class names, less ``Loss``).
@@ -78,7 +84,7 @@ class Attempts:
     out_of_memory: list[OomRecord] = field(default_factory=list)
 
     def to_json(self) -> bytes:
-        return json.dumps(_camel(asdict(self)), indent=2).encode()
+        return json.dumps(camel_keys(asdict(self)), indent=2).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Attempts:
@@ -103,18 +109,6 @@ class Attempts:
 def _setup(d: dict[str, Any]) -> Setup:
     mb = d.get("miniBatchSize")
     return Setup(str(d["loss"]), int(d["batchSize"]), None if mb is None else int(mb))
-
-
-def _camel(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            head, *rest = k.split("_")
-            out[head + "".join(r.title() for r in rest)] = _camel(v)
-        return out
-    if isinstance(obj, list):
-        return [_camel(v) for v in obj]
-    return obj
 
 
 @dataclass(frozen=True)
@@ -169,7 +163,7 @@ def fallback_summary(training: TrainingSpec, p: Plan, attempt: int, ooms: Sequen
         "batchSize": p.setup.batch_size,
         "miniBatchSize": p.cached_mini_batch,
         "attempt": attempt,
-        "outOfMemory": [_camel(asdict(r)) for r in ooms],
+        "outOfMemory": [camel_keys(asdict(r)) for r in ooms],
     }
 
 

@@ -23,15 +23,18 @@ import random
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from eft_api.contract import CHECKPOINTS_DIR, RunConfig
-from eft_api.spec import DataFormat, PretrainSpec, training_format
+from eft_api.spec import DataFormat, PretrainSpec, TrainingSpec, training_format
+from eft_trainer import data as D
 from eft_trainer.errors import InvalidCorpus, InvalidSpecError
-from eft_trainer.storage import S3Uri, Storage
+from eft_trainer.publish import sha256_file
+from eft_trainer.storage import S3Uri, Storage, base_uri, fetch
+from eft_trainer.training import TrainStats, train
 
 log = logging.getLogger(__name__)
 
@@ -180,20 +183,16 @@ def fetch_texts(
     fmt: DataFormat,
     storage: Storage | None,
     work: Path,
-    fetch: Callable[[Storage | None, str, Path], list[Path]],
 ) -> tuple[list[str], str, list[dict[str, Any]]]:
     """The texts to split into sentences, where they came from (for the report), and the files read."""
     if pre.data is None:
         return training_texts(rows, fmt), "training data", []
-    from eft_trainer import data as D
-    from eft_trainer.publish import sha256_file
-
     dest = work / "data" / "pretrain"
     if dest.exists():
         shutil.rmtree(dest)
     uri = pre.data.uri
     files = fetch(storage, uri, dest)
-    base = uri if uri.endswith("/") else uri.rsplit("/", 1)[0] + "/"
+    base = base_uri(uri)
     what = f"the pre-training data ({DATA_FIELD}.uri)"
     texts = column_texts(
         D.read_files(files, pre.data.file_type, dest, base_uri=base, what=what), pre.data.columns.text, what
@@ -245,13 +244,83 @@ def load_adapted(folder: Path, cfg: RunConfig) -> Any:
     return SentenceTransformer(str(folder), trust_remote_code=cfg.spec.model.trust_remote_code)
 
 
+def _finished_earlier(
+    cfg: RunConfig, storage: Storage | None, prefix: S3Uri | None, adapted: Path
+) -> Pretrained | None:
+    """The adapted model a previous pod of this run finished and mirrored, if any."""
+    if storage is None or prefix is None or not storage.exists(prefix.join(DONE)):
+        return None
+    done = json.loads(storage.get_bytes(prefix.join(DONE)))
+    if adapted.exists():
+        shutil.rmtree(adapted)
+    storage.download_tree(prefix.join(ADAPTED_DIR), adapted, allow_object=False)
+    log.info("pre-training was finished by an earlier pod: loaded the adapted model from %s", prefix)
+    stats = TrainStats(0.0, int(done["section"]["steps"]), 0, 0.0, "", 0, None, False)
+    return Pretrained(load_adapted(adapted, cfg), {**done["section"], "reused": True}, stats, done["files"])
+
+
+def tsdae_loss(cfg: RunConfig, model: Any) -> Any:
+    """The TSDAE loss: the decoder is built from the encoder's own folder (offline) and tied to it (the TSDAE
+    example's setting)."""
+    from sentence_transformers.sentence_transformer.losses import DenoisingAutoEncoderLoss  # heavy: torch
+
+    try:
+        return DenoisingAutoEncoderLoss(model, tie_encoder_decoder=True)
+    except (ValueError, KeyError, OSError, AssertionError) as exc:
+        raise InvalidSpecError(
+            f"training.pretrain: tsdae cannot build a decoder from {cfg.spec.model.base} ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); it needs a transformer with a causal-LM head class (BERT, RoBERTa, ...)"
+        ) from None
+
+
+def pretrain_training(cfg: RunConfig, pre: PretrainSpec) -> TrainingSpec:
+    """The training settings of pre-training: its own epochs, batch and rate; constant rate, no Matryoshka."""
+    return cfg.spec.training.model_copy(
+        update={
+            "epochs": pre.epochs,
+            "batch_size": pre.batch_size,
+            "learning_rate": pre.learning_rate,
+            "warmup_ratio": 0.0,
+            "scheduler": "constant",
+            "matryoshka_dims": [],
+        }
+    )
+
+
+def section(pre: PretrainSpec, source: str, sentences: int, available: int, stats: TrainStats) -> dict[str, Any]:
+    """The report's ``pretrain`` section. Pure."""
+    return {
+        "method": pre.method.value,
+        "source": source,
+        "sentences": sentences,
+        "sentencesAvailable": available,
+        "deletionRatio": pre.deletion_ratio,
+        "epochs": pre.epochs,
+        "batchSize": pre.batch_size,
+        "learningRate": pre.learning_rate,
+        "steps": stats.steps,
+        "resumedFromStep": stats.resumed_from_step,
+        "finalLoss": stats.final_loss,
+        "seconds": stats.seconds,
+        "sentencesPerSecond": stats.samples_per_second,
+        "reused": False,
+    }
+
+
+def _mirror_adapted(storage: Storage, prefix: S3Uri, adapted: Path, done: dict[str, Any]) -> None:
+    t0 = time.perf_counter()
+    for f in sorted(p for p in adapted.rglob("*") if p.is_file()):
+        storage.upload(f, prefix.join(ADAPTED_DIR + f.relative_to(adapted).as_posix()))
+    storage.put_bytes(json.dumps(done).encode(), prefix.join(DONE))
+    log.info("mirrored the adapted model to %s in %.1fs", prefix.join(ADAPTED_DIR), time.perf_counter() - t0)
+
+
 def pretrain_stage(
     cfg: RunConfig,
     model: Any,
     rows: Sequence[dict[str, Any]],
     storage: Storage | None,
     work: Path,
-    fetch: Callable[[Storage | None, str, Path], list[Path]],
     *,
     callbacks: Sequence[Any] = (),
     max_steps: int = -1,
@@ -262,23 +331,10 @@ def pretrain_stage(
     folder = work / "pretrain"
     adapted = folder / "adapted"
     prefix = S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR + PRETRAIN_DIR) if storage is not None else None
-    if storage is not None and prefix is not None and storage.exists(prefix.join(DONE)):
-        done = json.loads(storage.get_bytes(prefix.join(DONE)))
-        if adapted.exists():
-            shutil.rmtree(adapted)
-        storage.download_tree(prefix.join(ADAPTED_DIR), adapted, allow_object=False)
-        log.info("pre-training was finished by an earlier pod: loaded the adapted model from %s", prefix)
-        from eft_trainer.training import TrainStats
-
-        stats = TrainStats(0.0, int(done["section"]["steps"]), 0, 0.0, "", 0, None, False)
-        return Pretrained(load_adapted(adapted, cfg), {**done["section"], "reused": True}, stats, done["files"])
-
-    from sentence_transformers.sentence_transformer.losses import DenoisingAutoEncoderLoss
-
-    from eft_trainer.training import train
-
+    if (earlier := _finished_earlier(cfg, storage, prefix, adapted)) is not None:
+        return earlier
     fmt = training_format(cfg.spec)  # the rows' shape: scored pairs once silver labels have scored them
-    texts, source, files = fetch_texts(pre, rows, fmt, storage, work, fetch)
+    texts, source, files = fetch_texts(pre, rows, fmt, storage, work)
     seed = cfg.spec.training.seed
     sentences, available = select_sentences(texts, pre.max_sentences, seed)
     if not sentences:
@@ -287,24 +343,8 @@ def pretrain_stage(
         )
     log.info("pre-training (%s) on %d of %d sentences from the %s", pre.method.value, len(sentences), available, source)
     dataset = noisy_dataset(sentences, pre.deletion_ratio, seed)
-    # The decoder is built from the encoder's own folder (offline) and tied to it (the TSDAE example's setting).
-    try:
-        loss = DenoisingAutoEncoderLoss(model, tie_encoder_decoder=True)
-    except (ValueError, KeyError, OSError, AssertionError) as exc:
-        raise InvalidSpecError(
-            f"training.pretrain: tsdae cannot build a decoder from {cfg.spec.model.base} ({type(exc).__name__}: "
-            f"{str(exc)[:200]}); it needs a transformer with a causal-LM head class (BERT, RoBERTa, ...)"
-        ) from None
-    spec = cfg.spec.training.model_copy(
-        update={
-            "epochs": pre.epochs,
-            "batch_size": pre.batch_size,
-            "learning_rate": pre.learning_rate,
-            "warmup_ratio": 0.0,
-            "scheduler": "constant",
-            "matryoshka_dims": [],
-        }
-    )
+    loss = tsdae_loss(cfg, model)
+    spec = pretrain_training(cfg, pre)
     stats = train(
         model,
         dataset,
@@ -318,33 +358,14 @@ def pretrain_stage(
         loss=loss,
         first_callbacks=decoder_callbacks(loss),
     )
-    section = {
-        "method": pre.method.value,
-        "source": source,
-        "sentences": len(sentences),
-        "sentencesAvailable": available,
-        "deletionRatio": pre.deletion_ratio,
-        "epochs": pre.epochs,
-        "batchSize": pre.batch_size,
-        "learningRate": pre.learning_rate,
-        "steps": stats.steps,
-        "resumedFromStep": stats.resumed_from_step,
-        "finalLoss": stats.final_loss,
-        "seconds": stats.seconds,
-        "sentencesPerSecond": stats.samples_per_second,
-        "reused": False,
-    }
+    sect = section(pre, source, len(sentences), available, stats)
     if stats.interrupted:
-        return Pretrained(model, section, stats, files)
+        return Pretrained(model, sect, stats, files)
     if adapted.exists():
         shutil.rmtree(adapted)
     model.save(str(adapted))
     del loss
     if storage is not None and prefix is not None:
-        t0 = time.perf_counter()
-        for f in sorted(p for p in adapted.rglob("*") if p.is_file()):
-            storage.upload(f, prefix.join(ADAPTED_DIR + f.relative_to(adapted).as_posix()))
-        storage.put_bytes(json.dumps({"section": section, "files": files}).encode(), prefix.join(DONE))
-        log.info("mirrored the adapted model to %s in %.1fs", prefix.join(ADAPTED_DIR), time.perf_counter() - t0)
+        _mirror_adapted(storage, prefix, adapted, {"section": sect, "files": files})
     # The main stage starts from the saved adapted model, as a pod that finds it in S3 does.
-    return Pretrained(load_adapted(adapted, cfg), section, stats, files)
+    return Pretrained(load_adapted(adapted, cfg), sect, stats, files)

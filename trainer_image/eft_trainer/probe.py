@@ -17,6 +17,7 @@ from pathlib import Path
 
 from eft_api.contract import EXIT_CODE_OF_REASON, TERMINATION_LOG, TERMINATION_LOG_ENV, ExitCode, Reason, RunConfig
 from eft_api.retrain import ProbeReport, data_digest, data_uris
+from eft_trainer.config import load_run_config
 from eft_trainer.errors import TrainerError, redact
 from eft_trainer.storage import S3Uri, Storage
 
@@ -51,8 +52,6 @@ def run(cfg: RunConfig) -> tuple[ProbeReport, int]:
 
 
 def main() -> int:
-    from eft_trainer.config import load_run_config
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_run_config()

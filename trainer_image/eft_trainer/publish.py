@@ -21,6 +21,7 @@ from eft_api.contract import (
     PUBLISHED_REPORT_MD,
 )
 from eft_trainer.errors import TrainerError
+from eft_trainer.models import embedding_dim
 from eft_trainer.storage import S3Uri, Storage
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,11 @@ def index_info(model: Any, dims: list[int], reindex_required: bool) -> dict[str,
     normalized = len(model) > 0 and isinstance(model[-1], Normalize)
     if len(model) > 1 and isinstance(model[-1], Router):
         normalized = isinstance(model[-2], Normalize)  # the document route is empty: the base model's output
-    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    full = embedding_dim(model)
     return {
         "reindexRequired": reindex_required,
-        "embeddingDimension": int(get()),
-        "matryoshkaDims": [d for d in dims if d != int(get())],
+        "embeddingDimension": full,
+        "matryoshkaDims": [d for d in dims if d != full],
         "normalized": bool(normalized),
         "similarity": str(model.similarity_fn_name),
         "prompts": {k: v for k, v in (model.prompts or {}).items()},
@@ -85,12 +86,40 @@ def index_card(index: dict[str, Any]) -> list[str]:
     ]
 
 
+def card_results(report: dict[str, Any]) -> list[str]:
+    """The model card's results (the primary metric per dimension) and how to use the model."""
+    h = report["headline"]
+    pm = report["primaryMetric"]
+    lines = [
+        "## Results",
+        "",
+        f"{pm} at {report['primaryDimension']} dims: base {h['base']:.4f}, fine-tuned {h['finetuned']:.4f} "
+        f"({h['gain']:+.4f}).",
+        "",
+        "| dim | base | fine-tuned |",
+        "|---:|---:|---:|",
+    ]
+    for dim in sorted(report["metrics"]["base"], key=int, reverse=True):
+        lines.append(
+            f"| {dim} | {report['metrics']['base'][dim][pm]:.4f} | {report['metrics']['finetuned'][dim][pm]:.4f} |"
+        )
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "model = SentenceTransformer('path/to/model', truncate_dim=None)  # or a Matryoshka dim",
+        "```",
+        "",
+    ]
+    return lines
+
+
 def model_card(report: dict[str, Any]) -> str:
     """README.md of the published model: base model (revision, weight checksums), data (URIs, sha256, columns,
     evaluation split), maximum sequence length, hyperparameters, library versions, results."""
     cfg = report["config"]
-    h = report["headline"]
-    pm = report["primaryMetric"]
     revision = cfg.get("baseModelRevision")
     lines = [
         "---",
@@ -128,29 +157,7 @@ def model_card(report: dict[str, Any]) -> str:
         lines += ["## Library versions", ""]
         lines += [f"- {name}: {version}" for name, version in cfg["versions"].items()]
         lines += [""]
-    lines += [
-        "## Results",
-        "",
-        f"{pm} at {report['primaryDimension']} dims: base {h['base']:.4f}, fine-tuned {h['finetuned']:.4f} "
-        f"({h['gain']:+.4f}).",
-        "",
-        "| dim | base | fine-tuned |",
-        "|---:|---:|---:|",
-    ]
-    for dim in sorted(report["metrics"]["base"], key=int, reverse=True):
-        lines.append(
-            f"| {dim} | {report['metrics']['base'][dim][pm]:.4f} | {report['metrics']['finetuned'][dim][pm]:.4f} |"
-        )
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```python",
-        "from sentence_transformers import SentenceTransformer",
-        "model = SentenceTransformer('path/to/model', truncate_dim=None)  # or a Matryoshka dim",
-        "```",
-        "",
-    ]
+    lines += card_results(report)
     return "\n".join(lines)
 
 

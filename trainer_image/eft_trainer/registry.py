@@ -24,6 +24,7 @@ from typing import Any
 from eft_api.contract import PUBLISHED_REPORT_JSON, Reason, RegistryInfo, RunConfig, TerminationMessage
 from eft_api.retrain import MlflowRegistry
 from eft_trainer.errors import TrainerError
+from eft_trainer.storage import S3Uri
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,13 @@ def wanted(cfg: RunConfig, msg: TerminationMessage) -> bool:
     return msg.reason == Reason.PROMOTION_REJECTED and reg.mlflow.register_rejected
 
 
-def after_publish(cfg: RunConfig, msg: TerminationMessage, report: dict[str, Any] | None = None) -> TerminationMessage:
-    """Register the run if the spec asks; the message with the registered version (or raise RegistryFailed)."""
+def after_publish(cfg: RunConfig, msg: TerminationMessage, storage: Any = None) -> TerminationMessage:
+    """Register the run if the spec asks; the message with the registered version (or raise RegistryFailed).
+
+    ``storage`` (None in development) serves the published report.json, for the gain's interval."""
     if not wanted(cfg, msg):
         return msg
+    report = read_report(storage, cfg) if storage is not None else None
     reg = cfg.spec.output.registry
     assert reg is not None
     from mlflow import MlflowClient
@@ -153,8 +157,6 @@ def after_publish(cfg: RunConfig, msg: TerminationMessage, report: dict[str, Any
 
 def read_report(storage: Any, cfg: RunConfig) -> dict[str, Any] | None:
     """The published report.json (for the gain's interval); None when it cannot be read."""
-    from eft_trainer.storage import S3Uri
-
     try:
         data = json.loads(storage.get_bytes(S3Uri.parse(cfg.run.output_prefix).join(PUBLISHED_REPORT_JSON)))
     except Exception:

@@ -8,6 +8,19 @@ from pathlib import Path
 from typing import Any
 
 
+def camel_keys(obj: Any) -> Any:
+    """``obj`` with every dict key in camelCase (``rows_read`` -> ``rowsRead``), recursively. Pure."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            head, *rest = k.split("_")
+            out[head + "".join(r.title() for r in rest)] = camel_keys(v)
+        return out
+    if isinstance(obj, list):
+        return [camel_keys(v) for v in obj]
+    return obj
+
+
 def deltas(base: dict[int, dict[str, float]], tuned: dict[int, dict[str, float]]) -> dict[int, dict[str, float]]:
     return {d: {m: tuned[d][m] - base[d][m] for m in base[d] if m in tuned.get(d, {})} for d in base if d in tuned}
 

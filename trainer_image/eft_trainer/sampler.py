@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from sentence_transformers.base.sampler import DefaultBatchSampler
 
-from eft_trainer.training import fit_epoch, group_batches
+from eft_trainer.batching import fit_epoch, group_batches
 
 
 def _world_size() -> int:
@@ -21,7 +21,7 @@ def _world_size() -> int:
 
 
 class LengthGroupedNoDuplicatesBatchSampler(DefaultBatchSampler):  # type: ignore[misc]
-    """See :func:`eft_trainer.training.group_batches`; deterministic per (seed, epoch), so a resumed run
+    """See :func:`eft_trainer.batching.group_batches`; deterministic per (seed, epoch), so a resumed run
     skips exactly the batches it had already trained on."""
 
     def __init__(

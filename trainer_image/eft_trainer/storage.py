@@ -10,6 +10,8 @@ anything).
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,3 +276,29 @@ class Storage:
         except S3Unavailable:
             log.warning("could not list multipart uploads under %s; continuing", uri)
             return 0
+
+
+#: Development only: ``s3://bucket/key`` data is read from ``$EFT_DATA_ROOT/bucket/key`` (no S3 at all).
+DATA_ROOT_ENV = "EFT_DATA_ROOT"
+
+
+def base_uri(uri: str) -> str:
+    """The prefix whose objects a data URI names: the URI itself for a prefix, its folder for an object."""
+    return uri if uri.endswith("/") else uri.rsplit("/", 1)[0] + "/"
+
+
+def fetch(storage: Storage | None, uri: str, dest: Path) -> list[Path]:
+    """Download an object, or every object under a prefix, into ``dest`` (from ``$EFT_DATA_ROOT`` when set)."""
+    root = os.environ.get(DATA_ROOT_ENV)
+    if root:
+        loc = S3Uri.parse(uri)
+        src = Path(root) / loc.bucket / loc.key
+        if src.is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            return [Path(shutil.copy(src, dest / src.name))]
+        if src.is_dir():
+            shutil.copytree(src, dest, dirs_exist_ok=True)
+            return sorted(p for p in dest.rglob("*") if p.is_file())
+        raise S3NotFound(f"{uri}: nothing at {src} ({DATA_ROOT_ENV} is set)")
+    assert storage is not None
+    return storage.download_tree(S3Uri.parse(uri), dest)

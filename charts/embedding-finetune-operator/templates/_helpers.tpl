@@ -119,10 +119,10 @@ repository (registry/repository). The default trainer image itself is always all
 {{- end }}
 
 {{/*
-"true" when kopf peering is on (more than one replica, or forced).
+"true" when kopf's (legacy) peering objects are asked for; replicas elect a leader by a Lease instead.
 */}}
 {{- define "eft.peeringEnabled" -}}
-{{- if or .Values.peering.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- if .Values.peering.enabled }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -145,8 +145,10 @@ Refuse inconsistent values with a message naming the key (the schema checks type
 {{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.s3.cidrs) }}
 {{- fail "networkPolicy.enabled needs networkPolicy.s3.cidrs: the CIDRs of your S3 endpoint (trainer pods can reach nothing else)" }}
 {{- end }}
-{{- if and .Values.networkPolicy.enabled (not (include "eft.trainerNamespaces" .)) }}
-{{- fail "networkPolicy.enabled needs trainer namespaces: set trainerNamespaces (rbac.scope=cluster) to the namespaces where EmbeddingFinetunes run" }}
+{{- range concat .Values.networkPolicy.s3.cidrs .Values.networkPolicy.llm.cidrs }}
+{{- if hasPrefix "169.254." . }}
+{{- fail (printf "networkPolicy: %s is link-local (the node's metadata service, 169.254.169.254, holds cloud credentials): trainer pods never reach it" .) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -207,4 +209,88 @@ RBAC rule on kopf's peering objects (kind per scope), when peering is on.
   resources: [{{ if eq .Values.rbac.scope "cluster" }}"clusterkopfpeerings"{{ else }}"kopfpeerings"{{ end }}]
   verbs: ["get", "list", "watch", "patch"]
 {{- end }}
+{{- end }}
+
+{{/*
+The Lease of leader election: its name (the full name) and the operator's EFT_LEADER_ELECTION / EFT_LEASE_*
+variables. Refuses timings with which a leader could still act after a standby took over.
+*/}}
+{{- define "eft.leaseName" -}}
+{{- include "eft.fullname" . }}
+{{- end }}
+
+{{- define "eft.leaderElectionEnv" -}}
+{{- $le := .Values.leaderElection }}
+{{- if not (and (gt (float64 $le.leaseDuration) (float64 $le.renewDeadline)) (gt (float64 $le.renewDeadline) (float64 $le.retryPeriod))) }}
+{{- fail "leaderElection: leaseDuration > renewDeadline > retryPeriod must hold" }}
+{{- end }}
+{{- if and (not $le.enabled) (gt (int .Values.replicaCount) 1) }}
+{{- fail "leaderElection.enabled=false needs replicaCount 1: two operators would act at once" }}
+{{- end }}
+- name: EFT_LEADER_ELECTION
+  value: {{ $le.enabled | quote }}
+- name: EFT_LEASE_NAME
+  value: {{ include "eft.leaseName" . | quote }}
+- name: EFT_LEASE_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: EFT_LEASE_DURATION
+  value: {{ $le.leaseDuration | quote }}
+- name: EFT_RENEW_DEADLINE
+  value: {{ $le.renewDeadline | quote }}
+- name: EFT_RETRY_PERIOD
+  value: {{ $le.retryPeriod | quote }}
+{{- end }}
+
+{{/*
+One policy key as a CEL expression for the namespace of the request: a map from each namespace that
+overrides the key to its value, else the default (policy.namespaces overrides key by key).
+Call with (dict "key" "buckets" "context" $).
+*/}}
+{{- define "eft.policyKey" -}}
+{{- $p := .context.Values.policy }}
+{{- $over := dict }}
+{{- range $ns, $o := $p.namespaces }}
+{{- if hasKey $o $.key }}{{ $_ := set $over $ns (index $o $.key) }}{{ end }}
+{{- end }}
+{{- if $over -}}
+request.namespace in {{ toJson $over }} ? {{ toJson $over }}[request.namespace] : {{ toJson (index $p .key) }}
+{{- else -}}
+{{ toJson (index $p .key) }}
+{{- end }}
+{{- end }}
+
+{{/*
+VAP variables that split each URL of a list as eft_api.policy.parse_url does: four stages, the last
+(<name>3) a list of {field, url, scheme, host, port, path, bad} with host without case and one trailing dot,
+the port defaulted (443 https, 80 http), the path without a trailing /, bad non-empty for user-info, a
+backslash, a query, a fragment or . / .. segments. .list is a CEL list of [field, url] pairs.
+Call with (dict "name" "llm" "list" "...").
+*/}}
+{{- define "eft.celURLStages" -}}
+- name: {{ .name }}0
+  expression: >-
+    ({{ .list }}).map(f, {'f': string(f[0]), 'u': string(f[1]),
+    's': string(f[1]).indexOf('://') >= 0 ? string(f[1]).substring(0, string(f[1]).indexOf('://')).lowerAscii() : '',
+    'r': string(f[1]).indexOf('://') >= 0 ? string(f[1]).substring(string(f[1]).indexOf('://') + 3) : string(f[1])})
+- name: {{ .name }}1
+  expression: >-
+    variables.{{ .name }}0.map(m, {'f': string(m.f), 'u': string(m.u), 's': string(m.s),
+    'a': string(m.r).indexOf('/') < 0 ? string(m.r) : string(m.r).substring(0, string(m.r).indexOf('/')),
+    'p': string(m.r).indexOf('/') < 0 ? '' : string(m.r).substring(string(m.r).indexOf('/'))})
+- name: {{ .name }}2
+  expression: >-
+    variables.{{ .name }}1.map(m, {'f': string(m.f), 'u': string(m.u), 's': string(m.s), 'p': string(m.p),
+    'h': (string(m.a).startsWith('[') ? string(m.a).substring(0, string(m.a).indexOf(']') + 1)
+      : (string(m.a).contains(':') ? string(m.a).substring(0, string(m.a).indexOf(':')) : string(m.a))).lowerAscii(),
+    'o': string(m.a).startsWith('[') ? string(m.a).substring(string(m.a).indexOf(']') + 1)
+      : (string(m.a).contains(':') ? string(m.a).substring(string(m.a).indexOf(':')) : '')})
+- name: {{ .name }}3
+  expression: >-
+    variables.{{ .name }}2.map(m, {'field': string(m.f), 'url': string(m.u), 'scheme': string(m.s),
+    'host': string(m.h).endsWith('.') ? string(m.h).substring(0, size(string(m.h)) - 1) : string(m.h),
+    'port': string(m.o) == '' ? (m.s == 'https' ? '443' : '80') : string(m.o).substring(1),
+    'path': string(m.p).endsWith('/') ? string(m.p).substring(0, size(string(m.p)) - 1) : string(m.p),
+    'bad': (string(m.u).contains('@') || string(m.u).contains('\\') || string(m.u).contains('?')
+      || string(m.u).contains('#') || (string(m.p) + '/').contains('/../') || (string(m.p) + '/').contains('/./')
+      || string(m.p).lowerAscii().contains('%2e')) ? 'bad' : ''})
 {{- end }}

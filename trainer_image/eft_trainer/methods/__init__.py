@@ -47,8 +47,7 @@ class TrainInput:
     @property
     def own(self) -> Path:
         """This process's own folder (the processes of one pod share ``work``; each downloads into its own)."""
-        w = self.world
-        return self.work / f"rank-{w.rank}" if w is not None and w.distributed else self.work
+        return self.work if self.world is None else self.world.own(self.work)
 
 
 @dataclass

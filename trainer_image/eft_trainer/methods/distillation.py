@@ -30,18 +30,17 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
 
 from eft_api.spec import DataFormat, TeacherSpec
 from eft_trainer import embedding_cache
 from eft_trainer.errors import InvalidCorpus, InvalidSpecError
 from eft_trainer.methods import Trained, TrainInput
 from eft_trainer.methods.full import checkpoint_prefix, train_all_weights
+from eft_trainer.models import embedding_dim, load_model
 from eft_trainer.storage import S3Uri
-
-if TYPE_CHECKING:
-    import numpy as np
-
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +95,6 @@ def pca_reduce(embeddings: np.ndarray, dim: int, normalize: bool) -> np.ndarray:
     sentence-transformers recipe does (components of the centred data, applied to the raw embeddings; the
     sign of each component fixed so that its largest coefficient is positive, for a deterministic result);
     rows re-normalised when ``normalize``. Pure."""
-    import numpy as np
-
     n = embeddings.shape[0]
     if n < dim:
         raise InvalidCorpus(
@@ -130,8 +127,6 @@ class Distillation:
     def train(self, inp: TrainInput) -> Trained:
         import datasets
 
-        from eft_trainer.entrypoint import embedding_dim, load_model
-
         cfg = inp.cfg
         spec = cfg.spec
         teacher_spec = spec.training.teacher
@@ -156,8 +151,6 @@ class Distillation:
             embed_seconds,
         )
         if project:
-            import numpy as np
-
             from eft_trainer.methods.query_adapter import ends_normalized
 
             # Fitted on each distinct target once (a parallel source is the target of two texts).

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eft_api.contract import CHECKPOINTS_DIR
 from eft_api.spec import training_format
 from eft_trainer.methods import Trained, TrainInput
 from eft_trainer.storage import S3Uri
-
-if TYPE_CHECKING:
-    from eft_trainer.training import TrainStats
+from eft_trainer.training import TrainStats, to_dataset
+from eft_trainer.training import train as do_train
 
 
 def checkpoint_prefix(inp: TrainInput) -> S3Uri | None:
@@ -21,8 +20,6 @@ def checkpoint_prefix(inp: TrainInput) -> S3Uri | None:
 
 def train_all_weights(inp: TrainInput, ds: Any) -> TrainStats:
     """Train every weight of ``inp.model`` on ``ds`` with the spec's loss (checkpoints, resume, DDP)."""
-    from eft_trainer.training import train as do_train
-
     cfg = inp.cfg
     return do_train(
         inp.model,
@@ -46,8 +43,6 @@ class FullFineTune:
     reindex_required = True
 
     def train(self, inp: TrainInput) -> Trained:
-        from eft_trainer.training import to_dataset
-
         spec = inp.cfg.spec
         # scored-pairs once silver labels have scored the pairs
         ds = to_dataset(inp.train, training_format(spec), spec.training.loss)

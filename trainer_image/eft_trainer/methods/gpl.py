@@ -27,8 +27,10 @@ from eft_trainer import cross_encoder as CE
 from eft_trainer import distributed as dist
 from eft_trainer.errors import InvalidCorpus
 from eft_trainer.methods import Trained, TrainInput
+from eft_trainer.mining import mine
 from eft_trainer.silver_labels import negative_keys
 from eft_trainer.storage import S3Uri
+from eft_trainer.training import train as do_train
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +92,7 @@ class GPL:
         assert ce_spec is not None
         t0 = time.perf_counter()
         premined = any(negative_keys(r) for r in inp.train)
-        if premined:
-            mined = inp.train
-        else:
-            from eft_trainer.mining import mine
-
-            mined = mine(inp.model, inp.train, hn, batch_size=cfg.spec.evaluation.batch_size)
+        mined = inp.train if premined else mine(inp.model, inp.train, hn, batch_size=cfg.spec.evaluation.batch_size)
         rows = full_rows(mined, hn.count)
         if not rows:
             raise InvalidCorpus(
@@ -130,8 +127,6 @@ class GPL:
         return out, stats
 
     def train(self, inp: TrainInput) -> Trained:
-        from eft_trainer.training import train as do_train
-
         cfg = inp.cfg
         w = inp.world
         main = w is None or w.main

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eft_api.spec import AdapterSpec, Loss, TrainingSpec
+from eft_trainer.batching import group_batches
 from eft_trainer.errors import InvalidSpecError
 from eft_trainer.methods import Trained, TrainInput
-from eft_trainer.training import TrainStats, group_batches
+from eft_trainer.training import TrainStats
 
 if TYPE_CHECKING:
     import torch
