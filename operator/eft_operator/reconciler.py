@@ -554,7 +554,7 @@ class Reconciler:
         finished = (status.get("currentRun") or {}).get("phase") in TERMINAL_PHASES
         if finished and observation is not None:
             await self._release_run(ctx, str(run.get("id")), job, pods)
-        return _Result(status, recheck, progress_url, triggers.wake_at(retrain))
+        return _Result(status, recheck, progress_url, triggers.wake_at(retrain, spec, ctx.prev, ctx.now))
 
     async def _observe(
         self, ctx: _PassContext, spec: EmbeddingFinetuneSpec, start: _Start

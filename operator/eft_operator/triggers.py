@@ -22,6 +22,7 @@ from eft_api.retrain import (
     RunTrigger,
     World,
     decide,
+    next_schedule_time,
     parse_time,
     rfc3339,
 )
@@ -47,6 +48,12 @@ def in_play(body: Mapping[str, Any], spec: EmbeddingFinetuneSpec) -> bool:
 def _annotation(body: Mapping[str, Any]) -> str | None:
     value = ((body.get("metadata") or {}).get("annotations") or {}).get(RETRAIN_ANNOTATION)
     return str(value) if value is not None else None
+
+
+def manual_pending(body: Mapping[str, Any]) -> bool:
+    """Whether the retrain annotation holds a value no run has consumed yet (a pass would start one)."""
+    value = _annotation(body)
+    return value is not None and value != ((body.get("status") or {}).get("retrain") or {}).get("lastManual")
 
 
 def plan(
@@ -219,8 +226,20 @@ class Timers:
             self.cancel(key)
 
 
-def wake_at(retrain: PassRetrain | None) -> dt.datetime | None:
-    return retrain.decision.wake_at if retrain is not None and retrain.decision is not None else None
+def wake_at(
+    retrain: PassRetrain | None, spec: EmbeddingFinetuneSpec, prev: Mapping[str, Any], now: str
+) -> dt.datetime | None:
+    """When to look again: the pass's decision says; a pass that started a run for a spec change has none,
+    so the next schedule time (or data check) after now."""
+    if retrain is not None and retrain.decision is not None:
+        return retrain.decision.wake_at
+    if spec.retrain is None:
+        return None
+    times = [next_check(spec, prev.get("retrain") or {})]
+    if spec.retrain.schedule:
+        times.append(next_schedule_time(spec.retrain.schedule, spec.retrain.time_zone, clock_of(now)))
+    found = [t for t in times if t is not None]
+    return min(found) if found else None
 
 
 def clock_of(now: str) -> dt.datetime:
