@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), max_st
         run_id = cfg.run.run_id
         progress = Progress(cfg.settings.metrics_port if world.main else 0)
         msg = run_job(cfg, callbacks=callbacks, max_steps=max_steps, progress=progress, world=world)
-        if world.main:  # spec.output.registry: the published run becomes a registered version
+        if world.main and registry.wanted(cfg, msg):  # spec.output.registry: the run becomes a registered version
             msg = registry.after_publish(cfg, msg, open_storage(cfg, dict(os.environ)))
         ended = True
     except Exception as exc:
