@@ -26,6 +26,8 @@ POLICY: dict[str, Any] = {
             "buckets": ["team-a-*", "models"],
             "llmEndpoints": ["https://api.example.com/v1", "http://vllm.llm.svc:8000/v1"],
             "storageEndpoints": ["https://minio.team-a.example.com"],
+            "registryEndpoints": ["http://mlflow.mlops.svc:5000"],
+            "notifyEndpoints": ["http://reindex.search.svc:8080/events"],
             "priorityClasses": ["team-a-batch"],
             "tolerationKeys": ["gpu"],
             "nodeSelectorKeys": ["node.kubernetes.io/instance-type"],
@@ -97,6 +99,8 @@ BASES: dict[str, dict[str, Any]] = {
 TOLERATE_GPU = {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}
 GUARD = {"name": "faq", "uri": "s3://team-a-data/guards/faq.jsonl", "maxDrop": 0.02}
 LLM = "spec.data.generate.generator.llm.endpoint"
+REGISTRY = "spec.output.registry.mlflow.trackingUri"
+MLFLOW = {"trackingUri": "http://mlflow.mlops.svc:5000", "modelName": "search"}
 B, A = TEAM_B, TEAM_A
 
 CASES: list[Case] = [
@@ -161,6 +165,18 @@ CASES: list[Case] = [
          ("spec.storage.endpoint", "policy.storageEndpoints")),
     Case("storage-refused-by-default", B, {"spec.storage.endpoint": "https://s3.attacker.example"},
          ("spec.storage.endpoint", "policy.storageEndpoints"), base="shared"),
+    # The model registry and notifications (issue 22).
+    Case("registry-allowed", A, {"spec.output.registry": {"mlflow": {**MLFLOW}}}),
+    Case("registry-other-host", A, {"spec.output.registry": {"mlflow": {**MLFLOW, "trackingUri": "http://evil:5000"}}},
+         (REGISTRY, "policy.registryEndpoints")),
+    Case("registry-refused-by-default", B, {"spec.output.registry": {"mlflow": {**MLFLOW}}},
+         (REGISTRY, "policy.registryEndpoints"), base="shared"),
+    Case("notify-allowed", A, {"spec.notify": [{"url": "http://reindex.search.svc:8080/events/eft"}]}),
+    Case("notify-second-refused", A,
+         {"spec.notify": [{"url": "http://reindex.search.svc:8080/events"}, {"url": "https://hooks.attacker.example/x"}]},
+         ("spec.notify[1].url", "policy.notifyEndpoints")),
+    Case("notify-refused-by-default", B, {"spec.notify": [{"url": "http://reindex.search.svc:8080/events"}]},
+         ("spec.notify[0].url", "policy.notifyEndpoints"), base="shared"),
     # Scheduling.
     Case("priority-class-allowed", A, {"spec.scheduling.priorityClassName": "team-a-batch"}),
     Case("priority-class-system", A, {"spec.scheduling.priorityClassName": "system-cluster-critical"},

@@ -35,6 +35,7 @@ HEAVY = {
     "boto3",
     "botocore",
     "pypdf",
+    "mlflow",
 }
 #: In-package modules imported where used: they import torch at the top (hf_trainer, sampler), or they are the
 #: one method or generator a run chooses (``methods.for_spec``, ``generate.build``).

@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from eft_api.retrain import RunTrigger, run_salt
 from eft_api.spec import API_GROUP, EmbeddingFinetuneSpec
 
 RUN_CONFIG_KEY = "run-config.json"
@@ -95,6 +96,7 @@ class Reason(StrEnum):
     PROMOTION_REJECTED = "PromotionRejected"
     GENERATION_FAILED = "GenerationFailed"
     GENERATOR_MISCONFIGURED = "GeneratorMisconfigured"
+    REGISTRY_FAILED = "RegistryFailed"
     CRASHED = "TrainerCrashed"
 
 
@@ -112,6 +114,7 @@ EXIT_CODE_OF_REASON: dict[Reason, ExitCode] = {
     Reason.PROMOTION_REJECTED: ExitCode.PROMOTION_REJECTED,
     Reason.GENERATION_FAILED: ExitCode.RETRYABLE,
     Reason.GENERATOR_MISCONFIGURED: ExitCode.BAD_INPUT,
+    Reason.REGISTRY_FAILED: ExitCode.RETRYABLE,
     Reason.CRASHED: ExitCode.CRASHED,
 }
 
@@ -120,15 +123,22 @@ def _short_hash(text: str, n: int = 5) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
+#: Spec fields that say when runs start and whom they tell, not what a run does (eft_api.retrain).
+RUN_NEUTRAL_FIELDS = ("retrain", "notify")
+
+
 def spec_digest(spec: EmbeddingFinetuneSpec) -> str:
     """A hash of what defines a run: the fields of the spec set away from their defaults, less
-    ``runPolicy.suspend``.
+    ``runPolicy.suspend``, ``retrain`` and ``notify``.
 
-    Suspending or resuming a run is not a new run; every other change of spec is. A field at its default
+    Suspending or resuming a run, or changing when runs start or whom they tell, is not a new run; every
+    other change of spec is. A field at its default
     does not count, whether it is spelled out or not, so an operator upgrade that adds fields (with
     defaults) to the API keeps every existing resource's run id.
     """
     doc = spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+    for key in RUN_NEUTRAL_FIELDS:
+        doc.pop(key, None)
     policy = doc.pop("runPolicy", {})
     policy.pop("suspend", None)
     if policy:
@@ -136,15 +146,17 @@ def spec_digest(spec: EmbeddingFinetuneSpec) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_id(uid: str, generation: int, digest: str) -> str:
+def run_id(uid: str, generation: int, digest: str, salt: str = "") -> str:
     """The id of the run that trains ``generation`` of the resource with ``uid`` and spec ``digest``.
 
     ``g<generation>-<hash of uid and spec digest>``. The uid keeps a deleted and re-created resource of
     the same name from reusing (and so overwriting) an earlier resource's publication prefix; the spec
     digest keeps an edited spec from ever returning an earlier result where the generation does not
-    move (``eft run`` on a file, a resource re-created from Git).
+    move (``eft run`` on a file, a resource re-created from Git). ``salt`` (eft_api.retrain.RunTrigger.salt:
+    the trigger, its time and the data digest) separates runs of one spec on different data or occasions;
+    empty, the id is what it always was.
     """
-    return f"g{generation}-{_short_hash(f'{uid}/{digest}')}"
+    return f"g{generation}-{_short_hash(f'{uid}/{digest}' + (f'/{salt}' if salt else ''))}"
 
 
 def child_name(name: str, rid: str, indexes: int = 1) -> str:
@@ -176,6 +188,10 @@ class RunIdentity(_Model):
     generation: int
     run_id: str
     output_prefix: str
+    #: Why the run runs (eft_api.retrain.Trigger), when not a plain spec change.
+    trigger: str | None = None
+    #: The digest of the data listing the run was started for (spec.retrain.onDataChange), if known.
+    data_digest: str | None = None
 
 
 class TrainerSettings(_Model):
@@ -222,8 +238,9 @@ def build_run_config(
     spec: EmbeddingFinetuneSpec,
     settings: TrainerSettings | None = None,
     reuse_model_from: ModelReuse | None = None,
+    trigger: RunTrigger | None = None,
 ) -> RunConfig:
-    rid = run_id(uid, generation, spec_digest(spec))
+    rid = run_id(uid, generation, spec_digest(spec), run_salt(trigger))
     return RunConfig(
         run=RunIdentity(
             namespace=namespace,
@@ -232,6 +249,8 @@ def build_run_config(
             generation=generation,
             run_id=rid,
             output_prefix=output_prefix(spec.output.uri, namespace, name, rid),
+            trigger=trigger.kind if trigger is not None and trigger.salt() else None,
+            data_digest=trigger.data_digest if trigger is not None else None,
         ),
         spec=spec,
         settings=settings or TrainerSettings(),
@@ -320,6 +339,15 @@ class OomFallback(_Model):
     attempt: int
 
 
+class RegistryInfo(_Model):
+    """The model registry version a run was registered as (spec.output.registry)."""
+
+    model_name: str
+    version: str
+    #: The alias moved to it (None: the run did not pass the gate, the alias stayed).
+    alias: str | None = None
+
+
 class TerminationMessage(_Model):
     """Seam 4: the short JSON summary the trainer leaves in its container's termination message."""
 
@@ -340,6 +368,7 @@ class TerminationMessage(_Model):
     merge_ratio: float | None = None
     #: The run whose trained model this run re-gated (no training).
     reused_model_from: str | None = None
+    registry: RegistryInfo | None = None
 
     def to_json(self) -> str:
         """Serialise within :data:`TERMINATION_MESSAGE_LIMIT` bytes, shortening the message if need be."""

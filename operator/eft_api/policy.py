@@ -315,6 +315,8 @@ RULES: tuple[Rule, ...] = (
     Rule("llmEndpoints", ("spec.data.generate.generator.llm.endpoint", "spec.evaluation.baselines[*].endpoint.url"),
          _endpoint_check("llmEndpoints")),
     Rule("storageEndpoints", ("spec.storage.endpoint",), _endpoint_check("storageEndpoints")),
+    Rule("registryEndpoints", ("spec.output.registry.mlflow.trackingUri",), _endpoint_check("registryEndpoints")),
+    Rule("notifyEndpoints", ("spec.notify[*].url",), _endpoint_check("notifyEndpoints")),
     Rule("buckets", S3_FIELDS, _bucket),
     Rule("priorityClasses", ("spec.scheduling.priorityClassName",), _priority_class),
     Rule("tolerationKeys", ("spec.scheduling.tolerations[*]",), _toleration),

@@ -40,6 +40,10 @@ TRAINING_RELEVANT: dict[str, bool] = {
     # Another trainer image is other code.
     "image": True,
     "runPolicy": False,
+    # When to train again and whom to tell: a retrain trigger itself never reuses a trained model (the
+    # operator trains on every schedule, data change or manual trigger), and an edit of these starts no run.
+    "retrain": False,
+    "notify": False,
 }
 
 

@@ -28,6 +28,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from eft_api.retrain import PATTERN_HINTS as RETRAIN_PATTERN_HINTS
+from eft_api.retrain import NotifyTarget, RegistrySpec, RetrainSpec
+
 API_GROUP = "finetune.eft.dev"
 API_VERSION = "v1alpha1"
 KIND = "EmbeddingFinetune"
@@ -608,6 +611,7 @@ class EvaluationSpec(_Model):
 
 class OutputSpec(_Model):
     uri: S3Uri
+    registry: RegistrySpec | None = None
 
 
 class SecretRef(_Model):
@@ -723,6 +727,8 @@ class EmbeddingFinetuneSpec(_Model):
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
     image: Annotated[str, StringConstraints(pattern=r"^[^\s]+$", max_length=512)] | None = None
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
+    retrain: RetrainSpec | None = None
+    notify: Annotated[list[NotifyTarget], Field(max_length=8)] | None = None
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> EmbeddingFinetuneSpec:
@@ -901,6 +907,7 @@ PATTERN_HINTS = {
     DNS_LABEL: "must be a DNS label (lower-case a-z, 0-9 and -)",
     HTTP_URL: "must be an http(s) URL without user-info or @, such as https://host:443/v1 (credentials go in a Secret)",
     METRIC_PATTERN: "must be <metric>@<k> with metric ndcg, mrr, recall, map or accuracy, such as ndcg@10",
+    **RETRAIN_PATTERN_HINTS,
 }
 
 _TYPE_TAG = re.compile(r"^(int|str|float|bool|constrained-str|function-after\[.*\]|list\[.*\]|dict\[.*\])$")

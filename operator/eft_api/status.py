@@ -118,6 +118,11 @@ class _Run(_Model):
     training_digest: str | None = None
     #: The run whose trained model this run re-measured and re-gated without training.
     reused_model_from: str | None = None
+    #: Why the run ran (spec.retrain): specChange, schedule, dataChange or manual, and what made it unique.
+    trigger: str | None = None
+    trigger_key: str | None = None
+    #: The digest of the data listing the run was started for (spec.retrain.onDataChange).
+    data_digest: str | None = None
 
 
 class CurrentRun(_Run):
@@ -140,6 +145,8 @@ class RunRecord(_Run):
     oom_fallback: OomFallback | None = None
     baselines: list[BaselineFigures] | None = None
     merge_ratio: float | None = None
+    #: The model registry version the run was registered as (spec.output.registry).
+    registered_version: str | None = None
 
 
 class Results(_Model):
@@ -155,6 +162,24 @@ class Results(_Model):
     baselines: list[BaselineFigures] | None = None
     merge_ratio: float | None = None
     reused_model_from: str | None = None
+    registered_version: str | None = None
+
+
+class RetrainStatus(_Model):
+    """``status.retrain``: what spec.retrain triggered and when it looks next."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    last_trigger: str | None = None
+    last_trigger_time: str | None = None
+    last_schedule_time: str | None = None
+    next_schedule_time: str | None = None
+    last_manual: str | None = None
+    skipped: int | None = None
+    last_check_time: str | None = None
+    last_data_digest: str | None = None
+    baseline_digest: str | None = None
+    probe: dict[str, Any] | None = None
 
 
 class EmbeddingFinetuneStatus(_Model):
@@ -169,6 +194,8 @@ class EmbeddingFinetuneStatus(_Model):
     results: Results | None = None
     artifacts: Artifacts | None = None
     trainer_status: TrainerStatus | None = None
+    retrain: RetrainStatus | None = None
+    pending_notifications: list[dict[str, Any]] | None = None
 
     @classmethod
     def of(cls, status: Any) -> EmbeddingFinetuneStatus:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eft_cli import render, run, validate
+from eft_cli import render, retrain, run, validate
 
 DESCRIPTION = """\
 eft works with EmbeddingFinetune resources (short name: eft) outside the cluster.
@@ -13,6 +13,7 @@ eft works with EmbeddingFinetune resources (short name: eft) outside the cluster
   eft validate FILE...   check resources against the CRD schema and the operator's typed checks
   eft render FILE        print the ConfigMap and Job the operator would create (for GitOps reviews)
   eft run FILE           run the trainer locally on a resource, through the same path a Job takes
+  eft retrain NAME       start a new run of a resource in the cluster without a spec edit
 
 Run `eft COMMAND --help` for the details of each.
 """
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_parser(sub)
     render.add_parser(sub)
     run.add_parser(sub)
+    retrain.add_parser(sub)
     return parser
 
 

@@ -20,8 +20,9 @@ from typing import Any
 import kopf
 
 from eft_api import contract
+from eft_api.retrain import RETRAIN_ANNOTATION
 from eft_api.spec import API_GROUP, API_VERSION, PLURAL
-from eft_operator import children, resync
+from eft_operator import children, resync, triggers
 from eft_operator.reconciler import ChildConflictError, InvalidSpecError, Reconciler
 from eft_operator.resync import RETRY_CEILING, retry_delay
 
@@ -66,11 +67,18 @@ async def on_resource_created(**kw: Any) -> None:
 
 
 async def on_resource_event(**kw: Any) -> None:
-    """The resource is gone: drop its lock and metrics series. (Any event: the resync keeps the context.)"""
+    """The resource is gone: drop its lock and metrics series. A new value of the retrain annotation (``eft
+    retrain NAME``): a pass, which starts the manual run (kopf's own diff ignores annotations of its prefix).
+    (Any event: the resync keeps the context.)"""
     resync.remember_context(kw["memo"])
+    reconciler: Reconciler = kw["memo"]["reconciler"]
     if kw["type"] == "DELETED":
-        reconciler: Reconciler = kw["memo"]["reconciler"]
         reconciler.forget(kw["namespace"], kw["name"])
+    elif triggers.manual_pending(kw["body"]):
+        try:
+            await reconciler.reconcile(kw["namespace"], kw["name"], logger=kw["logger"])
+        except Exception as exc:  # the condition says so; the resync or the next event tries again
+            kw["logger"].warning(f"Reconciling {kw['namespace']}/{kw['name']} for {RETRAIN_ANNOTATION} failed: {exc}")
 
 
 async def on_child_event(**kw: Any) -> None:

@@ -45,7 +45,7 @@ from eft_api.contract import output_prefix
 from eft_api.relevance import training_digest
 from eft_api.spec import EmbeddingFinetuneSpec, InvalidSpec, parse_spec
 from eft_api.status import CurrentRun, TrainerStatus
-from eft_operator import children
+from eft_operator import children, notify, triggers
 from eft_operator.config import Settings
 from eft_operator.metrics import Metrics
 from eft_operator.progress import metrics_url
@@ -116,6 +116,8 @@ class _Result:
     recheck: bool = False
     #: Where the running trainer serves its gauges (None: no trainer is running).
     progress_url: str | None = None
+    #: When spec.retrain wants the resource looked at again (its next schedule time or data check), if ever.
+    wake_at: datetime.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,10 @@ class Reconciler:
         self.failed: set[tuple[str, str]] = set()
         #: Reads running trainers' gauges into status.trainerStatus (one task per running run).
         self.progress = ProgressReader(settings.progress_interval, self.metrics, clock)
+        #: Wakes each resource at its next schedule time or data check (spec.retrain).
+        self.timers = triggers.Timers(lambda: triggers.clock_of(self.clock()))
+        #: Sends status.pendingNotifications (spec.notify) as CloudEvents, apart from the passes.
+        self.notifier = notify.Notifier(notify.failure_counter(self.metrics.registry))
         self._closing = False
 
     @property
@@ -219,6 +225,8 @@ class Reconciler:
         for task in self._rechecks.values():
             task.cancel()
         self._rechecks.clear()
+        self.timers.close()
+        await self.notifier.close()
         await self.progress.close()
         if self._client is not None:
             await self._client.close()
@@ -234,6 +242,8 @@ class Reconciler:
         if task is not None:
             task.cancel()
         self.progress.stop(key)
+        self.timers.cancel(key)
+        self.notifier.stop(key)
         self.metrics.forget(namespace, name)
 
     def pod_appeared(self, namespace: str, name: str) -> bool:
@@ -346,6 +356,38 @@ class Reconciler:
             self.progress.follow(key, outcome.progress_url, previous, writer, logger)
         else:
             self.progress.stop(key)
+        self._after_retrain(key, outcome, logger)
+
+    def _after_retrain(self, key: tuple[str, str], outcome: _Result, logger: Logger) -> None:
+        """Arm the timer of the next schedule time or data check; send what spec.notify has pending."""
+        if outcome.status is None or self._closing:
+            return
+        if outcome.wake_at is not None:
+            self.timers.arm(key, outcome.wake_at, lambda: self._recheck(key, 0.0, logger))
+        pending = outcome.status.get(notify.PENDING_FIELD)
+        self.notifier.follow(key, pending, self._notified(key), self._notify_warning(key))
+
+    def _notified(self, key: tuple[str, str]) -> notify.Done:
+        """Removes a sent notification's URL from status.pendingNotifications, under the resource's lock."""
+
+        async def done(record_id: str, url: str) -> None:
+            async with self._held(key):
+                body = await self.client.get("EmbeddingFinetune", *key)
+                pending = ((body or {}).get("status") or {}).get(notify.PENDING_FIELD) or []
+                left = notify.without(pending, record_id, url)
+                if body is not None and left != pending:
+                    patch = {"status": {notify.PENDING_FIELD: left or None}}
+                    await self.client.patch("EmbeddingFinetune", *key, patch, subresource="status")
+
+        return done
+
+    def _notify_warning(self, key: tuple[str, str]) -> notify.Warn:
+        async def warn(reason: str, message: str) -> None:
+            body = await self.client.get("EmbeddingFinetune", *key)
+            if body is not None:
+                kopf.event(cast(Any, body), type="Warning", reason=reason, message=message[:1024])
+
+        return warn
 
     def _progress_writer(self, key: tuple[str, str], url: str) -> Writer:
         """Patches status.trainerStatus under the resource's lock, while the reader still follows ``url``."""
@@ -415,21 +457,33 @@ class Reconciler:
         except InvalidSpec as exc:
             await self._invalid(ctx, exc)
             raise InvalidSpecError(str(exc)) from None
-        owner = Owner.of(namespace, name, ctx.uid, ctx.generation, spec)
         digest = spec_hash(spec)
         current = ctx.current
         keep = bool(current) and (
             int(current.get("generation") or 0) == ctx.generation or current.get("specHash") == digest
         )
-        if keep:
-            return await self._follow_run(ctx, spec, _Start(run=current))
-        if any(int(r.get("generation") or 0) == ctx.generation for r in ctx.prev.get("runs") or []):
+        retrain = await self._retrain(ctx, spec) if keep else None  # spec.retrain, the annotation, the probe
+        retrigger = retrain.start if retrain is not None else None
+        owner = Owner.of(
+            namespace, name, ctx.uid, ctx.generation, spec, retrigger or triggers.spec_change_trigger(spec, ctx.prev)
+        )
+        if keep and retrigger is None:
+            return await self._follow_run(ctx, spec, _Start(run=current), retrain)
+        if retrigger is None and any(
+            int(r.get("generation") or 0) == ctx.generation for r in ctx.prev.get("runs") or []
+        ):
             return _Result(ctx.prev)  # this generation already ran to the end: history is the record
         superseded = await self._stop(client, namespace, current) if ctx.active else None
         started = await self._start_run(ctx, spec, owner, digest, superseded)
         if isinstance(started, _Result):
             return started
-        return await self._follow_run(ctx, spec, started)
+        return await self._follow_run(ctx, spec, started, retrain)
+
+    async def _retrain(self, ctx: _PassContext, spec: EmbeddingFinetuneSpec) -> triggers.PassRetrain:
+        """The data probe's news and what the triggers want, in a pass that would keep the current run."""
+        block, events = await triggers.refresh_probe(ctx.client, ctx.body, spec, ctx.prev, ctx.now, self.settings)
+        decision = triggers.plan(ctx.body, spec, ctx.prev, ctx.now, ctx.active, block)
+        return triggers.PassRetrain(decision, events)
 
     async def _invalid(self, ctx: _PassContext, exc: InvalidSpec) -> None:
         """An invalid spec: a run of an older generation stops; the condition names the field."""
@@ -452,7 +506,12 @@ class Reconciler:
         if refusal is not None:
             return _Result(await self._stall(ctx, superseded, refusal))
         tdigest = training_digest(spec)
-        reuse = reusable(ctx.prev.get("runs") or [], tdigest)  # only evaluation, gate or the like changed
+        # Only evaluation, gate or the like changed: re-gate the trained model. Never for a retrain trigger
+        # (schedule, data change, manual): the data under the same URIs may differ, which is why it runs.
+        trig = owner.trigger
+        regate = trig is None or trig.kind == "specChange"
+        data = trig.data_digest if trig is not None else None
+        reuse = reusable(ctx.prev.get("runs") or [], tdigest, data) if regate else None
         try:
             job, created = await self._create_children(ctx, owner, spec, reuse)
         except children.OwnedByAnother as exc:
@@ -472,6 +531,7 @@ class Reconciler:
             output_uri=render_outputs(owner, spec),
             start_time=(job.get("metadata") or {}).get("creationTimestamp") or ctx.now,
         ).to_status()
+        run = {**run, **triggers.run_fields(owner.trigger, ctx.body, spec)}
         where = f"{ctx.namespace}/{owner.child_name}"
         if created:
             ctx.logger.info(f"Created Job {where} for generation {ctx.generation} of {ctx.namespace}/{ctx.name}.")
@@ -492,7 +552,13 @@ class Reconciler:
                 await ctx.client.ensure(extra, ctx.uid)
         return await ctx.client.ensure(job_body, ctx.uid)
 
-    async def _follow_run(self, ctx: _PassContext, spec: EmbeddingFinetuneSpec, start: _Start) -> _Result:
+    async def _follow_run(
+        self,
+        ctx: _PassContext,
+        spec: EmbeddingFinetuneSpec,
+        start: _Start,
+        retrain: triggers.PassRetrain | None = None,
+    ) -> _Result:
         """Observe the run's Job and Pods, write status and Events, then clean up what the run left behind."""
         run, job, created = start.run, start.job, start.created
         observation: Observation | None = None
@@ -507,9 +573,11 @@ class Reconciler:
             run=run,
             observation=observation,
             superseded=start.superseded,
-            superseded_by=ctx.superseded_by,
+            superseded_by=triggers.superseded_by(retrain, ctx.superseded_by),
             now=ctx.now,
         )
+        notify.enqueue(ctx.prev, status, spec, ctx.body)  # spec.notify: in the same write as the outcome
+        events += triggers.fold(status, retrain, start.job is not None, ctx.body, spec, ctx.now)
         await self._write(ctx.client, ctx.body, ctx.prev, status, events, ctx.logger)
         current = ctx.current
         if start.superseded is not None:
@@ -520,7 +588,7 @@ class Reconciler:
         finished = (status.get("currentRun") or {}).get("phase") in TERMINAL_PHASES
         if finished and observation is not None:
             await self._release_run(ctx, str(run.get("id")), job, pods)
-        return _Result(status, recheck, progress_url)
+        return _Result(status, recheck, progress_url, triggers.wake_at(retrain, spec, ctx.prev, ctx.now))
 
     async def _observe(
         self, ctx: _PassContext, spec: EmbeddingFinetuneSpec, start: _Start

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eft_api import contract
+from eft_api.retrain import RunTrigger, run_salt
 from eft_api.spec import API_GROUP, API_VERSION, KIND, EmbeddingFinetuneSpec
 from eft_operator.config import Settings
 
@@ -45,9 +46,19 @@ class Owner:
     digest: str
     #: Pods of the run (``spec.resources.nodes``): an Indexed Job's name leaves room for its pods' hostnames.
     nodes: int = 1
+    #: Why the run runs (spec.retrain): its trigger and data digest salt the run id (None: a plain spec change).
+    trigger: RunTrigger | None = None
 
     @classmethod
-    def of(cls, namespace: str, name: str, uid: str, generation: int, spec: EmbeddingFinetuneSpec) -> Owner:
+    def of(
+        cls,
+        namespace: str,
+        name: str,
+        uid: str,
+        generation: int,
+        spec: EmbeddingFinetuneSpec,
+        trigger: RunTrigger | None = None,
+    ) -> Owner:
         return cls(
             namespace=namespace,
             name=name,
@@ -55,11 +66,12 @@ class Owner:
             generation=generation,
             digest=spec_hash(spec),
             nodes=spec.resources.nodes,
+            trigger=trigger,
         )
 
     @property
     def run_id(self) -> str:
-        return contract.run_id(self.uid, self.generation, self.digest)
+        return contract.run_id(self.uid, self.generation, self.digest, run_salt(self.trigger))
 
     @property
     def child_name(self) -> str:
@@ -116,6 +128,7 @@ def run_config(
         spec=spec,
         settings=contract.TrainerSettings(work_dir=contract.WORK_DIR, metrics_port=settings.trainer_metrics_port),
         reuse_model_from=reuse,
+        trigger=owner.trigger,
     )
 
 
@@ -149,6 +162,7 @@ def _env(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
     if llm is not None and llm.api_key_secret is not None:  # by reference: the operator never reads the key
         key_ref = {"name": llm.api_key_secret.name, "key": llm.api_key_secret.key}
         env.append({"name": contract.LLM_API_KEY_ENV, "valueFrom": {"secretKeyRef": key_ref}})
+    env += registry_env(spec)
     if llm is not None and llm.prompt_config_map is not None:
         cm_ref = {"name": llm.prompt_config_map.name, "key": llm.prompt_config_map.key}
         env.append({"name": contract.LLM_PROMPT_ENV, "valueFrom": {"configMapKeyRef": cm_ref}})
@@ -158,6 +172,21 @@ def _env(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
             ref = {"name": secret_ref.name, "key": secret_ref.key}
             env.append({"name": contract.baseline_key_env(i), "valueFrom": {"secretKeyRef": ref}})
     return env
+
+
+#: The variables spec.output.registry.mlflow.credentialsSecret may hold, each optional (by reference only).
+MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+def registry_env(spec: EmbeddingFinetuneSpec) -> list[dict[str, Any]]:
+    reg = spec.output.registry
+    secret = reg.mlflow.credentials_secret if reg is not None else None
+    if secret is None:
+        return []
+    return [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key, "optional": True}}}
+        for key in MLFLOW_SECRET_KEYS
+    ]
 
 
 def _resources(spec: EmbeddingFinetuneSpec) -> dict[str, Any]:

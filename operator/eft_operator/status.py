@@ -349,12 +349,16 @@ def _condition(ctype: str, status: str, reason: str, message: str, generation: i
     return condition.to_status()
 
 
-def reusable(runs: Sequence[Mapping[str, Any]], training_digest: str) -> contract.ModelReuse | None:
-    """The newest finished run with the same training digest whose trained weights were kept (it succeeded, or
-    its model was rejected by the gate): a new generation re-measures and re-gates them, no training. Pure."""
+def reusable(
+    runs: Sequence[Mapping[str, Any]], training_digest: str, data_digest: str | None = None
+) -> contract.ModelReuse | None:
+    """The newest finished run with the same training digest, trained on the same data listing (the probe's
+    digest, when spec.retrain.onDataChange knows one), whose trained weights were kept (it succeeded, or its
+    model was rejected by the gate): a new generation re-measures and re-gates them, no training. Pure."""
     for r in runs:
         kept = (r.get("artifacts") or {}).get("trainedModel")
-        if r.get("trainingDigest") == training_digest and kept and r.get("reason") in REGATABLE:
+        same_data = r.get("dataDigest") == data_digest
+        if r.get("trainingDigest") == training_digest and same_data and kept and r.get("reason") in REGATABLE:
             return contract.ModelReuse(run_id=str(r.get("id")), uri=str(kept))
     return None
 
@@ -365,10 +369,9 @@ REGATABLE = frozenset({"Succeeded", "PromotionRejected"})
 
 def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | None) -> dict[str, Any]:
     """The record of a finished run in ``status.runs``: its identity and phase, and the trainer's summary."""
-    keys = (
-        *("id", "generation", "phase", "reason", "message", "startTime", "completionTime", "outputUri", "jobName"),
-        *("trainingDigest", "reusedModelFrom"),
-    )
+    keys: tuple[str, ...] = ("id", "generation", "phase", "reason", "message", "startTime", "completionTime")
+    keys += ("outputUri", "jobName", "trainingDigest", "reusedModelFrom")
+    keys += ("trigger", "dataDigest", "triggerKey")  # spec.retrain (issue 22)
     entry: dict[str, Any] = {k: run[k] for k in keys if run.get(k) is not None}
     if term is not None and term.headline is not None:
         h = term.headline
@@ -382,6 +385,7 @@ def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | N
             guards=term.guards or None,  # evaluation.guards: each set's figures, and whether it passed
             oomFallback=term.oom_fallback,  # the loss was switched after running out of memory
             **_evidence(term),
+            registeredVersion=term.registry.version if term.registry else None,  # spec.output.registry
         )
     return RunRecord.model_validate(entry).to_status()
 
@@ -510,6 +514,7 @@ def _fold_results(fold: _Fold, run_id: str, h: contract.Headline, term: contract
         gain=h.gain,
         reindex_required=reindex,
         **_evidence(term),
+        registered_version=term.registry.version if term.registry else None,
     )
     fold.status["results"] = results.to_status()
     if term.artifacts is not None:

@@ -411,7 +411,45 @@ SEEDS: dict[str, Any] = {
     "spec.evaluation.baselines[]": {"name": "b", "model": {"base": "sentence-transformers/all-MiniLM-L6-v2"}},
     "spec.evaluation.baselines[].endpoint": {"url": "http://emb:8000/v1", "model": "m"},
     "spec.evaluation.baselines[].endpoint.apiKeySecret": {"name": "emb-key"},
+    "spec.output.registry": {"mlflow": {"trackingUri": "http://mlflow:5000", "modelName": "search"}},
+    "spec.output.registry.mlflow": {"trackingUri": "http://mlflow:5000", "modelName": "search"},
+    "spec.output.registry.mlflow.credentialsSecret": {"name": "mlflow"},
+    "spec.notify[]": {"url": "http://hooks:8080/eft"},
 }
+
+
+def _retrain_cases() -> list[Case]:
+    """spec.retrain (cron, time zone, interval), spec.notify and spec.output.registry (issue 22)."""
+    r, s, i = resource, "spec.retrain.schedule", "spec.retrain.onDataChange.checkInterval"
+    mlflow = {"trackingUri": "http://mlflow:5000", "modelName": "search"}
+    return [
+        ("retrain-nightly", r(retrain={"schedule": "0 2 * * *", "timeZone": "Europe/Berlin"}), None),
+        ("retrain-steps-lists", r(retrain={"schedule": "*/15 8-18 1,15 jan-jun MON-FRI"}), None),
+        ("retrain-macro", r(retrain={"schedule": "@daily", "concurrencyPolicy": "Replace"}), None),
+        ("retrain-deadline", r(retrain={"schedule": "@hourly", "startingDeadlineSeconds": 300}), None),
+        ("retrain-cron-words", r(retrain={"schedule": "every night"}), s),
+        ("retrain-cron-minute-60", r(retrain={"schedule": "60 2 * * *"}), s),
+        ("retrain-cron-hour-24", r(retrain={"schedule": "0 24 * * *"}), s),
+        ("retrain-cron-four-fields", r(retrain={"schedule": "0 2 * *"}), s),
+        ("retrain-cron-six-fields", r(retrain={"schedule": "0 0 2 * * *"}), s),
+        ("retrain-cron-bad-macro", r(retrain={"schedule": "@fortnightly"}), s),
+        ("retrain-tz-spaces", r(retrain={"schedule": "@daily", "timeZone": "Europe Berlin"}), "spec.retrain.timeZone"),
+        ("retrain-data-15m", r(retrain={"onDataChange": {"enabled": True, "checkInterval": "15m"}}), None),
+        ("retrain-data-1h30m", r(retrain={"onDataChange": {"enabled": True, "checkInterval": "1h30m"}}), None),
+        ("retrain-data-30s", r(retrain={"onDataChange": {"enabled": True, "checkInterval": "30s"}}), i),
+        ("retrain-data-too-long", r(retrain={"onDataChange": {"checkInterval": "721h"}}), i),
+        ("retrain-data-days", r(retrain={"onDataChange": {"checkInterval": "1d"}}), i),
+        ("notify-ok", r(notify=[{"url": "https://hooks.example.com/eft", "events": ["RunSucceeded"]}]), None),
+        ("notify-no-url", r(notify=[{"events": ["RunFailed"]}]), "spec.notify[0].url"),
+        ("notify-empty-events", r(notify=[{"url": "http://h/", "events": []}]), "spec.notify[0].events"),
+        ("registry-ok", r(output={"uri": "s3://bucket/out/", "registry": {"mlflow": {**mlflow, "alias": "prod"}}}), None),
+        ("registry-alias-latest", r(output={"uri": "s3://bucket/out/", "registry": {"mlflow": {**mlflow, "alias": "latest"}}}),
+         "spec.output.registry.mlflow.alias"),
+        ("registry-alias-v3", r(output={"uri": "s3://bucket/out/", "registry": {"mlflow": {**mlflow, "alias": "v3"}}}),
+         "spec.output.registry.mlflow.alias"),
+        ("registry-no-name", r(output={"uri": "s3://bucket/out/", "registry": {"mlflow": {"trackingUri": "http://m/"}}}),
+         "spec.output.registry.mlflow.modelName"),
+    ]  # fmt: skip
 
 
 def _set(doc: dict[str, Any], path: str, value: Any) -> str:
@@ -612,7 +650,7 @@ def _example_cases() -> list[Case]:
 
 
 def all_cases() -> list[Case]:
-    cases = _example_cases() + _file_cases() + _rule_cases() + _schema_cases() + _cluster_cases()
+    cases = _example_cases() + _file_cases() + _rule_cases() + _schema_cases() + _cluster_cases() + _retrain_cases()
     ids = [c[0] for c in cases]
     duplicates = {i for i in ids if ids.count(i) > 1}
     assert not duplicates, duplicates

@@ -79,7 +79,7 @@ def test_overrides_replace_keys_of_the_defaults_one_by_one() -> None:
     a, b = PLATFORM.for_namespace(TEAM_A), PLATFORM.for_namespace(TEAM_B)
     assert a.buckets == ("team-a-*", "models") and b.buckets == ("shared-*",)
     assert a.max_work_dir_size == "300Gi" and b.max_work_dir_size == "200Gi"
-    assert a.notify_endpoints == b.notify_endpoints == ()
+    assert a.notify_endpoints == ("http://reindex.search.svc:8080/events",) and b.notify_endpoints == ()
 
 
 @pytest.mark.parametrize(

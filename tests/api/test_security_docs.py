@@ -22,6 +22,7 @@ EXAMPLES = {p.name: yaml.safe_load(p.read_text()) for p in sorted((REPO / "examp
 NEED_VALUES = {
     *("quickstart.yaml", "pretrain-tsdae.yaml", "beir.yaml", "documents-llm.yaml", "gpu-kueue.yaml"),
     "baselines-and-merge.yaml",  # its embeddings endpoint must be allowed (llmEndpoints)
+    "retrain-loop.yaml",
 }
 
 

@@ -218,16 +218,21 @@ def succeeded_message(run_id: str) -> str:
 
 def pod_succeeded(run_id: str) -> dict[str, Any]:
     """A pod status as the kubelet writes it when the trainer exited 0 with its summary."""
+    return pod_terminated(0, succeeded_message(run_id))
+
+
+def pod_terminated(code: int, message: str) -> dict[str, Any]:
+    """A pod status as the kubelet writes it when its container exited ``code`` with ``message``."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     terminated = {
-        "exitCode": 0,
-        "reason": "Completed",
-        "message": succeeded_message(run_id),
+        "exitCode": code,
+        "reason": "Completed" if code == 0 else "Error",
+        "message": message,
         "startedAt": now,
         "finishedAt": now,
     }
     return {
-        "phase": "Succeeded",
+        "phase": "Succeeded" if code == 0 else "Failed",
         "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}],
         "containerStatuses": [
             {

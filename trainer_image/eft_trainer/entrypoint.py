@@ -24,7 +24,7 @@ from typing import Any
 
 from eft_api.contract import RunConfig, TerminationMessage
 from eft_trainer import distributed as dist
-from eft_trainer import methods
+from eft_trainer import methods, registry
 from eft_trainer.config import load_run_config
 from eft_trainer.distributed import World
 from eft_trainer.errors import TrainerError, redact
@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), max_st
         run_id = cfg.run.run_id
         progress = Progress(cfg.settings.metrics_port if world.main else 0)
         msg = run_job(cfg, callbacks=callbacks, max_steps=max_steps, progress=progress, world=world)
+        if world.main and registry.wanted(cfg, msg):  # spec.output.registry: the run becomes a registered version
+            msg = registry.after_publish(cfg, msg, open_storage(cfg, dict(os.environ)))
         ended = True
     except Exception as exc:
         if not isinstance(exc, TrainerError) and not is_oom(exc):

@@ -74,6 +74,10 @@ class Interrupted(TrainerError):
     reason = Reason.CRASHED
 
 
+#: spec.output.registry.mlflow.credentialsSecret's variables (eft_trainer.registry).
+MLFLOW_CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
 def credential_files() -> dict[str, str]:
     """The credentials in the folder ``$EFT_S3_CREDENTIALS_DIR`` names (a mounted Secret): variable -> value."""
     folder = os.environ.get(S3_CREDENTIALS_DIR_ENV)
@@ -90,7 +94,7 @@ def credential_files() -> dict[str, str]:
 
 def secret_values() -> list[str]:
     """Every credential value this process may hold: from the environment and from the credentials folder."""
-    names = (*S3_CREDENTIAL_VARS, LLM_API_KEY_ENV)
+    names = (*S3_CREDENTIAL_VARS, LLM_API_KEY_ENV, *MLFLOW_CREDENTIAL_VARS)
     values = [os.environ.get(k, "") for k in names] + list(credential_files().values())
     return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
 
