@@ -110,7 +110,7 @@ def bench_cfg(name: str, doc: dict[str, Any], work: Path, models: Path) -> Any:
 def run_with_report(cfg: Any, max_steps: int = -1) -> tuple[Any, dict[str, Any]]:
     """Run the real trainer (``run_job``) on ``cfg``: its termination message and the report it built (nothing
     is published), whatever the outcome."""
-    import eft_trainer.report as report_module
+    import eft_trainer.stages.report as report_module  # the report stage calls build_report by this name
     from eft_trainer.entrypoint import run_job
 
     captured: dict[str, Any] = {}
