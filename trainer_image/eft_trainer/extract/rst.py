@@ -8,8 +8,10 @@ well: an object description (``.. function:: dumps(obj)``) gives its signature a
 An unknown directive is dropped. Nothing reaches outside the text: file inclusion and raw output are off,
 and no configuration file is read.
 
-Parsing is iterative where docutils is not: a file nested deeper than Python's recursion limit raises
-:class:`TooDeep`, and the caller refuses the file.
+The walk over docutils' tree is iterative, but docutils' parser recurses: a file nested deeper than Python's
+recursion limit allows (a few hundred levels) raises :class:`TooDeep`, and the caller refuses the file.
+Registering the directives is a module-level side effect on docutils' registry (this process is the
+trainer's own).
 """
 
 from __future__ import annotations
