@@ -143,7 +143,6 @@ PATHOLOGICAL = {
 }
 
 
-@pytest.mark.slow  # 1 MB inputs per format and case: minutes of CPU in all
 @pytest.mark.parametrize("fmt", list(TEXT_READERS))
 @pytest.mark.parametrize("case", list(PATHOLOGICAL))
 def test_pathological_inputs_of_the_issue_read_in_linear_time(fmt: str, case: str) -> None:
@@ -152,7 +151,6 @@ def test_pathological_inputs_of_the_issue_read_in_linear_time(fmt: str, case: st
 
 
 @pytest.mark.slow  # CPU only, but minutes: markdown-it reads 1 MB of "[a](" in about 25 s on this machine
-@pytest.mark.slow  # 1 MB inputs per format and case: minutes of CPU in all
 @pytest.mark.parametrize("fmt", list(TEXT_READERS))
 @pytest.mark.parametrize("case", list(PATHOLOGICAL))
 def test_pathological_megabyte_inputs_read_in_linear_time(fmt: str, case: str) -> None:
