@@ -14,7 +14,7 @@ from trainer_helpers import HUB_ID, make_cfg, spec_dict
 from eft_api.contract import Reason
 from eft_api.spec import AdapterSpec, InvalidSpec, TrainingSpec, parse_spec
 from eft_trainer.errors import InvalidSpecError
-from eft_trainer.methods import TrainInput, for_spec
+from eft_trainer.methods import TrainInput, adapter_nets, for_spec
 from eft_trainer.methods.query_adapter import (
     QueryAdapter,
     adapter_modules,
@@ -40,12 +40,34 @@ def test_the_method_is_chosen_once_from_the_spec() -> None:
     assert (adapter.name, adapter.reindex_required) == ("queryAdapter", False)
 
 
+@pytest.mark.parametrize(
+    "adapter",
+    [AdapterSpec(), AdapterSpec(rank=4), AdapterSpec(kind="mlp", hidden_dim=16)],
+    ids=["linear", "low-rank", "mlp"],
+)
+def test_a_trained_adapter_exports_to_stock_modules_computing_the_same(adapter: AdapterSpec) -> None:
+    """The adapter trains as a small torch module and is published as stock Dense modules: the same function."""
+    torch.manual_seed(0)
+    net = adapter_nets.build(32, adapter)
+    x = torch.randn(8, 32)
+    with torch.no_grad():
+        assert torch.equal(net(x), x)  # the identity before training
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # as if trained
+        assert torch.allclose(apply_route(net.export(), x.clone()), net(x), atol=1e-5)
+        assert not torch.allclose(net(x), x, atol=1e-3)
+    params = sum(p.numel() for p in net.parameters())
+    assert params == {"linear": 32 * 32 + 32, "low-rank": 2 * 32 * 4 + 32, "mlp": 2 * 32 * 16 + 16 + 32}[
+        "mlp" if adapter.kind == "mlp" else ("low-rank" if adapter.rank else "linear")
+    ]
+
+
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
 @pytest.mark.parametrize("normalize", [True, False])
 def test_an_untrained_adapter_is_the_identity(kind: str, normalize: bool) -> None:
     x = torch.nn.functional.normalize(torch.randn(8, 32), dim=-1) if normalize else torch.randn(8, 32)
     modules = adapter_modules(32, AdapterSpec(kind=kind), normalize)  # type: ignore[arg-type]
-    assert len(modules) == (2 if normalize else 1)
+    assert len(modules) == (1 if kind == "linear" else 2) + normalize
     with torch.no_grad():
         y = apply_route(modules, x.clone())
     assert torch.allclose(y, x, atol=1e-6)

@@ -113,13 +113,17 @@ def render_markdown(report: dict[str, Any], plot_name: str | None = "dimensions.
         lines += ["", "## Pre-training", ""]
         lines += [f"- {k}: {value(v)}" for k, v in report["pretrain"].items()]
     lines += ["", "## Training", ""]
-    lines += [f"- {k}: {value(v)}" for k, v in report["training"].items() if k != "oomFallback"]
+    lines += [
+        f"- {k}: {value(v)}" for k, v in report["training"].items() if k not in ("oomFallback", "validationCurve")
+    ]
     if fb := report["training"].get("oomFallback"):  # eft_trainer.oom
         lines += [
             f"- out of memory before: attempt {fb['attempt']} trained with {fb['toLoss']} (mini-batch "
             f"{fb['miniBatchSize']}, batch {fb['batchSize']}) instead of {fb['fromLoss']}, after "
             f"{len(fb['outOfMemory'])} out-of-memory failure(s)"
         ]
+    if curve := report["training"].get("validationCurve"):  # the query-side methods' early stopping
+        lines += validation_curve_table(curve)
     lines += ["", "## Timings (seconds)", ""]
     lines += [f"- {k}: {v:.1f}" for k, v in report["timings"].items()]
     lines += ["", "## Hardware", ""]
@@ -127,6 +131,21 @@ def render_markdown(report: dict[str, Any], plot_name: str | None = "dimensions.
     if plot_name:
         lines += ["", f"![{pm} per dimension]({plot_name})"]
     return "\n".join(lines) + "\n"
+
+
+def validation_curve_table(curve: list[dict[str, Any]]) -> list[str]:
+    """The query side's validation score after each epoch (per learning rate tried), as a Markdown table."""
+    lines = [
+        "",
+        "## Validation curve (held-out training rows, NDCG@10)",
+        "",
+        "| learning rate | epoch | loss | NDCG@10 |",
+    ]
+    lines += ["|---|---|---|---|"]
+    for p in curve:
+        loss = f"{p['loss']:.4f}" if "loss" in p else "-"
+        lines += [f"| {p.get('learningRate', 0):.2g} | {p['epoch']} | {loss} | {p.get('validationNdcg@10', 0):.4f} |"]
+    return lines
 
 
 def value(v: Any) -> str:
