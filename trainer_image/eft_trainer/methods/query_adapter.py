@@ -185,7 +185,7 @@ def adapter_step(net: Any, data: CachedPairs, batch: list[int], loss_fn: Any, di
     cols = data.di[b]
     loss = contrastive_loss(loss_fn, q, [data.d_emb[cols[:, j]] for j in range(cols.shape[1])], dims)
     opt.zero_grad()
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]
     opt.step()
     return float(loss.detach())
 
