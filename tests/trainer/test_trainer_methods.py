@@ -57,9 +57,12 @@ def test_a_trained_adapter_exports_to_stock_modules_computing_the_same(adapter: 
         assert torch.allclose(apply_route(net.export(), x.clone()), net(x), atol=1e-5)
         assert not torch.allclose(net(x), x, atol=1e-3)
     params = sum(p.numel() for p in net.parameters())
-    assert params == {"linear": 32 * 32 + 32, "low-rank": 2 * 32 * 4 + 32, "mlp": 2 * 32 * 16 + 16 + 32}[
-        "mlp" if adapter.kind == "mlp" else ("low-rank" if adapter.rank else "linear")
-    ]
+    assert (
+        params
+        == {"linear": 32 * 32 + 32, "low-rank": 2 * 32 * 4 + 32, "mlp": 2 * 32 * 16 + 16 + 32}[
+            "mlp" if adapter.kind == "mlp" else ("low-rank" if adapter.rank else "linear")
+        ]
+    )
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from eft_api.spec import EarlyStopping
+from eft_trainer import distributed as dist
 from eft_trainer.training import group_batches
 
 if TYPE_CHECKING:
@@ -117,9 +118,13 @@ def cache_pairs(model: Any, inp: TrainInput, routes: bool = True) -> CachedPairs
     model.eval()
     queries = sorted({r[0] for r in rows})
     documents = sorted({t for r in rows for t in r[1:]})
-    (q_arr, q_cached), (d_arr, d_cached) = (
-        frozen_embeddings(model, inp, route, texts) for route, texts in (("query", queries), ("document", documents))
-    )
+    w = inp.world
+    if w is not None and w.distributed:  # the first process embeds (or reads the cache) once for every process
+        (q_arr, q_cached), (d_arr, d_cached) = dist.broadcast(
+            embed_both(model, inp, queries, documents) if w.main else None
+        )
+    else:
+        (q_arr, q_cached), (d_arr, d_cached) = embed_both(model, inp, queries, documents)
     device = model.device
     q_index = {t: i for i, t in enumerate(queries)}
     d_index = {t: i for i, t in enumerate(documents)}
@@ -136,6 +141,22 @@ def cache_pairs(model: Any, inp: TrainInput, routes: bool = True) -> CachedPairs
         reused=q_cached and d_cached,
         seconds=seconds,
     )
+
+
+def embed_both(model: Any, inp: TrainInput, queries: list[str], documents: list[str]) -> list[tuple[Any, bool]]:
+    """The base model's query-route embeddings of ``queries`` and document-route embeddings of ``documents``."""
+    return [
+        frozen_embeddings(model, inp, route, texts) for route, texts in (("query", queries), ("document", documents))
+    ]
+
+
+def shard(batches: list[list[int]], world_size: int, rank: int) -> list[list[int]]:
+    """This process's batches of an epoch under several processes: every ``world_size``-th, from ``rank``, of
+    the largest multiple of ``world_size`` (so every process takes as many steps). Pure."""
+    if world_size <= 1:
+        return batches
+    usable = len(batches) // world_size * world_size
+    return batches[rank:usable:world_size]
 
 
 def frozen_embeddings(model: Any, inp: TrainInput, route: str, texts: Sequence[str]) -> tuple[Any, bool]:

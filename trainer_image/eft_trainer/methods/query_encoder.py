@@ -35,12 +35,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from eft_api.spec import Loss, TrainingSpec
+from eft_trainer import distributed as dist
 from eft_trainer.methods import Trained, TrainInput, encoder_checkpoint
 from eft_trainer.methods.cached_fit import (
     CachedPairs,
     Stopper,
     cache_pairs,
     epoch_batches,
+    shard,
     validation_ndcg,
     validation_plan,
 )
@@ -195,9 +197,42 @@ def checkpoint(loop: Loop, state: LoopState, best: dict[str, Any] | None) -> Non
         encoder_checkpoint.mirror(loop.ckpt, loop.inp.storage, checkpoint_prefix(loop.inp))
 
 
+def my_batches(loop: Loop, epoch: int) -> list[list[int]]:
+    """This process's batches of ``epoch`` (all of them in one process)."""
+    w = loop.inp.world
+    batches = epoch_batches(loop.data.rows, loop.plan[0], loop.spec.batch_size, loop.spec.seed, epoch)
+    return shard(batches, w.size, w.rank) if w is not None and w.distributed else batches
+
+
+def world_size(loop: Loop) -> int:
+    w = loop.inp.world
+    return w.size if w is not None and w.distributed else 1
+
+
+def average_gradients(loop: Loop) -> None:
+    """Under several processes: every process's gradient becomes their mean (the same update everywhere)."""
+    w = loop.inp.world
+    if w is None or not w.distributed:
+        return
+    import torch.distributed
+
+    for p in loop.tower.parameters():
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= w.size
+
+
+def stop_requested(loop: Loop, flag: list[bool]) -> bool:
+    """Whether SIGTERM reached this process, or (under several processes) any of them: all stop at one step."""
+    w = loop.inp.world
+    if w is not None and w.distributed:
+        flag[0] = dist.any_rank(flag[0])
+    return flag[0]
+
+
 def run_epoch(loop: Loop, state: LoopState, best: dict[str, Any] | None, stop: list[bool]) -> bool:
     """Train the rest of ``state.epoch``; return False when SIGTERM stopped it (after a checkpoint)."""
-    batches = epoch_batches(loop.data.rows, loop.plan[0], loop.spec.batch_size, loop.spec.seed, state.epoch)
+    batches = my_batches(loop, state.epoch)
     data = loop.data
     for i in range(state.next_batch, len(batches)):
         b = batches[i]
@@ -207,14 +242,16 @@ def run_epoch(loop: Loop, state: LoopState, best: dict[str, Any] | None, stop: l
         loss = encoder_step(
             loop.tower, [data.queries[int(q)] for q in data.qi[b]], docs, loop.loss_fn, loop.dims, loop.mini
         )
+        average_gradients(loop)
         loop.opt.step()
         loop.sched.step()
-        state.step, state.samples, state.next_batch = state.step + 1, state.samples + len(b), i + 1
+        state.step, state.samples, state.next_batch = state.step + 1, state.samples + len(b) * world_size(loop), i + 1
         state.losses.append(loss)
         state.epoch_losses.append(loss)
-        if stop[0] or state.step % loop.spec.checkpoint_steps == 0:
+        stopping = stop_requested(loop, stop)
+        if stopping or state.step % loop.spec.checkpoint_steps == 0:
             checkpoint(loop, state, best)
-        if stop[0]:
+        if stopping:
             return False
         if state.step >= loop.total:
             break
@@ -269,7 +306,9 @@ def make_loop(inp: TrainInput, tower: Any, data: CachedPairs, dim: int) -> Loop:
 
     spec = inp.cfg.spec.training
     plan = validation_plan(len(data.rows), spec.early_stopping, spec.seed)
-    per_epoch = len(epoch_batches(data.rows, plan[0], spec.batch_size, spec.seed, 1))
+    w = inp.world
+    batches = epoch_batches(data.rows, plan[0], spec.batch_size, spec.seed, 1)
+    per_epoch = len(shard(batches, w.size, w.rank) if w is not None and w.distributed else batches)
     total = inp.max_steps if inp.max_steps > 0 else max(1, math.ceil(spec.epochs * per_epoch))
     params = [p for p in tower.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec.learning_rate)
@@ -277,7 +316,8 @@ def make_loop(inp: TrainInput, tower: Any, data: CachedPairs, dim: int) -> Loop:
     sched = get_scheduler(spec.scheduler, opt, num_warmup_steps=warmup, num_training_steps=total)
     cached = spec.mini_batch_size if spec.loss is Loss.CACHED_MULTIPLE_NEGATIVES_RANKING else None
     mini = inp.cached_mini_batch or cached
-    ckpt = inp.own / "checkpoints" / encoder_checkpoint.FOLDER / encoder_checkpoint.FILE
+    # In the pod's shared work dir: the first process writes it, every process of the pod can read it.
+    ckpt = inp.work / "checkpoints" / encoder_checkpoint.FOLDER / encoder_checkpoint.FILE
     dims = list(spec.matryoshka_dims) or [dim]
     return Loop(tower, data, plan, spec, in_batch_loss(tower, spec), dims, opt, sched, total, mini, ckpt, inp)
 
