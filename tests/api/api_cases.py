@@ -202,7 +202,11 @@ def _rule_cases() -> list[Case]:
             r(training__method="queryAdapter", training__adapter={"rank": 16, "learningRateSearch": False}),
             None,
         ),
-        ("adapter-rank-zero", r(training__method="queryAdapter", training__adapter={"rank": 0}), "spec.training.adapter.rank"),
+        (
+            "adapter-rank-zero",
+            r(training__method="queryAdapter", training__adapter={"rank": 0}),
+            "spec.training.adapter.rank",
+        ),
         (
             "early-stopping-split-too-big",
             r(training__method="queryAdapter", training__earlyStopping={"validationSplit": 0.6}),

@@ -45,7 +45,7 @@ def index_info(model: Any, dims: list[int], reindex_required: bool) -> dict[str,
     from sentence_transformers.sentence_transformer.modules import Normalize, Router
 
     normalized = len(model) > 0 and isinstance(model[-1], Normalize)
-    router = model[-1] if len(model) > 0 and isinstance(model[-1], Router) else None
+    router: Any = model[-1] if len(model) > 0 and isinstance(model[-1], Router) else None
     if router is not None:
         document = list(router.sub_modules["document"])
         if document:  # two towers (queryEncoder): the document route is the base model
