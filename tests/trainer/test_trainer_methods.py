@@ -130,3 +130,27 @@ def test_a_method_that_does_not_fit_the_data_is_refused(fmt: str, loss: str, fie
     with pytest.raises(InvalidSpec) as err:
         parse_spec(doc)
     assert [p.path for p in err.value.problems] == [field]
+
+
+@pytest.mark.slow
+def test_gradient_cache_of_the_query_tower_gives_the_same_gradients(minilm: Any) -> None:
+    """CachedMultipleNegativesRanking and the out-of-memory fallback encode the queries in mini-batches with
+    cached gradients: the same gradients as one pass, in less memory (compared without dropout: its masks
+    depend on the mini-batch shapes)."""
+    from eft_trainer.methods.query_encoder import encoder_step, query_tower
+
+    tower = query_tower(minilm)
+    tower.eval()
+    texts = [f"how do I use module number {i} of the standard library" for i in range(7)]
+    docs = [torch.nn.functional.normalize(torch.randn(7, 384, generator=torch.Generator().manual_seed(1)), dim=-1)]
+    loss_fn = in_batch_loss(tower, TrainingSpec())
+    grads = []
+    for mini in (None, 3):
+        tower.zero_grad()
+        torch.manual_seed(5)
+        loss = encoder_step(tower, texts, docs, loss_fn, [384, 64], mini)
+        grads.append((loss, [p.grad.clone() for p in tower.parameters() if p.grad is not None]))
+    (l1, g1), (l2, g2) = grads
+    assert abs(l1 - l2) < 1e-5 and len(g1) == len(g2) > 0
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g1, g2, strict=True))
+    assert all(p.grad is None for p in minilm.parameters())  # the base (the document tower) got no gradient
