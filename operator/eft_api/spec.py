@@ -411,7 +411,9 @@ class EarlyStopping(_Model):
     """The internal validation split of the query-side methods: epochs (and the adapter's learning rate) are
     chosen on it, training stops after ``patience`` epochs without improvement and keeps the best epoch."""
 
-    validation_split: Annotated[float, Field(strict=True, ge=0, le=0.5)] = 0.1
+    #: 0 (the default): every row trains for training.epochs (on the sample, early stopping stopped the adapter
+    #: too early: docs/methods.md).
+    validation_split: Annotated[float, Field(strict=True, ge=0, le=0.5)] = 0.0
     patience: Annotated[int, Field(strict=True, ge=1, le=100), Integral] = 2
 
 
