@@ -15,10 +15,7 @@ MAX_LINES = 60
 
 #: Package folder -> {file under it: why it is exempt for now (and who is on it)}.
 PACKAGES: dict[str, dict[str, str]] = {
-    "trainer_image/eft_trainer": {
-        "methods/query_adapter.py": "helper qenc is splitting QueryAdapter.train (113 lines) into query_encoder.py",
-        "documents.py": "helper documents is reworking the extractors (read_rst 61 lines)",
-    },
+    "trainer_image/eft_trainer": {},
 }
 
 #: Modules whose import is heavy (torch and what imports it, S3, plotting, the LLM client, PDF): imported where used.

@@ -109,6 +109,8 @@ class IndexInfo(_Model):
     default_prompt_name: str | None = None
     max_seq_length: int | None = None
     encode: str = ""
+    #: A query-side model (queryAdapter, queryEncoder): one encoder or two towers, and the query side's size.
+    serving: dict[str, Any] | None = None
     #: After training.merge: the WiSE-FT ratio published (1 is the fine-tuned model, 0 the base).
     merge_ratio: float | None = None
 

@@ -147,12 +147,16 @@ IN_BATCH_NEGATIVE_LOSSES = frozenset(
 class Method(StrEnum):
     FULL = "full"
     QUERY_ADAPTER = "queryAdapter"
+    QUERY_ENCODER = "queryEncoder"
     DISTILLATION = "distillation"
     GPL = "gpl"
 
 
 #: Formats a query adapter can learn from: an anchor (the query side) and a positive (the document side).
 QUERY_ADAPTER_FORMATS = (DataFormat.PAIRS, DataFormat.TRIPLETS, DataFormat.BEIR)
+
+#: The methods that train the query side only (document embeddings stay the base model's, bit for bit).
+QUERY_SIDE_METHODS = frozenset({Method.QUERY_ADAPTER, Method.QUERY_ENCODER})
 
 #: Formats gpl (and silver labels) learn from: (query, passage) pairs, given or generated from documents.
 CROSS_ENCODER_FORMATS = (DataFormat.PAIRS, DataFormat.DOCUMENTS)
@@ -165,6 +169,10 @@ MINABLE_FORMATS = frozenset({DataFormat.PAIRS, DataFormat.TRIPLETS, DataFormat.B
 PRETRAIN_NOT_WITH_ADAPTER = (
     "training.pretrain does not fit training.method queryAdapter: its encoder is frozen, so an adapted model "
     "would be ignored"
+)
+PRETRAIN_NOT_WITH_QUERY_ENCODER = (
+    "training.pretrain does not fit training.method queryEncoder: its document tower is the frozen base model, "
+    "so a pre-trained model would change the document side"
 )
 PRETRAIN_ONE_PROCESS = "training.pretrain runs in one process: set resources.gpus to 0 or 1 and resources.nodes to 1"
 
@@ -408,7 +416,21 @@ class AdapterSpec(_Model):
 
     kind: Literal["linear", "mlp"] = "linear"
     hidden_dim: Annotated[int, Field(strict=True, ge=8, le=16384), Integral] = 256
+    #: linear only: train a rank-``rank`` update of the identity (I + U V^T) instead of a full square matrix.
+    rank: Annotated[int, Field(strict=True, ge=1, le=16384), Integral] | None = None
     learning_rate: Annotated[float, Field(strict=True, gt=0, le=1)] = 0.001
+    #: Try learningRate / 3, learningRate and 3 x learningRate; keep the best on the validation split.
+    learning_rate_search: StrictBool = True
+
+
+class EarlyStopping(_Model):
+    """The internal validation split of the query-side methods: epochs (and the adapter's learning rate) are
+    chosen on it, training stops after ``patience`` epochs without improvement and keeps the best epoch."""
+
+    #: 0 (the default): every row trains for training.epochs (on the sample, early stopping stopped the adapter
+    #: too early: docs/methods.md).
+    validation_split: Annotated[float, Field(strict=True, ge=0, le=0.5)] = 0.0
+    patience: Annotated[int, Field(strict=True, ge=1, le=100), Integral] = 2
 
 
 class TeacherSpec(ModelSpec):
@@ -482,6 +504,7 @@ class TrainingSpec(_Model):
     seed: Annotated[int, Field(strict=True, ge=0, le=4294967295), Integral] = 42
     checkpoint_steps: Annotated[int, Field(strict=True, ge=10, le=1_000_000), Integral] = 500
     hard_negatives: HardNegatives = Field(default_factory=HardNegatives)
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     cross_encoder: CrossEncoderSpec | None = None
     silver_labels: SilverLabels | None = None
     pretrain: PretrainSpec | None = None
@@ -735,11 +758,12 @@ class EmbeddingFinetuneSpec(_Model):
         # The same rules as the CRD's x-kubernetes-validations, with the same messages.
         fmt = self.data.train.format
         _distillation_rules(self.training, fmt)
-        if self.training.method is Method.QUERY_ADAPTER and fmt not in QUERY_ADAPTER_FORMATS:
+        if self.training.method in QUERY_SIDE_METHODS and fmt not in QUERY_ADAPTER_FORMATS:
             raise SpecRuleError(
                 ("training", "method"),
-                f"queryAdapter does not fit data.train.format {fmt.value}: it learns from (query, document) "
-                "pairs, so use pairs, triplets or beir",
+                f"{self.training.method.value} does not fit data.train.format {fmt.value}: it learns from "
+                "(query, document) pairs against the base model's fixed document embeddings, so use pairs, "
+                "triplets or beir",
             )
         _cross_encoder_rules(self.training, fmt)
         fitting = LOSSES_BY_FORMAT[training_format(self)]
@@ -753,10 +777,10 @@ class EmbeddingFinetuneSpec(_Model):
                 ("training", "loss"),
                 f"{self.training.loss.value} does not fit {what}: use " + _either(l.value for l in fitting),
             )
-        if self.training.method is Method.QUERY_ADAPTER and self.training.loss not in IN_BATCH_NEGATIVE_LOSSES:
+        if self.training.method in QUERY_SIDE_METHODS and self.training.loss not in IN_BATCH_NEGATIVE_LOSSES:
             raise SpecRuleError(
                 ("training", "loss"),
-                f"{self.training.loss.value} does not fit training.method queryAdapter: use "
+                f"{self.training.loss.value} does not fit training.method {self.training.method.value}: use "
                 + _either(l.value for l in sorted(IN_BATCH_NEGATIVE_LOSSES)),
             )
         if self.training.hard_negatives.enabled and fmt not in MINABLE_FORMATS:
@@ -767,6 +791,8 @@ class EmbeddingFinetuneSpec(_Model):
         if self.training.pretrain is not None:
             if self.training.method is Method.QUERY_ADAPTER:
                 raise SpecRuleError(("training", "pretrain"), PRETRAIN_NOT_WITH_ADAPTER)
+            if self.training.method is Method.QUERY_ENCODER:
+                raise SpecRuleError(("training", "pretrain"), PRETRAIN_NOT_WITH_QUERY_ENCODER)
             if self.resources.gpus > 1 or self.resources.nodes > 1:
                 raise SpecRuleError(("training", "pretrain"), PRETRAIN_ONE_PROCESS)
         ev = self.evaluation

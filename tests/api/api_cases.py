@@ -165,6 +165,58 @@ def _rule_cases() -> list[Case]:
             r(training__method="queryAdapter", training__adapter={"kind": "lora"}),
             "spec.training.adapter.kind",
         ),
+        ("encoder-pairs", r(training__method="queryEncoder"), None),
+        (
+            "encoder-triplets-hard-negatives",
+            r(
+                data__train__format="triplets",
+                training__method="queryEncoder",
+                training__hardNegatives={"enabled": True, "count": 2},
+                training__earlyStopping={"validationSplit": 0.2, "patience": 3},
+            ),
+            None,
+        ),
+        (
+            "encoder-scored-pairs",
+            r(data__train__format="scored-pairs", training__loss="CoSENT", training__method="queryEncoder"),
+            "spec.training.method",
+        ),
+        (
+            "encoder-labeled-texts",
+            r(data__train__format="labeled-texts", training__loss="BatchHardTriplet", training__method="queryEncoder"),
+            "spec.training.method",
+        ),
+        (
+            "encoder-documents",
+            documents(training__method="queryEncoder"),
+            "spec.training.method",
+        ),
+        (
+            "encoder-triplet-loss",
+            r(data__train__format="triplets", training__loss="Triplet", training__method="queryEncoder"),
+            "spec.training.loss",
+        ),
+        ("encoder-pretrain", r(training__method="queryEncoder", training__pretrain={}), "spec.training.pretrain"),
+        (
+            "adapter-low-rank-no-search",
+            r(training__method="queryAdapter", training__adapter={"rank": 16, "learningRateSearch": False}),
+            None,
+        ),
+        (
+            "adapter-rank-zero",
+            r(training__method="queryAdapter", training__adapter={"rank": 0}),
+            "spec.training.adapter.rank",
+        ),
+        (
+            "early-stopping-split-too-big",
+            r(training__method="queryAdapter", training__earlyStopping={"validationSplit": 0.6}),
+            "spec.training.earlyStopping.validationSplit",
+        ),
+        (
+            "early-stopping-patience-zero",
+            r(training__earlyStopping={"patience": 0}),
+            "spec.training.earlyStopping.patience",
+        ),
         ("method-unknown", r(training__method="lora"), "spec.training.method"),
         ("pretrain-defaults", r(training__pretrain={}), None),
         ("pretrain-one-gpu", r(training__pretrain={"method": "tsdae"}, resources={"gpus": 1}), None),

@@ -48,11 +48,11 @@ def test_merged_module_and_the_adapter_identity() -> None:
 
     from eft_trainer.methods.query_adapter import adapter_modules
 
-    for kind in ("linear", "mlp"):
-        fresh = adapter_modules(4, AdapterSpec(kind=kind), normalize=False)[0]  # the adapter before training
-        assert isinstance(fresh, Dense)
-        ident = identity_state(fresh)
-        assert all(torch.equal(ident[k], v) for k, v in fresh.state_dict().items()), kind
+    for spec in (AdapterSpec(kind="linear"), AdapterSpec(kind="mlp"), AdapterSpec(kind="linear", rank=2)):
+        # the adapter before training is the identity: every module of it equals its identity state
+        for fresh in (m for m in adapter_modules(4, spec, normalize=False) if isinstance(m, Dense)):
+            ident = identity_state(fresh)
+            assert all(torch.equal(ident[k], v) for k, v in fresh.state_dict().items()), spec
 
 
 def test_search_bisects_towards_the_largest_ratio_passing_the_guards() -> None:

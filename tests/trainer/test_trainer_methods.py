@@ -14,7 +14,7 @@ from trainer_helpers import HUB_ID, make_cfg, spec_dict
 from eft_api.contract import Reason
 from eft_api.spec import AdapterSpec, InvalidSpec, TrainingSpec, parse_spec
 from eft_trainer.errors import InvalidSpecError
-from eft_trainer.methods import TrainInput, for_spec
+from eft_trainer.methods import TrainInput, adapter_nets, for_spec
 from eft_trainer.methods.query_adapter import (
     QueryAdapter,
     adapter_modules,
@@ -40,12 +40,37 @@ def test_the_method_is_chosen_once_from_the_spec() -> None:
     assert (adapter.name, adapter.reindex_required) == ("queryAdapter", False)
 
 
+@pytest.mark.parametrize(
+    "adapter",
+    [AdapterSpec(), AdapterSpec(rank=4), AdapterSpec(kind="mlp", hidden_dim=16)],
+    ids=["linear", "low-rank", "mlp"],
+)
+def test_a_trained_adapter_exports_to_stock_modules_computing_the_same(adapter: AdapterSpec) -> None:
+    """The adapter trains as a small torch module and is published as stock Dense modules: the same function."""
+    torch.manual_seed(0)
+    net = adapter_nets.build(32, adapter)
+    x = torch.randn(8, 32)
+    with torch.no_grad():
+        assert torch.equal(net(x), x)  # the identity before training
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # as if trained
+        assert torch.allclose(apply_route(net.export(), x.clone()), net(x), atol=1e-5)
+        assert not torch.allclose(net(x), x, atol=1e-3)
+    params = sum(p.numel() for p in net.parameters())
+    assert (
+        params
+        == {"linear": 32 * 32 + 32, "low-rank": 2 * 32 * 4 + 32, "mlp": 2 * 32 * 16 + 16 + 32}[
+            "mlp" if adapter.kind == "mlp" else ("low-rank" if adapter.rank else "linear")
+        ]
+    )
+
+
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
 @pytest.mark.parametrize("normalize", [True, False])
 def test_an_untrained_adapter_is_the_identity(kind: str, normalize: bool) -> None:
     x = torch.nn.functional.normalize(torch.randn(8, 32), dim=-1) if normalize else torch.randn(8, 32)
     modules = adapter_modules(32, AdapterSpec(kind=kind), normalize)  # type: ignore[arg-type]
-    assert len(modules) == (2 if normalize else 1)
+    assert len(modules) == (1 if kind == "linear" else 2) + normalize
     with torch.no_grad():
         y = apply_route(modules, x.clone())
     assert torch.allclose(y, x, atol=1e-6)
@@ -108,3 +133,27 @@ def test_a_method_that_does_not_fit_the_data_is_refused(fmt: str, loss: str, fie
     with pytest.raises(InvalidSpec) as err:
         parse_spec(doc)
     assert [p.path for p in err.value.problems] == [field]
+
+
+@pytest.mark.slow
+def test_gradient_cache_of_the_query_tower_gives_the_same_gradients(minilm: Any) -> None:
+    """CachedMultipleNegativesRanking and the out-of-memory fallback encode the queries in mini-batches with
+    cached gradients: the same gradients as one pass, in less memory (compared without dropout: its masks
+    depend on the mini-batch shapes)."""
+    from eft_trainer.methods.query_encoder import encoder_step, query_tower
+
+    tower = query_tower(minilm)
+    tower.eval()
+    texts = [f"how do I use module number {i} of the standard library" for i in range(7)]
+    docs = [torch.nn.functional.normalize(torch.randn(7, 384, generator=torch.Generator().manual_seed(1)), dim=-1)]
+    loss_fn = in_batch_loss(tower, TrainingSpec())
+    grads = []
+    for mini in (None, 3):
+        tower.zero_grad()
+        torch.manual_seed(5)
+        loss = encoder_step(tower, texts, docs, loss_fn, [384, 64], mini)
+        grads.append((loss, [p.grad.clone() for p in tower.parameters() if p.grad is not None]))
+    (l1, g1), (l2, g2) = grads
+    assert abs(l1 - l2) < 1e-5 and len(g1) == len(g2) > 0
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g1, g2, strict=True))
+    assert all(p.grad is None for p in minilm.parameters())  # the base (the document tower) got no gradient

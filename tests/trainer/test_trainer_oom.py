@@ -82,6 +82,7 @@ def ooms(n: int) -> list[Any]:
         ({"loss": "Triplet"}, 0, "Triplet", None),
         ({"loss": "Triplet"}, 1, None, None),  # no cached variant: no fallback
         ({"method": "queryAdapter"}, 1, None, None),  # trains on cached embeddings already
+        ({"method": "queryEncoder", "batchSize": 64}, 1, CMNR, 16),  # its query tower: GradCache on the queries
     ],
 )
 def test_the_plan_after_out_of_memory_failures(spec: dict[str, Any], failures: int, loss: str, mini: int) -> None:

@@ -157,3 +157,12 @@ def s3_json(s3: LocalS3, bucket: str, key: str) -> Any:
 def keys(s3: LocalS3, bucket: str, prefix: str) -> list[str]:
     resp = s3.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
     return [o["Key"] for o in resp.get("Contents", [])]
+
+
+def download_prefix(s3: LocalS3, bucket: str, prefix: str, dest: Path) -> Path:
+    """Every object under ``prefix`` into ``dest`` (keys relative to the prefix): a published run, locally."""
+    for k in keys(s3, bucket, prefix):
+        out = dest / k[len(prefix) :]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(s3.client().get_object(Bucket=bucket, Key=k)["Body"].read())
+    return dest

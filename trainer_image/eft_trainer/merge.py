@@ -71,14 +71,21 @@ def merged_model(base: Any, tuned: Any, ratio: float) -> Any:
 
 
 def identity_state(module: Any) -> dict[str, Any]:
-    """The state of an adapter ``Dense`` before training: identity weight (zero for a residual one), zero bias."""
+    """The state of an adapter ``Dense`` that makes it the identity (what merging interpolates towards).
+
+    A square weight is the identity and its bias zero (linear, low-rank). The mlp adapter exports two Dense
+    modules: the first (``dim -> dim + h``, with its residual projection) writes ``[x ; tanh(W1 x + b1)]`` and is
+    kept as trained, since the second (``dim + h -> dim``, weight ``[I | W2]``) ignores the hidden part once its
+    ``W2`` is zero: that second module's identity is ``[I | 0]`` with a zero bias."""
     import torch
 
+    state = module.state_dict()
+    if getattr(module, "use_residual", False):
+        return {k: v.clone() for k, v in state.items()}
     out: dict[str, Any] = {}
-    residual = bool(getattr(module, "use_residual", False))
-    for k, v in module.state_dict().items():
-        if k.endswith("weight") and v.ndim == 2 and v.shape[0] == v.shape[1] and not residual:
-            out[k] = torch.eye(v.shape[0], dtype=v.dtype)
+    for k, v in state.items():
+        if k.endswith("weight") and v.ndim == 2 and v.shape[1] >= v.shape[0]:
+            out[k] = torch.cat([torch.eye(v.shape[0], dtype=v.dtype), torch.zeros_like(v[:, v.shape[0] :])], dim=1)
         else:
             out[k] = torch.zeros_like(v)
     return out

@@ -20,7 +20,8 @@ MultipleNegativesRanking -> CachedMultipleNegativesRanking and MultipleNegatives
 CachedMultipleNegativesSymmetricRanking with a mini-batch of ``min(miniBatchSize, batchSize // 4)``,
 halved at each further out-of-memory failure (a cached loss in the spec starts from half its own
 ``miniBatchSize``), down to :data:`MIN_MINI_BATCH`; below it there is nothing left to try. Other losses and
-the ``queryAdapter`` method (which trains on cached embeddings) have no fallback.
+the ``queryAdapter`` method (which trains on cached embeddings) have no fallback; ``queryEncoder`` encodes its
+queries in mini-batches with cached gradients (its documents are cached embeddings).
 """
 
 from __future__ import annotations
@@ -129,8 +130,9 @@ def spec_setup(training: TrainingSpec) -> Setup:
 
 
 def recoverable(training: TrainingSpec) -> bool:
-    """Whether the spec's training has a smaller-memory variant (full fine-tuning with an in-batch loss)."""
-    return training.method is Method.FULL and training.loss in CACHED_VARIANT
+    """Whether the spec's training has a smaller-memory variant (full fine-tuning or the query tower of
+    queryEncoder, with an in-batch loss)."""
+    return training.method in (Method.FULL, Method.QUERY_ENCODER) and training.loss in CACHED_VARIANT
 
 
 def plan(training: TrainingSpec, ooms: Sequence[OomRecord]) -> Plan | None:

@@ -47,8 +47,13 @@ def index_info(model: Any, dims: list[int], reindex_required: bool) -> IndexInfo
     from sentence_transformers.sentence_transformer.modules import Normalize, Router
 
     normalized = len(model) > 0 and isinstance(model[-1], Normalize)
-    if len(model) > 1 and isinstance(model[-1], Router):
-        normalized = isinstance(model[-2], Normalize)  # the document route is empty: the base model's output
+    router: Any = model[-1] if len(model) > 0 and isinstance(model[-1], Router) else None
+    if router is not None:
+        document = list(router.sub_modules["document"])
+        if document:  # two towers (queryEncoder): the document route is the base model
+            normalized = isinstance(document[-1], Normalize)
+        else:  # an adapter: the document route is empty, the base model's output
+            normalized = len(model) > 1 and isinstance(model[-2], Normalize)
     full = embedding_dim(model)
     return IndexInfo(
         reindex_required=reindex_required,
@@ -60,7 +65,24 @@ def index_info(model: Any, dims: list[int], reindex_required: bool) -> IndexInfo
         default_prompt_name=model.default_prompt_name,
         max_seq_length=model.max_seq_length,
         encode="queries with encode_query, documents with encode_document",
+        serving=None if router is None else serving_info(router),
     )
+
+
+def serving_info(router: Any) -> dict[str, Any]:
+    """What serving a query-side model costs: one encoder pass per text, or two towers (queryEncoder), and the
+    size of the query side's own weights."""
+    query, document = list(router.sub_modules["query"]), list(router.sub_modules["document"])
+    params = sum(p.numel() for m in query for p in m.parameters())
+    if document:
+        return {
+            "towers": 2,
+            "queryTowerParameters": params,
+            "documentTowerParameters": sum(p.numel() for m in document for p in m.parameters()),
+            "note": "two encoders: queries through the trained query tower (encode_query), documents through "
+            "the unchanged base model (encode_document); serving holds both in memory",
+        }
+    return {"towers": 1, "queryAdapterParameters": params}
 
 
 def index_card(index: IndexInfo) -> list[str]:
@@ -70,7 +92,7 @@ def index_card(index: IndexInfo) -> list[str]:
     else:
         verdict = (
             "**No re-index needed**: documents embed exactly as with the base model (bit for bit); only queries "
-            "change (through the query adapter: use `encode_query`)."
+            "change (through the query adapter or query tower: use `encode_query`)."
         )
     prompts = ", ".join(f"{k}: {v!r}" for k, v in index.prompts.items()) or "none"
     return [
@@ -88,8 +110,20 @@ def index_card(index: IndexInfo) -> list[str]:
             if index.merge_ratio is not None
             else []
         ),
+        *serving_card(index.serving),
         "",
     ]
+
+
+def serving_card(serving: dict[str, Any] | None) -> list[str]:
+    if not serving:
+        return []
+    if serving["towers"] == 2:
+        return [
+            f"- serving: two towers: a query tower of {serving['queryTowerParameters']:,} parameters beside the "
+            f"unchanged document tower ({serving['documentTowerParameters']:,}); both load from this one folder"
+        ]
+    return [f"- serving: one encoder plus a query adapter of {serving['queryAdapterParameters']:,} parameters"]
 
 
 def card_results(report: Report) -> list[str]:

@@ -137,18 +137,35 @@ def render_markdown(report: Report, plot_name: str | None = PUBLISHED_PLOT) -> s
         lines += generation_markdown(report.generation)
     if report.pretrain:
         lines += ["", "## Pre-training", "", *listed(report.pretrain)]
-    lines += ["", "## Training", "", *listed(report.training, skip=("oomFallback",))]
+    lines += ["", "## Training", "", *listed(report.training, skip=("oomFallback", "validationCurve"))]
     if fb := report.training.get("oomFallback"):  # eft_trainer.oom
         lines += [
             f"- out of memory before: attempt {fb['attempt']} trained with {fb['toLoss']} (mini-batch "
             f"{fb['miniBatchSize']}, batch {fb['batchSize']}) instead of {fb['fromLoss']}, after "
             f"{len(fb['outOfMemory'])} out-of-memory failure(s)"
         ]
+    if curve := report.training.get("validationCurve"):  # the query-side methods' early stopping
+        lines += validation_curve_table(curve)
     lines += ["", "## Timings (seconds)", "", *(f"- {words(k)}: {v:.1f}" for k, v in report.timings.items())]
     lines += ["", "## Hardware", "", *listed(report.hardware)]
     if plot_name:
         lines += ["", f"![{pm} per dimension]({plot_name})"]
     return "\n".join(lines) + "\n"
+
+
+def validation_curve_table(curve: list[dict[str, Any]]) -> list[str]:
+    """The query side's validation score after each epoch (per learning rate tried), as a Markdown table."""
+    lines = [
+        "",
+        "## Validation curve (held-out training rows, NDCG@10)",
+        "",
+        "| learning rate | epoch | loss | NDCG@10 |",
+    ]
+    lines += ["|---|---|---|---|"]
+    for p in curve:
+        loss = f"{p['loss']:.4f}" if "loss" in p else "-"
+        lines += [f"| {p.get('learningRate', 0):.2g} | {p['epoch']} | {loss} | {p.get('validationNdcg@10', 0):.4f} |"]
+    return lines
 
 
 def value(v: Any) -> str:

@@ -3,6 +3,8 @@
 * :mod:`eft_trainer.methods.full` fine-tunes the whole model (every document must be re-embedded);
 * :mod:`eft_trainer.methods.query_adapter` freezes the base model and trains a query-side module only
   (document embeddings stay the base model's, bit for bit);
+* :mod:`eft_trainer.methods.query_encoder` keeps the base model as the frozen document tower and trains a full
+  copy of it as the query tower (two towers in one model; no re-index);
 * :mod:`eft_trainer.methods.distillation` trains the whole model to reproduce a teacher's embeddings (MSE);
 * :mod:`eft_trainer.methods.gpl` fine-tunes the whole model on cross-encoder margins (MarginMSE) of mined
   negatives.
@@ -86,6 +88,10 @@ def for_spec(spec: EmbeddingFinetuneSpec) -> TrainingMethod:
         from eft_trainer.methods.query_adapter import QueryAdapter
 
         return QueryAdapter()
+    if spec.training.method is Method.QUERY_ENCODER:
+        from eft_trainer.methods.query_encoder import QueryEncoder
+
+        return QueryEncoder()
     if spec.training.method is Method.DISTILLATION:
         from eft_trainer.methods.distillation import Distillation
 

@@ -9,10 +9,14 @@ Router's default route) computes exactly what the base model computes: an index 
 stays valid.
 
 Because the encoder is frozen, every training text is embedded ONCE with the base model (queries through
-its query route, documents through its document route) and the adapter trains on those cached embeddings
-with sentence-transformers' own MultipleNegativesRankingLoss applied to embeddings
+its query route, documents through its document route; :mod:`eft_trainer.methods.cached_fit`) and the
+adapter (:mod:`eft_trainer.methods.adapter_nets`: linear, low-rank or a residual MLP) trains on those cached
+embeddings with sentence-transformers' own MultipleNegativesRankingLoss applied to embeddings
 (``compute_loss_from_embeddings``; see :func:`in_batch_loss`), summed over the Matryoshka dimensions as
-MatryoshkaLoss does.
+MatryoshkaLoss does; mined hard negatives (``training.hardNegatives``) are further document columns.
+A seeded share of the rows is held out (``training.earlyStopping``): the learning rate (learningRate / 3,
+x 1, x 3) and the epoch are the ones that score best on it (NDCG@10 against every cached document),
+training stops after ``patience`` epochs without improvement, and the curve goes into the report.
 Batches hold no repeated text (the no-duplicates rule of the full method). The embeddings are kept with
 the run's checkpoints (:mod:`eft_trainer.embedding_cache`), so a pod stopped by SIGTERM (or failed) after
 embedding is followed by one that does not embed again; the adapter's own training takes seconds and
@@ -24,18 +28,26 @@ the base modules again (:func:`freeze_base`).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
-import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eft_api.spec import AdapterSpec, Loss, TrainingSpec
-from eft_trainer.batching import group_batches
 from eft_trainer.errors import InvalidSpecError
 from eft_trainer.methods import Trained, TrainInput
+from eft_trainer.methods.cached_fit import (
+    CachedPairs,
+    Stopper,
+    cache_pairs,
+    epoch_batches,
+    validation_ndcg,
+    validation_plan,
+)
 from eft_trainer.training import TrainStats
 
 if TYPE_CHECKING:
@@ -47,31 +59,19 @@ log = logging.getLogger(__name__)
 ADAPTER_DIR = "adapter"
 
 
-def adapter_modules(dim: int, adapter: AdapterSpec, normalize: bool) -> list[Any]:
-    """The query route: the adapter (the identity before training), then Normalize if the base normalises."""
-    import torch
-    from sentence_transformers.sentence_transformer.modules import Dense, Normalize
+def route_modules(net: Any, normalize: bool) -> list[Any]:
+    """The query route: the adapter's stock modules, then Normalize if the base normalises."""
+    from sentence_transformers.sentence_transformer.modules import Normalize
 
-    if adapter.kind == "linear":
-        first = Dense(
-            dim,
-            dim,
-            bias=True,
-            activation_function=torch.nn.Identity(),
-            init_weight=torch.eye(dim),
-            init_bias=torch.zeros(dim),
-        )
-    else:  # mlp: x + tanh(W x + b) with W, b = 0: the identity, with a non-linear residual to learn
-        first = Dense(
-            dim,
-            dim,
-            bias=True,
-            activation_function=torch.nn.Tanh(),
-            init_weight=torch.zeros(dim, dim),
-            init_bias=torch.zeros(dim),
-            use_residual=True,
-        )
-    return [first, Normalize()] if normalize else [first]
+    exported = net.export()
+    return [*exported, Normalize()] if normalize else exported
+
+
+def adapter_modules(dim: int, adapter: AdapterSpec, normalize: bool) -> list[Any]:
+    """The query route of an untrained adapter (the identity), then Normalize if the base normalises."""
+    from eft_trainer.methods import adapter_nets
+
+    return route_modules(adapter_nets.build(dim, adapter), normalize)
 
 
 def ends_normalized(model: Any) -> bool:
@@ -146,9 +146,125 @@ def pooled_dimension(model: Any) -> int | None:
     return int(probe.shape[-1]) if probe.ndim == 2 and probe.shape[0] == 1 else None
 
 
-def _negative_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
-    keys = {k for r in rows for k in r if k.startswith("negative_")}
-    return sorted(keys, key=lambda k: int(k.split("_")[1]))
+def check_query_side_model(model: Any, cfg: Any, method: str) -> int:
+    """The model's pooled embedding size; refuse a model without one or one that already ends in a Router."""
+    dim = pooled_dimension(model)
+    if not dim:
+        raise InvalidSpecError(
+            f"spec.training.method {method} needs a model with one pooled embedding per text (a Pooling "
+            f"module); spec.model.base {cfg.spec.model.base} gives none"
+        )
+    if router_of(model) is not None or any(type(m).__name__ == "Router" for m in model):
+        raise InvalidSpecError(
+            f"spec.training.method {method}: spec.model.base {cfg.spec.model.base} already ends in a Router "
+            "(an adapter model); start from its base model"
+        )
+    return int(dim)
+
+
+@dataclass
+class AdapterFit:
+    """One learning rate's training: the adapter (its best epoch's weights), the curve, the counts."""
+
+    learning_rate: float
+    net: Any
+    curve: list[dict[str, float]]
+    best_epoch: int
+    best_score: float | None
+    steps: int = 0
+    samples: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+def adapter_step(net: Any, data: CachedPairs, batch: list[int], loss_fn: Any, dims: list[int], opt: Any) -> float:
+    """One optimiser step of the adapter on a batch of cached rows; the loss."""
+    import torch
+
+    b = torch.tensor(batch)
+    q = net(data.q_emb[data.qi[b]])
+    cols = data.di[b]
+    loss = contrastive_loss(loss_fn, q, [data.d_emb[cols[:, j]] for j in range(cols.shape[1])], dims)
+    opt.zero_grad()
+    loss.backward()  # type: ignore[no-untyped-call]
+    opt.step()
+    return float(loss.detach())
+
+
+def score_rows(net: Any, data: CachedPairs, val_idx: list[int]) -> float:
+    """NDCG@10 of the held-out rows' queries through ``net`` against every cached document."""
+    import torch
+
+    idx = torch.tensor(val_idx)
+    with torch.no_grad():
+        q = net(data.q_emb[data.qi[idx]])
+    return validation_ndcg(q, data.d_emb, data.di[idx, 0])
+
+
+def fit_adapter(
+    data: CachedPairs,
+    plan: tuple[list[int], list[int]],
+    dim: int,
+    spec: TrainingSpec,
+    lr: float,
+    loss_fn: Any,
+    max_steps: int,
+) -> AdapterFit:
+    """Train a fresh adapter with learning rate ``lr``; with a validation split, keep its best epoch (epoch 0:
+    the identity, the base model itself) and stop after ``patience`` epochs without improvement."""
+    import torch
+    from transformers import get_scheduler
+
+    from eft_trainer.methods import adapter_nets
+
+    train_idx, val_idx = plan
+    torch.manual_seed(spec.seed)
+    net = adapter_nets.build(dim, spec.adapter).to(data.q_emb.device)
+    dims = list(spec.matryoshka_dims) or [dim]
+    per_epoch = len(epoch_batches(data.rows, train_idx, spec.batch_size, spec.seed, 0))
+    total = max_steps if max_steps > 0 else max(1, math.ceil(spec.epochs * per_epoch))
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
+    sched = get_scheduler(
+        spec.scheduler, opt, num_warmup_steps=math.ceil(spec.warmup_ratio * total), num_training_steps=total
+    )
+    stopper = Stopper(spec.early_stopping.patience)
+    fit = AdapterFit(lr, net, [], 0, None)
+    best = copy.deepcopy(net.state_dict())
+    if val_idx:
+        stopper.update(0, score_rows(net, data, val_idx))
+        fit.curve.append({"learningRate": lr, "epoch": 0, "validationNdcg@10": stopper.best})
+    epoch = 0
+    while fit.steps < total and not stopper.stop:
+        epoch += 1
+        net.train()
+        seen: list[float] = []
+        for batch in epoch_batches(data.rows, train_idx, spec.batch_size, spec.seed, epoch):
+            seen.append(adapter_step(net, data, batch, loss_fn, dims, opt))
+            sched.step()
+            fit.steps, fit.samples = fit.steps + 1, fit.samples + len(batch)
+            if fit.steps >= total:
+                break
+        net.eval()
+        fit.losses += seen
+        point = {"learningRate": lr, "epoch": epoch, "loss": float(sum(seen) / max(1, len(seen)))}
+        if val_idx:
+            point["validationNdcg@10"] = score_rows(net, data, val_idx)
+            if stopper.update(epoch, point["validationNdcg@10"]):
+                best = copy.deepcopy(net.state_dict())
+        fit.curve.append(point)
+    if val_idx:
+        net.load_state_dict(best)
+        fit.best_epoch, fit.best_score = stopper.best_epoch, stopper.best
+    else:
+        fit.best_epoch = epoch
+    return fit
+
+
+def learning_rates(spec: TrainingSpec, validating: bool) -> list[float]:
+    """The adapter's learning rates to try: the spec's, and a third and three times it when searching. Pure."""
+    lr = spec.adapter.learning_rate
+    if spec.adapter.learning_rate_search and validating:
+        return [lr / 3, lr, min(1.0, lr * 3)]
+    return [lr]
 
 
 class QueryAdapter:
@@ -158,118 +274,68 @@ class QueryAdapter:
     reindex_required = False
 
     def train(self, inp: TrainInput) -> Trained:
-        import numpy as np
-        import torch
-        from transformers import get_scheduler
-
-        model, cfg, train, max_steps = inp.model, inp.cfg, inp.train, inp.max_steps
-        spec = cfg.spec.training
-        dim = pooled_dimension(model)
-        if not dim:
-            raise InvalidSpecError(
-                f"spec.training.method queryAdapter needs a model with one pooled embedding per text (a Pooling "
-                f"module); spec.model.base {cfg.spec.model.base} gives none"
-            )
-        if router_of(model) is not None:
-            raise InvalidSpecError(
-                f"spec.training.method queryAdapter: spec.model.base {cfg.spec.model.base} already ends in a Router "
-                "(an adapter model); start from its base model"
-            )
-        negs = [k for k in _negative_keys(train) if all(isinstance(r.get(k), str) and r.get(k) for r in train)]
-        rows = [(r["anchor"], r["positive"], *(r[k] for k in negs)) for r in train]
-
-        # 1. Embed every training text once with the frozen base model, or take the embeddings a SIGTERMed
-        #    or failed earlier pod of this run kept with its checkpoints.
-        t0 = time.perf_counter()
-        model.eval()
-        queries = sorted({r[0] for r in rows})
-        documents = sorted({t for r in rows for t in r[1:]})
-        (q_arr, q_cached), (d_arr, d_cached) = (
-            _frozen_embeddings(model, inp, route, texts)
-            for route, texts in (("query", queries), ("document", documents))
-        )
-        device = model.device
-        q_emb, d_emb = torch.from_numpy(q_arr).to(device), torch.from_numpy(d_arr).to(device)
-        embed_seconds = time.perf_counter() - t0
-        q_index = {t: i for i, t in enumerate(queries)}
-        d_index = {t: i for i, t in enumerate(documents)}
-        qi = torch.tensor([q_index[r[0]] for r in rows])
-        di = torch.tensor([[d_index[t] for t in r[1:]] for r in rows])
-        log.info("embedded %d queries and %d documents once in %.1fs", len(queries), len(documents), embed_seconds)
-
-        # 2. Attach the adapter (the identity), freeze the base, train the adapter on the cached embeddings.
-        modules = adapter_modules(int(dim), cfg.spec.training.adapter, ends_normalized(model))
-        attach_adapter(model, modules)
+        model, spec = inp.model, inp.cfg.spec.training
+        dim = check_query_side_model(model, inp.cfg, self.name)
+        data = cache_pairs(model, inp)
+        plan = validation_plan(len(data.rows), spec.early_stopping, spec.seed)
+        loss_fn = in_batch_loss(model, spec)
+        t1 = time.perf_counter()
+        fits = [
+            fit_adapter(data, plan, dim, spec, lr, loss_fn, inp.max_steps) for lr in learning_rates(spec, bool(plan[1]))
+        ]
+        seconds = time.perf_counter() - t1
+        chosen = max(fits, key=lambda f: f.best_score if f.best_score is not None else 0.0)
+        attach_adapter(model, route_modules(chosen.net, ends_normalized(model)))
         router = router_of(model)
         assert router is not None
-        router.to(q_emb.device)
+        router.to(data.q_emb.device)
         freeze_base(model)
-        params = [p for m in modules for p in m.parameters()]
-        loss_fn = in_batch_loss(model, spec)
-        dims = list(spec.matryoshka_dims) or [int(dim)]
-        random.seed(spec.seed)
-        torch.manual_seed(spec.seed)
-        rng = random.Random(spec.seed)
-        per_epoch = math.ceil(len(rows) / spec.batch_size)
-        total = max_steps if max_steps > 0 else max(1, math.ceil(spec.epochs * per_epoch))
-        opt = torch.optim.AdamW(params, lr=spec.adapter.learning_rate, weight_decay=0.0)
-        sched = get_scheduler(
-            spec.scheduler,
-            opt,
-            num_warmup_steps=math.ceil(spec.warmup_ratio * total),
-            num_training_steps=total,
+        model.eval()
+        log.info(
+            "trained the %s query adapter: %d fits, %d steps in %.2fs",
+            spec.adapter.kind,
+            len(fits),
+            sum(f.steps for f in fits),
+            seconds,
         )
-        for m in modules:
-            m.train()
-        t1 = time.perf_counter()
-        step, samples, epoch = 0, 0, 0
-        losses: list[float] = []
-        while step < total:
-            order = list(range(len(rows)))
-            rng.shuffle(order)
-            for batch in group_batches(rows, spec.batch_size, order):
-                if len(batch) < 2:
-                    continue  # one row has no in-batch negative
-                b = torch.tensor(batch)
-                q = apply_route(modules, q_emb[qi[b]])
-                cols = di[b]
-                loss = contrastive_loss(loss_fn, q, [d_emb[cols[:, j]] for j in range(cols.shape[1])], dims)
-                opt.zero_grad()
-                loss.backward()  # type: ignore[no-untyped-call]
-                opt.step()
-                sched.step()
-                step += 1
-                samples += len(batch)
-                losses.append(float(loss.detach()))
-                if step >= total:
-                    break
-            epoch += 1
-        seconds = time.perf_counter() - t1
-        for m in modules:
-            m.eval()
-        freeze_base(model)
-        log.info("trained the %s query adapter: %d steps in %.2fs", spec.adapter.kind, step, seconds)
+        steps, samples = sum(f.steps for f in fits), sum(f.samples for f in fits)
         stats = TrainStats(
             seconds=seconds,
-            steps=step,
+            steps=steps,
             samples=samples,
             samples_per_second=samples / seconds if seconds > 0 else 0.0,
             precision="fp32",
             resumed_from_step=0,
-            final_loss=float(np.mean(losses[-10:])) if losses else None,
+            final_loss=float(sum(chosen.losses[-10:]) / len(chosen.losses[-10:])) if chosen.losses else None,
             interrupted=False,
         )
-        details = {
+        return Trained(model, stats, self._details(chosen, fits, data, plan, seconds))
+
+    def _details(
+        self,
+        chosen: AdapterFit,
+        fits: list[AdapterFit],
+        data: CachedPairs,
+        plan: tuple[list[int], list[int]],
+        seconds: float,
+    ) -> dict[str, Any]:
+        spec_kind = type(chosen.net).__name__
+        return {
             "method": self.name,
-            "adapterKind": spec.adapter.kind,
-            "adapterParameters": sum(p.numel() for p in params),
-            "textsEmbedded": (0 if q_cached else len(queries)) + (0 if d_cached else len(documents)),
-            "embeddingsReused": q_cached and d_cached,
-            "embedSeconds": embed_seconds,
+            "adapterKind": spec_kind.removesuffix("Adapter").lower(),
+            "adapterParameters": sum(p.numel() for p in chosen.net.parameters()),
+            "textsEmbedded": data.texts_embedded,
+            "embeddingsReused": data.reused,
+            "embedSeconds": data.seconds,
             "adapterTrainSeconds": seconds,
-            "epochsRun": epoch,
+            "epochsRun": max((int(p["epoch"]) for p in chosen.curve), default=chosen.best_epoch),
+            "hardNegativeColumns": int(data.di.shape[1]) - 1,
+            "validationRows": len(plan[1]),
+            "learningRate": chosen.learning_rate,
+            "bestEpoch": chosen.best_epoch,
+            **({"validationNdcg@10": chosen.best_score} if chosen.best_score is not None else {}),
+            **({"validationCurve": [p for f in fits for p in f.curve]} if plan[1] else {}),
         }
-        return Trained(model, stats, details)
 
     def save_extras(self, trained: Any, out: Path) -> list[str]:
         """The adapter alone (the Router's folder: its query route's modules), a few hundred KB."""
@@ -279,28 +345,3 @@ class QueryAdapter:
         dest.mkdir(parents=True, exist_ok=True)
         router.save(str(dest))
         return [ADAPTER_DIR + "/"]
-
-
-def _frozen_embeddings(model: Any, inp: TrainInput, route: str, texts: Sequence[str]) -> tuple[Any, bool]:
-    """The frozen base model's ``route`` (query or document) embedding of each text, from the run's cache
-    when an earlier pod of the run made it."""
-    import torch
-
-    from eft_trainer import embedding_cache
-    from eft_trainer.methods.full import checkpoint_prefix
-
-    cfg = inp.cfg
-    bs = cfg.spec.evaluation.batch_size
-    encode_route = model.encode_query if route == "query" else model.encode_document
-
-    def encode(batch: list[str]) -> Any:
-        with torch.no_grad():
-            return encode_route(batch, batch_size=bs, convert_to_numpy=True, show_progress_bar=False)
-
-    m = cfg.spec.model
-    key = embedding_cache.cache_key([m.base, m.revision, m.max_seq_length, route], texts)
-    main = inp.world is None or inp.world.main
-    prefix = checkpoint_prefix(inp)
-    return embedding_cache.cached_embeddings(
-        encode, texts, key, "adapter-embeddings", inp.own, inp.storage, prefix, main
-    )
