@@ -87,6 +87,7 @@ class StandIn:
 
             def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self._answered()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -99,9 +100,17 @@ class StandIn:
                 with standin.lock:
                     standin.in_flight += 1
                     standin.max_in_flight = max(standin.max_in_flight, standin.in_flight)
+                self.counted = True
                 try:
                     self._post()
                 finally:
+                    self._answered()
+
+            def _answered(self) -> None:
+                """The request is answered once its reply is ready, before it is written: a client that reads
+                the reply and sends its next request at once must not find this one still counted."""
+                if getattr(self, "counted", False):
+                    self.counted = False
                     with standin.lock:
                         standin.in_flight -= 1
 

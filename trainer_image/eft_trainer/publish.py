@@ -237,7 +237,7 @@ def publish(
     objects += _upload(storage, prefix, report_files)
     manifest: dict[str, Any] = {"runId": run_id, "prefix": str(prefix), "objects": objects}
     if index is not None:
-        manifest["index"] = index.model_dump(mode="json", by_alias=True)
+        manifest["index"] = index.model_dump(mode="json", by_alias=True, exclude_unset=True)  # as report.json has it
     storage.put_bytes(json.dumps(manifest, indent=2).encode(), prefix.join(PUBLISHED_MANIFEST))
     log.info("published %d objects and the manifest under %s", len(objects), prefix)
     return manifest

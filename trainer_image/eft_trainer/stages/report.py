@@ -94,7 +94,7 @@ def evidence_sections(ctx: RunContext, r: Results, report: dict[str, Any]) -> No
         report["leaderboard"] = r.board
     if r.merge is not None:
         report["merge"] = r.merge
-        report["index"]["mergeRatio"] = r.merge["chosen"] or 1.0
+        report["index"] = report["index"].model_copy(update={"merge_ratio": r.merge["chosen"] or 1.0})
     if r.reused is not None:
         report["reusedModelFrom"] = {"runId": r.reused.run_id, "uri": r.reused.uri}
 
