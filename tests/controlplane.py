@@ -249,30 +249,13 @@ class ControlPlane:
     def stop(self) -> None:
         """Stop exactly the processes started here, newest first (SIGTERM, then SIGKILL after 10 s)."""
         for name in reversed(list(self.procs)):
-            proc = self.procs[name]
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
+            _terminate(self.procs[name])
         self.procs.clear()
 
     def stop_apiserver(self) -> None:
         """Stop kube-apiserver alone, by pid (SIGTERM, SIGKILL after 10 s): an API outage. etcd and the
         controller manager keep running; :meth:`start_apiserver` brings it back on the same port."""
-        proc = self.procs.pop("kube-apiserver")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        _terminate(self.procs.pop("kube-apiserver"))
 
     def start_apiserver(self) -> None:
         """Start kube-apiserver again with the same flags: the same port, etcd, certificates and data."""
@@ -314,3 +297,17 @@ def apply(dyn: Any, doc: dict[str, Any], *, namespace: str | None = None, dry_ru
         dry_run="All" if dry_run else None,
         query_params=[("fieldValidation", "Strict")],
     )
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """Stop one process group we started: SIGTERM, then SIGKILL after 10 s (nothing when it already ended)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
