@@ -23,7 +23,7 @@ from typing import Any, cast
 import kopf
 from aiohttp import web
 
-from eft_operator import children, release
+from eft_operator import children, connection, release
 from eft_operator.config import Settings, SettingsError
 from eft_operator.handlers import register
 from eft_operator.leader import EXIT_LEADERSHIP_LOST, LeaderElector, leader_gauge
@@ -35,9 +35,9 @@ logger = logging.getLogger("eft_operator")
 
 
 def build_registry() -> kopf.OperatorRegistry:
-    """The operator's handlers plus the in-cluster / kubeconfig login of the kubernetes client."""
+    """The operator's handlers plus its login (eft_operator.connection: kubeconfig or in-cluster)."""
     registry = register(kopf.OperatorRegistry())
-    kopf.on.login(id="login", registry=registry)(kopf.login_via_client)
+    kopf.on.login(id="login", registry=registry)(connection.login)
     return registry
 
 
@@ -49,7 +49,7 @@ async def run(settings: Settings, stop_flag: asyncio.Event | None = None) -> Non
     exit status 1 (no handler may write after another replica took over); the kubelet restarts it as a
     standby. A graceful stop (SIGTERM) releases the Lease, so a standby takes over at its next try.
     """
-    client = children.Client(await children.load_config(), retry_delays=())
+    client = children.Client(connection.connection_info(), retry_delays=(), relogin=connection.connection_info)
     elector = LeaderElector(client, settings.lease)
     reconciler = Reconciler(settings)
     stop = stop_flag or asyncio.Event()

@@ -1,7 +1,7 @@
 """Thin async I/O with the Kubernetes API: read the resource, create-if-absent its children, read Jobs and Pods.
 
-Requests go through the public asyncio Kubernetes client (``kubernetes_asyncio``), configured from a
-kubeconfig or the in-cluster service account (:func:`load_config`), with bounded retries of what may pass
+Requests go over one aiohttp session to the API server that :mod:`eft_operator.connection` found (a
+kubeconfig or the in-cluster service account, read by kopf's own login functions), with bounded retries of what may pass
 (5xx, 429 honouring ``Retry-After``, timeouts and refused connections). Every other answer raises
 :class:`APIError` with the API's status code and message, so that callers can say why a request was
 refused (a 422 or an admission 403 is not worth retrying as is).
@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
+import kopf
 
 from eft_api import contract
 from eft_api.spec import API_GROUP, API_VERSION, PLURAL
@@ -27,6 +26,8 @@ MERGE_PATCH = "application/merge-patch+json"
 #: Seconds between retries of a request that may pass (5xx, 429 without Retry-After, timeouts).
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 REQUEST_TIMEOUT = 60.0
+#: Connections the operator keeps to the API server (HTTP/1.1: one request at a time on each).
+POOL_SIZE = 16
 FINALIZER = OUTCOME_FINALIZER
 
 
@@ -123,16 +124,6 @@ def has_finalizer(obj: Mapping[str, Any]) -> bool:
     return FINALIZER in ((obj.get("metadata") or {}).get("finalizers") or [])
 
 
-async def load_config(kubeconfig: str | None = None) -> k8s.Configuration:
-    """The client configuration: ``kubeconfig`` (or ``$KUBECONFIG``, ``~/.kube/config``), else in-cluster."""
-    configuration = k8s.Configuration()
-    if kubeconfig:
-        await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    else:
-        await k8s_config.load_config(client_configuration=configuration)
-    return configuration
-
-
 def _status_message(body: str | bytes | None) -> tuple[str, str]:
     """The reason and message of a Kubernetes ``Status`` body (or the raw text)."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
@@ -148,49 +139,50 @@ def _status_message(body: str | bytes | None) -> tuple[str, str]:
 class Client:
     """The API calls the reconciler makes, each retried a bounded number of times on what may pass."""
 
-    def __init__(self, configuration: k8s.Configuration, retry_delays: Sequence[float] = RETRY_DELAYS) -> None:
-        self.configuration = configuration
-        # kubernetes_asyncio's REST client builds the TLS connector from the configuration (CA, client
-        # certificate, verification); its session trusts the environment, so aiohttp would look up proxy
-        # variables in a worker thread on every request: under a burst that thread hop doubled create->Job
-        # latency (bench/bench_operator_burst.py). Like kopf's own client, the operator reaches the API
-        # server directly (or through configuration.proxy when a kubeconfig names one), on its own session.
-        rest = k8s.ApiClient(configuration).rest_client
-        old = rest.pool_manager
+    def __init__(
+        self,
+        info: kopf.ConnectionInfo,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+        relogin: Callable[[], kopf.ConnectionInfo] | None = None,
+    ) -> None:
+        """``relogin`` is called once when the API server answers 401 (a rotated service-account token)."""
+        self.info = info
+        self.relogin = relogin
+        # The session does not trust the environment: aiohttp would look up proxy variables in a worker
+        # thread on every request, and under a burst that thread hop doubled create->Job latency
+        # (bench/bench_operator_burst.py). Like kopf's own client, the operator reaches the API server
+        # directly, or through the kubeconfig's proxy-url. A bounded pool: a burst reuses connections
+        # instead of opening (and TLS-handshaking) one per concurrent request.
         self.session = aiohttp.ClientSession(
-            connector=old.connector, connector_owner=True, trust_env=False, read_bufsize=2**21
+            connector=aiohttp.TCPConnector(limit=POOL_SIZE, ssl=info.as_ssl_context()),
+            trust_env=False,
+            read_bufsize=2**21,
         )
-        old.detach()  # the connector now belongs to the new session
         self.timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
         self.retry_delays = tuple(retry_delays)
 
     async def close(self) -> None:
         await self.session.close()
 
-    async def _headers(self, content_type: str | None) -> dict[str, str]:
-        headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
-        for auth in (await self.configuration.auth_settings()).values():  # refreshes an expiring token
-            if auth.get("in") == "header" and auth.get("value"):
-                headers[str(auth["key"])] = str(auth["value"])
-        return headers
+    def _headers(self, content_type: str | None) -> dict[str, str]:
+        return {
+            "Accept": "application/json",
+            "Content-Type": content_type or "application/json",
+            **self.info.as_http_headers(),
+        }
 
     async def _request(
         self, method: str, path: str, body: Any, content_type: str | None, query: Sequence[tuple[str, str]]
     ) -> Any:
         """One HTTP request to the API server: the decoded JSON answer, or :class:`APIError`."""
-        extra: dict[str, Any] = {}
-        if self.configuration.proxy:
-            extra["proxy"] = self.configuration.proxy
-        if self.configuration.tls_server_name:
-            extra["server_hostname"] = self.configuration.tls_server_name
         async with self.session.request(
             method,
-            f"{self.configuration.host}{path}",
+            f"{self.info.server.rstrip('/')}{path}",
             params=list(query),
-            headers=await self._headers(content_type),
+            headers=self._headers(content_type),
             data=None if body is None else json.dumps(body),
             timeout=self.timeout,
-            **extra,
+            proxy=self.info.proxy_url,
         ) as resp:
             data = await resp.read()
             if resp.status >= 400:
@@ -209,22 +201,25 @@ class Client:
         content_type: str | None = None,
         query: Iterable[tuple[str, str]] = (),
     ) -> Any:
-        params = list(query)
-        for attempt in range(len(self.retry_delays) + 1):
+        params, relogged = list(query), False
+        attempt = 0
+        while True:
             try:
                 return await self._request(method, path, body, content_type, params)
             except APIError as exc:
-                error, retry_after = exc, exc.retry_after
+                error = exc
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 error = APIError(0, type(exc).__name__, str(exc) or type(exc).__name__, method, path)
-                retry_after = None
+            if error.status == 401 and self.relogin is not None and not relogged:
+                self.info, relogged = self.relogin(), True  # a rotated token: log in again, once
+                continue
             if (error.status not in (0, 429) and error.status < 500) or attempt >= len(self.retry_delays):
                 raise error
             delay = self.retry_delays[attempt]
-            if retry_after and str(retry_after).isdigit():
-                delay = max(delay, min(float(retry_after), 60.0))
+            if error.retry_after and str(error.retry_after).isdigit():
+                delay = max(delay, min(float(error.retry_after), 60.0))
+            attempt += 1
             await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:

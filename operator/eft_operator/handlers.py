@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from eft_api import contract
 from eft_api.retrain import RETRAIN_ANNOTATION
 from eft_api.spec import API_GROUP, API_VERSION, PLURAL
-from eft_operator import children, resync, triggers
+from eft_operator import children, connection, resync, triggers
 from eft_operator.reconciler import ChildConflictError, InvalidSpecError, Reconciler
 from eft_operator.resync import RETRY_CEILING, retry_delay
 
@@ -45,7 +45,7 @@ async def reconcile_resource(
     """
     reconciler: Reconciler = memo["reconciler"]
     try:
-        await reconciler.reconcile(namespace, name, logger=logger, fresh_body=fresh_body)
+        await reconciler.reconcile(namespace, name, logger=logger, fresh_body=fresh_body, creating=True)
     except InvalidSpecError as exc:
         raise kopf.PermanentError(f"invalid spec: {exc}") from None
     except ChildConflictError as exc:
@@ -76,7 +76,7 @@ async def on_resource_event(**kw: Any) -> None:
         reconciler.forget(kw["namespace"], kw["name"])
     elif triggers.manual_pending(kw["body"]):
         try:
-            await reconciler.reconcile(kw["namespace"], kw["name"], logger=kw["logger"])
+            await reconciler.reconcile(kw["namespace"], kw["name"], logger=kw["logger"], creating=True)
         except Exception as exc:  # the condition says so; the resync or the next event tries again
             kw["logger"].warning(f"Reconciling {kw['namespace']}/{kw['name']} for {RETRAIN_ANNOTATION} failed: {exc}")
 
@@ -145,14 +145,19 @@ async def _sleep(delay: float) -> None:
 async def on_startup(**kw: Any) -> None:
     """Apply kopf settings, connect the API client and start the metrics endpoint.
 
-    The client's configuration is ``memo["api_config"]`` when given (tests), else loaded from
-    ``memo["kubeconfig"]``, ``$KUBECONFIG`` or ``~/.kube/config``, else the in-cluster service account.
+    The client reaches the API server as ``memo["connection"]`` (a :class:`kopf.ConnectionInfo`) says when
+    given (tests), else as :func:`eft_operator.connection.connection_info` finds (``memo["kubeconfig"]``,
+    ``$KUBECONFIG``, the in-cluster service account or ``~/.kube/config``), logging in again on a 401.
     """
     memo, settings = kw["memo"], kw["settings"]
     reconciler: Reconciler = memo["reconciler"]
     configure(settings, log_level=reconciler.settings.log_level, clusterwide=reconciler.settings.clusterwide)
-    configuration = memo.get("api_config") or await children.load_config(memo.get("kubeconfig"))
-    reconciler.connect(children.Client(configuration))
+    info = memo.get("connection")
+    if info is None:
+        info = connection.connection_info(memo.get("kubeconfig"), settings)
+        reconciler.connect(children.Client(info, relogin=lambda: connection.connection_info(settings=settings)))
+    else:
+        reconciler.connect(children.Client(info))
     reconciler.kopf_settings = settings
     port = memo.get("metrics_port", reconciler.settings.metrics_port)  # None in memo: no endpoint
     if port is not None:
@@ -188,6 +193,21 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
     return registry
 
 
+class SpecDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diffbase (the last handled spec, in an annotation) built from what it keeps: spec, labels and
+    annotations. kopf's own ``build`` deep-copies the whole body first, status and managedFields included,
+    for every event of every resource: under a burst that copying was the operator's largest single cost
+    (bench/bench_operator_burst.py's profile). The essence, and so the annotation, is the same."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        if extra_fields:  # fields kopf was asked to track beyond the spec: the full body, as kopf does
+            return super().build(body=body, extra_fields=extra_fields)
+        meta = body.get("metadata") or {}
+        slim = {key: value for key, value in body.items() if key not in ("metadata", "status")}
+        slim["metadata"] = {key: meta[key] for key in ("labels", "annotations") if key in meta}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, slim)))
+
+
 def configure(settings: kopf.OperatorSettings, *, log_level: str = "INFO", clusterwide: bool = True) -> None:
     """kopf settings: no finalizers or status fields of kopf's own, bounded API retries, failures as Events.
 
@@ -196,7 +216,7 @@ def configure(settings: kopf.OperatorSettings, *, log_level: str = "INFO", clust
     """
     prefix = "finetune.eft.dev"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=prefix, key="last-handled-spec")
+    settings.persistence.diffbase_storage = SpecDiffBase(prefix=prefix, key="last-handled-spec")
     settings.posting.reporting_component = "eft-operator"
     # kopf posts nothing from its logs unless asked (posting.loggers is False by default): ask, so that a
     # handler's failure ("Handler 'reconcile' failed temporarily: ...") reaches the resource's Events.

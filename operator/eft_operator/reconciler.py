@@ -48,6 +48,7 @@ from eft_api.status import CurrentRun, TrainerStatus
 from eft_operator import children, notify, triggers
 from eft_operator.config import Settings
 from eft_operator.metrics import Metrics
+from eft_operator.pacing import Pacing, Ticket
 from eft_operator.progress import metrics_url
 from eft_operator.progress_reader import ProgressReader, Writer
 from eft_operator.render import (
@@ -134,9 +135,13 @@ class _PassContext:
     generation: int
     prev: dict[str, Any]
     current: dict[str, Any]
+    #: A creation pass's hold on deferrable work (eft_operator.pacing), or None.
+    ticket: Ticket | None = None
 
     @classmethod
-    def of(cls, body: Mapping[str, Any], client: children.Client, logger: Logger, now: str) -> _PassContext:
+    def of(
+        cls, body: Mapping[str, Any], client: children.Client, logger: Logger, now: str, ticket: Ticket | None = None
+    ) -> _PassContext:
         meta = body["metadata"]
         prev: dict[str, Any] = dict(body.get("status") or {})
         return cls(
@@ -150,6 +155,7 @@ class _PassContext:
             generation=int(meta.get("generation") or 1),
             prev=prev,
             current=dict(prev.get("currentRun") or {}),
+            ticket=ticket,
         )
 
     @property
@@ -203,6 +209,8 @@ class Reconciler:
         self._reasons: dict[tuple[str, str], str] = {}
         #: Resources whose last pass failed: the periodic resync (eft_operator.resync) passes them again.
         self.failed: set[tuple[str, str]] = set()
+        #: Jobs first under a burst: passes that may create a Job before status writes and rechecks.
+        self.pacing = Pacing()
         #: Reads running trainers' gauges into status.trainerStatus (one task per running run).
         self.progress = ProgressReader(settings.progress_interval, self.metrics, clock)
         #: Wakes each resource at its next schedule time or data check (spec.retrain).
@@ -280,6 +288,7 @@ class Reconciler:
         logger: Logger,
         fresh_body: Mapping[str, Any] | None = None,
         child: Mapping[str, Any] | None = None,
+        creating: bool = False,
     ) -> None:
         """One pass for ``namespace/name``; raises what the caller should turn into kopf errors.
 
@@ -287,14 +296,19 @@ class Reconciler:
         the pass need not read it again. Every other pass reads it under the lock, so that it sees the
         status the previous pass wrote. ``child`` is the Job or Pod whose event woke the pass: once its
         run's outcome is recorded (or its resource is gone), the operator's finalizer leaves it.
+        ``creating``: a pass that may create a run's Job (kopf's create, resume and update handlers); the
+        other passes wait for their turn behind those (eft_operator.pacing).
         """
         key = (namespace, name)
+        ticket = self.pacing.ticket() if creating else None
+        if ticket is None:
+            await self.pacing.turn()
         started = time.monotonic()
         result = "success"
         try:
             async with self._held(key):
                 try:
-                    outcome = await self._pass(namespace, name, self.client, logger, fresh_body)
+                    outcome = await self._pass(namespace, name, self.client, logger, fresh_body, ticket)
                     if child is not None:
                         await self._release_child(child, outcome.status, logger)
                 except Exception as exc:
@@ -302,6 +316,8 @@ class Reconciler:
                     result = await self._failed(namespace, name, exc, logger)
                     raise
         finally:
+            if ticket is not None:
+                ticket.done()
             self.metrics.reconciles.labels(result=result).inc()
             self.metrics.duration.observe(time.monotonic() - started)
         self.failed.discard(key)
@@ -445,13 +461,14 @@ class Reconciler:
         client: children.Client,
         logger: Logger,
         fresh_body: Mapping[str, Any] | None = None,
+        ticket: Ticket | None = None,
     ) -> _Result:
         body = dict(fresh_body) if fresh_body is not None else await client.get("EmbeddingFinetune", namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return _Result(None)
         if self.kopf_settings is not None:  # lines name the resource ([namespace/name]), whoever woke the pass
             logger = kopf.ObjectLogger(body=cast(Any, body), settings=self.kopf_settings)
-        ctx = _PassContext.of(body, client, logger, self.clock())
+        ctx = _PassContext.of(body, client, logger, self.clock(), ticket)
         try:
             spec = parse_spec(body.get("spec"))
         except InvalidSpec as exc:
@@ -578,6 +595,9 @@ class Reconciler:
         )
         notify.enqueue(ctx.prev, status, spec, ctx.body)  # spec.notify: in the same write as the outcome
         events += triggers.fold(status, retrain, start.job is not None, ctx.body, spec, ctx.now)
+        if ctx.ticket is not None:  # the Job exists: the status write waits behind other resources' creations
+            ctx.ticket.done()
+            await self.pacing.turn()
         await self._write(ctx.client, ctx.body, ctx.prev, status, events, ctx.logger)
         current = ctx.current
         if start.superseded is not None:

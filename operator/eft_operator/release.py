@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eft_api.spec import API_GROUP, KIND
-from eft_operator import children
+from eft_operator import children, connection
 from eft_operator.config import Settings, SettingsError
 from eft_operator.leader import lease_path
 
@@ -160,7 +160,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 async def _release_command(args: argparse.Namespace, watched: Sequence[str]) -> Released:
-    client = children.Client(await children.load_config(args.kubeconfig))
+    client = children.Client(connection.connection_info(args.kubeconfig))
     try:
         namespaces = None if args.all_namespaces else (args.namespace or list(watched) or None)
         return await release_finalizers(client, namespaces)

@@ -173,13 +173,9 @@ def cluster(kmock: Any) -> Cluster:
     return Cluster(kmock)
 
 
-def api_config(url: str) -> Any:
-    """The operator's API client configuration for kmock (plain HTTP, no credentials)."""
-    from kubernetes_asyncio import client
-
-    configuration = client.Configuration(host=url)
-    configuration.verify_ssl = False
-    return configuration
+def connection(url: str) -> kopf.ConnectionInfo:
+    """How the operator's own client reaches kmock (plain HTTP, no credentials)."""
+    return kopf.ConnectionInfo(server=url, insecure=True)
 
 
 class Operator:
@@ -212,7 +208,7 @@ class Operator:
                 memo=kopf.Memo(
                     reconciler=self.reconciler,
                     metrics_host="127.0.0.1",
-                    api_config=api_config(url),
+                    connection=connection(url),
                 ),
                 clusterwide=True,
                 standalone=True,

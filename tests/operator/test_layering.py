@@ -1,5 +1,5 @@
 """The operator uses libraries' public API only: kopf's internal modules (``kopf._cogs``, ``kopf._core``) may
-change in any release, so no operator module imports them (the API client is ``kubernetes_asyncio``); and no
+change in any release, so no operator module imports them (the API client is aiohttp with kopf's login, eft_operator.connection); and no
 private keyword or attribute of a library (``_request_timeout``, ``Gauge._value``) is used on the operator
 side, code or tests."""
 
