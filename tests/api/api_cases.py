@@ -146,21 +146,6 @@ def _rule_cases() -> list[Case]:
             None,
         ),
         (
-            "adapter-scored-pairs",
-            r(data__train__format="scored-pairs", training__loss="CoSENT", training__method="queryAdapter"),
-            "spec.training.method",
-        ),
-        (
-            "adapter-labeled-texts",
-            r(data__train__format="labeled-texts", training__loss="BatchHardTriplet", training__method="queryAdapter"),
-            "spec.training.method",
-        ),
-        (
-            "adapter-triplet-loss",
-            r(data__train__format="triplets", training__loss="Triplet", training__method="queryAdapter"),
-            "spec.training.loss",
-        ),
-        (
             "adapter-unknown-kind",
             r(training__method="queryAdapter", training__adapter={"kind": "lora"}),
             "spec.training.adapter.kind",
@@ -177,24 +162,9 @@ def _rule_cases() -> list[Case]:
             None,
         ),
         (
-            "encoder-scored-pairs",
-            r(data__train__format="scored-pairs", training__loss="CoSENT", training__method="queryEncoder"),
-            "spec.training.method",
-        ),
-        (
-            "encoder-labeled-texts",
-            r(data__train__format="labeled-texts", training__loss="BatchHardTriplet", training__method="queryEncoder"),
-            "spec.training.method",
-        ),
-        (
             "encoder-documents",
             documents(training__method="queryEncoder"),
             "spec.training.method",
-        ),
-        (
-            "encoder-triplet-loss",
-            r(data__train__format="triplets", training__loss="Triplet", training__method="queryEncoder"),
-            "spec.training.loss",
         ),
         ("encoder-pretrain", r(training__method="queryEncoder", training__pretrain={}), "spec.training.pretrain"),
         (
@@ -253,6 +223,24 @@ def _rule_cases() -> list[Case]:
             r(data__train__format="beir", data__train__uri="s3://bkt/beir/corpus.jsonl"),
             "spec.data.train.uri",
         ),
+    ]
+    # What neither query-side method (queryAdapter, queryEncoder) trains on: the same refusal for both.
+    cases += [
+        (f"{tag}-{what}", r(**changes, training__method=method), field)
+        for tag, method in (("adapter", "queryAdapter"), ("encoder", "queryEncoder"))
+        for what, changes, field in [
+            (
+                "scored-pairs",
+                {"data__train__format": "scored-pairs", "training__loss": "CoSENT"},
+                "spec.training.method",
+            ),
+            (
+                "labeled-texts",
+                {"data__train__format": "labeled-texts", "training__loss": "BatchHardTriplet"},
+                "spec.training.method",
+            ),
+            ("triplet-loss", {"data__train__format": "triplets", "training__loss": "Triplet"}, "spec.training.loss"),
+        ]
     ]
     return cases + _documents_cases() + _distillation_cases() + _cross_encoder_cases()
 

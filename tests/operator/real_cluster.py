@@ -192,7 +192,9 @@ class Kube:
         return name
 
 
-def wait(check: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
+def wait(check: Callable[[], Any], timeout: float = 20, what: str = "", interval: float = 0.1) -> Any:
+    """Poll ``check`` every ``interval`` seconds until it returns something true (returned), or fail after
+    ``timeout`` seconds naming ``what`` and the last assertion ``check`` raised (its say on what is missing)."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -202,8 +204,32 @@ def wait(check: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
                 return value
         except (AssertionError, KeyError, IndexError, TypeError) as exc:
             last = exc
-        time.sleep(0.1)
+        time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or check}: {last!r}")
+
+
+#: How long the garbage collector of kube-controller-manager may take to remove a deleted owner's children.
+#: Its pace, not the operator's: it learns of a new resource type (the CRD of the session) at its discovery
+#: resync (every 30 s), removes a Job's pods in a second pass once the operator has released its finalizer,
+#: and on a loaded machine takes minutes for that. A cascade that is broken (a wrong owner reference, a
+#: finalizer never released) leaves a child for good, so the wait still fails, naming what was left.
+GC_DEADLINE = 180.0
+
+
+def wait_children_gone(k: Kube, name: str, timeout: float = GC_DEADLINE) -> None:
+    """Until the Jobs, Pods and ConfigMaps of resource ``name`` are gone (the garbage collector's work)."""
+
+    def gone() -> bool:
+        left = [("Job", o) for o in k.jobs(name)] + [("Pod", o) for o in k.pods(name)]
+        left += [("ConfigMap", o) for o in k.configmaps(name)]
+        assert not left, "left: " + "; ".join(
+            f"{kind} {o['metadata']['name']} (finalizers {o['metadata'].get('finalizers') or []}, "
+            f"{'being deleted' if o['metadata'].get('deletionTimestamp') else 'not being deleted'})"
+            for kind, o in left
+        )
+        return True
+
+    wait(gone, timeout, f"the children of {name} to go", interval=1.0)
 
 
 def succeeded_message(run_id: str) -> str:

@@ -12,7 +12,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from real_cluster import TEST_IMAGE, Kube, RealOperator, pod_succeeded, resource, wait
+from real_cluster import (
+    GC_DEADLINE,
+    TEST_IMAGE,
+    Kube,
+    RealOperator,
+    pod_succeeded,
+    resource,
+    wait,
+    wait_children_gone,
+)
 
 from eft_api import contract
 from eft_operator.config import Settings
@@ -114,7 +123,7 @@ def test_a_run_that_finished_while_the_operator_was_down_is_recorded_although_it
     assert st["results"]["gain"] == 0.059
     assert k.condition("ttl", "Ready")["status"] == "True"
     # Once recorded, the finalizer leaves and the TTL controller's deletion completes.
-    wait(lambda: not k.jobs("ttl") and not k.pods("ttl"), 30, "the Job and pod to go")
+    wait(lambda: not k.jobs("ttl") and not k.pods("ttl"), GC_DEADLINE, "the Job and pod to go", interval=1.0)
 
 
 @pytest.mark.slow
@@ -125,7 +134,7 @@ def test_deleting_the_resource_removes_its_children_despite_the_finalizer(
     k.create(resource("gone"))
     wait(lambda: k.pods("gone"), 30, "the trainer pod")
     k.delete_eft("gone")
-    wait(lambda: not k.jobs("gone") and not k.pods("gone") and not k.configmaps("gone"), 30, "children gone")
+    wait_children_gone(k, "gone")
 
 
 @pytest.mark.slow

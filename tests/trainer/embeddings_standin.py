@@ -16,16 +16,14 @@ Faults, server-wide so that tests stay deterministic under concurrency:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import math
 import re
-import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from standin_base import Exchange, StandInServer
 
 MODEL = "embed-stand-in-1"
 KEY = "sk-emb-canary-7c1d"
@@ -44,33 +42,13 @@ def embed_text(text: str, dim: int = DIM) -> list[float]:
     return [v / norm for v in vec]
 
 
-class EmbeddingsStandIn:
+class EmbeddingsStandIn(StandInServer):
     def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.problems: list[str] = []
+        super().__init__()
         self.faults: deque[int] = deque()
         self.retry_after = 1
         self.wrong_dimension = False
         self.wrong_count = False
-        self.delay = 0.0
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def start(self) -> EmbeddingsStandIn:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
         """Status, headers and JSON body for one request (after the shape checks). Pure but for the fault queue."""
@@ -106,47 +84,21 @@ class EmbeddingsStandIn:
             return f"encoding_format {body.get('encoding_format')!r}"
         return None
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, status: int, headers: dict[str, str], body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout)
-                    self.wfile.write(data)
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                with standin.lock:
-                    standin.requests.append(body)
-                    standin.in_flight += 1
-                    standin.max_in_flight = max(standin.max_in_flight, standin.in_flight)
-                try:
-                    problem = standin._check(self.path, self.headers.get("Authorization"), body)
-                    if problem == "key":
-                        self._send(401, {}, _error("Incorrect API key provided", "invalid_api_key"))
-                        return
-                    if problem:
-                        standin.problems.append(problem)
-                        self._send(400, {}, _error(problem, "invalid_request_error"))
-                        return
-                    if standin.delay:
-                        time.sleep(standin.delay)
-                    self._send(*standin.answer(body))
-                finally:
-                    with standin.lock:
-                        standin.in_flight -= 1
-
-        return Handler
+    def handle(self, ex: Exchange, body: dict[str, Any]) -> None:
+        with self.lock:
+            self.requests.append(body)
+        problem = self._check(ex.path, ex.headers.get("Authorization"), body)
+        if problem == "key":
+            ex.send(401, _error("Incorrect API key provided", "invalid_api_key"))
+            return
+        if problem:
+            self.problems.append(problem)
+            ex.send(400, _error(problem, "invalid_request_error"))
+            return
+        if self.delay:
+            time.sleep(self.delay)
+        status, headers, reply = self.answer(body)
+        ex.send(status, reply, headers)
 
 
 def _error(message: str, code: str) -> dict[str, Any]:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from standin_base import Exchange, StandInServer
 
 MODEL = "stand-in-7b"
 KEY = "sk-test-canary-3f9a"
@@ -37,39 +37,17 @@ def questions_for(chunk: str, n: int) -> list[str]:
     return [f"What does the documentation say about {w}?" for w in words[:n]]
 
 
-class StandIn:
+class StandIn(StandInServer):
     def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.problems: list[str] = []
+        super().__init__()
         self.seen: Counter[str] = Counter()
         self.refuse_all = False
         self.schema_unsupported = False
-        self.delay = 0.0
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def start(self) -> StandIn:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def reset(self) -> None:
         """Forget the last test; first let requests a client gave up on (timeouts) finish, so that they do
         not count as in flight in the next test."""
-        deadline = time.monotonic() + 30
-        while self.in_flight and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self.wait_idle()
         with self.lock:
             self.requests.clear()
             self.problems.clear()
@@ -78,119 +56,78 @@ class StandIn:
             self.delay = 0.0
             self.max_in_flight = 0
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        standin = self
+    def handle(self, ex: Exchange, body: dict[str, Any]) -> None:
+        with self.lock:
+            self.requests.append({"path": ex.path, "auth": ex.headers.get("Authorization"), **body})
+        if ex.headers.get("Authorization") != f"Bearer {KEY}":
+            ex.send(401, {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}})
+            return
+        problems = _shape_problems(ex.path, ex.headers.get("Authorization"), body)
+        if problems:
+            self.problems += problems
+            ex.send(400, {"error": {"message": "; ".join(problems), "type": "invalid_request_error"}})
+            return
+        if body["model"] != MODEL:
+            ex.send(
+                404,
+                {
+                    "error": {
+                        "message": f"The model `{body['model']}` does not exist.",
+                        "type": "NotFoundError",
+                        "code": 404,
+                    }
+                },
+            )
+            return
+        if self.refuse_all:
+            ex.send(503, {"error": {"message": "overloaded"}})
+            return
+        if self.schema_unsupported and "response_format" in body:
+            ex.send(400, {"error": {"message": "response_format is not supported", "param": "response_format"}})
+            return
+        prompt = body["messages"][-1]["content"]
+        chunk = prompt.split("):\n", 1)[-1]
+        n = int(re.search(r"write (\d+) different", prompt).group(1)) if "different" in prompt else 1
+        with self.lock:
+            self.seen[chunk] += 1
+            first = self.seen[chunk] == 1
+        if self.delay:
+            time.sleep(self.delay)
+        if first and "RATE_LIMITED" in chunk:
+            ex.send(429, {"error": {"message": "slow down"}}, {"Retry-After": "1"})
+            return
+        if first and "SERVER_ERROR" in chunk:
+            ex.send(500, {"error": {"message": "boom"}})
+            return
+        if first and "SLOW_ONCE" in chunk:
+            time.sleep(3)
+        if "BROKEN_BODY" in chunk:
+            ex.send(200, b"{not json at all")
+            return
+        qs = questions_for(chunk, n)
+        if "EMPTY" in chunk:
+            content = ""
+        elif "MALFORMED" in chunk or "response_format" not in body:
+            content = "Here are the questions:\n" + "\n".join(f"{i + 1}. {q}" for i, q in enumerate(qs))
+        else:
+            content = json.dumps({"questions": qs})
+        ex.send(200, _completion(prompt, content))
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
 
-            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self._answered()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_POST(self) -> None:
-                with standin.lock:
-                    standin.in_flight += 1
-                    standin.max_in_flight = max(standin.max_in_flight, standin.in_flight)
-                self.counted = True
-                try:
-                    self._post()
-                finally:
-                    self._answered()
-
-            def _answered(self) -> None:
-                """The request is answered once its reply is ready, before it is written: a client that reads
-                the reply and sends its next request at once must not find this one still counted."""
-                if getattr(self, "counted", False):
-                    self.counted = False
-                    with standin.lock:
-                        standin.in_flight -= 1
-
-            def _post(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                with standin.lock:
-                    standin.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
-                if self.headers.get("Authorization") != f"Bearer {KEY}":
-                    self._send(401, {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}})
-                    return
-                problems = _shape_problems(self.path, self.headers.get("Authorization"), body)
-                if problems:
-                    standin.problems += problems
-                    self._send(400, {"error": {"message": "; ".join(problems), "type": "invalid_request_error"}})
-                    return
-                if body["model"] != MODEL:
-                    self._send(
-                        404,
-                        {
-                            "error": {
-                                "message": f"The model `{body['model']}` does not exist.",
-                                "type": "NotFoundError",
-                                "code": 404,
-                            }
-                        },
-                    )
-                    return
-                if standin.refuse_all:
-                    self._send(503, {"error": {"message": "overloaded"}})
-                    return
-                if standin.schema_unsupported and "response_format" in body:
-                    self._send(
-                        400, {"error": {"message": "response_format is not supported", "param": "response_format"}}
-                    )
-                    return
-                prompt = body["messages"][-1]["content"]
-                chunk = prompt.split("):\n", 1)[-1]
-                n = int(re.search(r"write (\d+) different", prompt).group(1)) if "different" in prompt else 1
-                with standin.lock:
-                    standin.seen[chunk] += 1
-                    first = standin.seen[chunk] == 1
-                if standin.delay:
-                    time.sleep(standin.delay)
-                if first and "RATE_LIMITED" in chunk:
-                    self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "1"})
-                    return
-                if first and "SERVER_ERROR" in chunk:
-                    self._send(500, {"error": {"message": "boom"}})
-                    return
-                if first and "SLOW_ONCE" in chunk:
-                    time.sleep(3)
-                if "BROKEN_BODY" in chunk:
-                    self._send(200, b"{not json at all")
-                    return
-                qs = questions_for(chunk, n)
-                if "EMPTY" in chunk:
-                    content = ""
-                elif "MALFORMED" in chunk or "response_format" not in body:
-                    content = "Here are the questions:\n" + "\n".join(f"{i + 1}. {q}" for i, q in enumerate(qs))
-                else:
-                    content = json.dumps({"questions": qs})
-                self._send(
-                    200,
-                    {
-                        "id": "chatcmpl-standin",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": MODEL,
-                        "choices": [
-                            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-                        ],
-                        "usage": {
-                            "prompt_tokens": len(prompt.split()),
-                            "completion_tokens": len(content.split()),
-                            "total_tokens": len(prompt.split()) + len(content.split()),
-                        },
-                    },
-                )
-
-        return Handler
+def _completion(prompt: str, content: str) -> dict[str, Any]:
+    """A chat-completion answer with ``content`` and a ``usage`` of one token per word."""
+    return {
+        "id": "chatcmpl-standin",
+        "object": "chat.completion",
+        "created": 0,
+        "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": len(prompt.split()),
+            "completion_tokens": len(content.split()),
+            "total_tokens": len(prompt.split()) + len(content.split()),
+        },
+    }
 
 
 def _shape_problems(path: str, auth: str | None, body: dict[str, Any]) -> list[str]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from eft_api.contract import baseline_key_env
 from eft_api.spec import EndpointBaseline
-from eft_trainer.generate.llm import MAX_BACKOFF, retry_after
+from eft_trainer.openai_errors import backoff, classify, error_summary
 
 
 class EndpointFailed(Exception):
@@ -83,32 +83,25 @@ class EndpointEmbedder:
         return np.asarray(rows, dtype=np.float32).reshape(len(texts), -1)
 
     async def _batch(self, client: Any, batch: list[str], number: int) -> list[list[float]]:
-        import openai
-
         rng = random.Random(f"{self.seed}:{number}")
         for attempt in range(self.spec.max_retries + 1):
             if attempt:
                 self.counts["retries"] += 1
             self.counts["requests"] += 1
-            delay = min(MAX_BACKOFF, 0.5 * 2**attempt) * (0.5 + rng.random())
+            delay = backoff(attempt, rng)
             try:
                 kwargs: dict[str, Any] = {"model": self.spec.model, "input": batch, "encoding_format": "float"}
                 if self.spec.dimensions:
                     kwargs["dimensions"] = self.spec.dimensions
                 resp = await client.embeddings.create(**kwargs)
-            except openai.RateLimitError as exc:
-                self.counts["error429"] += 1
-                delay = retry_after(exc) or delay
-            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
-                raise EndpointFailed(self._refused(exc)) from None
-            except openai.APITimeoutError:
-                self.counts["errorTimeout"] += 1
-            except openai.APIConnectionError:
-                self.counts["errorConnection"] += 1
-            except openai.APIStatusError as exc:
-                self.counts[f"error{exc.status_code}"] += 1
-            except (openai.APIError, ValueError):
-                self.counts["errorMalformedResponse"] += 1
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is None:
+                    raise
+                if failure.kind == "refused":  # the key or the model: no retry can help
+                    raise EndpointFailed(self._refused(exc)) from None
+                self.counts[failure.key] += 1
+                delay = failure.retry_after or delay
             else:
                 rows = self._rows(resp, len(batch))
                 if rows is not None:
@@ -134,10 +127,9 @@ class EndpointEmbedder:
         return rows
 
     def _failure_message(self) -> str:
-        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()) if k.startswith("error"))
         return (
             f"{self.where}: a batch of texts got no usable answer after {self.spec.max_retries} retries "
-            f"({self.counts['requests']} requests; {kinds or 'no errors recorded'})"
+            f"({self.counts['requests']} requests; {error_summary(self.counts)})"
         )
 
     def _refused(self, exc: Any) -> str:

@@ -33,6 +33,7 @@ from eft_api.spec import LLMGenerator as LLMSpec
 from eft_trainer.documents import Chunk
 from eft_trainer.errors import GenerationFailed, GeneratorMisconfigured
 from eft_trainer.generate import CALLS, Pair
+from eft_trainer.openai_errors import backoff, classify, error_summary
 
 log = logging.getLogger("eft_trainer.generate.llm")
 
@@ -55,7 +56,6 @@ SCHEMA = {
         "additionalProperties": False,
     },
 }
-MAX_BACKOFF = 30.0
 
 
 def prompt_template() -> str:
@@ -148,17 +148,14 @@ class LLMGenerator:
         return [p for r in results for p in r]
 
     def _failure_message(self, failed: int, total: int) -> str:
-        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()) if k.startswith("error"))
         return (
             f"llm generator: {failed} of {total} chunks got no usable answer from {self.spec.endpoint} after "
             f"{self.spec.max_retries} retries each, more than maxFailureRate {self.spec.max_failure_rate} "
-            f"({kinds or 'no errors recorded'})"
+            f"({error_summary(self.counts)})"
         )
 
     async def _chunk(self, client: Any, chunk: Chunk, n: int) -> list[str] | None:
         """The questions of one chunk; [] when maxRequests is spent; None when every attempt failed."""
-        import openai
-
         prompt = render_prompt(self.template, chunk, n)
         rng = random.Random(f"{self.seed}:{chunk.id}")
         for attempt in range(self.spec.max_retries + 1):
@@ -168,7 +165,7 @@ class LLMGenerator:
             if attempt:
                 self.counts["retries"] += 1
             self.counts["requests"] += 1
-            delay = min(MAX_BACKOFF, 0.5 * 2**attempt) * (0.5 + rng.random())
+            delay = backoff(attempt, rng)
             try:
                 kwargs: dict[str, Any] = {
                     "model": self.spec.model,
@@ -179,40 +176,39 @@ class LLMGenerator:
                 if self.use_schema:
                     kwargs["response_format"] = {"type": "json_schema", "json_schema": SCHEMA}
                 resp = await client.chat.completions.create(**kwargs)
-            except openai.RateLimitError as exc:
-                self.counts["error429"] += 1
-                delay = retry_after(exc) or delay
-            except openai.BadRequestError as exc:
-                if self.use_schema and "response_format" in str(exc):
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is None:
+                    raise
+                if failure.kind == "badRequest" and self.use_schema and "response_format" in str(exc):
                     self.use_schema = False  # the server ignores JSON schemas: read lines instead
                     self.counts["responseFormatRefused"] += 1
                     continue
-                self.counts["error400"] += 1
-                if "model" in str(exc).lower():
+                if failure.kind == "refused":  # the key or the model: no retry can help
                     raise GeneratorMisconfigured(self._refused(exc)) from None
-            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
-                raise GeneratorMisconfigured(self._refused(exc)) from None
-            except openai.APITimeoutError:
-                self.counts["errorTimeout"] += 1
-            except openai.APIConnectionError:
-                self.counts["errorConnection"] += 1
-            except openai.APIStatusError as exc:
-                self.counts[f"error{exc.status_code}"] += 1
-            except (openai.APIError, ValueError):  # a body that is not JSON (json.JSONDecodeError), and the like
-                self.counts["errorMalformedResponse"] += 1
+                self.counts[failure.key] += 1
+                if failure.kind == "badRequest" and "model" in str(exc).lower():  # a 400 about the model
+                    raise GeneratorMisconfigured(self._refused(exc)) from None
+                delay = failure.retry_after or delay
             else:
-                usage = getattr(resp, "usage", None)
-                if usage is not None:
-                    self.counts["tokensIn"] += int(getattr(usage, "prompt_tokens", 0) or 0)
-                    self.counts["tokensOut"] += int(getattr(usage, "completion_tokens", 0) or 0)
-                content = resp.choices[0].message.content if resp.choices else None
-                qs, how = parse_questions(content)
-                self.counts[f"answers_{how}"] += 1
+                qs = self._questions(resp)
                 if qs:
                     return qs
-                self.counts["errorEmptyAnswer"] += 1
             await asyncio.sleep(delay)
         return None
+
+    def _questions(self, resp: Any) -> list[str]:
+        """The questions of an answer, its tokens and how it was read counted; [] (counted) when it has none."""
+        usage = getattr(resp, "usage", None)
+        if usage is not None:
+            self.counts["tokensIn"] += int(getattr(usage, "prompt_tokens", 0) or 0)
+            self.counts["tokensOut"] += int(getattr(usage, "completion_tokens", 0) or 0)
+        content = resp.choices[0].message.content if resp.choices else None
+        qs, how = parse_questions(content)
+        self.counts[f"answers_{how}"] += 1
+        if not qs:
+            self.counts["errorEmptyAnswer"] += 1
+        return qs
 
     def _refused(self, exc: Any) -> str:
         status = getattr(exc, "status_code", "?")
@@ -222,12 +218,3 @@ class LLMGenerator:
             404: f"does not serve model {self.spec.model!r} (check spec.data.generate.generator.llm.model and endpoint)",
         }.get(status if isinstance(status, int) else 0, f"refused the request for model {self.spec.model!r}")
         return f"llm generator: {self.spec.endpoint} {what} (HTTP {status})"
-
-
-def retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return min(MAX_BACKOFF, max(0.0, float(value))) if value is not None else None
-    except ValueError:
-        return None
