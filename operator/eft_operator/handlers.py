@@ -14,6 +14,7 @@ and the benchmark run the real handlers in their own registry.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any, cast
 
@@ -67,13 +68,16 @@ async def on_resource_created(**kw: Any) -> None:
 
 
 async def on_resource_event(**kw: Any) -> None:
-    """The resource is gone: drop its lock and metrics series. A new value of the retrain annotation (``eft
+    """The resource is gone: drop its lock, metrics series and diffbase. A new value of the retrain annotation (``eft
     retrain NAME``): a pass, which starts the manual run (kopf's own diff ignores annotations of its prefix).
     (Any event: the resync keeps the context.)"""
     resync.remember_context(kw["memo"])
     reconciler: Reconciler = kw["memo"]["reconciler"]
     if kw["type"] == "DELETED":
         reconciler.forget(kw["namespace"], kw["name"])
+        diffbase = getattr(reconciler.kopf_settings, "persistence", None)
+        if diffbase is not None and isinstance(diffbase.diffbase_storage, SpecDiffBase):
+            diffbase.diffbase_storage.forget(str(kw["body"].get("metadata", {}).get("uid")))
     elif triggers.manual_pending(kw["body"]):
         try:
             await reconciler.reconcile(kw["namespace"], kw["name"], logger=kw["logger"], creating=True)
@@ -193,11 +197,27 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
     return registry
 
 
-class SpecDiffBase(kopf.AnnotationsDiffBaseStorage):
-    """kopf's diffbase (the last handled spec, in an annotation) built from what it keeps: spec, labels and
-    annotations. kopf's own ``build`` deep-copies the whole body first, status and managedFields included,
-    for every event of every resource: under a burst that copying was the operator's largest single cost
-    (bench/bench_operator_burst.py's profile). The essence, and so the annotation, is the same."""
+class SpecDiffBase(kopf.DiffBaseStorage):
+    """kopf's diffbase (the last handled essence: spec, labels, annotations), kept in memory by uid.
+
+    kopf's annotation storage patches every resource once more after its handler ran, and that patch comes
+    back as one more watch event to process: a third of the operator's work for a new resource under a
+    burst (bench/bench_operator_burst.py). Kept in memory instead, a resource this process has not handled
+    yet (the operator restarted, or another replica took over) has no diffbase, and kopf calls the create
+    handler for it, which is the same idempotent pass as resume: each pass decides from the resource's
+    generation and status what to do, never from the diffbase. Spec changes while this process runs are
+    updates, as before.
+
+    The essence is built from what it keeps: kopf's own ``build`` deep-copies the whole body first, status
+    and managedFields included, on every event of every resource (the largest single cost in the burst's
+    profile). The operator's own annotations (its prefix: the retrain request) are left out, as kopf does
+    for the prefix of its storages.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self._last: dict[str, kopf.BodyEssence] = {}
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         if extra_fields:  # fields kopf was asked to track beyond the spec: the full body, as kopf does
@@ -205,7 +225,40 @@ class SpecDiffBase(kopf.AnnotationsDiffBaseStorage):
         meta = body.get("metadata") or {}
         slim = {key: value for key, value in body.items() if key not in ("metadata", "status")}
         slim["metadata"] = {key: meta[key] for key in ("labels", "annotations") if key in meta}
+        own = [key for key in slim["metadata"].get("annotations") or {} if key.startswith(f"{self.prefix}/")]
+        if own:
+            annotations = slim["metadata"]["annotations"]
+            slim["metadata"]["annotations"] = {k: v for k, v in annotations.items() if k not in own}
         return super().build(body=kopf.Body(cast(kopf.RawBody, slim)))
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return self._last.get(str(body.get("metadata", {}).get("uid")))
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        self._last[str(body.get("metadata", {}).get("uid"))] = essence
+
+    def forget(self, uid: str) -> None:
+        self._last.pop(uid, None)
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+
+class ProgressAnnotations(kopf.AnnotationsProgressStorage):
+    """kopf's progress records (a handler's retries, in annotations), without kopf's ``kopf-managed`` marker.
+
+    kopf adds the marker to the first record it stores on a resource. A handler that succeeds at once has
+    its record purged in the same patch, so the marker alone was the patch: one more request, and one more
+    watch event to process, for every new resource. The marker tells other kopf operators' diffbases to
+    ignore this prefix; :class:`SpecDiffBase` leaves it out by itself. A handler that must retry still
+    gets its record (retry count, delay) written and read back as with kopf's own storage.
+    """
+
+    def store(self, *, key: Any, record: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        encoded = json.dumps({k: v for k, v in record.items() if self.verbose or v is not None}, separators=(",", ":"))
+        annotations = patch.setdefault("metadata", {}).setdefault("annotations", {})
+        for full_key in self.make_keys(key, body=body):
+            annotations[full_key] = encoded
 
 
 def configure(settings: kopf.OperatorSettings, *, log_level: str = "INFO", clusterwide: bool = True) -> None:
@@ -215,8 +268,8 @@ def configure(settings: kopf.OperatorSettings, *, log_level: str = "INFO", clust
     cluster's namespaces, which a namespaced operator may not list (it would get 403s and start late).
     """
     prefix = "finetune.eft.dev"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
-    settings.persistence.diffbase_storage = SpecDiffBase(prefix=prefix, key="last-handled-spec")
+    settings.persistence.progress_storage = ProgressAnnotations(prefix=prefix)
+    settings.persistence.diffbase_storage = SpecDiffBase(prefix)
     settings.posting.reporting_component = "eft-operator"
     # kopf posts nothing from its logs unless asked (posting.loggers is False by default): ask, so that a
     # handler's failure ("Handler 'reconcile' failed temporarily: ...") reaches the resource's Events.

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from eft_operator import connection
-from eft_operator.handlers import SpecDiffBase
+from eft_operator.handlers import ProgressAnnotations, SpecDiffBase
 
 
 def write_kubeconfig(path: Path, user: dict[str, Any], server: str = "https://127.0.0.1:6443") -> Path:
@@ -47,7 +47,9 @@ def test_a_kubeconfig_with_a_token_gives_its_server_and_bearer_header(tmp_path: 
 def test_an_exec_plugin_user_without_the_kubernetes_package_is_refused_saying_what_to_install(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
-    path = write_kubeconfig(tmp_path / "config", {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "x"}})
+    path = write_kubeconfig(
+        tmp_path / "config", {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "x"}}
+    )
     monkeypatch.setitem(sys.modules, "kubernetes", None)  # as in the operator image, which does not install it
     with pytest.raises(connection.LoginError, match=r"exec plugin.*\[cli\]"):
         connection.connection_info(str(path))
@@ -86,6 +88,8 @@ BODIES = {
             "annotations": {
                 "finetune.eft.dev/last-handled-spec": '{"spec": {"model": {"base": "m"}}}',
                 "finetune.eft.dev/reconcile": '{"started": "x"}',
+                "finetune.eft.dev/kopf-managed": "yes",
+                "finetune.eft.dev/retrain": "2026-12-05T00:00:00Z",
                 "kubectl.kubernetes.io/last-applied-configuration": "{}",
                 "team.example/owner": "ml",
             },
@@ -100,18 +104,50 @@ BODIES = {
 
 @pytest.mark.parametrize("name", list(BODIES))
 def test_the_slim_diffbase_equals_kopfs_own(name: str) -> None:
+    """The essence is kopf's own (for a resource kopf's annotation storage marked as its own, as every
+    handled resource was), built without copying status and managedFields, and the body is left alone."""
     raw = BODIES[name]
-    ours = SpecDiffBase(prefix="finetune.eft.dev", key="last-handled-spec")
+    ours = SpecDiffBase("finetune.eft.dev")
     kopfs = kopf.AnnotationsDiffBaseStorage(prefix="finetune.eft.dev", key="last-handled-spec")
+    marked = copy.deepcopy(raw)
+    marked["metadata"].setdefault("annotations", {})["finetune.eft.dev/kopf-managed"] = "yes"
     before = copy.deepcopy(raw)
-    assert ours.build(body=kopf.Body(raw)) == kopfs.build(body=kopf.Body(raw))  # type: ignore[arg-type]
+    assert ours.build(body=kopf.Body(raw)) == kopfs.build(body=kopf.Body(marked))  # type: ignore[arg-type]
     assert raw == before, "building the essence must not change the body"
 
 
-def test_the_operator_image_installs_no_kubernetes_client_library() -> None:
-    """kopf imports the models of whichever Kubernetes client is installed (about 30 MB each, unused by the
-    operator): the image's lock leaves both out."""
-    lock = (Path(__file__).resolve().parents[2] / "operator" / "requirements.lock").read_text()
-    pinned = {line.split("==")[0].lower() for line in lock.splitlines() if "==" in line}
-    assert "kopf" in pinned and "aiohttp" in pinned
-    assert not pinned & {"kubernetes", "kubernetes_asyncio", "kubernetes-asyncio"}
+def test_the_diffbase_lives_in_memory_and_patches_nothing() -> None:
+    """kopf's annotation storage patched every resource once more after its handler (one more request, one
+    more watch event): the memory storage adds nothing to kopf's patch; a resource it never stored (this
+    process has not handled it: a restart, a new leader) has none, so kopf handles it as created."""
+    storage = SpecDiffBase("finetune.eft.dev")
+    body = kopf.Body(copy.deepcopy(BODIES["fresh"]))  # type: ignore[arg-type]
+    assert storage.fetch(body=body) is None
+    patch = kopf.Patch()
+    essence = storage.build(body=body)
+    storage.store(body=body, patch=patch, essence=essence)
+    assert not patch and storage.fetch(body=body) == essence and len(storage) == 1
+    storage.forget("u1")
+    assert storage.fetch(body=body) is None and len(storage) == 0
+
+
+def test_a_handler_that_succeeds_at_once_leaves_kopf_nothing_to_patch() -> None:
+    """kopf's own progress storage added its ``kopf-managed`` marker with the first record, and the marker
+    alone made a patch (a request and a watch event) for every new resource."""
+    storage = ProgressAnnotations(prefix="finetune.eft.dev")
+    body = kopf.Body(copy.deepcopy(BODIES["fresh"]))  # type: ignore[arg-type]
+    patch = kopf.Patch()
+    storage.store(key=kopf.HandlerId("reconcile"), record={"started": "t", "success": True}, body=body, patch=patch)
+    storage.purge(key=kopf.HandlerId("reconcile"), body=body, patch=patch)
+    assert not patch
+
+
+def test_a_retrying_handler_still_has_its_record_written_and_read_back() -> None:
+    storage = ProgressAnnotations(prefix="finetune.eft.dev")
+    patch = kopf.Patch()
+    record = {"started": "2026-12-05T01:00:00", "retries": 2, "delayed": "2026-12-05T01:00:04", "failure": False}
+    body = kopf.Body(copy.deepcopy(BODIES["fresh"]))  # type: ignore[arg-type]
+    storage.store(key=kopf.HandlerId("reconcile"), record=record, body=body, patch=patch)  # type: ignore[arg-type]
+    stored = copy.deepcopy(BODIES["fresh"])
+    stored["metadata"]["annotations"] = dict(patch["metadata"]["annotations"])
+    assert storage.fetch(key=kopf.HandlerId("reconcile"), body=kopf.Body(stored)) == record  # type: ignore[arg-type]
