@@ -78,6 +78,10 @@ NOT_IN_THE_LIFE_CYCLE = {
     ("networking.k8s.io", "networkpolicies", "get"): "ensure() of a multi-node run's NetworkPolicy after a 409",
     ("networking.k8s.io", "networkpolicies", "create"): "a multi-node run's NetworkPolicy (its own pods only)",
     ("batch", "jobs", "delete"): "a spec edit while a run is still going stops its Job (Superseded)",
+    ("finetune.eft.dev", "embeddingfinetunes", "patch"): (
+        "kopf's progress record of a handler that must retry (an API outage: test_availability_real); a handler "
+        "that succeeds at once patches nothing on the resource (eft_operator.handlers.ProgressAnnotations)"
+    ),
     ("finetune.eft.dev", "embeddingfinetunes/finalizers", "update"): (
         "blockOwnerDeletion on children where OwnerReferencesPermissionEnforcement is on (not in envtest)"
     ),

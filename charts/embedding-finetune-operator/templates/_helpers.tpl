@@ -170,7 +170,8 @@ reference the credentials Secret by name; the operator never reads it).
 {{- define "eft.namespacedRules" -}}
 # Verb by verb what the code uses (tests/operator/test_least_privilege.py fails on a verb no request used,
 # unless its code path is listed there). watch/list: kopf's watches; get: a pass reads its resource and,
-# after a 409, the child that holds the name; patch: status, the Job's suspend and the operator's finalizer.
+# after a 409, the child that holds the name; patch: status, the Job's suspend and the operator's finalizer,
+# and on the resource itself kopf's progress record of a handler that must retry (an API outage).
 - apiGroups: ["finetune.eft.dev"]
   resources: ["embeddingfinetunes"]
   verbs: ["get", "list", "watch", "patch"]
