@@ -16,8 +16,8 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 
-#: kopf waits its batch window (0.1 s) before it hands a new resource's first event to a handler: a quiet
-#: spell a little longer than that says the burst is over.
+#: A spell this long without a new creation pass says the burst is over (the creates of a burst reach the
+#: operator milliseconds apart).
 QUIET = 0.15
 #: The longest any deferrable work waits behind creations.
 LONGEST = 5.0
