@@ -33,7 +33,7 @@ from eft_api.spec import DataFormat, PretrainSpec, TrainingSpec, training_format
 from eft_trainer import data as D
 from eft_trainer.errors import InvalidCorpus, InvalidSpecError
 from eft_trainer.publish import sha256_file
-from eft_trainer.storage import S3Uri, Storage, base_uri, fetch
+from eft_trainer.storage import S3Uri, Store, base_uri, fetch
 from eft_trainer.training import TrainStats, train
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def fetch_texts(
     pre: PretrainSpec,
     rows: Sequence[dict[str, Any]],
     fmt: DataFormat,
-    storage: Storage | None,
+    storage: Store,
     work: Path,
 ) -> tuple[list[str], str, list[dict[str, Any]]]:
     """The texts to split into sentences, where they came from (for the report), and the files read."""
@@ -244,11 +244,9 @@ def load_adapted(folder: Path, cfg: RunConfig) -> Any:
     return SentenceTransformer(str(folder), trust_remote_code=cfg.spec.model.trust_remote_code)
 
 
-def _finished_earlier(
-    cfg: RunConfig, storage: Storage | None, prefix: S3Uri | None, adapted: Path
-) -> Pretrained | None:
+def _finished_earlier(cfg: RunConfig, storage: Store, prefix: S3Uri, adapted: Path) -> Pretrained | None:
     """The adapted model a previous pod of this run finished and mirrored, if any."""
-    if storage is None or prefix is None or not storage.exists(prefix.join(DONE)):
+    if not storage.exists(prefix.join(DONE)):
         return None
     done = json.loads(storage.get_bytes(prefix.join(DONE)))
     if adapted.exists():
@@ -307,7 +305,7 @@ def section(pre: PretrainSpec, source: str, sentences: int, available: int, stat
     }
 
 
-def _mirror_adapted(storage: Storage, prefix: S3Uri, adapted: Path, done: dict[str, Any]) -> None:
+def _mirror_adapted(storage: Store, prefix: S3Uri, adapted: Path, done: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     for f in sorted(p for p in adapted.rglob("*") if p.is_file()):
         storage.upload(f, prefix.join(ADAPTED_DIR + f.relative_to(adapted).as_posix()))
@@ -319,7 +317,7 @@ def pretrain_stage(
     cfg: RunConfig,
     model: Any,
     rows: Sequence[dict[str, Any]],
-    storage: Storage | None,
+    storage: Store,
     work: Path,
     *,
     callbacks: Sequence[Any] = (),
@@ -330,7 +328,7 @@ def pretrain_stage(
     assert pre is not None
     folder = work / "pretrain"
     adapted = folder / "adapted"
-    prefix = S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR + PRETRAIN_DIR) if storage is not None else None
+    prefix = S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR + PRETRAIN_DIR)
     if (earlier := _finished_earlier(cfg, storage, prefix, adapted)) is not None:
         return earlier
     fmt = training_format(cfg.spec)  # the rows' shape: scored pairs once silver labels have scored them
@@ -365,7 +363,6 @@ def pretrain_stage(
         shutil.rmtree(adapted)
     model.save(str(adapted))
     del loss
-    if storage is not None and prefix is not None:
-        _mirror_adapted(storage, prefix, adapted, {"section": sect, "files": files})
+    _mirror_adapted(storage, prefix, adapted, {"section": sect, "files": files})
     # The main stage starts from the saved adapted model, as a pod that finds it in S3 does.
     return Pretrained(load_adapted(adapted, cfg), sect, stats, files)
