@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 from eft_api.contract import CHECKPOINTS_DIR, RunConfig
 from eft_api.spec import DataFormat, PretrainSpec, TrainingSpec, training_format
 from eft_trainer import data as D
+from eft_trainer.documents import split_sentences
 from eft_trainer.errors import InvalidCorpus, InvalidSpecError
 from eft_trainer.publish import sha256_file
 from eft_trainer.storage import S3Uri, Store, base_uri, fetch
@@ -50,32 +50,6 @@ DECODER_FILE = "tsdae-decoder.safetensors"
 DATA_FIELD = "spec.training.pretrain.data"
 
 # ---------------------------------------------------------------- sentences and noise (pure)
-
-_PARAGRAPHS = re.compile(r"\n\s*\n")
-#: A sentence ends at . ! or ? (closing quotes or brackets may follow), before a space and a capital or digit.
-_BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
-#: Words after which a full stop does not end a sentence.
-_ABBREVIATIONS = frozenset({"e.g.", "i.e.", "etc.", "vs.", "cf.", "mr.", "mrs.", "dr.", "no.", "fig.", "approx."})
-
-
-def split_sentences(text: str) -> list[str]:
-    """The sentences of ``text``: paragraphs (blank lines) joined into one line each, then cut after . ! or ?
-    followed by a capital or a digit, unless the full stop ends a common abbreviation. Pure."""
-    out: list[str] = []
-    for para in _PARAGRAPHS.split(text):
-        line = " ".join(para.split())
-        if not line:
-            continue
-        start = 0
-        for m in _BOUNDARY.finditer(line):
-            words = line[start : m.start()].split()
-            last = words[-1].lower() if words else ""
-            if last in _ABBREVIATIONS or re.fullmatch(r"[a-z]\.", last):
-                continue
-            out.append(line[start : m.end()].strip())
-            start = m.end()
-        out.append(line[start:].strip())
-    return [s for s in out if s]
 
 
 def select_sentences(
