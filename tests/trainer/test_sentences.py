@@ -104,4 +104,3 @@ def test_sentences(text: str, one: list[str], joined: list[str]) -> None:
 )
 def test_abbreviated(before: str, expected: bool) -> None:
     assert abbreviated(before) is expected
-
