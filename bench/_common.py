@@ -108,8 +108,8 @@ def bench_cfg(name: str, doc: dict[str, Any], work: Path, models: Path) -> Any:
 
 
 def run_with_report(cfg: Any, max_steps: int = -1) -> tuple[Any, dict[str, Any]]:
-    """Run the real trainer (``run_job``) on ``cfg``: its termination message and the report it built (nothing
-    is published), whatever the outcome."""
+    """Run the real trainer (``run_job``) on ``cfg``: its termination message and the report it built (published
+    only into the local data folder, ``EFT_DATA_ROOT``), whatever the outcome."""
     import eft_trainer.stages.report as report_module  # the report stage calls build_report by this name
     from eft_trainer.entrypoint import run_job
 
@@ -129,7 +129,8 @@ def run_with_report(cfg: Any, max_steps: int = -1) -> tuple[Any, dict[str, Any]]
 
 
 def run_captured(cfg: Any, max_steps: int = -1) -> dict[str, Any]:
-    """Run the real trainer (``run_job``) on ``cfg`` and return the report it built (nothing is published)."""
+    """Run the real trainer (``run_job``) on ``cfg`` and return the report it built (published only into the
+    local data folder)."""
     msg, captured = run_with_report(cfg, max_steps)
     assert msg.outcome == "Succeeded", msg
     return captured

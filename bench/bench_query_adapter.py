@@ -33,6 +33,7 @@ def worker(kind: str, n: int, epochs: int) -> None:
     import datasets
 
     from eft_api.spec import DataFormat, TrainingSpec
+    from eft_trainer.storage import LocalStore
 
     m = model(SEQ)
     rows = pairs(n)
@@ -44,7 +45,7 @@ def worker(kind: str, n: int, epochs: int) -> None:
                 {"anchor": [r["anchor"] for r in rows], "positive": [r["positive"] for r in rows]}
             )
             spec = TrainingSpec(batch_size=BATCH, learning_rate=1e-4, epochs=1, seed=42, checkpoint_steps=100000)
-            seconds = train(m, ds, spec, DataFormat.PAIRS, Path(tmp)).seconds
+            seconds = train(m, ds, spec, DataFormat.PAIRS, Path(tmp), storage=LocalStore(Path(tmp) / "store")).seconds
             result = {"epoch_seconds": seconds, "embed_seconds": 0.0, "train_seconds": seconds}
         else:
             from eft_api.contract import TrainerSettings, build_run_config
@@ -67,7 +68,7 @@ def worker(kind: str, n: int, epochs: int) -> None:
                 spec=parse_spec(spec_doc),
                 settings=TrainerSettings(work_dir=tmp),
             )
-            trained = QueryAdapter().train(TrainInput(m, cfg, rows, None, Path(tmp)))
+            trained = QueryAdapter().train(TrainInput(m, cfg, rows, LocalStore(Path(tmp) / "store"), Path(tmp)))
             d = trained.details
             result = {
                 "epoch_seconds": d["adapterTrainSeconds"] / d["epochsRun"],

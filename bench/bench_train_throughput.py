@@ -111,6 +111,7 @@ def worker(kind: str, n: int) -> None:
             cpu = cpu_seconds() - c0
         else:
             from eft_api.spec import DataFormat, TrainingSpec
+            from eft_trainer.storage import LocalStore
             from eft_trainer.training import train
 
             spec = TrainingSpec(
@@ -125,7 +126,9 @@ def worker(kind: str, n: int) -> None:
             apply_levers(m, levers)
             c0 = cpu_seconds()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in levers):
-                seconds = train(m, ds, spec, DataFormat.PAIRS, Path(tmp)).seconds
+                seconds = train(
+                    m, ds, spec, DataFormat.PAIRS, Path(tmp), storage=LocalStore(Path(tmp) / "store")
+                ).seconds
             cpu = cpu_seconds() - c0
     _, peak = rss_mb()
     tok = tokenise_seconds(m, rows) if kind == "ours" else 0.0

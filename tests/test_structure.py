@@ -5,7 +5,7 @@ needs it should pay). Parametrized by package folder: the operator's packages jo
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -93,3 +93,90 @@ def test_a_long_function_is_found() -> None:
     assert isinstance(fn, ast.FunctionDef) and fn.end_lineno == 61
     imports = [m for n in ast.walk(fn) if isinstance(n, ast.Import | ast.ImportFrom) for m in _imported(n)]
     assert imports == ["json"] and not _heavy("json") and _heavy("torch.distributed")
+
+
+# ---------------------------------------------------------------- one store, chosen once
+
+TRAINER = ROOT / "trainer_image" / "eft_trainer"
+#: The store types: a parameter, field or return of one of them is never optional (the store is chosen once).
+STORE_TYPES = {"Store", "Storage", "S3Store", "LocalStore"}
+#: The one place that reads the development folder's variable: the chooser (and the constant's own line).
+CHOOSER = ("storage.py", {"open_store", "DATA_ROOT_ENV"})
+
+
+def _annotations(tree: ast.AST) -> Iterator[tuple[int, ast.expr]]:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+            yield from ((a.lineno, a.annotation) for a in args if a.annotation is not None)
+            if node.returns is not None:
+                yield node.lineno, node.returns
+        elif isinstance(node, ast.AnnAssign):
+            yield node.lineno, node.annotation
+
+
+def optional_stores(source: str) -> list[int]:
+    """Lines where a store type is annotated as optional (``Store | None``, ``Optional[Store]``). Pure."""
+    found = []
+    for line, ann in _annotations(ast.parse(source)):
+        text = ann.value if isinstance(ann, ast.Constant) and isinstance(ann.value, str) else ast.unparse(ann)
+        expr = ast.parse(text, mode="eval").body
+        names = {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)}
+        if names & STORE_TYPES and ("None" in text or "Optional" in names):
+            found.append(line)
+    return found
+
+
+def data_root_reads(source: str, allowed: Collection[str] = ()) -> list[int]:
+    """Lines naming the development folder's variable (``DATA_ROOT_ENV`` or the string ``"EFT_DATA_ROOT"``, not
+    in a docstring) outside the top-level definitions ``allowed``. Pure."""
+    tree = ast.parse(source)
+    found = []
+    for top in tree.body:
+        names = {t.id for t in getattr(top, "targets", []) if isinstance(t, ast.Name)}
+        if getattr(top, "name", None) in allowed or names & set(allowed):
+            continue
+        docstrings = {
+            id(n.body[0].value)
+            for n in ast.walk(top)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+        }
+        for node in ast.walk(top):
+            named = isinstance(node, ast.Name) and node.id == "DATA_ROOT_ENV"
+            named = named or (isinstance(node, ast.Attribute) and node.attr == "DATA_ROOT_ENV")
+            literal = isinstance(node, ast.Constant) and node.value == "EFT_DATA_ROOT" and id(node) not in docstrings
+            if named or literal:
+                found.append(node.lineno)
+    return found
+
+
+def test_the_store_is_never_optional_and_the_data_root_is_read_by_the_chooser_alone() -> None:
+    optional, reads = [], []
+    for path in sorted(TRAINER.rglob("*.py")):
+        rel, source = path.relative_to(TRAINER).as_posix(), path.read_text(encoding="utf-8")
+        optional += [f"{rel}:{n}" for n in optional_stores(source)]
+        allowed = CHOOSER[1] if rel == CHOOSER[0] else set()
+        reads += [f"{rel}:{n}" for n in data_root_reads(source, allowed)]
+    assert not optional, f"a store annotated as optional (pass the run's Store, chosen by open_store): {optional}"
+    assert not reads, f"EFT_DATA_ROOT read outside storage.open_store (choose the store there, once): {reads}"
+
+
+@pytest.mark.parametrize(
+    ("source", "optional", "reads"),
+    [
+        ("def f(storage: Storage | None) -> None: ...", [1], []),
+        ("def f(s: 'Store | None' = None) -> None: ...", [1], []),
+        ("from typing import Optional\ndef f(s: Optional[S3Store]) -> None: ...", [2], []),
+        ("class C:\n    store: LocalStore | None = None", [2], []),
+        ("def f() -> Store | None: ...", [1], []),
+        ("def f(s: Store, prefix: S3Uri | None) -> None: ...", [], []),
+        ("import os\ndef f() -> str | None:\n    return os.environ.get(DATA_ROOT_ENV)", [], [3]),
+        ("def f(env: dict[str, str]) -> bool:\n    return 'EFT_DATA_ROOT' in env", [], [2]),
+        ("def f() -> None:\n    '''EFT_DATA_ROOT'''", [], []),
+        ("import eft_trainer.storage as s\nX = s.DATA_ROOT_ENV", [], [2]),
+    ],
+)
+def test_the_store_checks_can_fail(source: str, optional: list[int], reads: list[int]) -> None:
+    assert (optional_stores(source), data_root_reads(source)) == (optional, reads)

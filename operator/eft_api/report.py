@@ -36,37 +36,67 @@ class _Model(BaseModel):
 class Bootstrap(_Model):
     """A paired bootstrap of a mean per-query difference: the mean, its interval, how it was computed."""
 
-    gain: float
-    low: float
-    high: float
-    queries: int
-    resamples: int
-    level: float
+    gain: float = Field(
+        description="Mean per-query difference of the metric (second model minus first), on the metric's 0-1 scale."
+    )
+    low: float = Field(
+        description="Lower end of the confidence interval of that mean difference (a percentile of the resamples)."
+    )
+    high: float = Field(
+        description="Upper end of the confidence interval of that mean difference (a percentile of the resamples)."
+    )
+    queries: int = Field(
+        description="Number of queries paired: each one measured with both models; 0 when the set had none."
+    )
+    resamples: int = Field(
+        description="Bootstrap resamples drawn (with replacement, over the queries) to make the interval."
+    )
+    level: float = Field(description="Confidence level of the interval, as a fraction (0.95 is a 95% interval).")
 
 
 class ReportHeadline(_Model):
     """The primary metric at the primary dimension: base, fine-tuned, their difference and its interval."""
 
-    base: float
-    finetuned: float
-    gain: float
-    bootstrap: Bootstrap
+    base: float = Field(
+        description="The primary metric of the base model on the evaluation set, at the primary dimension (0-1)."
+    )
+    finetuned: float = Field(
+        description="The primary metric of the published model on the evaluation set, at the same dimension (0-1)."
+    )
+    gain: float = Field(description="finetuned minus base: the change of the primary metric (positive is better).")
+    bootstrap: Bootstrap = Field(
+        description="Paired bootstrap over the evaluation queries of the fine-tuned minus base primary metric: its confidence "
+        "interval says whether the gain is more than noise."
+    )
 
 
 class MetricTables(_Model):
-    base: Metrics
-    finetuned: Metrics
-    delta: Metrics
+    """Every metric at every measured dimension, for the base and the published model on the evaluation set."""
+
+    base: Metrics = Field(
+        description="The base model: embedding dimension (a string key) -> metric name (ndcg@10, ...) -> value (0-1)."
+    )
+    finetuned: Metrics = Field(
+        description="The published model, keyed as base: dimension -> metric name -> value (0-1)."
+    )
+    delta: Metrics = Field(description="finetuned minus base for every dimension and metric (positive is better).")
 
 
 class DataFile(_Model):
     """A file the run read: its URI, size and SHA-256 (and the guard set or stage it belongs to)."""
 
-    uri: str
-    bytes: int
-    sha256: str
-    guard: str | None = None
-    stage: str | None = None
+    uri: str = Field(description="Where the file was read from (s3://bucket/key).")
+    bytes: int = Field(description="Size of the file in bytes, as read.")
+    sha256: str = Field(
+        description="SHA-256 of the file's content (hex), so that the data behind a result can be checked later."
+    )
+    guard: str | None = Field(
+        description="Name of the guard set (spec.evaluation.guards) the file belongs to; absent otherwise.",
+        default=None,
+    )
+    stage: str | None = Field(
+        description="The stage that read the file when it is not training or evaluation data (pretrain).", default=None
+    )
 
 
 class ReportData(_Model):
@@ -74,115 +104,221 @@ class ReportData(_Model):
 
     model_config = ConfigDict(extra="allow")
 
-    files: list[DataFile] = Field(default_factory=list)
+    files: list[DataFile] = Field(
+        description="Every file the run read (training, evaluation, guard and pre-training data) with its size and checksum.",
+        default_factory=list,
+    )
 
 
 class ReportConfig(_Model):
     """The run's identity, method and settings, and the lineage of the base model."""
 
-    name: str = ""
-    namespace: str = ""
-    run_id: str = ""
-    method: str = ""
-    loss: str = ""
-    format: str = ""
-    training: dict[str, Any] = Field(default_factory=dict)
-    evaluation: dict[str, Any] = Field(default_factory=dict)
-    base_model: str = ""
-    base_model_revision: str | None = None
-    base_model_weights_sha256: dict[str, str] = Field(default_factory=dict)
-    max_seq_length: int | None = None
-    max_seq_length_from: str = ""
-    data: dict[str, Any] | None = None
-    versions: dict[str, str] = Field(default_factory=dict)
+    name: str = Field(description="Name of the EmbeddingFinetune resource.", default="")
+    namespace: str = Field(description="Namespace of the EmbeddingFinetune resource.", default="")
+    run_id: str = Field(
+        description="The run's id: changes with every spec change (generation and a hash of the spec).", default=""
+    )
+    method: str = Field(
+        description="Training method (spec.training.method): full, queryAdapter, queryEncoder, distillation, gpl.",
+        default="",
+    )
+    loss: str = Field(description="Loss function of training (spec.training.loss).", default="")
+    format: str = Field(
+        description="Format of the training data (spec.data.train.format): pairs, triplets, documents, ...", default=""
+    )
+    training: dict[str, Any] = Field(
+        description="spec.training as the run resolved it (defaults filled in).", default_factory=dict
+    )
+    evaluation: dict[str, Any] = Field(
+        description="spec.evaluation as the run resolved it (defaults filled in).", default_factory=dict
+    )
+    base_model: str = Field(description="The base model: a hub id or an s3:// folder (spec.model.base).", default="")
+    base_model_revision: str | None = Field(
+        description="The hub revision (branch, tag or commit) of the base model, if pinned.", default=None
+    )
+    base_model_weights_sha256: dict[str, str] = Field(
+        description="SHA-256 of each weights file of the base model as loaded (file name -> hex digest): its exact lineage.",
+        default_factory=dict,
+    )
+    max_seq_length: int | None = Field(
+        description="Longest input in tokens the model encodes; longer texts are truncated.", default=None
+    )
+    max_seq_length_from: str = Field(
+        description="Where maxSeqLength came from: spec.model.maxSeqLength or the base model's default.", default=""
+    )
+    data: dict[str, Any] | None = Field(
+        description="spec.data as the run resolved it (URIs, formats, split, generation).", default=None
+    )
+    versions: dict[str, str] = Field(
+        description="Versions of the libraries that trained and measured (package -> version).", default_factory=dict
+    )
 
 
 class IndexInfo(_Model):
     """What an index owner must know to embed with the published model."""
 
-    reindex_required: bool
-    embedding_dimension: int
-    matryoshka_dims: list[int]
-    normalized: bool
-    similarity: str
-    prompts: dict[str, str] = Field(default_factory=dict)
-    default_prompt_name: str | None = None
-    max_seq_length: int | None = None
-    encode: str = ""
-    #: A query-side model (queryAdapter, queryEncoder): one encoder or two towers, and the query side's size.
-    serving: dict[str, Any] | None = None
-    #: After training.merge: the WiSE-FT ratio published (1 is the fine-tuned model, 0 the base).
-    merge_ratio: float | None = None
+    reindex_required: bool = Field(
+        description="Whether document embeddings made with the base model must be recomputed (false only when documents "
+        "embed bit for bit as before: queryAdapter, queryEncoder)."
+    )
+    embedding_dimension: int = Field(description="Length of the model's full embedding vectors.")
+    matryoshka_dims: list[int] = Field(
+        description="Smaller leading slices of the embedding that were measured (Matryoshka), largest first."
+    )
+    normalized: bool = Field(
+        description="Whether embeddings come out unit length (then dot product equals cosine similarity)."
+    )
+    similarity: str = Field(
+        description="Similarity function the model is meant to be compared with (cosine, dot, euclidean, manhattan)."
+    )
+    prompts: dict[str, str] = Field(
+        description="Prompts the model prepends to texts, by name (query, document, ...).", default_factory=dict
+    )
+    default_prompt_name: str | None = Field(
+        description="The prompt used when encode() is given none; absent when there is none.", default=None
+    )
+    max_seq_length: int | None = Field(
+        description="Longest input in tokens the model encodes; longer texts are truncated.", default=None
+    )
+    encode: str = Field(
+        description="How to embed queries and documents with this model (which encode method for which side).",
+        default="",
+    )
+    serving: dict[str, Any] | None = Field(
+        description="A query-side model (queryAdapter, queryEncoder): one encoder or two towers, and the parameters of the "
+        "query side.",
+        default=None,
+    )
+    merge_ratio: float | None = Field(
+        description="After training.merge: the WiSE-FT ratio published (1 is the fine-tuned model, 0 the base).",
+        default=None,
+    )
 
 
 class GuardResult(_Model):
     """One guard set (``spec.evaluation.guards``): the primary metric base -> fine-tuned, and the verdict."""
 
-    name: str
-    uri: str
-    format: str
-    primary_metric: str
-    dimension: int
-    max_drop: float
-    base: float
-    finetuned: float
-    delta: float
-    bootstrap: Bootstrap
-    data: dict[str, Any] = Field(default_factory=dict)
-    passed: bool
+    name: str = Field(description="Name of the guard set (spec.evaluation.guards[].name).")
+    uri: str = Field(description="Where the guard set was read from.")
+    format: str = Field(description="Format of the guard set's data.")
+    primary_metric: str = Field(description="The metric compared on this set (the run's primary metric).")
+    dimension: int = Field(description="The embedding dimension measured (the run's primary dimension).")
+    max_drop: float = Field(
+        description="Largest drop of the primary metric allowed on this set (base minus fine-tuned, 0-1)."
+    )
+    base: float = Field(description="The primary metric of the base model on this set (0-1).")
+    finetuned: float = Field(description="The primary metric of the fine-tuned model on this set (0-1).")
+    delta: float = Field(description="finetuned minus base on this set (negative is a drop).")
+    bootstrap: Bootstrap = Field(
+        description="Paired bootstrap over this set's queries of the fine-tuned minus base primary metric."
+    )
+    data: dict[str, Any] = Field(
+        description="Counts of the guard set as read (queries, documents, ...).", default_factory=dict
+    )
+    passed: bool = Field(
+        description="Whether the drop stayed within maxDrop (by the delta, or by the interval's lower end with ciLower)."
+    )
 
 
 class TeacherFigures(_Model):
     """Method distillation: the teacher on the same evaluation, and the student's gap to it."""
 
-    metrics: Metrics
-    dimension: int
-    primary: float
-    student_minus_teacher: Bootstrap | None = None
+    metrics: Metrics = Field(
+        description="The teacher's metrics on the evaluation set: dimension -> metric name -> value (0-1)."
+    )
+    dimension: int = Field(description="The teacher's embedding dimension at which primary is measured.")
+    primary: float = Field(description="The teacher's primary metric on the evaluation set (0-1).")
+    student_minus_teacher: Bootstrap | None = Field(
+        description="Paired bootstrap over the evaluation queries of the student (the published model) minus the teacher; "
+        "absent when the two cannot be paired.",
+        default=None,
+    )
 
 
 class Promotion(_Model):
     """The gate's verdict: a rejected model is not published as the run's result."""
 
-    rejected: bool
-    reasons: list[str] = Field(default_factory=list)
+    rejected: bool = Field(
+        description="Whether the gate (spec.evaluation.gate, the guards, mustBeat) refused the model."
+    )
+    reasons: list[str] = Field(
+        description="Why it was refused, one sentence per failed rule; empty when promoted.", default_factory=list
+    )
 
 
 class ModelReused(_Model):
     """A re-gate: the earlier run whose trained model was measured again instead of training."""
 
-    run_id: str
-    uri: str
+    run_id: str = Field(description="Run id of the earlier run that trained the model.")
+    uri: str = Field(description="Where that run's trained model was read from.")
 
 
 class Report(_Model):
     """``report.json``."""
 
-    report_version: int = REPORT_VERSION
-    config: ReportConfig
-    data: ReportData
-    primary_metric: str
-    primary_dimension: int
-    headline: ReportHeadline
-    metrics: MetricTables
-    #: Seconds per stage (``fetch``, ``check``, ``train``, ... ``publish``, ``total``).
-    timings: dict[str, float]
-    #: Training statistics and the method's own details (``oomFallback`` after an out-of-memory fallback).
-    training: dict[str, Any]
-    hardware: dict[str, Any]
-    index: IndexInfo | None = None
-    pretrain: dict[str, Any] | None = None
-    generation: dict[str, Any] | None = None
-    guards: list[GuardResult] | None = None
-    teacher: TeacherFigures | None = None
-    promotion: Promotion | None = None
-    #: The queries the fine-tuned model ranks much worse and much better than the base, per set.
-    per_query: dict[str, Any] | None = None
-    #: evaluation.baselines: every model on the same sets, with paired-bootstrap CIs against the fine-tuned one.
-    leaderboard: dict[str, Any] | None = None
-    #: training.merge: the curve of ratios (in-domain and each guard) and the ratio chosen.
-    merge: dict[str, Any] | None = None
-    reused_model_from: ModelReused | None = None
+    report_version: int = Field(
+        description="Version of this report's layout; changes only when a key is removed or changes meaning.",
+        default=REPORT_VERSION,
+    )
+    config: ReportConfig = Field(
+        description="The run's identity, method, resolved settings and the base model's lineage."
+    )
+    data: ReportData = Field(
+        description="What the run read: row counts as read, cleaned and split (keys depend on the format), and every "
+        "file with its size and checksum."
+    )
+    primary_metric: str = Field(
+        description="The metric the gate and the headline use (spec.evaluation.primaryMetric, e.g. ndcg@10)."
+    )
+    primary_dimension: int = Field(description="The embedding dimension the headline and the gate are measured at.")
+    headline: ReportHeadline = Field(
+        description="The primary metric on the evaluation set, base vs fine-tuned, with its bootstrap interval."
+    )
+    metrics: MetricTables = Field(
+        description="Every metric at every measured dimension on the evaluation set, base and fine-tuned."
+    )
+    timings: dict[str, float] = Field(
+        description="Seconds per stage (fetch, check, train, ... publish) and total, wall clock."
+    )
+    training: dict[str, Any] = Field(
+        description="Training statistics (steps, samples, loss, throughput) and the method's own details (oomFallback after an "
+        "out-of-memory fallback)."
+    )
+    hardware: dict[str, Any] = Field(
+        description="Where the run trained: platform, CPUs, GPUs, torch version, processes."
+    )
+    index: IndexInfo | None = Field(
+        description="What an index owner must know to embed with the published model.", default=None
+    )
+    pretrain: dict[str, Any] | None = Field(
+        description="training.pretrain (TSDAE): its data, sentences, steps and loss.", default=None
+    )
+    generation: dict[str, Any] | None = Field(
+        description="Pairs generated from documents (format documents): the dataset's hash and URI, counts and samples.",
+        default=None,
+    )
+    guards: list[GuardResult] | None = Field(
+        description="One entry per guard set (spec.evaluation.guards), with its verdict.", default=None
+    )
+    teacher: TeacherFigures | None = Field(
+        description="Method distillation: the teacher measured on the same evaluation set.", default=None
+    )
+    promotion: Promotion | None = Field(description="The gate's verdict: promoted or rejected, and why.", default=None)
+    per_query: dict[str, Any] | None = Field(
+        description="The queries the fine-tuned model ranks much worse and much better than the base, per set.",
+        default=None,
+    )
+    leaderboard: dict[str, Any] | None = Field(
+        description="evaluation.baselines: every model on the same sets, with paired-bootstrap intervals against the fine-tuned one.",
+        default=None,
+    )
+    merge: dict[str, Any] | None = Field(
+        description="training.merge: the metric at each WiSE-FT ratio (in-domain and each guard) and the ratio chosen.",
+        default=None,
+    )
+    reused_model_from: ModelReused | None = Field(
+        description="A re-gate (reuseModelFrom): the earlier run whose trained model was measured again.", default=None
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_unset=True, indent=2)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eft_api import contract
-from eft_api.status import Condition, Results, RunRecord
+from eft_api.status import Condition, CurrentRun, Results, RunRecord
 from eft_operator import progress
 
 HISTORY_LIMIT = 10
@@ -355,7 +355,7 @@ def reusable(
     """The newest finished run with the same training digest, trained on the same data listing (the probe's
     digest, when spec.retrain.onDataChange knows one), whose trained weights were kept (it succeeded, or its
     model was rejected by the gate): a new generation re-measures and re-gates them, no training. Pure."""
-    for r in runs:
+    for r in runs:  # stored records, read as leniently as they were written over the versions
         kept = (r.get("artifacts") or {}).get("trainedModel")
         same_data = r.get("dataDigest") == data_digest
         if r.get("trainingDigest") == training_digest and same_data and kept and r.get("reason") in REGATABLE:
@@ -367,43 +367,46 @@ def reusable(
 REGATABLE = frozenset({"Succeeded", "PromotionRejected"})
 
 
-def _history_entry(run: Mapping[str, Any], term: contract.TerminationMessage | None) -> dict[str, Any]:
+def _history_entry(run: CurrentRun, term: contract.TerminationMessage | None) -> RunRecord:
     """The record of a finished run in ``status.runs``: its identity and phase, and the trainer's summary."""
-    keys: tuple[str, ...] = ("id", "generation", "phase", "reason", "message", "startTime", "completionTime")
-    keys += ("outputUri", "jobName", "trainingDigest", "reusedModelFrom")
-    keys += ("trigger", "dataDigest", "triggerKey")  # spec.retrain (issue 22)
-    entry: dict[str, Any] = {k: run[k] for k in keys if run.get(k) is not None}
-    if term is not None and term.headline is not None:
+    entry = RunRecord.model_validate(run.model_dump(exclude={"spec_hash"}))
+    if term is None:
+        return entry
+    figures: dict[str, Any] = {}
+    if term.headline is not None:
         h = term.headline
-        entry.update(
-            primaryMetric=h.primary_metric, dimension=h.dimension, base=h.base, finetuned=h.finetuned, gain=h.gain
+        figures = dict(
+            primary_metric=h.primary_metric, dimension=h.dimension, base=h.base, finetuned=h.finetuned, gain=h.gain
         )
-    if term is not None:
-        entry.update(
+    return entry.model_copy(
+        update=dict(
+            **figures,
             artifacts=term.artifacts,
-            generatedData=term.generation,  # format documents: the pairs it trained on
+            generated_data=term.generation,  # format documents: the pairs it trained on
             guards=term.guards or None,  # evaluation.guards: each set's figures, and whether it passed
-            oomFallback=term.oom_fallback,  # the loss was switched after running out of memory
+            oom_fallback=term.oom_fallback,  # the loss was switched after running out of memory
             **_evidence(term),
-            registeredVersion=term.registry.version if term.registry else None,  # spec.output.registry
+            registered_version=term.registry.version if term.registry else None,  # spec.output.registry
         )
-    return RunRecord.model_validate(entry).to_status()
+    )
 
 
 def _evidence(term: contract.TerminationMessage) -> dict[str, Any]:
     """A run's baselines (short form), merge ratio and the run whose model it re-gated, for status."""
-    return {"baselines": term.baselines, "mergeRatio": term.merge_ratio, "reusedModelFrom": term.reused_model_from}
+    return {"baselines": term.baselines, "merge_ratio": term.merge_ratio, "reused_model_from": term.reused_model_from}
 
 
-def _record(runs: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
-    if any(r.get("id") == entry.get("id") for r in runs):
+def _record(runs: list[dict[str, Any]], entry: RunRecord) -> list[dict[str, Any]]:
+    """The history with ``entry`` first (at most HISTORY_LIMIT): stored records pass through as they are."""
+    if any(r.get("id") == entry.id for r in runs):
         return runs  # a finished run's record never changes
-    return [entry, *runs][:HISTORY_LIMIT]
+    return [entry.to_status(), *runs][:HISTORY_LIMIT]
 
 
 @dataclass
 class _Fold:
-    """What :func:`compute_status` builds up: the new status, its run history and the Events to post."""
+    """What :func:`compute_status` builds up: the new status, its run history (stored records as they are, new
+    ones made as :class:`~eft_api.status.RunRecord`) and the Events to post."""
 
     status: dict[str, Any]
     runs: list[dict[str, Any]]
@@ -425,7 +428,8 @@ def compute_status(
 
     ``run`` is the current run's identity (id, generation, jobName, specHash, outputUri, startTime) with the
     phase status last recorded, if any; ``observation`` what its Job shows now; ``superseded`` a run of an
-    older generation stopped in this pass; ``problem`` what keeps the latest generation from running.
+    older generation stopped in this pass; ``problem`` what keeps the latest generation from running. The runs
+    are folded as :class:`~eft_api.status.CurrentRun` and :class:`~eft_api.status.RunRecord`.
     """
     prev = dict(prev or {})
     fold = _Fold(
@@ -433,17 +437,18 @@ def compute_status(
         runs=[dict(r) for r in prev.get("runs") or []],
         events=[],
     )
-    if superseded is not None:
-        _fold_superseded(fold, superseded, superseded_by, now)
-    prev_run = dict(prev.get("currentRun") or {})
-    new_run: dict[str, Any] | None = dict(run) if run is not None else None
-    if new_run is not None and superseded is not None and superseded.get("id") == new_run.get("id"):
-        new_run.update(phase=SUPERSEDED, reason=SUPERSEDED, message=superseded_by)
-        new_run.setdefault("completionTime", now)
+    old = CurrentRun.model_validate(superseded) if superseded is not None else None
+    if old is not None:
+        _fold_superseded(fold, old, superseded_by, now)
+    prev_run = CurrentRun.model_validate(prev["currentRun"]) if prev.get("currentRun") else None
+    new_run = CurrentRun.model_validate(run) if run is not None else None
+    if new_run is not None and old is not None and old.id == new_run.id:
+        update = {"phase": SUPERSEDED, "reason": SUPERSEDED, "message": superseded_by}
+        new_run = new_run.model_copy(update={**update, "completion_time": new_run.completion_time or now})
     elif new_run is not None and observation is not None:
         new_run = _fold_observation(fold, prev_run, new_run, observation, now)
     if new_run is not None:
-        fold.status["currentRun"] = new_run
+        fold.status["currentRun"] = new_run.to_status()
     if fold.runs:
         fold.status["runs"] = fold.runs
     fold.status["observedGeneration"] = generation
@@ -460,45 +465,41 @@ def compute_status(
     return fold.status, fold.events
 
 
-def _fold_superseded(fold: _Fold, superseded: Mapping[str, Any], superseded_by: str, now: str) -> None:
+def _fold_superseded(fold: _Fold, superseded: CurrentRun, superseded_by: str, now: str) -> None:
     """Record a run of an older generation, stopped in this pass, as ``Superseded`` (with an Event, once)."""
-    entry = dict(superseded)
-    entry.update(phase=SUPERSEDED, reason=SUPERSEDED, message=superseded_by, completionTime=now)
-    entry.pop("specHash", None)
-    if not any(r.get("id") == entry.get("id") for r in fold.runs):
-        message = f"stopped run {entry.get('id')} (Job {entry.get('jobName')}): {superseded_by}"
+    update = {"phase": SUPERSEDED, "reason": SUPERSEDED, "message": superseded_by, "completion_time": now}
+    entry = superseded.model_copy(update=update)
+    if not any(r.get("id") == entry.id for r in fold.runs):
+        message = f"stopped run {entry.id} (Job {entry.job_name}): {superseded_by}"
         fold.events.append(Event("Normal", "RunSuperseded", message))
     fold.runs = _record(fold.runs, _history_entry(entry, None))
 
 
 def _fold_observation(
-    fold: _Fold, prev_run: dict[str, Any], new_run: dict[str, Any], observation: Observation, now: str
-) -> dict[str, Any]:
+    fold: _Fold, prev_run: CurrentRun | None, new_run: CurrentRun, observation: Observation, now: str
+) -> CurrentRun:
     """The current run as its Job shows it now; a finished run's record is never rewritten."""
-    same = prev_run.get("id") == new_run.get("id")
-    if same and prev_run.get("phase") in TERMINAL_PHASES:
+    same = prev_run is not None and prev_run.id == new_run.id
+    if prev_run is not None and same and prev_run.phase in TERMINAL_PHASES:
         return prev_run  # finished runs are history: never rewritten
-    new_run.update(phase=observation.phase, reason=observation.reason, message=_clip(observation.message))
-    if observation.phase in TERMINAL_PHASES:
-        new_run["completionTime"] = new_run.get("completionTime") or observation.completion_time or now
-    else:
-        new_run.pop("completionTime", None)
+    terminal = observation.phase in TERMINAL_PHASES
+    finished = (new_run.completion_time or observation.completion_time or now) if terminal else None
+    observed = {"phase": observation.phase, "reason": observation.reason, "message": _clip(observation.message)}
+    new_run = new_run.model_copy(update={**observed, "completion_time": finished})
     if not same:
         fold.status.pop("trainerStatus", None)  # the progress of an earlier run
-        message = (
-            f"created Job {new_run.get('jobName')} for generation {new_run.get('generation')} (run {new_run.get('id')})"
-        )
+        message = f"created Job {new_run.job_name} for generation {new_run.generation} (run {new_run.id})"
         fold.events.append(Event("Normal", "RunCreated", message))
-    old_phase, old_reason = (prev_run.get("phase"), prev_run.get("reason")) if same else (None, None)
+    old_phase, old_reason = (prev_run.phase, prev_run.reason) if prev_run is not None and same else (None, None)
     fold.events.extend(_phase_events(old_phase, old_reason, new_run, observation))
-    if observation.phase in TERMINAL_PHASES:
+    if terminal:
         fold.runs = _record(fold.runs, _history_entry(new_run, observation.termination))
         done = progress.finished(fold.status.get("trainerStatus"), observation.phase == SUCCEEDED, now)
         if done is not None:
             fold.status["trainerStatus"] = done
     term = observation.termination
     if observation.phase == SUCCEEDED and term is not None and term.headline is not None:
-        _fold_results(fold, str(new_run.get("id")), term.headline, term)
+        _fold_results(fold, new_run.id, term.headline, term)
     return new_run
 
 
@@ -531,16 +532,14 @@ def _stall_changed(conds: Sequence[Mapping[str, Any]], problem: Problem) -> bool
     )
 
 
-def _condition_states(
-    problem: Problem | None, run: Mapping[str, Any] | None
-) -> tuple[str, list[tuple[str, str, str]]] | None:
+def _condition_states(problem: Problem | None, run: CurrentRun | None) -> tuple[str, list[tuple[str, str, str]]] | None:
     """The message and (type, status, reason) of ``Ready``, ``Reconciling`` and ``Stalled``; None: leave them."""
     if problem is not None:
         reason, message = problem.reason, problem.message
         flags = ("False", "False", "True")
     elif run is not None:
-        phase, reason = str(run.get("phase")), str(run.get("reason") or run.get("phase"))
-        message = str(run.get("message") or "")
+        phase, reason = str(run.phase), str(run.reason or run.phase)
+        message = run.message or ""
         if phase == SUCCEEDED:
             flags = ("True", "False", "False")
         elif phase in (FAILED, SUPERSEDED) or reason in BLOCKING_REASONS:
@@ -554,10 +553,8 @@ def _condition_states(
     ]
 
 
-def _phase_events(
-    old_phase: str | None, old_reason: str | None, run: Mapping[str, Any], obs: Observation
-) -> list[Event]:
-    job = run.get("jobName")
+def _phase_events(old_phase: str | None, old_reason: str | None, run: CurrentRun, obs: Observation) -> list[Event]:
+    job = run.job_name
     if obs.phase == old_phase:
         if obs.reason != old_reason and obs.reason in NOTICE_REASONS:
             return [Event("Warning", obs.reason, obs.message)]
@@ -565,9 +562,9 @@ def _phase_events(
     if obs.phase == RUNNING:
         return [Event("Normal", "RunStarted", f"Job {job} started: {obs.message}")]
     if obs.phase == SUCCEEDED:
-        return [Event("Normal", "RunSucceeded", f"run {run.get('id')} succeeded: {obs.message}")]
+        return [Event("Normal", "RunSucceeded", f"run {run.id} succeeded: {obs.message}")]
     if obs.phase == FAILED:
-        return [Event("Warning", "RunFailed", f"run {run.get('id')} failed: {obs.reason}: {obs.message}")]
+        return [Event("Warning", "RunFailed", f"run {run.id} failed: {obs.reason}: {obs.message}")]
     if obs.phase == SUSPENDED:
         return [Event("Normal", "RunSuspended", f"Job {job} suspended (spec.runPolicy.suspend is true)")]
     if obs.phase == QUEUED:

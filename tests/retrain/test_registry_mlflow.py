@@ -103,6 +103,6 @@ def test_an_unreachable_registry_is_a_retryable_failure_without_secrets(monkeypa
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     cfg = config("http://127.0.0.1:9", "search-d", 1)
     with pytest.raises(TrainerError) as err:
-        registry.after_publish(cfg, message(cfg, passed=True), None)
+        registry.after_publish(cfg, message(cfg, passed=True), ReportStore())
     assert err.value.reason == Reason.REGISTRY_FAILED
     assert "search-d" in err.value.message and "canary-token-123456" not in err.value.message

@@ -24,6 +24,7 @@ from eft_trainer.baselines import (
 )
 from eft_trainer.endpoint_embedder import EndpointEmbedder, EndpointFailed
 from eft_trainer.evaluation import EvalResult, evaluate_embeddings
+from eft_trainer.storage import LocalStore
 
 TOPICS = ["python lists", "dictionary keys", "file reading", "exceptions", "virtual environments", "decorators"]
 
@@ -108,16 +109,24 @@ def test_endpoint_baseline_is_measured_and_a_rerun_makes_no_request(standin: Emb
     """Through the real openai client; the second measurement (a new run, same cache) asks the server nothing."""
     b = Baseline(name="api", endpoint=spec(standin.url))
     sets = {"eval": irset()}
-    first = measure_endpoint(b, 0, sets, [1, 10], EmbeddingsCache(tmp_path / "run1"))
+    first = measure_endpoint(b, 0, sets, [1, 10], EmbeddingsCache(tmp_path / "run1", LocalStore(tmp_path / "store")))
     assert first.error is None and first.cost["cached"] is False and first.cost["requests"] == 3  # 12 texts / 4
     assert first.results["eval"].metrics[DIM]["accuracy@10"] == 1.0
     n = len(standin.requests)
-    cache = EmbeddingsCache(tmp_path / "run1")  # the same work dir: the local copy of the cache
+    cache = EmbeddingsCache(
+        tmp_path / "run1", LocalStore(tmp_path / "store")
+    )  # the same work dir: the local copy of the cache
     second = measure_endpoint(b, 0, sets, [1, 10], cache)
     assert len(standin.requests) == n and second.cost == {"requests": 0, "cached": True}
     assert second.results["eval"].metrics == first.results["eval"].metrics
     standin.faults.extend([500] * 10)
-    failed = measure_endpoint(b, 0, {"eval": irset(), "other": irset()}, [1, 10], EmbeddingsCache(tmp_path / "run2"))
+    failed = measure_endpoint(
+        b,
+        0,
+        {"eval": irset(), "other": irset()},
+        [1, 10],
+        EmbeddingsCache(tmp_path / "run2", LocalStore(tmp_path / "store")),
+    )
     assert failed.error is not None and "after 2 retries" in failed.error and "error500" in failed.error
 
 

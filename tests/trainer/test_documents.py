@@ -23,7 +23,6 @@ from eft_trainer.documents import (
     chunk_section,
     document_type,
     read_document,
-    sentences,
     whitespace_tokenizer,
 )
 from eft_trainer.errors import InvalidCorpus
@@ -138,15 +137,6 @@ def test_types_by_extension_and_override(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- chunking
-
-
-def test_sentences_keep_abbreviations() -> None:
-    assert sentences("Use it, e.g. like this. Then stop! Why? Because 3 is odd.") == [
-        "Use it, e.g. like this.",
-        "Then stop!",
-        "Why?",
-        "Because 3 is odd.",
-    ]
 
 
 def test_chunks_respect_size_keep_paths_and_overlap() -> None:

@@ -29,6 +29,7 @@ from eft_trainer.extract.pdf import read_pdf
 from eft_trainer.extract.plain import read_jsonl, read_plain
 from eft_trainer.extract.rst import read_rst, rst_inline
 from eft_trainer.generation import generate_dataset
+from eft_trainer.storage import LocalStore
 
 TEXT_READERS: dict[str, Callable[[str, str, str], Document]] = {
     "markdown": read_markdown,
@@ -318,9 +319,8 @@ def test_generation_refuses_and_counts_files_over_the_caps(
         (docs / f"{name}.rst").write_text("".join(_section(i) for i in range(20)))
     (docs / "d-big.md").write_bytes(b"[" * (600 << 10))
     (docs / "e-big.rst").write_bytes(b":a" * (300 << 10))
-    monkeypatch.setenv("EFT_DATA_ROOT", str(tmp_path / "data"))
     cfg = make_cfg(_local_spec(limits), tmp_path / "work", model_dir)
-    gen = generate_dataset(cfg, None, tmp_path / "work", whitespace_tokenizer())
+    gen = generate_dataset(cfg, LocalStore(tmp_path / "data"), tmp_path / "work", whitespace_tokenizer())
     assert gen.card["documentsRefused"] == refused and gen.summary().refused == sum(refused.values())
     names = ["a.rst", "b.rst", "c.rst", "d-big.md", "e-big.rst"]
     assert [r["key"] for r in gen.card["refused"]] == [f"s3://local/docs/{n}" for n in names[read:]]

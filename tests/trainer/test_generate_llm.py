@@ -243,14 +243,15 @@ def test_stage_publishes_resumes_and_reuses_without_calling_the_endpoint(
 ) -> None:
     from eft_trainer import generate, generation
     from eft_trainer.documents import whitespace_tokenizer
+    from eft_trainer.storage import LocalStore
 
     _handbook(tmp_path / "root")
-    monkeypatch.setenv("EFT_DATA_ROOT", str(tmp_path / "root"))
+    store = LocalStore(tmp_path / "root")
     monkeypatch.setattr(generation, "PART_CHUNKS", 4)
     cfg = _llm_cfg(standin, tmp_path / "work", model_dir)
     tok = whitespace_tokenizer()
     generate.CALLS.clear()
-    first = generation.generate_dataset(cfg, None, tmp_path / "work", tok)
+    first = generation.generate_dataset(cfg, store, tmp_path / "work", tok)
     chunks = first.card["chunksUsed"]
     assert not first.reused and generate.CALLS["llm"] == chunks == len(standin.requests) and chunks >= 8
     card = first.card
@@ -265,15 +266,16 @@ def test_stage_publishes_resumes_and_reuses_without_calling_the_endpoint(
 
     # The same documents and settings: the dataset is reused, the endpoint is not called.
     generate.CALLS.clear()
-    again = generation.generate_dataset(cfg, None, tmp_path / "work", tok)
+    again = generation.generate_dataset(cfg, store, tmp_path / "work", tok)
     assert again.reused and again.pairs == first.pairs and generate.CALLS == {} and len(standin.requests) == chunks
 
     # A pod killed after its second part (no manifest, parts 3.. missing) resumes from the saved parts.
-    (local / "manifest.json").unlink()
-    for part in sorted((local / "parts").iterdir())[2:]:
+    stored = store.path(generation.dataset_prefix(cfg, card["hash"]))
+    (stored / "manifest.json").unlink()
+    for part in sorted((stored / "parts").iterdir())[2:]:
         part.unlink()
     generate.CALLS.clear()
-    resumed = generation.generate_dataset(cfg, None, tmp_path / "work", tok)
+    resumed = generation.generate_dataset(cfg, store, tmp_path / "work", tok)
     assert not resumed.reused and resumed.pairs == first.pairs
     assert generate.CALLS["llm"] == chunks - 8 and resumed.card["generatorStats"]["llm"]["partsResumed"] == 2
     _assert_manifest_lists_the_parts(local)  # the resumed parts as well as the new ones

@@ -13,6 +13,7 @@ from eft_trainer import generate, generation
 from eft_trainer.documents import Chunk, whitespace_tokenizer
 from eft_trainer.errors import ModelNotFound
 from eft_trainer.generate.seq2seq import Seq2SeqGenerator
+from eft_trainer.storage import LocalStore
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +63,11 @@ def test_a_missing_model_is_model_not_found(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_through_the_stage_with_the_model_cache(
-    tiny_t5: Path, tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_through_the_stage_with_the_model_cache(tiny_t5: Path, tmp_path: Path, model_dir: Path) -> None:
     docs = tmp_path / "root" / "docs" / "notes"
     docs.mkdir(parents=True)
     for i in range(3):
         (docs / f"n{i}.md").write_text(f"# Note {i}\n\nThe pump {i} moves water uphill. It needs power.\n")
-    monkeypatch.setenv("EFT_DATA_ROOT", str(tmp_path / "root"))
     spec = {
         "model": {"base": HUB_ID},
         "data": {
@@ -82,6 +80,6 @@ def test_through_the_stage_with_the_model_cache(
         "output": {"uri": "s3://docs/out/"},
     }
     cfg = make_cfg(spec, tmp_path / "work", tiny_t5.parents[1])  # modelCacheDir maps org/tiny-doc2query to the folder
-    got = generation.generate_dataset(cfg, None, tmp_path / "work", whitespace_tokenizer())
+    got = generation.generate_dataset(cfg, LocalStore(tmp_path / "root"), tmp_path / "work", whitespace_tokenizer())
     assert got.card["generators"] == ["seq2seq"] and got.card["pairsGenerated"] == 3
     assert got.card["generatorStats"]["seq2seq"]["sequences"] == 3

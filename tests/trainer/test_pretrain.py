@@ -20,35 +20,8 @@ from eft_trainer.pretrain import (
     delete_words,
     noise_batch,
     select_sentences,
-    split_sentences,
     training_texts,
 )
-
-SPLITS = [
-    ("one", "A single sentence without an end", ["A single sentence without an end"]),
-    ("two", "First one. Second one.", ["First one.", "Second one."]),
-    ("question-exclaim", "Is it? Yes! Fine.", ["Is it?", "Yes!", "Fine."]),
-    ("lower-case-next", "Call os.path.join() then. it is fine.", ["Call os.path.join() then. it is fine."]),
-    ("digit-next", "Python 3. 12 is out.", ["Python 3.", "12 is out."]),
-    ("abbreviation", "Use a list, e.g. A list of ints. Done here.", ["Use a list, e.g. A list of ints.", "Done here."]),
-    ("initial", "Written by J. Smith in Dublin.", ["Written by J. Smith in Dublin."]),
-    ("quote-closes", 'He said "stop." Then it ended.', ['He said "stop."', "Then it ended."]),
-    ("bracket-opens", "One ends. (Two starts here.)", ["One ends.", "(Two starts here.)"]),
-    (
-        "wrapped-lines",
-        "A sentence wrapped\nover two lines. Next one.",
-        ["A sentence wrapped over two lines.", "Next one."],
-    ),
-    ("paragraphs", "Title line\n\nBody text here", ["Title line", "Body text here"]),
-    ("blank", "  \n\n  ", []),
-    ("decimal", "Pi is 3.14 roughly.", ["Pi is 3.14 roughly."]),
-]
-
-
-@pytest.mark.parametrize(("text", "expected"), [(t, e) for _, t, e in SPLITS], ids=[c[0] for c in SPLITS])
-def test_split_sentences(text: str, expected: list[str]) -> None:
-    assert split_sentences(text) == expected
-
 
 SELECTS: list[tuple[str, list[str], int, list[str], int]] = [
     ("short-dropped", ["Too short. This one is long enough."], 10, ["This one is long enough."], 1),

@@ -11,6 +11,7 @@ import pytest
 from trainer_helpers import HUB_ID
 
 from eft_trainer.batching import fit_epoch, group_batches, split_to
+from eft_trainer.storage import LocalStore
 
 
 def rows(n: int, seed: int = 0) -> list[tuple[str, ...]]:
@@ -118,7 +119,8 @@ def test_the_real_trainer_trains_every_row_once_per_epoch(model_dir: Path, tmp_p
     spec = TrainingSpec(
         loss=Loss.MULTIPLE_NEGATIVES_RANKING, batch_size=16, epochs=2, learning_rate=1e-6, checkpoint_steps=1000
     )
-    stats = train(model, to_dataset(rows, DataFormat.PAIRS, spec.loss), spec, DataFormat.PAIRS, tmp_path)
+    ds = to_dataset(rows, DataFormat.PAIRS, spec.loss)
+    stats = train(model, ds, spec, DataFormat.PAIRS, tmp_path, storage=LocalStore(tmp_path / "store"))
     assert stats.steps >= 2 * 20  # at least 20 batches an epoch: a passage repeats 20 times, once per batch
     assert Counter(seen) == {f"question {i}": 2 for i in range(n)}
     assert stats.samples == 2 * n

@@ -14,7 +14,7 @@ from eft_api.spec import StorageSpec
 from eft_devtools.local_s3 import LocalS3
 from eft_trainer.checkpoints import checkpoint_name, fetch_checkpoint
 from eft_trainer.errors import InvalidCorpus
-from eft_trainer.storage import S3Uri, Storage
+from eft_trainer.storage import S3Store, S3Uri
 
 
 @pytest.mark.parametrize("name", ["checkpoint-1", "checkpoint-120"])
@@ -43,7 +43,7 @@ def test_a_hostile_latest_json_touches_nothing(s3_server: LocalS3, s3_bucket: st
     client = s3_server.client()
     client.put_object(Bucket=s3_bucket, Key="run/checkpoints/latest.json", Body=json.dumps({"checkpoint": name}))
     with env(s3_server.env()):
-        storage = Storage(StorageSpec(endpoint=s3_server.endpoint, path_style=True))
+        storage = S3Store(StorageSpec(endpoint=s3_server.endpoint, path_style=True))
         with pytest.raises(InvalidCorpus, match="not a plain checkpoint-<step>"):
             fetch_checkpoint(storage, S3Uri(s3_bucket, "run/checkpoints/"), folder)
     assert (victim / "keep.txt").read_text() == "still here"

@@ -225,18 +225,17 @@ def _local_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train: str, held
     from trainer_helpers import make_cfg, spec_dict
 
     from eft_trainer.stages.source import fetch_data
-    from eft_trainer.storage import DATA_ROOT_ENV
+    from eft_trainer.storage import LocalStore
 
     root = tmp_path / "root"
     (root / "bkt" / "corpus").mkdir(parents=True, exist_ok=True)
     (root / "bkt" / "eval").mkdir(parents=True, exist_ok=True)
     (root / "bkt" / "corpus" / "pairs.jsonl").write_text(train)
     (root / "bkt" / "eval" / "held.jsonl").write_text(held)
-    monkeypatch.setenv(DATA_ROOT_ENV, str(root))
     spec = spec_dict("bkt", "http://127.0.0.1:1")
     spec["data"]["eval"]["uri"] = "s3://bkt/eval/held.jsonl"
     cfg = make_cfg(spec, tmp_path / "work", tmp_path / "models")
-    return cfg, fetch_data(cfg, None, tmp_path / "work")
+    return cfg, fetch_data(cfg, LocalStore(root), tmp_path / "work")
 
 
 def _lines(*rows: dict[str, str]) -> str:

@@ -23,6 +23,7 @@ from eft_trainer.methods.query_adapter import (
     contrastive_loss,
     in_batch_loss,
 )
+from eft_trainer.storage import LocalStore
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,7 @@ def test_a_model_without_a_pooled_embedding_is_refused(tmp_path: Path, minilm: A
     cfg = make_cfg(spec_dict("bkt", "http://127.0.0.1:1", method="queryAdapter"), tmp_path, tmp_path)
     rows = [{"anchor": "a", "positive": "b"}, {"anchor": "c", "positive": "d"}]
     with pytest.raises(InvalidSpecError) as err:
-        QueryAdapter().train(TrainInput(tokens_only, cfg, rows, None, tmp_path))
+        QueryAdapter().train(TrainInput(tokens_only, cfg, rows, LocalStore(tmp_path / "store"), tmp_path))
     assert err.value.reason == Reason.INVALID_SPEC
     assert "spec.training.method" in err.value.message and "Pooling" in err.value.message
 
@@ -116,7 +117,9 @@ def test_an_adapter_model_as_the_base_is_refused(tmp_path: Path, minilm: Any) ->
     )
     cfg = make_cfg(spec_dict("bkt", "http://127.0.0.1:1", method="queryAdapter"), tmp_path, tmp_path)
     with pytest.raises(InvalidSpecError, match=r"spec.training.method queryAdapter.*already ends in a Router"):
-        QueryAdapter().train(TrainInput(adapted, cfg, [{"anchor": "a", "positive": "b"}], None, tmp_path))
+        QueryAdapter().train(
+            TrainInput(adapted, cfg, [{"anchor": "a", "positive": "b"}], LocalStore(tmp_path / "store"), tmp_path)
+        )
 
 
 @pytest.mark.parametrize(

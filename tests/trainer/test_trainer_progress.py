@@ -10,6 +10,7 @@ import pytest
 from trainer_helpers import HUB_ID
 
 from eft_trainer.metrics import Progress
+from eft_trainer.storage import LocalStore
 
 
 def test_throughput_counts_the_rows_the_source_reports_not_steps_times_batch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,7 +51,13 @@ def test_the_real_trainer_binds_the_rows_it_trained(model_dir: Path, tmp_path: P
         loss=Loss.MULTIPLE_NEGATIVES_RANKING, batch_size=8, epochs=1, learning_rate=1e-6, checkpoint_steps=1000
     )
     stats = train(
-        model, to_dataset(rows, DataFormat.PAIRS, spec.loss), spec, DataFormat.PAIRS, tmp_path, callbacks=[cb]
+        model,
+        to_dataset(rows, DataFormat.PAIRS, spec.loss),
+        spec,
+        DataFormat.PAIRS,
+        tmp_path,
+        storage=LocalStore(tmp_path / "store"),
+        callbacks=[cb],
     )
     assert cb.rows_source is not None and cb.rows_source() == stats.samples == n
     assert stats.steps * 8 > n  # steps x batch would have overstated the rows

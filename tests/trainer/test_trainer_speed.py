@@ -14,6 +14,7 @@ import pytest
 from trainer_helpers import HUB_ID
 
 from eft_api.spec import TrainingSpec
+from eft_trainer.storage import LocalStore
 from eft_trainer.training import build_loss, cpu_has_bf16, padded_to_multiple, pick_precision
 
 ANCHORS = ["How do I sort a list?", "What is a generator expression in Python, and when should I use one?", "dict"]
@@ -108,7 +109,8 @@ def test_precision_bf16_trains_in_bf16_on_a_cpu_that_has_it(model_dir: Path, tmp
     model[0].register_forward_pre_hook(lambda module, args: widths.append(int(args[0]["input_ids"].shape[1])))
     spec = TrainingSpec(batch_size=4, precision="bf16", checkpoint_steps=1000)
     rows = [{"anchor": f"question {i} " * (i + 1), "positive": f"passage {i}"} for i in range(8)]
-    stats = train(model, to_dataset(rows, DataFormat.PAIRS, spec.loss), spec, DataFormat.PAIRS, tmp_path)
+    ds = to_dataset(rows, DataFormat.PAIRS, spec.loss)
+    stats = train(model, ds, spec, DataFormat.PAIRS, tmp_path, storage=LocalStore(tmp_path / "store"))
     expected = "bf16" if cpu_has_bf16(Path("/proc/cpuinfo").read_text()) else "fp32"
     assert (stats.precision, stats.steps) == (expected, 2)
     assert stats.final_loss is not None and math.isfinite(stats.final_loss)

@@ -11,7 +11,7 @@ import pytest
 from eft_api.spec import StorageSpec
 from eft_devtools.local_s3 import LocalS3
 from eft_trainer.errors import InvalidCorpus
-from eft_trainer.storage import S3Uri, Storage, local_path
+from eft_trainer.storage import S3Store, S3Uri, local_path
 
 BAD_KEYS = [
     "corpus/../../escape.jsonl",  # climbs out of the work folder
@@ -33,8 +33,8 @@ def test_plain_keys_keep_their_relative_path(tmp_path: Path) -> None:
     assert local_path(tmp_path, "bkt", "pairs.jsonl", "") == tmp_path / "pairs.jsonl"
 
 
-class Listed(Storage):
-    """A Storage whose listing is what AWS S3 would return (keys with '..' and '//' are legal there)."""
+class Listed(S3Store):
+    """An S3Store whose listing is what AWS S3 would return (keys with '..' and '//' are legal there)."""
 
     def __init__(self, listing: list[str]) -> None:
         super().__init__(StorageSpec(endpoint="http://127.0.0.1:9", path_style=True))

@@ -43,10 +43,10 @@ def keep_run(cfg: RunConfig, dest: Path) -> Path:
     """Copy the published run (model, reports, manifest) from the demo's S3 server to ``dest``."""
     import shutil
 
-    from eft_trainer.storage import S3Uri, Storage
+    from eft_trainer.storage import S3Store, S3Uri
 
     shutil.rmtree(dest, ignore_errors=True)
-    Storage(cfg.spec.storage, endpoint=cfg.spec.storage.endpoint).download_tree(
+    S3Store(cfg.spec.storage, endpoint=cfg.spec.storage.endpoint).download_tree(
         S3Uri.parse(cfg.run.output_prefix), dest, allow_object=False
     )
     shutil.rmtree(dest / "checkpoints", ignore_errors=True)

@@ -29,7 +29,7 @@ from eft_trainer.endpoint_embedder import EndpointEmbedder, EndpointFailed
 from eft_trainer.errors import TrainerError
 from eft_trainer.evaluation import EvalResult, evaluate_embeddings
 from eft_trainer.report import paired_bootstrap
-from eft_trainer.storage import S3Uri, Storage
+from eft_trainer.storage import S3Uri, Store
 
 log = logging.getLogger("eft_trainer.baselines")
 
@@ -54,7 +54,7 @@ class EmbeddingsCache:
     """Where an endpoint's embeddings are kept: the work dir, then ``prefix`` (None: the work dir only)."""
 
     own: Path
-    storage: Storage | None = None
+    storage: Store
     prefix: S3Uri | None = None
     publish: bool = True
 

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from eft_trainer.errors import InvalidCorpus
-from eft_trainer.storage import S3Uri, Storage
+from eft_trainer.storage import S3Uri, Store
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def local_checkpoint(folder: Path) -> Path | None:
     return best[1] if best else None
 
 
-def fetch_checkpoint(storage: Storage, prefix: S3Uri, folder: Path) -> Path | None:
+def fetch_checkpoint(storage: Store, prefix: S3Uri, folder: Path) -> Path | None:
     """Download the last mirrored checkpoint (named by checkpoints/latest.json), if one exists."""
     marker = prefix.join(LATEST)
     if not storage.exists(marker):
@@ -65,7 +65,7 @@ def fetch_checkpoint(storage: Storage, prefix: S3Uri, folder: Path) -> Path | No
     return dest
 
 
-def mirror_checkpoint(storage: Storage, ckpt: Path, prefix: S3Uri) -> None:
+def mirror_checkpoint(storage: Store, ckpt: Path, prefix: S3Uri) -> None:
     for f in sorted(p for p in ckpt.rglob("*") if p.is_file()):
         storage.upload(f, prefix.join(f"{ckpt.name}/{f.relative_to(ckpt).as_posix()}"))
     storage.put_bytes(json.dumps({"checkpoint": ckpt.name}).encode(), prefix.join(LATEST))

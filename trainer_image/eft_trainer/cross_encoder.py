@@ -25,7 +25,7 @@ from eft_api.contract import CHECKPOINTS_DIR, RunConfig
 from eft_api.spec import CrossEncoderSpec
 from eft_trainer.errors import InvalidSpecError, ModelNotFound
 from eft_trainer.model_ref import resolve_ref
-from eft_trainer.storage import S3Uri, Storage
+from eft_trainer.storage import S3Uri, Store
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def read_config(where: str, revision: str | None) -> dict[str, Any]:
     return loaded
 
 
-def load(cfg: RunConfig, storage: Storage | None, work: Path) -> tuple[Any, str]:
+def load(cfg: RunConfig, storage: Store, work: Path) -> tuple[Any, str]:
     """The checked CrossEncoder of the spec, and where it was loaded from."""
     from sentence_transformers import CrossEncoder  # heavy: torch
 
@@ -129,15 +129,14 @@ def finite(scores: dict[Pair, float]) -> None:
 Labelled = tuple[list[dict[str, Any]], dict[str, Any]]
 
 
-def cached(cfg: RunConfig, storage: Storage | None, name: str, compute: Callable[[], Labelled]) -> Labelled:
+def cached(cfg: RunConfig, storage: Store, name: str, compute: Callable[[], Labelled]) -> Labelled:
     """``compute()``'s rows and statistics, kept at ``<run prefix>/checkpoints/<name>.json`` for a retried pod
-    (reused rows say ``reused: True`` in their statistics). Without storage (local runs) it just computes."""
-    uri = S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR).join(f"{name}.json") if storage else None
-    if storage is not None and uri is not None and storage.exists(uri):
+    (reused rows say ``reused: True`` in their statistics)."""
+    uri = S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR).join(f"{name}.json")
+    if storage.exists(uri):
         doc = json.loads(storage.get_bytes(uri))
         log.info("reused the %d labelled rows of %s kept at %s", len(doc["rows"]), name, uri)
         return doc["rows"], {**doc["stats"], "reused": True}
     rows, stats = compute()
-    if storage is not None and uri is not None:
-        storage.put_bytes(json.dumps({"rows": rows, "stats": stats}).encode(), uri)
+    storage.put_bytes(json.dumps({"rows": rows, "stats": stats}).encode(), uri)
     return rows, {**stats, "reused": False}

@@ -159,33 +159,45 @@ def _stem(key: str) -> str:
 
 # ---------------------------------------------------------------- chunking
 
-_SENTENCE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+# ---------------------------------------------------------------- sentences (the one splitter: chunking, pre-training)
+
+#: A sentence ends at . ! or ? (closing quotes or brackets may follow), before whitespace and a capital or digit.
+_BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_PARAGRAPHS = re.compile(r"\n\s*\n")
+#: Words after which a full stop does not end a sentence: in any case ...
+_ABBREVIATIONS_ANY_CASE = frozenset({"e.g.", "i.e.", "etc.", "vs.", "cf.", "approx."})
+#: ... and titles and labels capitalised only (a lower-case "no." ends a sentence).
+_ABBREVIATIONS_CAPITALISED = frozenset({"Mr.", "Mrs.", "Dr.", "No.", "Fig."})
 
 
-def sentences(text: str) -> list[str]:
-    """Split a paragraph into sentences (on ., ! and ? before a capital or digit; abbreviations aside)."""
-    out: list[list[str]] = []
-    glued = False  # the last part ends with an abbreviation: the next one continues its sentence
-    for part in _SENTENCE.split(text):
-        if glued:
-            out[-1].append(part)
-        else:
-            out.append([part])
-        glued = _abbreviated(part)
-    joined = (" ".join(p) for p in out)
-    return [s.strip() for s in joined if s.strip()]
+def abbreviated(before: str) -> bool:
+    """Whether ``before`` (the text up to a full stop) ends with an abbreviation or an initial (``J.``) that is a
+    word of its own (``e.g.``, ``(e.g.``; not ``bee.g.``). Pure."""
+    words = before.rsplit(None, 1)  # from the right: the last word only, so a long paragraph stays linear
+    word = words[-1].lstrip("\"'([") if words else ""
+    initial = len(word) == 2 and word[0].isalpha() and word[1] == "."
+    return initial or word.lower() in _ABBREVIATIONS_ANY_CASE or word in _ABBREVIATIONS_CAPITALISED
 
 
-_ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "Mr.", "Dr.", "cf.", "No.", "Fig.")
+def sentences(paragraph: str) -> list[str]:
+    """The sentences of one paragraph: cut after . ! or ? (and any closing quote or bracket) before whitespace and
+    a capital or a digit, unless the full stop ends an abbreviation or an initial. The text is kept as it is
+    (only each sentence's ends are stripped). Linear in the text (no backtracking). Pure."""
+    out: list[str] = []
+    start = 0
+    for m in _BOUNDARY.finditer(paragraph):
+        if abbreviated(paragraph[start : m.start()]):
+            continue
+        out.append(paragraph[start : m.end()].strip())
+        start = m.end()
+    out.append(paragraph[start:].strip())
+    return [s for s in out if s]
 
 
-def _abbreviated(part: str) -> bool:
-    """``part`` ends with an abbreviation that is a word of its own (``e.g.``, not ``bee.g.``)."""
-    for abbr in _ABBREVIATIONS:
-        if part.endswith(abbr):
-            before = len(part) - len(abbr) - 1
-            return before < 0 or not (part[before].isalnum() or part[before] == "_")
-    return False
+def split_sentences(text: str) -> list[str]:
+    """The sentences of a text of several paragraphs: paragraphs (blank lines) joined into one line each
+    (whitespace runs become one space), then :func:`sentences`. Pure."""
+    return [s for para in _PARAGRAPHS.split(text) for s in sentences(" ".join(para.split()))]
 
 
 @dataclass(frozen=True)

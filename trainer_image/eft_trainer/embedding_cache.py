@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from eft_trainer.storage import S3Uri, Storage
+    from eft_trainer.storage import S3Uri, Store
 
 
 def cache_key(reference: Sequence[Any], texts: Sequence[str]) -> str:
@@ -35,7 +35,7 @@ def cached_embeddings(
     key: str,
     name: str,
     own: Path,
-    storage: Storage | None,
+    storage: Store,
     prefix: S3Uri | None,
     publish: bool,
 ) -> tuple[np.ndarray, bool]:
@@ -47,7 +47,7 @@ def cached_embeddings(
     remote = prefix.join(f"{name}/{key}.npy") if prefix is not None else None
     if local.is_file():
         return np.load(local), True
-    if storage is not None and remote is not None and storage.exists(remote):
+    if remote is not None and storage.exists(remote):
         arr = np.load(io.BytesIO(storage.get_bytes(remote)))
         local.parent.mkdir(parents=True, exist_ok=True)
         np.save(local, arr)
@@ -58,6 +58,6 @@ def cached_embeddings(
     arr = emb[[index[t] for t in texts]]
     local.parent.mkdir(parents=True, exist_ok=True)
     np.save(local, arr)
-    if storage is not None and remote is not None and publish:
+    if remote is not None and publish:
         storage.upload(local, remote)
     return arr, False

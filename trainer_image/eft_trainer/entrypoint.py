@@ -6,7 +6,8 @@ Inputs (all optional except the run config):
 * ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``: S3 credentials (from the
   spec's credentialsSecret); or files of those names in ``EFT_S3_CREDENTIALS_DIR``.
 * ``EFT_TERMINATION_LOG``: where to write the termination message (default ``/dev/termination-log``).
-* ``EFT_DATA_ROOT``: development only: read ``s3://bucket/key`` data from ``$EFT_DATA_ROOT/bucket/key``.
+* ``EFT_DATA_ROOT``: development only: the folder that stands in for S3 (``s3://bucket/key`` is
+  ``$EFT_DATA_ROOT/bucket/key``, read and written there; :func:`eft_trainer.storage.open_store`).
 * ``HF_HUB_OFFLINE=1``: load hub models from the local cache only (``settings.modelCacheDir`` maps hub ids
   to folders ``<dir>/<org>/<name>``).
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import shutil
 import time
@@ -39,7 +38,7 @@ from eft_trainer.generate import Generator, Pair, build
 from eft_trainer.generate.filters import apply, apply_embedded, uses_model
 from eft_trainer.generate.llm import prompt_template
 from eft_trainer.publish import sha256_file
-from eft_trainer.storage import DATA_ROOT_ENV, S3Uri, Storage, base_uri, fetch
+from eft_trainer.storage import S3Uri, Store, base_uri, fetch
 
 log = logging.getLogger("eft_trainer.generation")
 
@@ -108,50 +107,29 @@ class Generated:
 # ---------------------------------------------------------------- listing and hash
 
 
-def list_documents(cfg: RunConfig, storage: Storage | None) -> tuple[S3Uri, list[tuple[str, int, str]]]:
-    """(base prefix, [(key, size, ETag)]) of the documents: one object, or every object under a prefix.
-
-    In development (``EFT_DATA_ROOT``) the listing is of local files, with their sha256 as the ETag.
-    """
+def list_documents(cfg: RunConfig, storage: Store) -> tuple[S3Uri, list[tuple[str, int, str]]]:
+    """(base prefix, [(key, size, ETag)]) of the documents: one object, or every object under a prefix (a local
+    store's ETag is the file's sha256)."""
     uri = S3Uri.parse(cfg.spec.data.train.uri)
     key = uri.key
     prefix = key if not key or key.endswith("/") else key + "/"
-    root = os.environ.get(DATA_ROOT_ENV)
 
     def listed(under: str) -> list[tuple[str, int, str]]:
-        if root:
-            src = Path(root) / uri.bucket
-            files = [p for p in (src / under).rglob("*") if p.is_file()] if (src / under).is_dir() else []
-            return [(p.relative_to(src).as_posix(), p.stat().st_size, _sha_file(p)) for p in files]
-        assert storage is not None
         return storage.list_objects_meta(S3Uri(uri.bucket, under))
 
-    exact: list[tuple[str, int, str]] = []
-    if key and not key.endswith("/"):
-        if root:
-            f = Path(root) / uri.bucket / key
-            exact = [(key, f.stat().st_size, _sha_file(f))] if f.is_file() else []
-        else:
-            exact = [o for o in listed(key) if o[0] == key]
+    exact = [o for o in listed(key) if o[0] == key] if key and not key.endswith("/") else []
     if exact:
         base, listing = (key.rsplit("/", 1)[0] + "/" if "/" in key else ""), exact
     else:
         base, listing = prefix, [o for o in listed(prefix) if not o[0].endswith("/")]
     if not listing:
-        if storage is not None:
-            storage.check_bucket(uri.bucket)  # a missing bucket is S3NotFound, not an empty prefix
+        storage.check_bucket(uri.bucket)  # a missing bucket is S3NotFound, not an empty prefix
         raise InvalidCorpus(f"spec.data.train.uri {cfg.spec.data.train.uri}: no documents there (an empty prefix)")
     return S3Uri(uri.bucket, base), sorted(listing)
 
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _sha_file(path: Path) -> str:
-    """A file's sha256, read in blocks (a document may be larger than memory should hold)."""
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def dataset_hash(cfg: RunConfig, listing: list[tuple[str, int, str]], prompt: str | None) -> str:
@@ -183,20 +161,12 @@ def dataset_prefix(cfg: RunConfig, digest: str) -> S3Uri:
 # ---------------------------------------------------------------- the artifact
 
 
-def load_dataset(
-    storage: Storage | None, prefix: S3Uri, local: Path
-) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]] | None:
+def load_dataset(storage: Store, prefix: S3Uri) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]] | None:
     """The published pairs and data card, or None when there is no complete dataset (no manifest)."""
-    if storage is None:
-        if not (local / MANIFEST).is_file():
-            return None
-        pairs_bytes, card_bytes = (local / PAIRS_FILE).read_bytes(), (local / DATA_CARD).read_bytes()
-        manifest = json.loads((local / MANIFEST).read_text())
-    else:
-        if not storage.exists(prefix.join(MANIFEST)):
-            return None
-        manifest = json.loads(storage.get_bytes(prefix.join(MANIFEST)))
-        pairs_bytes, card_bytes = storage.get_bytes(prefix.join(PAIRS_FILE)), storage.get_bytes(prefix.join(DATA_CARD))
+    if not storage.exists(prefix.join(MANIFEST)):
+        return None
+    manifest = json.loads(storage.get_bytes(prefix.join(MANIFEST)))
+    pairs_bytes, card_bytes = storage.get_bytes(prefix.join(PAIRS_FILE)), storage.get_bytes(prefix.join(DATA_CARD))
     sums = {o["key"]: o["sha256"] for o in manifest["objects"]}
     if sums.get(PAIRS_FILE) != _sha(pairs_bytes) or sums.get(DATA_CARD) != _sha(card_bytes):
         log.warning("dataset %s does not match its manifest; generating it again", prefix)
@@ -210,7 +180,7 @@ def load_dataset(
 
 
 def publish_dataset(
-    storage: Storage | None,
+    storage: Store,
     prefix: S3Uri,
     local: Path,
     pairs: list[dict[str, Any]],
@@ -229,13 +199,11 @@ def publish_dataset(
     objects = []
     for name, data in files.items():
         (local / name).write_bytes(data)
-        if storage is not None:
-            storage.put_bytes(data, prefix.join(name), "application/json")
+        storage.put_bytes(data, prefix.join(name), "application/json")
         objects.append({"key": name, "size": len(data), "sha256": _sha(data)})
     objects += sorted(parts, key=lambda o: str(o["key"]))
     manifest = json.dumps({"hash": card["hash"], "prefix": str(prefix), "objects": objects}, indent=2).encode()
-    if storage is not None:
-        storage.put_bytes(manifest, prefix.join(MANIFEST))
+    storage.put_bytes(manifest, prefix.join(MANIFEST))
     (local / MANIFEST).write_bytes(manifest)
     log.info("published the dataset (%d pairs) under %s", len(pairs), prefix)
     return {"uri": str(prefix.join(PAIRS_FILE)), "bytes": objects[0]["size"], "sha256": objects[0]["sha256"]}
@@ -269,7 +237,7 @@ class Reading:
 
 
 def read_documents(
-    cfg: RunConfig, storage: Storage | None, base: S3Uri, listing: list[tuple[str, int, str]], dest: Path
+    cfg: RunConfig, storage: Store, base: S3Uri, listing: list[tuple[str, int, str]], dest: Path
 ) -> Reading:
     """Every listed document within the caps: a file over ``limits.maxFileBytes`` (by its listed size, then
     by what was downloaded) is refused unread, and once ``limits.maxTotalBytes`` would be passed every
@@ -279,7 +247,6 @@ def read_documents(
     tr, g = cfg.spec.data.train, cfg.spec.data.generate
     assert g is not None
     cap, budget = g.limits.max_file_bytes, g.limits.max_total_bytes
-    root = os.environ.get(DATA_ROOT_ENV)
     out = Reading()
     for key, size, _ in listing:
         uri = f"s3://{base.bucket}/{key}"
@@ -298,12 +265,7 @@ def read_documents(
         budget -= size
         rel = key[len(base.key) :] if key.startswith(base.key) else key.rsplit("/", 1)[-1]
         path = dest / rel
-        if root:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(Path(root) / base.bucket / key, path)
-        else:
-            assert storage is not None
-            storage.download(S3Uri(base.bucket, key), path)
+        storage.download(S3Uri(base.bucket, key), path)
         try:
             out.docs += read_document(path, uri, tr.document_type, tr.columns.text, cap)
         except Refused as exc:
@@ -315,20 +277,15 @@ class Parts:
     """Saved parts of a model-based generator's output under ``datasets/<hash>/parts/``, so that a pod killed
     half-way resumes from its last saved part (the hash makes a part valid only for the same settings)."""
 
-    def __init__(self, storage: Storage | None, prefix: S3Uri, local: Path) -> None:
+    def __init__(self, storage: Store, prefix: S3Uri, local: Path) -> None:
         self.storage, self.prefix, self.local = storage, prefix, local / "parts"
         #: The manifest's entries ({key, size, sha256}) of the parts this run used, saved or resumed.
         self.objects: list[dict[str, Any]] = []
 
     def get(self, name: str) -> list[Pair] | None:
-        if self.storage is not None:
-            if not self.storage.exists(self.prefix.join(f"parts/{name}")):
-                return None
-            data = self.storage.get_bytes(self.prefix.join(f"parts/{name}"))
-        elif (self.local / name).is_file():
-            data = (self.local / name).read_bytes()
-        else:
+        if not self.storage.exists(self.prefix.join(f"parts/{name}")):
             return None
+        data = self.storage.get_bytes(self.prefix.join(f"parts/{name}"))
         self._used(name, data)
         return [Pair(**json.loads(line)) for line in data.decode().splitlines() if line.strip()]
 
@@ -336,8 +293,7 @@ class Parts:
         data = "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs).encode()
         self.local.mkdir(parents=True, exist_ok=True)
         (self.local / name).write_bytes(data)
-        if self.storage is not None:
-            self.storage.put_bytes(data, self.prefix.join(f"parts/{name}"), "application/json")
+        self.storage.put_bytes(data, self.prefix.join(f"parts/{name}"), "application/json")
         self._used(name, data)
 
     def _used(self, name: str, data: bytes) -> None:
@@ -442,9 +398,7 @@ def model_embedder(model: Any, batch_size: int) -> Embed:
     return embed
 
 
-def generate_dataset(
-    cfg: RunConfig, storage: Storage | None, work: Path, tokenizer: Any, model: Any = None
-) -> Generated:
+def generate_dataset(cfg: RunConfig, storage: Store, work: Path, tokenizer: Any, model: Any = None) -> Generated:
     """Reuse the dataset of the same documents and settings, or make and publish it. ``model`` (the base
     model) is used only by the roundTrip and easiness filters."""
     g = cfg.spec.data.generate
@@ -455,7 +409,7 @@ def generate_dataset(
     digest = dataset_hash(cfg, listing, prompt)
     prefix = dataset_prefix(cfg, digest)
     local = work / DATASETS_DIR / digest
-    found = load_dataset(storage, prefix, local)
+    found = load_dataset(storage, prefix)
     if found is not None:
         pairs, card, entry = found
         log.info("reused the dataset %s (%d pairs): no document read, no generator called", prefix, len(pairs))
@@ -498,7 +452,7 @@ def generate_dataset(
     return Generated(pairs, card, str(prefix), reused=False, pairs_file=entry)
 
 
-def _locator(cfg: RunConfig, storage: Storage | None, work: Path) -> Callable[[str], str]:
+def _locator(cfg: RunConfig, storage: Store, work: Path) -> Callable[[str], str]:
     """Where a generator's model is: s3:// prefixes are downloaded; modelCacheDir maps hub ids to folders."""
 
     def locate(model: str) -> str:
@@ -506,7 +460,6 @@ def _locator(cfg: RunConfig, storage: Storage | None, work: Path) -> Callable[[s
             dest = work / "generator-model"
             if dest.exists():
                 shutil.rmtree(dest)
-            assert storage is not None
             storage.download_tree(S3Uri.parse(model if model.endswith("/") else model + "/"), dest, allow_object=False)
             return str(dest)
         cache = cfg.settings.model_cache_dir
@@ -544,7 +497,7 @@ def split_by_documents(
     return train, ev, {"by": "documents", "evalDocuments": n, "trainDocuments": len(docs) - n}
 
 
-def generate_stage(cfg: RunConfig, storage: Storage | None, work: Path, tokenizer: Any, model: Any = None) -> Generated:
+def generate_stage(cfg: RunConfig, storage: Store, work: Path, tokenizer: Any, model: Any = None) -> Generated:
     """Generate (or reuse) the pairs, then split them for evaluation (or read data.eval.uri)."""
     gen = generate_dataset(cfg, storage, work, tokenizer, model)
     ev_spec = cfg.spec.data.eval

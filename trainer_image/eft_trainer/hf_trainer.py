@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 from eft_trainer import distributed as dist
 from eft_trainer.checkpoints import mirror_checkpoint
 from eft_trainer.distributed import World
-from eft_trainer.storage import S3Uri, Storage
+from eft_trainer.storage import S3Uri, Store
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,11 @@ class RowCountingTrainer(SentenceTransformerTrainer):  # type: ignore[misc]
 class MirrorCheckpoints(TrainerCallback):  # type: ignore[misc]
     """Rank 0 mirrors each checkpoint once every rank has written its part (its RNG state) of it."""
 
-    def __init__(self, storage: Storage | None, prefix: S3Uri | None, world: World) -> None:
+    def __init__(self, storage: Store, prefix: S3Uri | None, world: World) -> None:
         self.storage, self.prefix, self.world = storage, prefix, world
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if self.storage is None or self.prefix is None:
+        if self.prefix is None:
             return
         dist.barrier()
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -90,7 +90,7 @@ class StopOnSigterm(TrainerCallback):  # type: ignore[misc]
 
 
 def make_callbacks(
-    storage: Storage | None, prefix: S3Uri | None, world: World | None = None
+    storage: Store, prefix: S3Uri | None, world: World | None = None
 ) -> tuple[MirrorCheckpoints, NoFinalCheckpoint, StopOnSigterm]:
     """The checkpoint callbacks in their order: a SIGTERM's save request overrides NoFinalCheckpoint."""
     w = world or World()

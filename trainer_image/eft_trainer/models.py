@@ -13,7 +13,7 @@ from eft_api.contract import RunConfig
 from eft_api.spec import EmbeddingFinetuneSpec, ModelSpec
 from eft_trainer.errors import InvalidSpecError, ModelNotFound
 from eft_trainer.model_ref import resolve_ref
-from eft_trainer.storage import Storage
+from eft_trainer.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def check_dimensions(spec: EmbeddingFinetuneSpec, full_dim: int, model_name: str
 
 
 def resolve_model(
-    cfg: RunConfig, storage: Storage | None, work: Path, which: ModelSpec | None = None, field: str = BASE_FIELD
+    cfg: RunConfig, storage: Store, work: Path, which: ModelSpec | None = None, field: str = BASE_FIELD
 ) -> str:
     """A local folder or hub id to load: s3:// bases are downloaded; modelCacheDir maps hub ids to folders.
 
@@ -53,7 +53,7 @@ def resolve_model(
 
 
 def load_model(
-    cfg: RunConfig, storage: Storage | None, work: Path, which: ModelSpec | None = None, field: str = BASE_FIELD
+    cfg: RunConfig, storage: Store, work: Path, which: ModelSpec | None = None, field: str = BASE_FIELD
 ) -> tuple[Any, str]:
     """The base model (or ``which``, named ``field``: the teacher), and where it was loaded from (a local
     folder or a hub id), for the lineage."""

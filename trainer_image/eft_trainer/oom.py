@@ -200,7 +200,7 @@ class MarkerStore(Protocol):
 
 
 class LocalMarker:
-    """The marker as a local file (runs without S3)."""
+    """The marker as a plain file (tests)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -214,7 +214,7 @@ class LocalMarker:
 
 
 class S3Marker:
-    """The marker beside the mirrored checkpoints, so that the next pod of the Job finds it."""
+    """The marker in the run's store beside the mirrored checkpoints, so that the next pod of the Job finds it."""
 
     def __init__(self, storage: Any, uri: Any) -> None:
         self.storage, self.uri = storage, uri

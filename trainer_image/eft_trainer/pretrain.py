@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -31,9 +30,10 @@ from typing import Any
 from eft_api.contract import CHECKPOINTS_DIR, RunConfig
 from eft_api.spec import DataFormat, PretrainSpec, TrainingSpec, training_format
 from eft_trainer import data as D
+from eft_trainer.documents import split_sentences
 from eft_trainer.errors import InvalidCorpus, InvalidSpecError
 from eft_trainer.publish import sha256_file
-from eft_trainer.storage import S3Uri, Storage, base_uri, fetch
+from eft_trainer.storage import S3Uri, Store, base_uri, fetch
 from eft_trainer.training import TrainStats, train
 
 log = logging.getLogger(__name__)
@@ -50,32 +50,6 @@ DECODER_FILE = "tsdae-decoder.safetensors"
 DATA_FIELD = "spec.training.pretrain.data"
 
 # ---------------------------------------------------------------- sentences and noise (pure)
-
-_PARAGRAPHS = re.compile(r"\n\s*\n")
-#: A sentence ends at . ! or ? (closing quotes or brackets may follow), before a space and a capital or digit.
-_BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
-#: Words after which a full stop does not end a sentence.
-_ABBREVIATIONS = frozenset({"e.g.", "i.e.", "etc.", "vs.", "cf.", "mr.", "mrs.", "dr.", "no.", "fig.", "approx."})
-
-
-def split_sentences(text: str) -> list[str]:
-    """The sentences of ``text``: paragraphs (blank lines) joined into one line each, then cut after . ! or ?
-    followed by a capital or a digit, unless the full stop ends a common abbreviation. Pure."""
-    out: list[str] = []
-    for para in _PARAGRAPHS.split(text):
-        line = " ".join(para.split())
-        if not line:
-            continue
-        start = 0
-        for m in _BOUNDARY.finditer(line):
-            words = line[start : m.start()].split()
-            last = words[-1].lower() if words else ""
-            if last in _ABBREVIATIONS or re.fullmatch(r"[a-z]\.", last):
-                continue
-            out.append(line[start : m.end()].strip())
-            start = m.end()
-        out.append(line[start:].strip())
-    return [s for s in out if s]
 
 
 def select_sentences(
@@ -181,7 +155,7 @@ def fetch_texts(
     pre: PretrainSpec,
     rows: Sequence[dict[str, Any]],
     fmt: DataFormat,
-    storage: Storage | None,
+    storage: Store,
     work: Path,
 ) -> tuple[list[str], str, list[dict[str, Any]]]:
     """The texts to split into sentences, where they came from (for the report), and the files read."""
@@ -244,11 +218,9 @@ def load_adapted(folder: Path, cfg: RunConfig) -> Any:
     return SentenceTransformer(str(folder), trust_remote_code=cfg.spec.model.trust_remote_code)
 
 
-def _finished_earlier(
-    cfg: RunConfig, storage: Storage | None, prefix: S3Uri | None, adapted: Path
-) -> Pretrained | None:
+def _finished_earlier(cfg: RunConfig, storage: Store, prefix: S3Uri, adapted: Path) -> Pretrained | None:
     """The adapted model a previous pod of this run finished and mirrored, if any."""
-    if storage is None or prefix is None or not storage.exists(prefix.join(DONE)):
+    if not storage.exists(prefix.join(DONE)):
         return None
     done = json.loads(storage.get_bytes(prefix.join(DONE)))
     if adapted.exists():
@@ -307,7 +279,7 @@ def section(pre: PretrainSpec, source: str, sentences: int, available: int, stat
     }
 
 
-def _mirror_adapted(storage: Storage, prefix: S3Uri, adapted: Path, done: dict[str, Any]) -> None:
+def _mirror_adapted(storage: Store, prefix: S3Uri, adapted: Path, done: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     for f in sorted(p for p in adapted.rglob("*") if p.is_file()):
         storage.upload(f, prefix.join(ADAPTED_DIR + f.relative_to(adapted).as_posix()))
@@ -319,7 +291,7 @@ def pretrain_stage(
     cfg: RunConfig,
     model: Any,
     rows: Sequence[dict[str, Any]],
-    storage: Storage | None,
+    storage: Store,
     work: Path,
     *,
     callbacks: Sequence[Any] = (),
@@ -330,7 +302,7 @@ def pretrain_stage(
     assert pre is not None
     folder = work / "pretrain"
     adapted = folder / "adapted"
-    prefix = S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR + PRETRAIN_DIR) if storage is not None else None
+    prefix = S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR + PRETRAIN_DIR)
     if (earlier := _finished_earlier(cfg, storage, prefix, adapted)) is not None:
         return earlier
     fmt = training_format(cfg.spec)  # the rows' shape: scored pairs once silver labels have scored them
@@ -365,7 +337,6 @@ def pretrain_stage(
         shutil.rmtree(adapted)
     model.save(str(adapted))
     del loss
-    if storage is not None and prefix is not None:
-        _mirror_adapted(storage, prefix, adapted, {"section": sect, "files": files})
+    _mirror_adapted(storage, prefix, adapted, {"section": sect, "files": files})
     # The main stage starts from the saved adapted model, as a pod that finds it in S3 does.
     return Pretrained(load_adapted(adapted, cfg), sect, stats, files)

@@ -19,12 +19,12 @@ from eft_api.contract import EXIT_CODE_OF_REASON, TERMINATION_LOG, TERMINATION_L
 from eft_api.retrain import ProbeReport, data_digest, data_uris
 from eft_trainer.config import load_run_config
 from eft_trainer.errors import TrainerError, redact
-from eft_trainer.storage import S3Uri, Storage
+from eft_trainer.storage import S3Uri, Store, open_store
 
 log = logging.getLogger("eft_trainer.probe")
 
 
-def probe(cfg: RunConfig, storage: Storage) -> ProbeReport:
+def probe(cfg: RunConfig, storage: Store) -> ProbeReport:
     """List every data URI of the spec; the digest of the listing."""
     listing = {uri: storage.list_objects_meta(S3Uri.parse(uri)) for uri in data_uris(cfg.spec)}
     objects = [o for found in listing.values() for o in found]
@@ -40,7 +40,7 @@ def probe(cfg: RunConfig, storage: Storage) -> ProbeReport:
 
 def run(cfg: RunConfig) -> tuple[ProbeReport, int]:
     try:
-        report = probe(cfg, Storage(cfg.spec.storage))
+        report = probe(cfg, open_store(cfg.spec.storage, os.environ))
     except TrainerError as exc:
         return ProbeReport(outcome="Failed", reason=exc.reason, message=exc.message), int(
             EXIT_CODE_OF_REASON[exc.reason]

@@ -23,7 +23,7 @@ from eft_api.contract import (
 from eft_api.report import IndexInfo, Report
 from eft_trainer.errors import TrainerError
 from eft_trainer.models import embedding_dim
-from eft_trainer.storage import S3Uri, Storage
+from eft_trainer.storage import S3Uri, Store
 
 log = logging.getLogger(__name__)
 
@@ -197,12 +197,12 @@ def model_card(report: Report) -> str:
 EXTRA_PLOTS = ("leaderboard.png", "merge.png")
 
 
-def manifest_exists(storage: Storage, prefix: S3Uri) -> bool:
+def manifest_exists(storage: Store, prefix: S3Uri) -> bool:
     return storage.exists(prefix.join(PUBLISHED_MANIFEST))
 
 
 def publish(
-    storage: Storage,
+    storage: Store,
     prefix: S3Uri,
     model_dir: Path,
     write_report: Callable[[], Path],
@@ -243,7 +243,7 @@ def publish(
     return manifest
 
 
-def _upload(storage: Storage, prefix: S3Uri, files: list[tuple[Path, str]]) -> list[dict[str, Any]]:
+def _upload(storage: Store, prefix: S3Uri, files: list[tuple[Path, str]]) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = []
     for path, rel in files:
         storage.upload(path, prefix.join(rel), _TYPES.get(path.suffix))

@@ -24,7 +24,7 @@ from typing import Any
 from eft_api.contract import PUBLISHED_REPORT_JSON, Reason, RegistryInfo, RunConfig, TerminationMessage
 from eft_api.retrain import MlflowRegistry
 from eft_trainer.errors import TrainerError
-from eft_trainer.storage import S3Uri
+from eft_trainer.storage import S3Uri, Store
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +133,13 @@ def wanted(cfg: RunConfig, msg: TerminationMessage) -> bool:
     return msg.reason == Reason.PROMOTION_REJECTED and reg.mlflow.register_rejected
 
 
-def after_publish(cfg: RunConfig, msg: TerminationMessage, storage: Any = None) -> TerminationMessage:
+def after_publish(cfg: RunConfig, msg: TerminationMessage, storage: Store) -> TerminationMessage:
     """Register the run if the spec asks; the message with the registered version (or raise RegistryFailed).
 
-    ``storage`` (None in development) serves the published report.json, for the gain's interval."""
+    ``storage`` serves the published report.json, for the gain's interval."""
     if not wanted(cfg, msg):
         return msg
-    report = read_report(storage, cfg) if storage is not None else None
+    report = read_report(storage, cfg)
     reg = cfg.spec.output.registry
     assert reg is not None
     from mlflow import MlflowClient
@@ -155,7 +155,7 @@ def after_publish(cfg: RunConfig, msg: TerminationMessage, storage: Any = None) 
     return msg.model_copy(update={"registry": info})
 
 
-def read_report(storage: Any, cfg: RunConfig) -> dict[str, Any] | None:
+def read_report(storage: Store, cfg: RunConfig) -> dict[str, Any] | None:
     """The published report.json (for the gain's interval); None when it cannot be read."""
     try:
         data = json.loads(storage.get_bytes(S3Uri.parse(cfg.run.output_prefix).join(PUBLISHED_REPORT_JSON)))

@@ -20,7 +20,7 @@ from typing import Any
 
 from eft_api.contract import RunConfig
 from eft_trainer import cross_encoder as CE
-from eft_trainer.storage import Storage
+from eft_trainer.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def scored_rows(pairs: Sequence[CE.Pair], scores: dict[CE.Pair, float]) -> list[
 
 
 def label(
-    cfg: RunConfig, storage: Storage | None, work: Path, train: list[dict[str, Any]]
+    cfg: RunConfig, storage: Store, work: Path, train: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The scored rows and the labelling's statistics (counts, score statistics; ``reused`` on a retry)."""
     spec = cfg.spec.training

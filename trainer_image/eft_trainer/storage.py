@@ -1,6 +1,14 @@
-"""S3 I/O at the edge: one client per run, downloads, uploads and the mapping of failures to reasons.
+"""Storage at the edge: one :class:`Store` interface, chosen once per run by :func:`open_store`.
 
-boto3 with ``retries={"mode": "standard"}`` set explicitly, a :class:`TransferConfig` for multipart and
+* :class:`S3Store`: S3 (or an S3-compatible store), one client per run, downloads, uploads and the mapping of
+  failures to reasons.
+* :class:`LocalStore`: a folder standing in for S3 (``s3://bucket/key`` is ``<root>/bucket/key``), for
+  development (``$EFT_DATA_ROOT``) and tests. A URI that would lead outside the folder is refused.
+
+Callers take a :class:`Store` and never ask which one they have (as Kubeflow Trainer's initializers dispatch
+once on the URI scheme).
+
+S3Store: boto3 with ``retries={"mode": "standard"}`` set explicitly, a :class:`TransferConfig` for multipart and
 concurrency, endpoint, region and path-style from the spec. Credentials come from the environment
 (``AWS_ACCESS_KEY_ID`` ...) or from files in ``$EFT_S3_CREDENTIALS_DIR`` (a mounted Secret). Every error
 message names the bucket and key, never a credential and never the server's error text (which may echo
@@ -9,13 +17,13 @@ anything).
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from eft_api.spec import StorageSpec
 from eft_trainer.errors import (
@@ -128,7 +136,50 @@ def _credentials() -> dict[str, str]:
     return {name.lower(): value for name, value in credential_files().items()}
 
 
-class Storage:
+class Store(Protocol):
+    """What the trainer does with storage: read objects and prefixes, write objects, list with checksums.
+
+    Every error is a :class:`~eft_trainer.errors.TrainerError` that names the URI (S3NotFound for a missing
+    object or bucket)."""
+
+    def exists(self, uri: S3Uri) -> bool:
+        """Whether the object exists (S3NotFound when its bucket does not)."""
+        ...
+
+    def check_bucket(self, bucket: str) -> None:
+        """S3NotFound unless the bucket exists."""
+        ...
+
+    def list_objects_meta(self, uri: S3Uri) -> list[tuple[str, int, str]]:
+        """(key, size, checksum) of every object under the prefix, in key order (what a dataset's hash covers)."""
+        ...
+
+    def download(self, uri: S3Uri, dest: Path) -> Path:
+        """One object into the file ``dest``."""
+        ...
+
+    def download_tree(self, uri: S3Uri, dest: Path, *, allow_object: bool = True) -> list[Path]:
+        """An object, or every object under a prefix (keeping relative paths), into ``dest``."""
+        ...
+
+    def upload(self, path: Path, uri: S3Uri, content_type: str | None = None) -> None:
+        """The file ``path`` as the object ``uri``."""
+        ...
+
+    def put_bytes(self, data: bytes, uri: S3Uri, content_type: str = "application/json") -> None:
+        """``data`` as the object ``uri``."""
+        ...
+
+    def get_bytes(self, uri: S3Uri) -> bytes:
+        """The object's content."""
+        ...
+
+    def abort_multipart_uploads(self, uri: S3Uri) -> int:
+        """Abort what a killed pod left half-uploaded under the prefix; how many."""
+        ...
+
+
+class S3Store:
     """An S3 client configured from ``spec.storage`` (endpoint override for local runs)."""
 
     def __init__(self, spec: StorageSpec, endpoint: str | None = None, max_attempts: int = 4) -> None:
@@ -278,8 +329,111 @@ class Storage:
             return 0
 
 
-#: Development only: ``s3://bucket/key`` data is read from ``$EFT_DATA_ROOT/bucket/key`` (no S3 at all).
+def _plain_parts(text: str, what: str, uri: S3Uri) -> list[str]:
+    """``text``'s ``/``-separated segments; S3AccessDenied for an empty, ``.`` or ``..`` segment or a leading
+    ``/`` (one trailing ``/``, a prefix's, is allowed). Pure."""
+    body = text[:-1] if text.endswith("/") else text
+    parts = body.split("/") if body else []
+    if text.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise S3AccessDenied(
+            f"{uri}: the {what} is not a plain relative path (an empty, '.' or '..' segment, or a leading '/'), "
+            "so it could lead outside the local data folder: refused"
+        )
+    return parts
+
+
+class LocalStore:
+    """A folder standing in for S3: the object ``s3://bucket/key`` is the file ``<root>/bucket/key``.
+
+    Segments are checked before any file is touched, so no URI reaches outside ``root`` (symbolic links the
+    folder's owner placed inside it are followed: the folder is theirs, the URIs are the tenant's). Listings
+    carry each file's sha256 as its checksum."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, uri: S3Uri) -> Path:
+        """Where the object (or prefix) ``uri`` lives under the root; S3AccessDenied for one outside it. Pure."""
+        if uri.bucket in ("", ".", "..") or "/" in uri.bucket:
+            raise S3AccessDenied(f"{uri}: the bucket name {uri.bucket!r} is not a plain folder name: refused")
+        return self.root.joinpath(uri.bucket, *_plain_parts(uri.key, "key", uri))
+
+    def exists(self, uri: S3Uri) -> bool:
+        """A missing bucket folder holds nothing (writes make it): the output bucket need not exist beforehand."""
+        return self.path(uri).is_file()
+
+    def check_bucket(self, bucket: str) -> None:
+        if not self.path(S3Uri(bucket, "")).is_dir():
+            raise S3NotFound(f"bucket {bucket} does not exist (no folder {self.root / bucket})")
+
+    def _listed(self, uri: S3Uri) -> list[Path]:
+        """The files whose key starts with the prefix ``uri.key`` (S3's rule: a prefix need not end in '/')."""
+        folder = self.path(S3Uri(uri.bucket, uri.key.rsplit("/", 1)[0] + "/" if "/" in uri.key else ""))
+        bucket = self.path(S3Uri(uri.bucket, ""))
+        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        return [p for p in files if p.relative_to(bucket).as_posix().startswith(uri.key)]
+
+    def list_objects_meta(self, uri: S3Uri) -> list[tuple[str, int, str]]:
+        bucket = self.path(S3Uri(uri.bucket, ""))
+        return sorted((p.relative_to(bucket).as_posix(), p.stat().st_size, sha256_file(p)) for p in self._listed(uri))
+
+    def download(self, uri: S3Uri, dest: Path) -> Path:
+        src = self.path(uri)
+        if not src.is_file():
+            self.check_bucket(uri.bucket)
+            raise S3NotFound(f"GET {uri}: no such object (no file {src})")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        return dest
+
+    def download_tree(self, uri: S3Uri, dest: Path, *, allow_object: bool = True) -> list[Path]:
+        src = self.path(uri)
+        if allow_object and uri.key and not uri.key.endswith("/") and src.is_file():
+            return [self.download(uri, dest / src.name)]
+        if src.is_dir():
+            shutil.copytree(src, dest, dirs_exist_ok=True)
+            return sorted(p for p in dest.rglob("*") if p.is_file())
+        self.check_bucket(uri.bucket)
+        raise S3NotFound(f"{uri}: nothing at {src} (the local data folder)")
+
+    def upload(self, path: Path, uri: S3Uri, content_type: str | None = None) -> None:
+        self.put_bytes(path.read_bytes(), uri)
+
+    def put_bytes(self, data: bytes, uri: S3Uri, content_type: str = "application/json") -> None:
+        """Written whole or not at all (a temporary file renamed), as an S3 PUT."""
+        dest = self.path(uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(dest)
+
+    def get_bytes(self, uri: S3Uri) -> bytes:
+        src = self.path(uri)
+        if not src.is_file():
+            self.check_bucket(uri.bucket)
+            raise S3NotFound(f"GET {uri}: no such object (no file {src})")
+        return src.read_bytes()
+
+    def abort_multipart_uploads(self, uri: S3Uri) -> int:
+        return 0  # a local write is whole or absent
+
+
+def sha256_file(path: Path) -> str:
+    """A file's sha256, read in blocks (a document may be larger than memory should hold)."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+#: Development only: ``s3://bucket/key`` is ``$EFT_DATA_ROOT/bucket/key`` (no S3 at all). Read by
+#: :func:`open_store` alone.
 DATA_ROOT_ENV = "EFT_DATA_ROOT"
+
+
+def open_store(spec: StorageSpec, env: Mapping[str, str]) -> Store:
+    """The run's store, chosen once: the folder ``$EFT_DATA_ROOT`` when set (development), else S3 from
+    ``spec.storage``."""
+    root = env.get(DATA_ROOT_ENV)
+    return LocalStore(Path(root)) if root else S3Store(spec)
 
 
 def base_uri(uri: str) -> str:
@@ -287,18 +441,6 @@ def base_uri(uri: str) -> str:
     return uri if uri.endswith("/") else uri.rsplit("/", 1)[0] + "/"
 
 
-def fetch(storage: Storage | None, uri: str, dest: Path) -> list[Path]:
-    """Download an object, or every object under a prefix, into ``dest`` (from ``$EFT_DATA_ROOT`` when set)."""
-    root = os.environ.get(DATA_ROOT_ENV)
-    if root:
-        loc = S3Uri.parse(uri)
-        src = Path(root) / loc.bucket / loc.key
-        if src.is_file():
-            dest.mkdir(parents=True, exist_ok=True)
-            return [Path(shutil.copy(src, dest / src.name))]
-        if src.is_dir():
-            shutil.copytree(src, dest, dirs_exist_ok=True)
-            return sorted(p for p in dest.rglob("*") if p.is_file())
-        raise S3NotFound(f"{uri}: nothing at {src} ({DATA_ROOT_ENV} is set)")
-    assert storage is not None
-    return storage.download_tree(S3Uri.parse(uri), dest)
+def fetch(store: Store, uri: str, dest: Path) -> list[Path]:
+    """Download an object, or every object under a prefix, into ``dest``."""
+    return store.download_tree(S3Uri.parse(uri), dest)

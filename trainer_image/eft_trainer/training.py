@@ -25,7 +25,7 @@ from eft_trainer import distributed as dist
 from eft_trainer.checkpoints import fetch_checkpoint, local_checkpoint
 from eft_trainer.distributed import World
 from eft_trainer.oom import CACHED_VARIANT
-from eft_trainer.storage import S3Uri, Storage
+from eft_trainer.storage import S3Uri, Store
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +183,11 @@ def batch_sampler(spec: TrainingSpec, fmt: DataFormat, own_loss: bool, group_by_
     return BatchSamplers.BATCH_SAMPLER
 
 
-def find_resume(out: Path, storage: Storage | None, prefix: S3Uri | None, w: World) -> tuple[Path | None, int]:
+def find_resume(out: Path, storage: Store, prefix: S3Uri | None, w: World) -> tuple[Path | None, int]:
     """The checkpoint to resume from (local, else mirrored) and its step. The first process of each node
     (pod) fetches the mirrored checkpoint for the processes of its node."""
     resume = local_checkpoint(out)
-    if resume is None and w.local_main and storage is not None and prefix is not None:
+    if resume is None and w.local_main and prefix is not None:
         resume = fetch_checkpoint(storage, prefix, out)
     if w.distributed:
         dist.barrier()
@@ -259,7 +259,7 @@ def train(
     fmt: DataFormat,
     work_dir: Path,
     *,
-    storage: Storage | None = None,
+    storage: Store,
     checkpoint_prefix: S3Uri | None = None,
     callbacks: Sequence[Any] = (),
     max_steps: int = -1,

@@ -24,20 +24,20 @@ from eft_api.spec import EmbeddingFinetuneSpec, Method
 if TYPE_CHECKING:
     from eft_api.contract import RunConfig
     from eft_trainer.distributed import World
-    from eft_trainer.storage import Storage
+    from eft_trainer.storage import Store
     from eft_trainer.training import TrainStats
 
 
 @dataclass
 class TrainInput:
     """What every method gets: the loaded base model, the run config, the checked training rows, where to
-    keep checkpoints (``storage`` is None for local runs), the HF Trainer callbacks and step limit, and the
+    keep checkpoints (``storage``: S3, or a local folder), the HF Trainer callbacks and step limit, and the
     processes of a torchrun run."""
 
     model: Any
     cfg: RunConfig
     train: list[dict[str, Any]]
-    storage: Storage | None
+    storage: Store
     work: Path
     callbacks: Sequence[Any] = ()
     max_steps: int = -1

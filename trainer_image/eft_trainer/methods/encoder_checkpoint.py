@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from eft_trainer.storage import S3Uri, Storage
+    from eft_trainer.storage import S3Uri, Store
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +76,20 @@ def save(path: Path, tower: Any, opt: Any, sched: Any, loop: LoopState, best: di
     tmp.replace(path)
 
 
-def mirror(path: Path, storage: Storage | None, prefix: S3Uri | None) -> None:
-    if storage is not None and prefix is not None:
+def mirror(path: Path, storage: Store, prefix: S3Uri | None) -> None:
+    if prefix is not None:
         storage.upload(path, prefix.join(f"{FOLDER}/{FILE}"))
         log.info("mirrored the query encoder's checkpoint to %s", prefix.join(FOLDER + "/"))
 
 
-def load(path: Path, storage: Storage | None, prefix: S3Uri | None) -> dict[str, Any] | None:
+def load(path: Path, storage: Store, prefix: S3Uri | None) -> dict[str, Any] | None:
     """The local checkpoint, else the mirrored one, else None (tensors and plain data only: weights_only)."""
     import torch
 
     data: bytes | None = None
     if path.is_file():
         data = path.read_bytes()
-    elif storage is not None and prefix is not None and storage.exists(prefix.join(f"{FOLDER}/{FILE}")):
+    elif prefix is not None and storage.exists(prefix.join(f"{FOLDER}/{FILE}")):
         data = storage.get_bytes(prefix.join(f"{FOLDER}/{FILE}"))
         log.info("fetched the query encoder's checkpoint from %s", prefix.join(FOLDER + "/"))
     if data is None:

@@ -13,9 +13,9 @@ from eft_trainer.training import TrainStats, to_dataset
 from eft_trainer.training import train as do_train
 
 
-def checkpoint_prefix(inp: TrainInput) -> S3Uri | None:
-    """Where the run's checkpoints are mirrored (None for a local run without storage)."""
-    return S3Uri.parse(inp.cfg.run.output_prefix).join(CHECKPOINTS_DIR) if inp.storage is not None else None
+def checkpoint_prefix(inp: TrainInput) -> S3Uri:
+    """Where the run's checkpoints are mirrored."""
+    return S3Uri.parse(inp.cfg.run.output_prefix).join(CHECKPOINTS_DIR)
 
 
 def train_all_weights(inp: TrainInput, ds: Any) -> TrainStats:

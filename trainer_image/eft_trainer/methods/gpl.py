@@ -132,7 +132,7 @@ class GPL:
         main = w is None or w.main
         labelled = CE.cached(cfg, inp.storage, CACHE_NAME, lambda: self.label(inp)) if main else None
         rows, stats = dist.broadcast(labelled)
-        prefix = S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR) if inp.storage is not None else None
+        prefix = S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR)
         train_stats = do_train(
             inp.model,
             to_dataset(rows),

@@ -24,7 +24,7 @@ from eft_trainer.publish import sha256_file
 from eft_trainer.report import camel_keys
 from eft_trainer.stages.context import RunContext
 from eft_trainer.stages.source import Fetched, Prepared, Source
-from eft_trainer.storage import Storage, base_uri, fetch
+from eft_trainer.storage import Store, base_uri, fetch
 
 log = logging.getLogger("eft_trainer")
 
@@ -141,7 +141,7 @@ def build_evaluation(cfg: RunConfig, prep: Prepared) -> tuple[list[dict[str, Any
     return train, irset, stats
 
 
-def fetch_guards(cfg: RunConfig, storage: Storage | None, work: Path, fetched: Fetched) -> list[GuardSet]:
+def fetch_guards(cfg: RunConfig, storage: Store, work: Path, fetched: Fetched) -> list[GuardSet]:
     """Download each guard set (``spec.evaluation.guards``) and read and check it (GuardSet per guard)."""
     out = []
     for i, guard in enumerate(cfg.spec.evaluation.guards):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 from eft_api.contract import TRAINER_PHASES, RunConfig
 from eft_trainer.distributed import World
 from eft_trainer.metrics import Progress
-from eft_trainer.storage import DATA_ROOT_ENV, Storage
+from eft_trainer.storage import Store, open_store
 
 log = logging.getLogger("eft_trainer")
 
@@ -26,12 +26,12 @@ def timing_key(phase: str) -> str:
 
 @dataclass
 class RunContext:
-    """The run config, the storage (None: development, data from ``$EFT_DATA_ROOT``), the run's work dir and
+    """The run config, the store (S3, or a local folder in development), the run's work dir and
     this process's own folder in it, the processes of the run, the progress gauges, the HF Trainer callbacks
     and step limit, and the timings of the stages so far (the report's ``timings``)."""
 
     cfg: RunConfig
-    storage: Storage | None
+    storage: Store
     work: Path
     world: World
     progress: Progress
@@ -65,14 +65,15 @@ class RunContext:
         self.timings[key] = time.perf_counter() - t0
 
 
-def open_storage(cfg: RunConfig, env: dict[str, str]) -> Storage | None:
-    """The run's storage: S3 from ``spec.storage``, or none in development (``$EFT_DATA_ROOT``)."""
-    return None if env.get(DATA_ROOT_ENV) else Storage(cfg.spec.storage)
+def open_storage(cfg: RunConfig, env: Mapping[str, str]) -> Store:
+    """The run's store, chosen once (:func:`eft_trainer.storage.open_store`): S3 from ``spec.storage``, or the
+    folder ``$EFT_DATA_ROOT`` in development."""
+    return open_store(cfg.spec.storage, env)
 
 
 def start(
     cfg: RunConfig,
-    storage: Storage | None,
+    storage: Store,
     *,
     callbacks: Sequence[Any] = (),
     max_steps: int = -1,

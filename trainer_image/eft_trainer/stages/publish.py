@@ -35,7 +35,7 @@ from eft_trainer.publish import manifest_exists, model_card, publish
 from eft_trainer.report import plot, render_markdown
 from eft_trainer.stages.context import RunContext
 from eft_trainer.stages.outcome import headline_of, index_summary
-from eft_trainer.storage import S3Uri, Storage
+from eft_trainer.storage import S3Uri, Store
 
 log = logging.getLogger("eft_trainer")
 
@@ -53,7 +53,7 @@ def _save_model(model: Any | None, report: Report, out: Path, method: methods.Tr
 
 def publish_run(
     cfg: RunConfig,
-    storage: Storage,
+    storage: Store,
     model: Any | None,
     report: Report,
     work: Path,
@@ -91,7 +91,7 @@ def publish_run(
     return manifest, arts
 
 
-def _published_figures(storage: Storage, prefix: S3Uri) -> tuple[Headline | None, list[str] | None, Any]:
+def _published_figures(storage: Store, prefix: S3Uri) -> tuple[Headline | None, list[str] | None, Any]:
     """The headline, the rejection reasons (None: promoted) and the index summary of a published report."""
     try:
         rep = Report.from_json(storage.get_bytes(prefix.join(PUBLISHED_REPORT_JSON)))
@@ -101,10 +101,8 @@ def _published_figures(storage: Storage, prefix: S3Uri) -> tuple[Headline | None
     return headline_of(rep), rejected, index_summary(rep.index)
 
 
-def already_published(cfg: RunConfig, storage: Storage | None) -> TerminationMessage | None:
+def already_published(cfg: RunConfig, storage: Store) -> TerminationMessage | None:
     """The outcome of a run that is already published (its manifest exists): it is never overwritten."""
-    if storage is None:
-        return None
     prefix = S3Uri.parse(cfg.run.output_prefix)
     if not manifest_exists(storage, prefix):
         return None
@@ -136,7 +134,7 @@ def keep_trained(ctx: RunContext, trained: Any, keep: bool) -> str | None:
     reused = ctx.cfg.reuse_model_from
     if reused is not None:
         return reused.uri
-    if not keep or ctx.storage is None:
+    if not keep:
         return None
     prefix = S3Uri.parse(ctx.cfg.run.output_prefix).join(TRAINED_MODEL_DIR)
     local = ctx.work / "trained-model"
@@ -171,10 +169,5 @@ def run(
             report.timings["publish"] = time.perf_counter() - t0
             report.timings["total"] = time.perf_counter() - ctx.started
 
-        if ctx.storage is not None:
-            _, arts = publish_run(ctx.cfg, ctx.storage, None if rejected else model, report, ctx.work, stamp, method)
-            return arts.model_copy(update={"trained_model": kept or arts.model})
-        local = ctx.work / "published"
-        model.save(str(local / "model"))
-        stamp()
-        return Artifacts(model=str(local / "model"))
+        _, arts = publish_run(ctx.cfg, ctx.storage, None if rejected else model, report, ctx.work, stamp, method)
+        return arts.model_copy(update={"trained_model": kept or arts.model})

@@ -17,7 +17,7 @@ from eft_trainer.generation import Generated, generate_stage
 from eft_trainer.models import load_model
 from eft_trainer.publish import sha256_file
 from eft_trainer.stages.context import RunContext
-from eft_trainer.storage import Storage, base_uri, fetch
+from eft_trainer.storage import Store, base_uri, fetch
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Source:
     documents: FromDocuments | None = None
 
 
-def fetch_data(cfg: RunConfig, storage: Storage | None, work: Path) -> Fetched:
+def fetch_data(cfg: RunConfig, storage: Store, work: Path) -> Fetched:
     """Download training (and evaluation) data; record each file's URI, size and sha256."""
     spec = cfg.spec.data
     dest = work / "data" / "train"
@@ -84,7 +84,7 @@ def fetch_data(cfg: RunConfig, storage: Storage | None, work: Path) -> Fetched:
     return out
 
 
-def generate_pairs(cfg: RunConfig, storage: Storage | None, work: Path) -> FromDocuments:
+def generate_pairs(cfg: RunConfig, storage: Store, work: Path) -> FromDocuments:
     """Format documents: the generate stage makes (or reuses) the pairs; the base model's tokenizer chunks."""
     model, source = load_model(cfg, storage, work)
     g = generate_stage(cfg, storage, work, model.tokenizer, model=model)

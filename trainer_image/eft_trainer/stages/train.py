@@ -18,7 +18,7 @@ from eft_trainer.errors import Interrupted, OutOfMemory
 from eft_trainer.model_ref import resolve_ref
 from eft_trainer.stages.augment import receive
 from eft_trainer.stages.context import RunContext
-from eft_trainer.storage import S3Uri, Storage
+from eft_trainer.storage import S3Uri, Store
 from eft_trainer.training import TrainStats
 
 Rows = list[dict[str, Any]]
@@ -33,10 +33,8 @@ def oom_fallback(summary: dict[str, Any] | None) -> OomFallback | None:
     return OomFallback.model_validate({k: v for k, v in summary.items() if k in keys})
 
 
-def oom_marker(cfg: RunConfig, storage: Storage | None, work: Path) -> oom.MarkerStore:
-    """Where attempts leave their out-of-memory record: beside the mirrored checkpoints, or under ``work``."""
-    if storage is None:
-        return oom.LocalMarker(work / oom.MARKER)
+def oom_marker(cfg: RunConfig, storage: Store) -> oom.MarkerStore:
+    """Where attempts leave their out-of-memory record: beside the mirrored checkpoints."""
     return oom.S3Marker(storage, S3Uri.parse(cfg.run.output_prefix).join(CHECKPOINTS_DIR + oom.MARKER))
 
 
@@ -45,10 +43,10 @@ def raise_if_interrupted(stats: Any) -> None:
         raise Interrupted(f"stopped by SIGTERM at step {stats.steps}; the checkpoint is mirrored and a retry resumes")
 
 
-def _start_guard(cfg: RunConfig, storage: Storage | None, work: Path, w: World) -> oom.Guard:
+def _start_guard(cfg: RunConfig, storage: Store, w: World) -> oom.Guard:
     """Rank 0 reads (and updates) the marker; every rank trains with rank 0's plan."""
     training = cfg.spec.training
-    guard = oom.Guard(oom_marker(cfg, storage, work), training, main=w.main)
+    guard = oom.Guard(oom_marker(cfg, storage), training, main=w.main)
     guard.plan, guard.attempt, guard.state = dist.broadcast(
         (guard.start(), guard.attempt, guard.state) if w.main else None
     )
@@ -80,7 +78,7 @@ def train_model(
     model: Any,
     cfg: RunConfig,
     train: Rows,
-    storage: Storage | None,
+    storage: Store,
     work: Path,
     callbacks: Sequence[Any] = (),
     max_steps: int = -1,
@@ -93,7 +91,7 @@ def train_model(
     inp = methods.TrainInput(model, cfg, train, storage, work, callbacks, max_steps, world)
     if not oom.recoverable(cfg.spec.training):
         return method.train(inp)
-    guard = _start_guard(cfg, storage, work, world or World())
+    guard = _start_guard(cfg, storage, world or World())
     assert guard.plan is not None
     tracker = oom.step_tracker()
     inp.callbacks = [*callbacks, tracker]
