@@ -108,23 +108,24 @@ def bench_cfg(name: str, doc: dict[str, Any], work: Path, models: Path) -> Any:
 
 
 def run_with_report(cfg: Any, max_steps: int = -1) -> tuple[Any, dict[str, Any]]:
-    """Run the real trainer (``run_job``) on ``cfg``: its termination message and the report it built (published
-    only into the local data folder, ``EFT_DATA_ROOT``), whatever the outcome."""
-    import eft_trainer.stages.report as report_module  # the report stage calls build_report by this name
+    """Run the real trainer (``run_job``) on ``cfg``: its termination message and the report it built (as
+    report.json's content; published only into the local data folder, ``EFT_DATA_ROOT``), whatever the outcome."""
+    import eft_trainer.stages.report as report_stage  # the entrypoint calls report.run by this name
     from eft_trainer.entrypoint import run_job
 
     captured: dict[str, Any] = {}
-    build = report_module.build_report
+    stage_run = report_stage.run
 
-    def capture(**kw: Any) -> dict[str, Any]:
-        captured.update(build(**kw))
-        return captured
+    def capture(ctx: Any, results: Any) -> Any:
+        rep = stage_run(ctx, results)
+        captured.update(rep.as_dict())
+        return rep
 
-    report_module.build_report = capture
+    report_stage.run = capture
     try:
         msg = run_job(cfg, max_steps=max_steps)
     finally:
-        report_module.build_report = build
+        report_stage.run = stage_run
     return msg, captured
 
 

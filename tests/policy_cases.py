@@ -102,6 +102,19 @@ LLM = "spec.data.generate.generator.llm.endpoint"
 REGISTRY = "spec.output.registry.mlflow.trackingUri"
 MLFLOW = {"trackingUri": "http://mlflow.mlops.svc:5000", "modelName": "search"}
 B, A = TEAM_B, TEAM_A
+BASELINES = "spec.evaluation.baselines"
+MINI = {"name": "mini", "model": {"base": "sentence-transformers/all-MiniLM-L6-v2", "maxSeqLength": 128}}
+
+
+def served(url: str, name: str = "served") -> dict[str, Any]:
+    """An endpoint baseline at ``url`` with its key in a Secret."""
+    return {"name": name, "endpoint": {"url": url, "model": "e5-small", "apiKeySecret": {"name": "emb-key"}}}
+
+
+def mini(**model: Any) -> dict[str, Any]:
+    """A model baseline: the MiniLM with ``model`` fields replaced."""
+    return {"name": "mini2", "model": {**MINI["model"], **model}}
+
 
 CASES: list[Case] = [
     # Buckets: judged by the bucket (never by the key), globs only at the end.
@@ -203,6 +216,38 @@ CASES: list[Case] = [
     Case("work-dir-as-bytes", B, {"spec.resources.workDirSize": 214748364800}, base="shared"),
     Case("work-dir-over-for-team-a", A, {"spec.resources.workDirSize": "1Ti"},
          ("spec.resources.workDirSize", "policy.maxWorkDirSize")),
+    # Baselines (spec.evaluation.baselines): an endpoint is held to llmEndpoints (its Secret goes there), a model to
+    # the buckets and to allowTrustRemoteCode, like spec.model.
+    Case("baseline-endpoint-allowed", A, {BASELINES: [MINI, served("http://vllm.llm.svc:8000/v1")]}),
+    Case("baseline-endpoint-foreign", A, {BASELINES: [MINI, served("https://embed.attacker.example/v1")]},
+         (f"{BASELINES}[1].endpoint.url", "policy.llmEndpoints")),
+    Case("baseline-endpoint-host-sharing-a-prefix", A, {BASELINES: [served("https://api.example.com.evil.net/v1")]},
+         (f"{BASELINES}[0].endpoint.url", "policy.llmEndpoints")),
+    Case("baseline-endpoint-dot-dot", A, {BASELINES: [served("https://api.example.com/v1/../admin")]},
+         (f"{BASELINES}[0].endpoint.url", "policy.llmEndpoints")),
+    Case("baseline-endpoint-refused-by-default", B, {BASELINES: [served("https://api.example.com/v1")]},
+         (f"{BASELINES}[0].endpoint.url", "policy.llmEndpoints"), base="shared"),
+    Case("baseline-endpoint-second-of-two", A,
+         {BASELINES: [served("https://api.example.com/v1/"), served("https://api.example.com:8443/v1", "b")]},
+         (f"{BASELINES}[1].endpoint.url", "policy.llmEndpoints")),
+    Case("baseline-endpoint-after-the-llm-generator", A,
+         {LLM: "https://llm.attacker.example/v1", BASELINES: [served("https://embed.attacker.example/v1")]},
+         (LLM, "policy.llmEndpoints"), base="llm"),
+    Case("baseline-endpoint-user-info", A, {BASELINES: [served("https://k:s@api.example.com/v1")]},
+         (f"{BASELINES}[0].endpoint.url", SCHEMA)),
+    Case("baseline-hub-model", B, {BASELINES: [MINI]}, base="shared"),
+    Case("baseline-model-own-bucket", A, {BASELINES: [mini(base="s3://team-a-models/m/")]}),
+    Case("baseline-model-from-another-bucket", A, {BASELINES: [MINI, mini(base="s3://team-b-models/m/")]},
+         (f"{BASELINES}[1].model.base", "policy.buckets")),
+    Case("baseline-bucket-before-the-output", A,
+         {BASELINES: [mini(base="s3://b-models/m/")], "spec.output.uri": "s3://b-out/"},
+         (f"{BASELINES}[0].model.base", "policy.buckets")),
+    Case("baseline-trust-remote-code-by-default", B, {BASELINES: [MINI, mini(trustRemoteCode=True)]},
+         (f"{BASELINES}[1].model.trustRemoteCode", "policy.allowTrustRemoteCode"), base="shared"),
+    Case("baseline-trust-remote-code-allowed-for-team-a", A, {BASELINES: [mini(trustRemoteCode=True)]}),
+    Case("baseline-remote-code-before-its-endpoint", B,
+         {BASELINES: [served("https://embed.attacker.example/v1"), mini(trustRemoteCode=True)]},
+         (f"{BASELINES}[1].model.trustRemoteCode", "policy.allowTrustRemoteCode"), base="shared"),
     # The first refusal in rule order is reported.
     Case("several-refusals-report-the-first", B,
          {"spec.model.trustRemoteCode": True, "spec.scheduling.priorityClassName": "x"},

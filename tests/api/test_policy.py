@@ -189,7 +189,7 @@ def test_the_chart_schema_checks_entries_as_the_model_does() -> None:
 
 def test_a_baselines_endpoint_model_and_remote_code_are_held_to_the_policy() -> None:
     """Baselines (spec.evaluation.baselines) go through the rules of the llm endpoint, the buckets and remote code
-    (eft validate --policy and the operator; the chart's admission policy does not cover them yet)."""
+    (eft validate --policy and the operator; the chart's admission policy too: tests/policy_cases.py)."""
     doc = yaml.safe_load((Path(__file__).parents[2] / "examples" / "baselines-and-merge.yaml").read_text())
     doc["spec"]["evaluation"]["baselines"][0]["model"] |= {"base": "s3://other-bucket/m/", "trustRemoteCode": True}
     found = {(v.field, v.rule) for v in policy.violations(doc, policy.Policy(buckets=("eft-*",)))}

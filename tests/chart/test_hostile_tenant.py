@@ -77,7 +77,7 @@ def _server_verdict(api: Any, namespace: str, doc: dict[str, Any]) -> tuple[str,
             "finetune.eft.dev", "v1alpha1", namespace, "embeddingfinetunes", doc, dry_run="All"
         )
     except ApiException as exc:
-        schema = re.search(r"(spec\.[\w.]+): Invalid value", str(exc.body))
+        schema = re.search(r"(spec\.[\w.\[\]]+): Invalid value", str(exc.body))
         if exc.status == 422 and schema:  # the CRD's schema: bad input before any policy
             return schema.group(1), SCHEMA
         found = REFUSAL.search(str(exc.body))

@@ -5,9 +5,9 @@
 Starts SeaweedFS on loopback (in a temporary folder, on free ports), uploads ``<data>/python-docs/pairs.jsonl``
 to ``s3://eft-demo/python-docs/pairs.jsonl``, runs the spec (``--spec``, default
 ``examples/quickstart.yaml``) with ``eft run``'s code (spec -> run config -> trainer main with the server's
-credentials in the environment), prints base vs fine-tuned metrics per dimension and where the model and
-report went, and stops the server. Relative paths are taken from the current directory (run it from the
-repository root, as ``make demo`` does).
+credentials in the environment), prints base vs fine-tuned metrics per dimension, the leaderboard of the
+spec's ``evaluation.baselines`` and where the model and report went, and stops the server. Relative paths are
+taken from the current directory (run it from the repository root, as ``make demo`` does).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from eft_api.contract import RunConfig
@@ -64,6 +64,43 @@ def table(report: dict[str, object]) -> str:
         cells = [f"{base[dim][n]:.3f} -> {tuned[dim][n]:.3f} ({tuned[dim][n] - base[dim][n]:+.3f})" for n in names]
         out.append(f"{dim:>5} | " + " | ".join(f"{c:^21}" for c in cells))
     return "\n".join(out)
+
+
+def leaderboard_lines(report: dict[str, Any]) -> list[str]:
+    """The report's leaderboard on the held-out queries (``evaluation.baselines``), best first: each model's
+    primary metric and the fine-tuned model minus it with its 95% CI; [] without baselines."""
+    board = report.get("leaderboard")
+    if not board:
+        return []
+    rows = board["sets"].get("eval", [])
+    width = max([len(r["name"]) for r in rows] + [10])
+    out = [f"Leaderboard on the held-out queries ({board['primaryMetric']}; fine-tuned minus each, 95% CI):"]
+    for r in rows:
+        d = r["finetunedMinus"]
+        vs = "" if r["kind"] == "fine-tuned" else f"  {d['gain']:+.4f} ({d['low']:+.4f} .. {d['high']:+.4f})"
+        out.append(f"  {r['name']:<{width}}  {r['kind']:<10}  {r['dimension']:>4} dims  {r['primary']:.4f}{vs}")
+    out += [f"  {name}: could not be measured: {error}" for name, error in board.get("failed", {}).items()]
+    return out
+
+
+def show(report: dict[str, Any], cfg: RunConfig, data: Path, t0: float) -> None:
+    """Print the published run's figures (per dimension, the gain, the leaderboard) and keep a copy of it."""
+    print()
+    print(
+        f"Base vs fine-tuned on {report['data']['evalQueries']} held-out queries (corpus of {report['data']['evalCorpus']}):"
+    )
+    print(table(report))
+    b = report["headline"]["bootstrap"]
+    print(f"\n{report['primaryMetric']} gain {b['gain']:+.4f}, 95% CI {b['low']:+.4f} .. {b['high']:+.4f}")
+    board = leaderboard_lines(report)
+    if board:
+        print("\n" + "\n".join(board))
+    print(f"training: {report['training']['pairsPerSecond']:.1f} pairs/s; total {time.perf_counter() - t0:.0f}s")
+    local = keep_run(cfg, data / "demo-run")
+    print(f"published under {cfg.run.output_prefix} on the demo server (removed on exit); a copy is in {local}/:")
+    plots = "dimensions.png, leaderboard.png" if report.get("leaderboard") else "dimensions.png"
+    print(f"  {local}/report.md (with {plots}), {local}/report.json, {local}/manifest.json")
+    print(f"  {local}/model/  ->  SentenceTransformer({str(local / 'model')!r})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,22 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         if code == 0 and msg and msg.artifacts and msg.artifacts.report:
             bucket, _, key = msg.artifacts.report[5:].partition("/")
             report = json.loads(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
-            print()
-            print(
-                f"Base vs fine-tuned on {report['data']['evalQueries']} held-out queries (corpus of {report['data']['evalCorpus']}):"
-            )
-            print(table(report))
-            b = report["headline"]["bootstrap"]
-            print(f"\n{report['primaryMetric']} gain {b['gain']:+.4f}, 95% CI {b['low']:+.4f} .. {b['high']:+.4f}")
-            print(
-                f"training: {report['training']['pairsPerSecond']:.1f} pairs/s; total {time.perf_counter() - t0:.0f}s"
-            )
-            local = keep_run(cfg, Path(args.data) / "demo-run")
-            print(
-                f"published under {cfg.run.output_prefix} on the demo server (removed on exit); a copy is in {local}/:"
-            )
-            print(f"  {local}/report.md (with dimensions.png), {local}/report.json, {local}/manifest.json")
-            print(f"  {local}/model/  ->  SentenceTransformer({str(local / 'model')!r})")
+            show(report, cfg, Path(args.data), t0)
         return code
     finally:
         s3.stop()
