@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -108,23 +109,24 @@ def bench_cfg(name: str, doc: dict[str, Any], work: Path, models: Path) -> Any:
 
 
 def run_with_report(cfg: Any, max_steps: int = -1) -> tuple[Any, dict[str, Any]]:
-    """Run the real trainer (``run_job``) on ``cfg``: its termination message and the report it built (nothing
-    is published), whatever the outcome."""
-    import eft_trainer.stages.report as report_module  # the report stage calls build_report by this name
+    """Run the real trainer (``run_job``) on ``cfg``: its termination message and the report it built (as
+    report.json's content; nothing is published), whatever the outcome."""
+    import eft_trainer.stages.report as report_stage  # the entrypoint calls report.run by this name
     from eft_trainer.entrypoint import run_job
 
     captured: dict[str, Any] = {}
-    build = report_module.build_report
+    stage_run = report_stage.run
 
-    def capture(**kw: Any) -> dict[str, Any]:
-        captured.update(build(**kw))
-        return captured
+    def capture(ctx: Any, results: Any) -> Any:
+        rep = stage_run(ctx, results)
+        captured.update(rep.as_dict())
+        return rep
 
-    report_module.build_report = capture
+    report_stage.run = capture
     try:
         msg = run_job(cfg, max_steps=max_steps)
     finally:
-        report_module.build_report = build
+        report_stage.run = stage_run
     return msg, captured
 
 
@@ -133,3 +135,24 @@ def run_captured(cfg: Any, max_steps: int = -1) -> dict[str, Any]:
     msg, captured = run_with_report(cfg, max_steps)
     assert msg.outcome == "Succeeded", msg
     return captured
+
+
+def local_sample(prefix: str, rows: int = 0) -> tuple[Path, Path]:
+    """A new temporary folder set up by :func:`local_trainer_setup` (the sample's first ``rows`` pairs when
+    ``rows``); returns (the folder, the model cache)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    return tmp, local_trainer_setup(tmp, rows)
+
+
+def headline_row(name: str, rep: dict[str, Any]) -> dict[str, Any]:
+    """A run's headline from its report: the primary metric before and after, the gain and its bootstrap CI."""
+    h, b = rep["headline"], rep["headline"]["bootstrap"]
+    return {
+        "run": name,
+        "base": h["base"],
+        "tuned": h["finetuned"],
+        "gain": h["gain"],
+        "low": b["low"],
+        "high": b["high"],
+        "queries": b["queries"],
+    }

@@ -330,6 +330,7 @@ class QueryAdapter:
             "adapterTrainSeconds": seconds,
             "epochsRun": max((int(p["epoch"]) for p in chosen.curve), default=chosen.best_epoch),
             "hardNegativeColumns": int(data.di.shape[1]) - 1,
+            **data.details,
             "validationRows": len(plan[1]),
             "learningRate": chosen.learning_rate,
             "bestEpoch": chosen.best_epoch,
