@@ -43,6 +43,14 @@ RECIPES: dict[str, dict[str, Any]] = {
         "adapter": {"learningRateSearch": False},
     },
     "queryAdapter-hn": {"method": "queryAdapter", "epochs": 30, "hardNegatives": HN, "earlyStopping": VAL},
+    #: Today's recipe (every row trains 10 epochs, no validation split) with hard negatives.
+    "queryAdapter-hn-today": {
+        "method": "queryAdapter",
+        "epochs": 10,
+        "hardNegatives": HN,
+        "earlyStopping": TODAY,
+        "adapter": {"learningRateSearch": False},
+    },
     "queryAdapter-val": {"method": "queryAdapter", "epochs": 30, "earlyStopping": VAL},
     "queryAdapter-mlp": {
         "method": "queryAdapter",
