@@ -15,10 +15,8 @@ from trainer_helpers import HUB_ID, make_cfg, spec_dict
 
 from eft_api.spec import HardNegatives
 from eft_trainer.methods import TrainInput
-from eft_trainer.methods.cached_fit import CachedPairs, cache_pairs
+from eft_trainer.methods.cached_fit import cache_pairs
 from eft_trainer.methods.cached_mining import SKIP_TOP, Window, mine_cached, pick
-from eft_trainer.methods.query_adapter import AdapterFit, curve_points, negative_choices
-from eft_trainer.report import validation_curve_table
 from eft_trainer.stages.augment import mines_here
 
 #: Documents 0..7 ranked best first, scores falling by 0.1 from 0.9.
@@ -163,43 +161,3 @@ def test_with_no_skipped_ranks_it_picks_what_sentence_transformers_mining_did(tm
     new = mine_cached(data.q_emb, data.d_emb, data.qi, data.di, Window(2, 0, 2, 0.05), seed=0)
     assert new is not None and len(old) == len(rows)
     assert [[data.documents[j] for j in r] for r in new.tolist()] == old
-
-
-def cached(negatives: int) -> CachedPairs:
-    rows = [(f"q{i}", f"p{i}", *(f"p{(i + j + 1) % 6}" for j in range(negatives))) for i in range(6)]
-    di = torch.tensor([[i, *((i + j + 1) % 6 for j in range(negatives))] for i in range(6)])
-    emb = embeddings(6)
-    return CachedPairs(
-        rows, [r[0] for r in rows], [f"p{i}" for i in range(6)], emb, emb, torch.arange(6), di, True, 0.0
-    )
-
-
-@pytest.mark.parametrize(
-    ("negatives", "validating", "columns"),
-    [
-        (2, True, [3, 1]),  # with the mined negatives, and without them: the validation split chooses
-        (2, False, [3]),  # nothing to choose by: as the spec says
-        (0, True, [1]),  # no negatives to leave out
-    ],
-)
-def test_the_adapter_tries_its_rows_with_and_without_hard_negatives(
-    negatives: int, validating: bool, columns: list[int]
-) -> None:
-    choices = negative_choices(cached(negatives), validating)
-    assert [int(c.di.shape[1]) for c in choices] == columns
-    assert [len(c.rows[0]) for c in choices] == [1 + n for n in columns]  # the no-duplicate rule sees the same
-
-
-def test_the_curve_says_which_fits_had_hard_negatives() -> None:
-    def fit(negatives: int) -> AdapterFit:
-        return AdapterFit(
-            0.001, None, [{"learningRate": 0.001, "epoch": 0, "validationNdcg@10": 0.5}], 0, 0.5, negatives=negatives
-        )
-
-    assert "hardNegatives" not in curve_points([fit(3), fit(3)])[0]
-    points = curve_points([fit(3), fit(0)])
-    assert [p["hardNegatives"] for p in points] == [3.0, 0.0]
-    table = validation_curve_table(points)
-    assert "| learning rate | hard negatives | epoch | loss | NDCG@10 |" in table
-    assert "| 0.001 | 3 | 0 | - | 0.5000 |" in table and "| 0.001 | 0 | 0 | - | 0.5000 |" in table
-    assert "hard negatives" not in "\n".join(validation_curve_table(curve_points([fit(3)])))

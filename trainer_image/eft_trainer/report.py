@@ -155,20 +155,16 @@ def render_markdown(report: Report, plot_name: str | None = PUBLISHED_PLOT) -> s
 
 def validation_curve_table(curve: list[dict[str, Any]]) -> list[str]:
     """The query side's validation score after each epoch (per learning rate tried), as a Markdown table."""
-    negatives = any("hardNegatives" in p for p in curve)  # the adapter tried with and without them
     lines = [
         "",
         "## Validation curve (held-out training rows, NDCG@10)",
         "",
-        "| learning rate | " + ("hard negatives | " if negatives else "") + "epoch | loss | NDCG@10 |",
+        "| learning rate | epoch | loss | NDCG@10 |",
     ]
-    lines += ["|---|---|---|---|" + ("---|" if negatives else "")]
+    lines += ["|---|---|---|---|"]
     for p in curve:
         loss = f"{p['loss']:.4f}" if "loss" in p else "-"
-        negs = f"{int(p.get('hardNegatives', 0))} | " if negatives else ""
-        lines += [
-            f"| {p.get('learningRate', 0):.2g} | {negs}{p['epoch']} | {loss} | {p.get('validationNdcg@10', 0):.4f} |"
-        ]
+        lines += [f"| {p.get('learningRate', 0):.2g} | {p['epoch']} | {loss} | {p.get('validationNdcg@10', 0):.4f} |"]
     return lines
 
 

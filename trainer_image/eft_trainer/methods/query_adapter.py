@@ -33,7 +33,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -174,8 +174,6 @@ class AdapterFit:
     steps: int = 0
     samples: int = 0
     losses: list[float] = field(default_factory=list)
-    #: The document columns per row it trained with beyond the positive (hard negatives).
-    negatives: int = 0
 
 
 def adapter_step(net: Any, data: CachedPairs, batch: list[int], loss_fn: Any, dims: list[int], opt: Any) -> float:
@@ -229,7 +227,7 @@ def fit_adapter(
         spec.scheduler, opt, num_warmup_steps=math.ceil(spec.warmup_ratio * total), num_training_steps=total
     )
     stopper = Stopper(spec.early_stopping.patience)
-    fit = AdapterFit(lr, net, [], 0, None, negatives=int(data.di.shape[1]) - 1)
+    fit = AdapterFit(lr, net, [], 0, None)
     best = copy.deepcopy(net.state_dict())
     if val_idx:
         stopper.update(0, score_rows(net, data, val_idx))
@@ -261,28 +259,12 @@ def fit_adapter(
     return fit
 
 
-def negative_choices(data: CachedPairs, validating: bool) -> list[CachedPairs]:
-    """What the adapter may train with: its rows as they are and, when they carry hard negatives and a validation
-    split can tell, the same rows without them (the split keeps whichever scores better: on the Python-docs
-    sample a small query-side map learned less from hard negatives than from in-batch ones, docs/methods.md)."""
-    if not validating or data.di.shape[1] < 2:
-        return [data]
-    return [data, replace(data, rows=[r[:2] for r in data.rows], di=data.di[:, :1], details=dict(data.details))]
-
-
 def learning_rates(spec: TrainingSpec, validating: bool) -> list[float]:
     """The adapter's learning rates to try: the spec's, and a third and three times it when searching. Pure."""
     lr = spec.adapter.learning_rate
     if spec.adapter.learning_rate_search and validating:
         return [lr / 3, lr, min(1.0, lr * 3)]
     return [lr]
-
-
-def curve_points(fits: Sequence[AdapterFit]) -> list[dict[str, float]]:
-    """Every fit's validation curve; each point says its hard-negative columns when the fits differ in them."""
-    if len({f.negatives for f in fits}) < 2:
-        return [p for f in fits for p in f.curve]
-    return [{**p, "hardNegatives": float(f.negatives)} for f in fits for p in f.curve]
 
 
 class QueryAdapter:
@@ -298,11 +280,8 @@ class QueryAdapter:
         plan = validation_plan(len(data.rows), spec.early_stopping, spec.seed)
         loss_fn = in_batch_loss(model, spec)
         t1 = time.perf_counter()
-        validating = bool(plan[1])
         fits = [
-            fit_adapter(choice, plan, dim, spec, lr, loss_fn, inp.max_steps)
-            for choice in negative_choices(data, validating)
-            for lr in learning_rates(spec, validating)
+            fit_adapter(data, plan, dim, spec, lr, loss_fn, inp.max_steps) for lr in learning_rates(spec, bool(plan[1]))
         ]
         seconds = time.perf_counter() - t1
         chosen = max(fits, key=lambda f: f.best_score if f.best_score is not None else 0.0)
@@ -350,14 +329,13 @@ class QueryAdapter:
             "embedSeconds": data.seconds,
             "adapterTrainSeconds": seconds,
             "epochsRun": max((int(p["epoch"]) for p in chosen.curve), default=chosen.best_epoch),
-            "hardNegativeColumns": chosen.negatives,
-            **({"hardNegativesOffered": int(data.di.shape[1]) - 1} if chosen.negatives < data.di.shape[1] - 1 else {}),
+            "hardNegativeColumns": int(data.di.shape[1]) - 1,
             **data.details,
             "validationRows": len(plan[1]),
             "learningRate": chosen.learning_rate,
             "bestEpoch": chosen.best_epoch,
             **({"validationNdcg@10": chosen.best_score} if chosen.best_score is not None else {}),
-            **({"validationCurve": curve_points(fits)} if plan[1] else {}),
+            **({"validationCurve": [p for f in fits for p in f.curve]} if plan[1] else {}),
         }
 
     def save_extras(self, trained: Any, out: Path) -> list[str]:
