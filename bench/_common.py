@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,24 @@ def run_captured(cfg: Any, max_steps: int = -1) -> dict[str, Any]:
     msg, captured = run_with_report(cfg, max_steps)
     assert msg.outcome == "Succeeded", msg
     return captured
+
+
+def local_sample(prefix: str, rows: int = 0) -> tuple[Path, Path]:
+    """A new temporary folder set up by :func:`local_trainer_setup` (the sample's first ``rows`` pairs when
+    ``rows``); returns (the folder, the model cache)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    return tmp, local_trainer_setup(tmp, rows)
+
+
+def headline_row(name: str, rep: dict[str, Any]) -> dict[str, Any]:
+    """A run's headline from its report: the primary metric before and after, the gain and its bootstrap CI."""
+    h, b = rep["headline"], rep["headline"]["bootstrap"]
+    return {
+        "run": name,
+        "base": h["base"],
+        "tuned": h["finetuned"],
+        "gain": h["gain"],
+        "low": b["low"],
+        "high": b["high"],
+        "queries": b["queries"],
+    }

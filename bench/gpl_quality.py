@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from methods_quality import local_sample, run_spec
+from _common import local_sample
+from methods_quality import run_spec
 from methods_quality import spec as methods_spec
 
 CE_ID = "local/fresh-head-cross-encoder"

@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_cfg, local_trainer_setup, run_captured, sample_spec
+from _common import bench_cfg, headline_row, local_sample, run_captured, sample_spec
 
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -48,12 +47,6 @@ def run_spec(name: str, doc: dict[str, Any], work: Path, models: Path, max_steps
     return run_captured(bench_cfg(name, doc, work, models), max_steps)
 
 
-def local_sample(prefix: str) -> tuple[Path, Path]:
-    """A new temporary folder set up by ``local_trainer_setup``; returns (the folder, the model cache)."""
-    tmp = Path(tempfile.mkdtemp(prefix=prefix))
-    return tmp, local_trainer_setup(tmp)
-
-
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", default="full,queryAdapter,queryAdapter:10,queryAdapter-mlp:10")
@@ -68,15 +61,9 @@ def main() -> int:
         pretrain = {"method": stage, "maxSentences": a.pretrain_sentences} if plus else None
         method, _, kind = head.partition("-")
         rep = run(item, method, float(ep or a.epochs), kind or "linear", tmp / "work", models, pretrain)
-        h, b, t = rep["headline"], rep["headline"]["bootstrap"], rep["training"]
+        t = rep["training"]
         row = {
-            "run": item,
-            "base": h["base"],
-            "tuned": h["finetuned"],
-            "gain": h["gain"],
-            "low": b["low"],
-            "high": b["high"],
-            "queries": b["queries"],
+            **headline_row(item, rep),
             "trainSeconds": rep["timings"]["train"],
             "corpusReused": rep["data"].get("corpusEmbeddingsReused"),
             "evalFinetunedSeconds": rep["timings"]["evaluateFinetuned"],

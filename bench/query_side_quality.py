@@ -21,14 +21,13 @@ import importlib
 import inspect
 import json
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MINILM_HUB_ID, bench_cfg, local_trainer_setup, run_captured, sample_spec
+from _common import MINILM_HUB_ID, bench_cfg, headline_row, local_sample, run_captured, sample_spec
 
 HN = {"enabled": True, "count": 3, "margin": 0.05}
 #: The validation split with early stopping (and, for the adapter, the learning-rate search).
@@ -44,6 +43,14 @@ RECIPES: dict[str, dict[str, Any]] = {
         "adapter": {"learningRateSearch": False},
     },
     "queryAdapter-hn": {"method": "queryAdapter", "epochs": 30, "hardNegatives": HN, "earlyStopping": VAL},
+    #: Today's recipe (every row trains 10 epochs, no validation split) with hard negatives.
+    "queryAdapter-hn-today": {
+        "method": "queryAdapter",
+        "epochs": 10,
+        "hardNegatives": HN,
+        "earlyStopping": TODAY,
+        "adapter": {"learningRateSearch": False},
+    },
     "queryAdapter-val": {"method": "queryAdapter", "epochs": 30, "earlyStopping": VAL},
     "queryAdapter-mlp": {
         "method": "queryAdapter",
@@ -92,8 +99,7 @@ def stdlib_rows(limit: int) -> list[dict[str, str]]:
 
 
 def setup(corpus: str, rows: int) -> tuple[Path, Path]:
-    tmp = Path(tempfile.mkdtemp(prefix=f"eft-query-side-{corpus}-"))
-    models = local_trainer_setup(tmp, rows or 0)
+    tmp, models = local_sample(f"eft-query-side-{corpus}-", rows)
     if corpus == "stdlib":
         target = tmp / "data" / "sample" / "python-docs" / "pairs.jsonl"
         target.unlink()
@@ -111,16 +117,18 @@ def serving(name: str, rep: dict[str, Any]) -> str:
 
 
 def row(name: str, rep: dict[str, Any], wall: float) -> dict[str, Any]:
-    h, b, t, tim = rep["headline"], rep["headline"]["bootstrap"], rep["training"], rep["timings"]
-    keep = ("epochsRun", "bestEpoch", "learningRate", "validationNdcg@10", "hardNegativeColumns", "embedSeconds")
+    t, tim = rep["training"], rep["timings"]
+    keep = (
+        "epochsRun",
+        "bestEpoch",
+        "learningRate",
+        "validationNdcg@10",
+        "hardNegativeColumns",
+        "embedSeconds",
+        "mineSeconds",
+    )
     return {
-        "run": name,
-        "base": h["base"],
-        "tuned": h["finetuned"],
-        "gain": h["gain"],
-        "low": b["low"],
-        "high": b["high"],
-        "queries": b["queries"],
+        **headline_row(name, rep),
         "trainSeconds": tim["train"] + tim.get("mine", 0.0),
         "evalSeconds": tim["evaluateFinetuned"],
         "wallSeconds": wall,

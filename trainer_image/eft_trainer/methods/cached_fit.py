@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from eft_api.spec import EarlyStopping
+from eft_api.spec import EarlyStopping, HardNegatives
 from eft_trainer import distributed as dist
 from eft_trainer import embedding_cache
 from eft_trainer.batching import group_batches
+from eft_trainer.methods.cached_mining import Window, mine_cached
 from eft_trainer.methods.full import checkpoint_prefix
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def cache_pairs(model: Any, inp: TrainInput, routes: bool = True) -> CachedPairs
     d_index = {t: i for i, t in enumerate(documents)}
     seconds = time.perf_counter() - t0
     log.info("embedded %d queries and %d documents once in %.1fs", len(queries), len(documents), seconds)
-    return CachedPairs(
+    data = CachedPairs(
         rows=rows,
         queries=queries,
         documents=documents,
@@ -143,6 +144,26 @@ def cache_pairs(model: Any, inp: TrainInput, routes: bool = True) -> CachedPairs
         reused=q_cached and d_cached,
         seconds=seconds,
     )
+    training = inp.cfg.spec.training
+    return add_mined(data, training.hard_negatives, training.seed) if training.hard_negatives.enabled else data
+
+
+def add_mined(data: CachedPairs, spec: HardNegatives, seed: int) -> CachedPairs:
+    """``data`` with each row's hard negatives, mined once from its cached embeddings (no encoder pass), as
+    further document columns after any the data gave."""
+    import torch
+
+    t0 = time.perf_counter()
+    mined = mine_cached(data.q_emb, data.d_emb, data.qi, data.di, Window.of(spec), seed)
+    if mined is None:
+        return data
+    data.di = torch.cat([data.di, mined.to(data.di.device)], dim=1)
+    data.rows = [(*row, *(data.documents[j] for j in neg)) for row, neg in zip(data.rows, mined.tolist(), strict=True)]
+    data.details["mineSeconds"] = time.perf_counter() - t0
+    log.info(
+        "mined %d hard negatives per row from the cached embeddings in %.2fs", spec.count, data.details["mineSeconds"]
+    )
+    return data
 
 
 def embed_both(model: Any, inp: TrainInput, queries: list[str], documents: list[str]) -> list[tuple[Any, bool]]:

@@ -13,7 +13,8 @@ its query route, documents through its document route; :mod:`eft_trainer.methods
 adapter (:mod:`eft_trainer.methods.adapter_nets`: linear, low-rank or a residual MLP) trains on those cached
 embeddings with sentence-transformers' own MultipleNegativesRankingLoss applied to embeddings
 (``compute_loss_from_embeddings``; see :func:`in_batch_loss`), summed over the Matryoshka dimensions as
-MatryoshkaLoss does; mined hard negatives (``training.hardNegatives``) are further document columns.
+MatryoshkaLoss does; hard negatives (``training.hardNegatives``, mined once from the cached embeddings:
+:mod:`eft_trainer.methods.cached_mining`) are further document columns.
 A seeded share of the rows is held out (``training.earlyStopping``): the learning rate (learningRate / 3,
 x 1, x 3) and the epoch are the ones that score best on it (NDCG@10 against every cached document),
 training stops after ``patience`` epochs without improvement, and the curve goes into the report.
@@ -330,6 +331,7 @@ class QueryAdapter:
             "adapterTrainSeconds": seconds,
             "epochsRun": max((int(p["epoch"]) for p in chosen.curve), default=chosen.best_epoch),
             "hardNegativeColumns": int(data.di.shape[1]) - 1,
+            **data.details,
             "validationRows": len(plan[1]),
             "learningRate": chosen.learning_rate,
             "bestEpoch": chosen.best_epoch,

@@ -368,6 +368,7 @@ class QueryEncoder:
             "embeddingsReused": data.reused,
             "embedSeconds": data.seconds,
             "hardNegativeColumns": int(data.di.shape[1]) - 1,
+            **data.details,
             "validationRows": len(val),
             "epochsRun": state.epoch - 1,
             "bestEpoch": state.best_epoch if val else state.epoch - 1,

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from eft_api.contract import RunConfig
-from eft_api.spec import MINABLE_FORMATS
+from eft_api.spec import MINABLE_FORMATS, QUERY_SIDE_METHODS, TrainingSpec
 from eft_trainer import distributed as dist
 from eft_trainer.mining import mine
 from eft_trainer.silver_labels import label
@@ -20,6 +20,12 @@ from eft_trainer.stages.context import RunContext
 log = logging.getLogger("eft_trainer")
 
 Rows = list[dict[str, Any]]
+
+
+def mines_here(training: TrainingSpec) -> bool:
+    """Whether this stage mines: not for the query-side methods, which mine from the base model's embeddings
+    of the training texts that they compute anyway (:mod:`eft_trainer.methods.cached_mining`). Pure."""
+    return training.hard_negatives.enabled and training.method not in QUERY_SIDE_METHODS
 
 
 def mine_negatives(model: Any, cfg: RunConfig, train: Rows) -> Rows:
@@ -35,7 +41,7 @@ def run(ctx: RunContext, model: Any, checked: Checked) -> Rows:
     """Rank 0: mine and label (each when the spec asks), and send the rows to the other ranks."""
     training = ctx.cfg.spec.training
     train = checked.train
-    if training.hard_negatives.enabled:
+    if mines_here(training):
         with ctx.stage("mine"):
             train = dist.broadcast(mine_negatives(model, ctx.cfg, train))
     if training.silver_labels is not None:
@@ -48,7 +54,7 @@ def run(ctx: RunContext, model: Any, checked: Checked) -> Rows:
 def receive(ctx: RunContext, train: Rows) -> Rows:
     """A rank other than 0: take rank 0's mined and labelled rows (the counterpart of :func:`run`)."""
     training = ctx.cfg.spec.training
-    if training.hard_negatives.enabled:
+    if mines_here(training):
         train = dist.broadcast(None)
     if training.silver_labels is not None:
         train = dist.broadcast(None)
