@@ -18,6 +18,7 @@ from eft_trainer.methods import TrainInput
 from eft_trainer.methods.cached_fit import cache_pairs
 from eft_trainer.methods.cached_mining import SKIP_TOP, Window, mine_cached, pick
 from eft_trainer.stages.augment import mines_here
+from eft_trainer.storage import LocalStore
 
 #: Documents 0..7 ranked best first, scores falling by 0.1 from 0.9.
 RANKED = [(d, round(0.9 - 0.1 * d, 2)) for d in range(8)]
@@ -122,7 +123,7 @@ def test_mining_runs_no_encoder_each_text_is_embedded_once(tmp_path: Path, metho
     assert not mines_here(cfg.spec.training)  # the augment stage leaves it to the method
     rows = [{"anchor": f"question {i}", "positive": f"passage {i}"} for i in range(30)]
     model = CountingModel()
-    data = cache_pairs(model, TrainInput(model, cfg, rows, None, tmp_path))
+    data = cache_pairs(model, TrainInput(model, cfg, rows, LocalStore(tmp_path / "store"), tmp_path))
     assert sorted(model.encoded["query"]) == sorted(r["anchor"] for r in rows)
     assert sorted(model.encoded["document"]) == sorted(r["positive"] for r in rows)
     assert data.di.shape == (30, 3) and "mineSeconds" in data.details
@@ -157,7 +158,7 @@ def test_with_no_skipped_ranks_it_picks_what_sentence_transformers_mining_did(tm
     spec = HardNegatives(enabled=True, count=2, margin=0.05, range_max=20)
     old = [[r[f"negative_{i}"] for i in (1, 2)] for r in mine(model, rows, spec)]
     cfg = make_cfg(spec_dict("bkt", "http://127.0.0.1:1", method="queryAdapter"), tmp_path, tmp_path)
-    data = cache_pairs(model, TrainInput(model, cfg, rows, None, tmp_path))
+    data = cache_pairs(model, TrainInput(model, cfg, rows, LocalStore(tmp_path / "store"), tmp_path))
     new = mine_cached(data.q_emb, data.d_emb, data.qi, data.di, Window(2, 0, 2, 0.05), seed=0)
     assert new is not None and len(old) == len(rows)
     assert [[data.documents[j] for j in r] for r in new.tolist()] == old
