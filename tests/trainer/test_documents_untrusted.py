@@ -155,7 +155,8 @@ def test_pathological_inputs_of_the_issue_read_in_linear_time(fmt: str, case: st
 @pytest.mark.parametrize("fmt", list(TEXT_READERS))
 @pytest.mark.parametrize("case", list(PATHOLOGICAL))
 def test_pathological_megabyte_inputs_read_in_linear_time(fmt: str, case: str) -> None:
-    ratio = growth(lambda s: _read_or_too_deep(TEXT_READERS[fmt], s), PATHOLOGICAL[case], 64 << 10, 16, rounds=2)
+    # Best of four rounds: with two, a busy CI machine once measured markdown's "*a " at 32.9x (quiet: 15-25x).
+    ratio = growth(lambda s: _read_or_too_deep(TEXT_READERS[fmt], s), PATHOLOGICAL[case], 64 << 10, 16, rounds=4)
     assert ratio < 32, f"{fmt} {case}: 16x the input took {ratio:.1f}x the time"
 
 
