@@ -19,9 +19,19 @@ _UNKNOWN_FIELD = re.compile(r'unknown field "([^"]+)"')
 _DUPLICATE_FIELD = re.compile(r'duplicate field "([^"]+)"')
 
 
+class ClientMissing(RuntimeError):
+    """The ``kubernetes`` package, which the commands that talk to a cluster use, is not installed."""
+
+
 def load_client(kubeconfig: str | None = None, context: str | None = None) -> tuple[Any, str]:
     """An API client from a kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``) and the context's namespace."""
-    from kubernetes import config
+    try:
+        from kubernetes import config
+    except ImportError:
+        raise ClientMissing(
+            "talking to a cluster needs the kubernetes package, which is not installed here (the operator image "
+            "leaves it out): pip install 'embedding-finetune-operator[cli]'"
+        ) from None
 
     contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     chosen = next((c for c in contexts if c["name"] == context), active) if context else active

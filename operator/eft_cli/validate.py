@@ -13,6 +13,7 @@ import yaml
 from eft_api import policy
 from eft_api.schema import structural_problems
 from eft_api.spec import KIND, InvalidSpec, SpecProblem, parse_resource
+from eft_cli.server import ClientMissing
 
 HELP = """\
 Check EmbeddingFinetune resources before you apply them. Each problem is printed on one line as
@@ -173,5 +174,8 @@ def run(args: argparse.Namespace) -> int:
         return validate_files(args.files, sys.stdout, quiet=args.quiet, check=check)
     except Exception as exc:
         if _unreachable(exc):
+            return 2
+        if isinstance(exc, ClientMissing):
+            print(f"eft validate --server: {exc}", file=sys.stderr)
             return 2
         raise

@@ -6,6 +6,7 @@ import io
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from eft_cli.main import main
 from eft_cli.validate import validate_files
@@ -66,3 +67,17 @@ def test_console_script_exit_codes_and_help() -> None:
     assert bad.returncode == 1
     assert str(INVALID[0]) in bad.stdout
     assert main([]) == 2
+
+
+def test_commands_that_talk_to_a_cluster_say_what_to_install_without_the_kubernetes_package(
+    capsys: Any, monkeypatch: Any
+) -> None:
+    """The operator image leaves the kubernetes package out (kopf would import its 30 MB of models); its
+    ``eft`` then says so instead of a traceback."""
+    monkeypatch.setitem(sys.modules, "kubernetes", None)
+    assert main(["validate", "--server", str(REPO / "examples" / "quickstart.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "kubernetes package" in err and "[cli]" in err and "Traceback" not in err
+    assert main(["retrain", "demo", "-n", "ml"]) == 2
+    out = capsys.readouterr()
+    assert "[cli]" in out.out + out.err
