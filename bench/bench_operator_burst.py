@@ -176,9 +176,7 @@ async def run_operator(url: str, kubeconfig: str | None) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     registry = register(kopf.OperatorRegistry())
-    memo = kopf.Memo(
-        reconciler=Reconciler(Settings(log_level=os.environ.get("BURST_LOG_LEVEL", "ERROR"))), metrics_port=None
-    )
+    memo = kopf.Memo(reconciler=Reconciler(Settings(log_level="ERROR")), metrics_port=None)
     if kubeconfig:  # as eft-operator logs in outside a cluster ($KUBECONFIG is set by the driver)
         kopf.on.login(id="kubeconfig", registry=registry)(connection.login)
         memo["kubeconfig"] = kubeconfig

@@ -76,9 +76,9 @@ async def on_resource_event(**kw: Any) -> None:
     reconciler: Reconciler = kw["memo"]["reconciler"]
     if kw["type"] == "DELETED":
         reconciler.forget(kw["namespace"], kw["name"])
-        diffbase = getattr(reconciler.kopf_settings, "persistence", None)
-        if diffbase is not None and isinstance(diffbase.diffbase_storage, SpecDiffBase):
-            diffbase.diffbase_storage.forget(str(kw["body"].get("metadata", {}).get("uid")))
+        settings = reconciler.kopf_settings  # set at start-up, with kopf's storages
+        if settings is not None and isinstance(diffbase := settings.persistence.diffbase_storage, SpecDiffBase):
+            diffbase.forget(str(kw["body"].get("metadata", {}).get("uid")))
     elif triggers.manual_pending(kw["body"]):
         try:
             await reconciler.reconcile(kw["namespace"], kw["name"], logger=kw["logger"], creating=True)

@@ -3,7 +3,7 @@
 One operator process serves every resource on one event loop. When hundreds of resources arrive at once,
 each creation pass (create the run's ConfigMap and Job) would otherwise share the loop with the status
 writes, Events, rechecks and child-event passes of the resources created just before it, and every Job
-would wait for all of that work. A creation pass holds a :meth:`Pacing.creating` ticket until its
+would wait for all of that work. A creation pass holds a :meth:`Pacing.ticket` until its
 children exist; the work that can wait (the status write that follows, rechecks, passes woken by a Job
 or Pod) first awaits :meth:`Pacing.turn`, which returns once no creation is pending and none has started
 for ``quiet`` seconds, or after ``longest`` seconds in any case, so that nothing waits for long.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 #: A spell this long without a new creation pass says the burst is over (the creates of a burst reach the
 #: operator milliseconds apart).
@@ -49,14 +49,6 @@ class Pacing:
         self._last = self.clock()
         if self.pending == 0:
             self._arm(self.quiet)
-
-    @contextlib.contextmanager
-    def creating(self) -> Iterator[None]:
-        self.begin()
-        try:
-            yield
-        finally:
-            self.end()
 
     def ticket(self) -> Ticket:
         """A creation pass's hold on deferrable work, given back once (:meth:`Ticket.done`)."""

@@ -103,7 +103,7 @@ def show(report: dict[str, Any], cfg: RunConfig, data: Path, t0: float) -> None:
     print(f"  {local}/model/  ->  SentenceTransformer({str(local / 'model')!r})")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=".data", help="folder made by `make data` (default .data)")
     parser.add_argument(
@@ -122,8 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ.get("EFT_DEMO_PAIRS", "1200")),
         help="use the first N pairs of the corpus (default 1200, so the demo stays within 10 minutes on 2 cores; 0 = all)",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     import yaml
 
     from eft_cli.run import resolve, run_config, summary
