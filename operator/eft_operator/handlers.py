@@ -250,7 +250,8 @@ class SpecDiffBase(kopf.DiffBaseStorage):
     def forget(self, uid: str) -> None:
         self._last.pop(uid, None)
 
-    def __len__(self) -> int:
+    def handled(self) -> int:
+        """How many resources have a diffbase (a method, not ``__len__``: an empty storage stays truthy)."""
         return len(self._last)
 
 

@@ -145,9 +145,9 @@ def test_the_diffbase_lives_in_memory_and_patches_nothing() -> None:
     patch = kopf.Patch()
     essence = storage.build(body=body)
     storage.store(body=body, patch=patch, essence=essence)
-    assert not patch and storage.fetch(body=body) == essence and len(storage) == 1
+    assert not patch and storage.fetch(body=body) == essence and storage.handled() == 1
     storage.forget("u1")
-    assert storage.fetch(body=body) is None and len(storage) == 0
+    assert storage.fetch(body=body) is None and storage.handled() == 0
 
 
 def test_a_handler_that_succeeds_at_once_leaves_kopf_nothing_to_patch() -> None:

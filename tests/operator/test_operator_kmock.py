@@ -338,7 +338,7 @@ async def test_metrics_and_health_endpoints(cluster: Cluster, operator: Operator
         await asyncio.sleep(0.05)
     assert "eft_reconciles_total" in text
     # ... and no diffbase (kopf's last handled essence, kept in the operator's memory).
-    assert len(operator.reconciler.kopf_settings.persistence.diffbase_storage) == 0
+    assert operator.reconciler.kopf_settings.persistence.diffbase_storage.handled() == 0
 
 
 async def test_api_errors_on_create_and_status_retry_boundedly_and_converge(
