@@ -262,6 +262,49 @@ class ControlPlane:
         self._spawn("kube-apiserver", self._apiserver_args, append=True)
         self._wait("kube-apiserver", self._apiserver_ready, 90)
 
+    def wait_controllers(self, timeout: float = 180) -> float:
+        """Wait until the controller manager serves a new namespace again; return how long that took.
+
+        After an API outage the controller manager's informers reconnect with client-go's backoff (up to
+        30 s a try, measured: 40-55 s after a 30 s outage). Until then a new namespace gets no ``default``
+        ServiceAccount, and a Job in it no Pod ("serviceaccount default not found"): a test that runs after
+        the outage test would wait for Pods that never come. This creates a namespace with a Job in it and
+        waits for the Job's Pod (the ServiceAccount and Job controllers both working), then deletes it.
+        """
+        started = time.monotonic()
+        ns = f"cp-probe-{os.urandom(4).hex()}"
+        self.request("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
+        job = {
+            "metadata": {"name": "probe"},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "probe"}]},
+                },
+            },
+        }
+        try:
+            self.request("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", job)
+            wait_for(
+                lambda: self.request("GET", f"/api/v1/namespaces/{ns}/pods")["items"],
+                timeout,
+                interval=1,
+                what="the controller manager to create a Pod for a Job in a new namespace",
+            )
+        finally:
+            self.request("DELETE", f"/api/v1/namespaces/{ns}")
+        return time.monotonic() - started
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One request to the API server as the admin (stdlib only); the decoded JSON answer."""
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.server}{path}", data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            return json.loads(resp.read() or b"{}")
+
     def client_certificate(self, user: str, groups: tuple[str, ...] = ()) -> Path:
         """A kubeconfig for ``user`` (in ``groups``) with a client certificate signed by the cluster's CA."""
         subject = "".join(f"/O={g}" for g in groups) + f"/CN={user}"

@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from real_cluster import TEST_IMAGE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +32,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+#: Each phase's test report, kept on the test item by the ``pytest_runtest_makereport`` hook in conftest.py.
+REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+def failed(request: pytest.FixtureRequest) -> bool:
+    """Whether the test of ``request`` failed in its set-up or its call (read at a fixture's teardown)."""
+    return any(r.failed for r in request.node.stash.get(REPORTS, {}).values())
 
 
 class OperatorProcess:

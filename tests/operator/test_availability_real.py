@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from controlplane import ControlPlane, apply
-from operator_process import REPO, OperatorProcess
+from operator_process import REPO, OperatorProcess, failed
 from real_cluster import TEST_IMAGE, Kube, RealOperator, resource, wait
 from test_least_privilege import RBAC_KINDS, _render, _token_kubeconfig
 
@@ -44,8 +44,11 @@ def k(kube: Any, eft_crd: Any, kube_namespace: str) -> Kube:
 
 
 @pytest.fixture
-def replicas(control_plane: ControlPlane, k: Kube, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
-    """Start operator replicas watching the test's namespace, sharing one Lease there; all stopped after."""
+def replicas(
+    control_plane: ControlPlane, k: Kube, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start operator replicas watching the test's namespace, sharing one Lease there; all stopped after,
+    and their logs printed when the test failed (pytest shows them under the failure)."""
     started: list[OperatorProcess] = []
 
     def start(identity: str, **options: Any) -> OperatorProcess:
@@ -58,6 +61,9 @@ def replicas(control_plane: ControlPlane, k: Kube, tmp_path: Path) -> Iterator[C
     yield start
     for proc in started:
         proc.stop()
+        if failed(request):
+            print(f"--- log of operator replica {proc.identity!r} (last 200 lines) ---")
+            print("\n".join(proc.log().splitlines()[-200:]))
     release_all(control_plane, k.ns)
 
 
@@ -183,12 +189,15 @@ def test_an_api_server_outage_mid_burst_heals_by_itself(
     finally:
         control_plane.start_apiserver()
     recovered = time.monotonic()
-    assert not reconciled(k, names)  # the outage interrupted the burst
-    wait(lambda: reconciled(k, names), 60, "every resource reconciled within a minute of recovery")
-    took = time.monotonic() - recovered
-    creator.join(10)
-    assert op.exits == [1]  # it could not renew its Lease, exited 1, came back as a standby, leads again
-    print(f"all 50 reconciled {took:.1f} s after the API server came back; operator exits: {op.exits}")
+    try:
+        assert not reconciled(k, names)  # the outage interrupted the burst
+        wait(lambda: reconciled(k, names), 60, "every resource reconciled within a minute of recovery")
+        took = time.monotonic() - recovered
+        creator.join(10)
+        assert op.exits == [1]  # it could not renew its Lease, exited 1, came back as a standby, leads again
+        print(f"all 50 reconciled {took:.1f} s after the API server came back; operator exits: {op.exits}")
+    finally:  # the tests after this one need Pods in new namespaces: the controller manager must be back
+        print(f"the controller manager served a new namespace again after {control_plane.wait_controllers():.0f} s")
 
 
 def _release(
