@@ -92,8 +92,17 @@ async def _serve(
 
 
 async def _kopf(settings: Settings, reconciler: Reconciler, stop: asyncio.Event) -> None:
+    registry = build_registry()
+
+    async def stopped(**_: Any) -> None:
+        """kopf replaces this process's SIGTERM handler with its own, so a SIGTERM stops kopf without
+        setting ``stop``; kopf's waiter on ``stop`` then counts as a hung task, waited for 5 s before the
+        Lease is released (measured: every graceful stop took 5.0 s). Its cleanup sets it."""
+        stop.set()
+
+    kopf.on.cleanup(id="stop-flag", registry=registry)(stopped)
     await kopf.operator(
-        registry=build_registry(),
+        registry=registry,
         memo=kopf.Memo(reconciler=reconciler, metrics_port=None),  # run() serves /metrics
         clusterwide=settings.clusterwide,
         namespaces=list(settings.watch_namespaces),
