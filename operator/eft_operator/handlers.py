@@ -221,11 +221,10 @@ class SpecDiffBase(kopf.DiffBaseStorage):
         self._last: dict[str, kopf.BodyEssence] = {}
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
-        if extra_fields or self.ignored_fields:  # beyond what this operator asks of kopf: kopf's own build
+        # kopf passes the fields of field-bound handlers: ``spec`` (the update handler), kept whole below
+        if not _kept_whole(extra_fields) or self.ignored_fields:  # beyond what this builds: kopf's own
             return super().build(body=body, extra_fields=extra_fields)
-        essence: dict[str, Any] = {
-            key: _tree(value) for key, value in body.items() if key not in ("apiVersion", "kind", "metadata", "status")
-        }
+        essence: dict[str, Any] = {key: _tree(value) for key, value in body.items() if key not in _DROPPED}
         meta = body.get("metadata") or {}
         annotations = meta.get("annotations") or {}
         others = {f"{self.prefix}/", *_kopf_prefixes(annotations)}
@@ -253,6 +252,20 @@ class SpecDiffBase(kopf.DiffBaseStorage):
     def handled(self) -> int:
         """How many resources have a diffbase (a method, not ``__len__``: an empty storage stays truthy)."""
         return len(self._last)
+
+
+#: Top-level fields the essence leaves out (kopf's own build drops them too).
+_DROPPED = ("apiVersion", "kind", "metadata", "status")
+
+
+def _kept_whole(fields: Any) -> bool:
+    """Whether every field path (a dotted string or a tuple of keys) lies in a top-level field that
+    :meth:`SpecDiffBase.build` copies whole, so that kopf's re-adding it would change nothing."""
+    for field in fields or ():
+        first = field.split(".", 1)[0] if isinstance(field, str) else (field[0] if field else "")
+        if not first or first in _DROPPED:
+            return False
+    return True
 
 
 def _kopf_prefixes(annotations: Mapping[str, Any]) -> set[str]:

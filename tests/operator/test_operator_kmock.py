@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import aiohttp
+import kopf
 import pytest
 from kube_harness import NS, PLURAL, TEST_IMAGE, Cluster, Operator, resource
 from prometheus_client.parser import text_string_to_metric_families
@@ -192,7 +193,12 @@ async def test_missing_secret_stalls_until_it_exists(cluster: Cluster, operator:
     assert cluster.condition("demo", "Reconciling")["reason"] == "Running"
 
 
-async def test_spec_change_supersedes_running_run(cluster: Cluster, operator: Operator) -> None:
+async def test_spec_change_supersedes_running_run(
+    cluster: Cluster, operator: Operator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kopf_builds: list[object] = []  # kopf's own essence build deep-copies the whole body on every event
+    kopfs_build = kopf.DiffBaseStorage.build
+    monkeypatch.setattr(kopf.DiffBaseStorage, "build", lambda *a, **kw: kopf_builds.append(kw) or kopfs_build(*a, **kw))
     job1 = await _created(cluster, "demo", "uid-g")
     await cluster.patch_eft("demo", {"metadata": {"generation": 2}, "spec": {"training": {"epochs": 2}}})
     await cluster.wait(
@@ -218,6 +224,7 @@ async def test_spec_change_supersedes_running_run(cluster: Cluster, operator: Op
     )
     assert [j["metadata"]["name"] for j in cluster.jobs("demo")] == [job2["metadata"]["name"]]
     assert cluster.eft("demo")["status"]["currentRun"]["generation"] == 2
+    assert kopf_builds == [], "the operator's own diffbase builds every essence, with the extra fields it gets"
 
 
 async def test_invalid_spec_gives_condition_and_no_job(cluster: Cluster, operator: Operator) -> None:
