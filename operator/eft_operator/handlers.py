@@ -59,20 +59,26 @@ async def reconcile_resource(
 
 async def on_resource(**kw: Any) -> None:
     """The resource appeared, changed its spec, or the operator (re)started."""
+    resync.remember_context(kw["memo"])
     await reconcile_resource(kw["namespace"], kw["name"], kw["memo"], kw["logger"], retry=kw.get("retry", 0))
 
 
 async def on_resource_created(**kw: Any) -> None:
     """The resource appeared: its first pass uses the body the creation event carried (no write yet)."""
     fresh = kw["body"] if kw.get("retry", 0) == 0 else None
+    resync.remember_context(kw["memo"])
     await reconcile_resource(kw["namespace"], kw["name"], kw["memo"], kw["logger"], fresh, kw.get("retry", 0))
+
+
+def resource_event_wanted(**kw: Any) -> bool:
+    """kopf's ``when`` filter of :func:`on_resource_event`: the events it acts on. The others (most of them)
+    skip kopf's handler call and its log line."""
+    return kw["type"] == "DELETED" or triggers.manual_pending(kw["body"])
 
 
 async def on_resource_event(**kw: Any) -> None:
     """The resource is gone: drop its lock, metrics series and diffbase. A new value of the retrain annotation (``eft
-    retrain NAME``): a pass, which starts the manual run (kopf's own diff ignores annotations of its prefix).
-    (Any event: the resync keeps the context.)"""
-    resync.remember_context(kw["memo"])
+    retrain NAME``): a pass, which starts the manual run (kopf's own diff ignores annotations of its prefix)."""
     reconciler: Reconciler = kw["memo"]["reconciler"]
     if kw["type"] == "DELETED":
         reconciler.forget(kw["namespace"], kw["name"])
@@ -110,6 +116,14 @@ async def on_child_event(**kw: Any) -> None:
                 )
                 return
             await _sleep(delay)
+
+
+def child_event_wanted(**kw: Any) -> bool:
+    """kopf's ``when`` filter of :func:`on_child_event`: a child event with news, or a pod that appeared
+    (listed or added). Under a burst most Job and Pod events are bookkeeping; filtered here they skip
+    kopf's handler call and its log line."""
+    plural = kw["resource"].plural
+    return child_event_has_news(plural, kw["type"], kw["body"]) or (plural == "pods" and kw["type"] in (None, "ADDED"))
 
 
 def child_event_has_news(plural: str, event_type: str | None, body: Any) -> bool:
@@ -188,13 +202,14 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
     kopf.on.create(*resource, id="reconcile", **options)(on_resource_created)
     kopf.on.resume(*resource, id="reconcile", **options)(on_resource)
     kopf.on.update(*resource, id="reconcile", field="spec", **options)(on_resource)
-    kopf.on.event(*resource, id="forget", registry=registry)(on_resource_event)
+    kopf.on.event(*resource, id="forget", when=resource_event_wanted, registry=registry)(on_resource_event)
     child_labels: dict[str, Any] = {
         contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
         contract.LABEL_NAME: kopf.PRESENT,
     }
-    kopf.on.event("batch", "v1", "jobs", id="job", labels=child_labels, registry=registry)(on_child_event)
-    kopf.on.event("", "v1", "pods", id="pod", labels=child_labels, registry=registry)(on_child_event)
+    child: dict[str, Any] = {"labels": child_labels, "when": child_event_wanted, "registry": registry}
+    kopf.on.event("batch", "v1", "jobs", id="job", **child)(on_child_event)
+    kopf.on.event("", "v1", "pods", id="pod", **child)(on_child_event)
     return registry
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import kopf
 import pytest
 
 from eft_api import contract
@@ -321,9 +322,35 @@ def test_merge_patch() -> None:
     ],
 )
 def test_child_events_without_news_are_skipped(plural: str, event_type: str, body: dict[str, Any], news: bool) -> None:
-    from eft_operator.handlers import child_event_has_news
+    from eft_operator.handlers import child_event_has_news, child_event_wanted
 
     assert child_event_has_news(plural, event_type, body) is news
+    # kopf calls the handler for the news, and for a pod that appears (pod_appeared decides what it means)
+    appeared = plural == "pods" and event_type == "ADDED"
+    resource = kopf.Resource("" if plural == "pods" else "batch", "v1", plural)
+    assert child_event_wanted(resource=resource, type=event_type, body=body) is (news or appeared)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "annotation", "consumed", "wanted"),
+    [
+        ("DELETED", None, None, True),  # its lock, metrics series and diffbase go
+        ("MODIFIED", None, None, False),  # a status write, a label: the resource handlers' business
+        (None, None, None, False),  # listed at start-up: the resume handler's
+        ("MODIFIED", "2026-12-05T00:00:00Z", None, True),  # eft retrain: a pass starts the manual run
+        ("MODIFIED", "2026-12-05T00:00:00Z", "2026-12-05T00:00:00Z", False),  # that run was started
+    ],
+)
+def test_resource_events_reach_the_event_handler_only_when_it_acts(
+    event_type: str | None, annotation: str | None, consumed: str | None, wanted: bool
+) -> None:
+    from eft_api.retrain import RETRAIN_ANNOTATION
+    from eft_operator.handlers import resource_event_wanted
+
+    body: dict[str, Any] = {"metadata": {"annotations": {RETRAIN_ANNOTATION: annotation} if annotation else {}}}
+    if consumed:
+        body["status"] = {"retrain": {"lastManual": consumed}}
+    assert resource_event_wanted(type=event_type, body=body) is wanted
 
 
 def test_generated_data_counts_reach_the_run_history() -> None:
