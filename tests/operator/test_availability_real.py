@@ -321,10 +321,10 @@ def test_the_resync_finishes_what_no_event_will_wake(
     import eft_operator.resync as resync_module
     from eft_operator.config import Settings
 
-    async def lost(**_: Any) -> None:
-        return None  # the create event's pass never happens
+    async def lost(*_: Any, **__: Any) -> None:
+        return None  # the create event's pass never happens (the handler itself runs)
 
-    monkeypatch.setattr(handlers_module, "on_resource_created", lost)
+    monkeypatch.setattr(handlers_module, "reconcile_resource", lost)
     monkeypatch.setattr(resync_module, "RESYNC_INTERVAL", 1.0)
     op = RealOperator(control_plane.kubeconfig, Settings(trainer_image=TEST_IMAGE, watch_namespaces=(k.ns,)))
     op.start()
