@@ -297,6 +297,19 @@ async def list_jobs(http: aiohttp.ClientSession, url: str) -> list[dict[str, Any
     raise SystemExit("the API server kept failing the list of Jobs")
 
 
+async def run_created_events(http: aiohttp.ClientSession, url: str, names: list[str]) -> int:
+    """How many of ``names`` (in the bench namespace) have their RunCreated Event: posted after the status
+    write, which waits for the burst's creations, so counted once the idle time is over."""
+    params = {"fieldSelector": "reason=RunCreated", "limit": "1000"}
+    async with http.get(url + "/api/v1/namespaces/bench/events", params=params) as resp:
+        if resp.status >= 300:  # not served (kmock may not list Events): not counted
+            return -1
+        page = await resp.json()
+    items = [e for e in page.get("items") or [] if e.get("reason") == "RunCreated"]  # a server may ignore selectors
+    named = {(e.get("involvedObject") or {}).get("name") for e in items}
+    return sum(1 for n in names if n in named)
+
+
 async def watch_jobs(http: aiohttp.ClientSession, url: str, seen: dict[str, list[float]]) -> None:
     """Record when each Job first appears (by its owner's name), from a watch stream.
 
@@ -448,6 +461,7 @@ async def drive(server: Server, count: int, creators: int, idle: float) -> dict[
                 await asyncio.sleep(idle / 6)
                 idle_rss.append((step * idle / 6, current_rss_mb(operator.pid)))
             rss_idle = idle_rss[-1][1]
+            with_event = await run_created_events(http, url, names)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -489,6 +503,8 @@ async def drive(server: Server, count: int, creators: int, idle: float) -> dict[
         "a loaded machine, unlike the times)"
     )
     print(f"{tag} duplicate Jobs: {duplicates} (target 0); Jobs in all: {len(jobs)}")
+    if with_event >= 0:
+        print(f"{tag} resources with their RunCreated Event after the idle time: {with_event} of {count}")
     print(
         f"{tag} operator RSS: peak {rss:.0f} MB, after the burst {rss_after:.0f} MB, after {idle:g} s idle "
         f"{rss_idle:.0f} MB (target < 150 MB)",
