@@ -15,6 +15,7 @@ from eft_trainer.methods.cached_fit import (
     epoch_batches,
     negative_keys,
     split_rows,
+    step_budget,
     validation_ndcg,
 )
 from eft_trainer.methods.query_adapter import learning_rates
@@ -51,6 +52,29 @@ def test_an_epochs_batches_are_a_function_of_seed_and_epoch() -> None:
     for b in a:
         docs = [ROWS[i][1] for i in b]
         assert len(b) >= 2 and len(set(docs)) == len(docs)  # no repeated text: real in-batch negatives
+
+
+@pytest.mark.parametrize(
+    ("epochs", "counts", "steps"),
+    [
+        (2, {1: 10, 2: 8, 3: 9}, 18),  # the epochs' own counts, not 2 x the first's 10 (a third epoch ran)
+        (1, {1: 7, 2: 99}, 7),
+        (1.5, {1: 10, 2: 8}, 14),  # half of the second epoch, rounded up
+        (0.1, {1: 3}, 1),  # at least one step
+        (3, {1: 4, 2: 4, 3: 4}, 12),
+    ],
+)
+def test_the_step_budget_is_the_epochs_as_they_run(epochs: float, counts: dict[int, int], steps: int) -> None:
+    assert step_budget(epochs, counts.__getitem__) == steps
+
+
+def test_the_step_budget_of_real_batches_runs_whole_epochs() -> None:
+    """Rows that repeat a text give a different number of batches per shuffle; the budget of 2 epochs
+    is spent exactly at the end of epoch 2 (the loop counted epochsRun 3 before)."""
+    rows = [(f"q{i}", f"d{i % 6}") for i in range(30)]  # 6 passages for 30 questions: the count varies
+    counts = {e: len(epoch_batches(rows, range(30), 4, seed=4, epoch=e)) for e in (1, 2, 3)}
+    assert len(set(counts.values())) > 1, counts  # the case that broke the old budget
+    assert step_budget(2, lambda e: counts[e]) == counts[1] + counts[2]
 
 
 def test_batches_use_only_the_training_rows() -> None:

@@ -103,6 +103,7 @@ def test_manifest_report_and_card_tell_the_index_owner(published: dict[str, Any]
     assert rep["index"] == index and rep["config"]["method"] == "queryAdapter"
     assert rep["data"]["corpusEmbeddingsReused"] is True
     assert rep["training"]["textsEmbedded"] > 0 and rep["training"]["adapterParameters"] == 384 * 384 + 384
+    assert 1 <= rep["training"]["epochsRun"] <= 3  # never more epochs than the spec asks (epochs: 3)
     boot = rep["headline"]["bootstrap"]
     assert boot["low"] <= boot["gain"] <= boot["high"]
     card = (local / "model" / "README.md").read_text()

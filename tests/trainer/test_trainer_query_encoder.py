@@ -83,6 +83,7 @@ def test_run_succeeds_and_tells_serving_about_two_towers(published: dict[str, An
     curve = tr["validationCurve"]
     assert [p["epoch"] for p in curve][:2] == [0, 1] and all("validationNdcg@10" in p for p in curve)
     assert tr["bestEpoch"] in [p["epoch"] for p in curve]
+    assert tr["epochsRun"] == max(p["epoch"] for p in curve) <= 2  # never more epochs than the spec asks
     assert "Validation curve" in (local / "report.md").read_text()
     card = (local / "model" / "README.md").read_text()
     assert "No re-index needed" in card and "two towers" in card

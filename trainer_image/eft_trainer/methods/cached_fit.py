@@ -8,9 +8,10 @@ Pure parts (the split, the batches, the stopping rule) take no torch and are tes
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,18 @@ def epoch_batches(
     order = list(train_idx)
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
     return [b for b in group_batches(rows, batch_size, order) if len(b) >= 2]
+
+
+def step_budget(epochs: float, batches_in: Callable[[int], int], first: int = 1) -> int:
+    """Optimizer steps in ``epochs`` epochs as they will run: epochs ``first``, ``first + 1``, ... each with
+    its own number of batches (batches without a repeated text come out more or fewer from one shuffle to
+    the next), the fraction of a last epoch rounded up. Taking the first epoch's count times ``epochs``
+    ran a third, partial epoch for ``epochs: 2`` when the later shuffles gave fewer batches. Pure."""
+    whole = int(epochs)
+    total = sum(batches_in(first + e) for e in range(whole))
+    if epochs > whole:
+        total += math.ceil((epochs - whole) * batches_in(first + whole))
+    return max(1, total)
 
 
 @dataclass

@@ -46,6 +46,7 @@ from eft_trainer.methods.cached_fit import (
     Stopper,
     cache_pairs,
     epoch_batches,
+    step_budget,
     validation_ndcg,
     validation_plan,
 )
@@ -221,8 +222,11 @@ def fit_adapter(
     torch.manual_seed(spec.seed)
     net = adapter_nets.build(dim, spec.adapter).to(data.q_emb.device)
     dims = list(spec.matryoshka_dims) or [dim]
-    per_epoch = len(epoch_batches(data.rows, train_idx, spec.batch_size, spec.seed, 0))
-    total = max_steps if max_steps > 0 else max(1, math.ceil(spec.epochs * per_epoch))
+
+    def batches_in(epoch: int) -> int:
+        return len(epoch_batches(data.rows, train_idx, spec.batch_size, spec.seed, epoch))
+
+    total = max_steps if max_steps > 0 else step_budget(spec.epochs, batches_in)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
     sched = get_scheduler(
         spec.scheduler, opt, num_warmup_steps=math.ceil(spec.warmup_ratio * total), num_training_steps=total

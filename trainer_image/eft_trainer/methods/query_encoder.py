@@ -43,6 +43,7 @@ from eft_trainer.methods.cached_fit import (
     cache_pairs,
     epoch_batches,
     shard,
+    step_budget,
     validation_ndcg,
     validation_plan,
 )
@@ -307,9 +308,12 @@ def make_loop(inp: TrainInput, tower: Any, data: CachedPairs, dim: int) -> Loop:
     spec = inp.cfg.spec.training
     plan = validation_plan(len(data.rows), spec.early_stopping, spec.seed)
     w = inp.world
-    batches = epoch_batches(data.rows, plan[0], spec.batch_size, spec.seed, 1)
-    per_epoch = len(shard(batches, w.size, w.rank) if w is not None and w.distributed else batches)
-    total = inp.max_steps if inp.max_steps > 0 else max(1, math.ceil(spec.epochs * per_epoch))
+
+    def batches_in(epoch: int) -> int:  # this process's share, as my_batches takes it
+        batches = epoch_batches(data.rows, plan[0], spec.batch_size, spec.seed, epoch)
+        return len(shard(batches, w.size, w.rank) if w is not None and w.distributed else batches)
+
+    total = inp.max_steps if inp.max_steps > 0 else step_budget(spec.epochs, batches_in)
     params = [p for p in tower.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec.learning_rate)
     warmup = math.ceil(spec.warmup_ratio * total)
