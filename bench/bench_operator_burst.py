@@ -138,7 +138,8 @@ def request_kind(method: str, path: str) -> str:
 
 def count_requests(path: str) -> None:
     """Count every HTTP request of this process's aiohttp sessions (kopf's and the reconciler's) by kind,
-    written to ``path`` as JSON every 0.2 s: a public aiohttp TraceConfig added to each session made."""
+    written to ``path`` as JSON every 0.2 s (replaced whole): a public aiohttp TraceConfig added to each
+    session made."""
     counts: dict[str, int] = {}
 
     async def started(_: Any, __: Any, params: aiohttp.TraceRequestStartParams) -> None:
@@ -156,8 +157,9 @@ def count_requests(path: str) -> None:
     aiohttp.ClientSession.__init__ = init  # type: ignore[method-assign]
 
     async def write() -> None:
-        while True:
-            Path(path).write_text(json.dumps(counts))
+        while True:  # whole files only (a reader must never see a half-written one: it reads as no requests)
+            Path(path + ".tmp").write_text(json.dumps(counts))
+            os.replace(path + ".tmp", path)
             await asyncio.sleep(0.2)
 
     asyncio.get_running_loop().create_task(write())
@@ -470,6 +472,7 @@ async def drive(server: Server, count: int, creators: int, idle: float) -> dict[
         if operator is not None:
             stop(operator)
         counter.unlink(missing_ok=True)
+        Path(f"{counter}.tmp").unlink(missing_ok=True)
 
     per_owner: dict[str, int] = {}
     for j in jobs:
