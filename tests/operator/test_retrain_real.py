@@ -243,8 +243,17 @@ def _runs(k: Kube, name: str) -> list[dict[str, Any]]:
 
 
 def _probe_pod(k: Kube, name: str) -> dict[str, Any]:
-    pods = wait(lambda: [p for p in k.pods(name) if "-probe-" in p["metadata"]["name"]], 30, "the probe's pod")
-    return dict(pods[0])
+    """The probe's pod, once the operator has started the probe's Job and the Job controller its pod (60 s:
+    on a loaded CI machine the controller manager once took over 30 s). A timeout says what there was."""
+
+    def found() -> list[dict[str, Any]]:
+        pods = [p for p in k.pods(name) if "-probe-" in p["metadata"]["name"]]
+        if not pods:
+            jobs = [j["metadata"]["name"] for j in k.jobs(name) if "-probe-" in j["metadata"]["name"]]
+            raise AssertionError(f"probe Jobs {jobs}, status.retrain {_retrain(k, name)}")
+        return pods
+
+    return dict(wait(found, 60, "the probe's pod")[0])
 
 
 def _play_probe(k: Kube, pod: dict[str, Any], secret: dict[str, str], tmp: Path) -> int:
