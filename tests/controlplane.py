@@ -176,9 +176,14 @@ class ControlPlane:
             time.sleep(0.2)
         raise RuntimeError(f"{name} was not ready within {timeout:.0f} s; see {self.log(name)}")
 
-    def _apiserver_ready(self) -> bool:
+    def _admin_tls(self) -> ssl.SSLContext:
+        """TLS to the API server as the admin: the cluster's CA, the admin's client certificate."""
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
         ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+        return ctx
+
+    def _apiserver_ready(self) -> bool:
+        ctx = self._admin_tls()
         try:
             with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=2) as resp:
                 return bool(resp.status == 200)
@@ -297,8 +302,7 @@ class ControlPlane:
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """One request to the API server as the admin (stdlib only); the decoded JSON answer."""
-        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
-        ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+        ctx = self._admin_tls()
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"{self.server}{path}", data=data, method=method)
         req.add_header("Content-Type", "application/json")

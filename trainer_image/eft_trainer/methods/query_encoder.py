@@ -200,8 +200,14 @@ def checkpoint(loop: Loop, state: LoopState, best: dict[str, Any] | None) -> Non
 
 def my_batches(loop: Loop, epoch: int) -> list[list[int]]:
     """This process's batches of ``epoch`` (all of them in one process)."""
-    w = loop.inp.world
-    batches = epoch_batches(loop.data.rows, loop.plan[0], loop.spec.batch_size, loop.spec.seed, epoch)
+    return own_batches(loop.inp.world, loop.data, loop.plan, loop.spec, epoch)
+
+
+def own_batches(
+    w: dist.World | None, data: CachedPairs, plan: tuple[list[int], list[int]], spec: TrainingSpec, epoch: int
+) -> list[list[int]]:
+    """The batches of ``epoch`` that process ``w`` trains (all of them in one process)."""
+    batches = epoch_batches(data.rows, plan[0], spec.batch_size, spec.seed, epoch)
     return shard(batches, w.size, w.rank) if w is not None and w.distributed else batches
 
 
@@ -308,12 +314,8 @@ def make_loop(inp: TrainInput, tower: Any, data: CachedPairs, dim: int) -> Loop:
     spec = inp.cfg.spec.training
     plan = validation_plan(len(data.rows), spec.early_stopping, spec.seed)
     w = inp.world
-
-    def batches_in(epoch: int) -> int:  # this process's share, as my_batches takes it
-        batches = epoch_batches(data.rows, plan[0], spec.batch_size, spec.seed, epoch)
-        return len(shard(batches, w.size, w.rank) if w is not None and w.distributed else batches)
-
-    total = inp.max_steps if inp.max_steps > 0 else step_budget(spec.epochs, batches_in)
+    in_epoch = lambda e: len(own_batches(w, data, plan, spec, e))  # noqa: E731 (this process's share)
+    total = inp.max_steps if inp.max_steps > 0 else step_budget(spec.epochs, in_epoch)
     params = [p for p in tower.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec.learning_rate)
     warmup = math.ceil(spec.warmup_ratio * total)
