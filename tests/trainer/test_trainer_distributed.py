@@ -96,6 +96,11 @@ def _rank(rank: int, port: int, loss: Loss, out: Any) -> None:
         value = _loss(loss, 2).compute_loss_from_embeddings([qa, qp], None)
         value.backward()
         out.put((rank, float(value.detach()), qa.grad.tolist(), qp.grad.tolist()))  # plain data: no shared memory
+        # Drop the autograd graph (it holds the gather's gloo work) and let the peer finish its collectives
+        # before the group goes: tearing gloo down while the other rank still talks to it aborted the process
+        # at exit once in CI ("terminate called without an active exception", exit -6) after correct results.
+        del value, qa, qp
+        tdist.barrier()
     finally:
         tdist.destroy_process_group()
 
