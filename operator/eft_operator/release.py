@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,16 +78,20 @@ class Released:
     pods: int = 0
 
 
-async def list_all(client: children.Client, path: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
+async def pages(client: children.Client, path: str) -> AsyncIterator[list[dict[str, Any]]]:
+    """The objects at ``path``, a page of at most :data:`PAGE` at a time (only one page is held)."""
     token = ""
     while True:
         query = [("limit", str(PAGE))] + ([("continue", token)] if token else [])
         page = await client.request("GET", path, query=query)
-        items.extend(page.get("items") or [])
         token = str((page.get("metadata") or {}).get("continue") or "")
+        yield list(page.get("items") or [])
         if not token:
-            return items
+            return
+
+
+async def list_all(client: children.Client, path: str) -> list[dict[str, Any]]:
+    return [item async for page in pages(client, path) for item in page]
 
 
 async def release_finalizers(

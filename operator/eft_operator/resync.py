@@ -20,7 +20,7 @@ from typing import Any
 from eft_api.spec import API_GROUP, API_VERSION, PLURAL
 from eft_operator import children
 from eft_operator.reconciler import Reconciler
-from eft_operator.release import list_all
+from eft_operator.release import pages
 from eft_operator.status import RECONCILE_FAILED
 
 logger = logging.getLogger("eft_operator.resync")
@@ -72,14 +72,12 @@ async def resync_once(reconciler: Reconciler, context: contextvars.Context | Non
     """
     count = 0
     for path in _paths(reconciler.settings.watch_namespaces):
-        for body in await list_all(reconciler.client, path):
-            if not needs_pass(body, reconciler.failed):
-                continue
-            meta = body["metadata"]
-            count += 1
-            one = reconciler.reconcile(str(meta["namespace"]), str(meta["name"]), logger=logger)
-            with contextlib.suppress(Exception):  # counted, logged and in status already; tried again later
-                await asyncio.create_task(one, context=context)
+        async for page in pages(reconciler.client, path):  # a page at a time in memory, not the whole list
+            for meta in [body["metadata"] for body in page if needs_pass(body, reconciler.failed)]:
+                count += 1
+                one = reconciler.reconcile(str(meta["namespace"]), str(meta["name"]), logger=logger)
+                with contextlib.suppress(Exception):  # counted, logged and in status already; tried again later
+                    await asyncio.create_task(one, context=context)
     return count
 
 

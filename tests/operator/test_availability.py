@@ -209,3 +209,43 @@ async def test_a_failed_pass_is_retried_with_backoff_to_the_ceiling(
     else:
         assert isinstance(caught.value, kopf.TemporaryError) and caught.value.delay == delay
         assert f"retrying in {delay:g} s" in str(caught.value)
+
+
+class _PagedCluster:
+    """A client whose list answers in pages (limit/continue, as the API server does) and a reconciler that
+    records its passes in the same log, so the order of lists and passes shows."""
+
+    def __init__(self, bodies: list[dict[str, Any]], page: int) -> None:
+        self.bodies, self.page = bodies, page
+        self.log: list[tuple[str, Any]] = []
+        self.client, self.failed = self, {("ns", "r3")}
+        self.settings = Settings(trainer_image="img:1", watch_namespaces=("ns",))
+
+    async def request(self, method: str, path: str, query: list[tuple[str, str]]) -> dict[str, Any]:
+        q = dict(query)
+        start = int(q.get("continue", "0"))
+        assert int(q["limit"]) >= self.page
+        self.log.append(("list", start))
+        end = start + self.page
+        return {"items": self.bodies[start:end], "metadata": {"continue": str(end) if end < len(self.bodies) else ""}}
+
+    async def reconcile(self, namespace: str, name: str, **_: Any) -> None:
+        self.log.append(("pass", name))
+
+
+async def test_the_resync_pages_through_the_list_and_passes_each_page_before_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eft_operator import release
+    from eft_operator.resync import resync_once
+
+    def body(i: int, generation: int, observed: int) -> dict[str, Any]:
+        meta = {"namespace": "ns", "name": f"r{i}", "generation": generation}
+        return {"metadata": meta, "status": {"observedGeneration": observed}}
+
+    monkeypatch.setattr(release, "PAGE", 2)
+    # r1 and r4 have news the status does not show yet, r3 failed in this process; r0, r2 are up to date.
+    bodies = [body(0, 1, 1), body(1, 2, 1), body(2, 1, 1), body(3, 1, 1), body(4, 3, 2)]
+    cluster = _PagedCluster(bodies, 2)
+    assert await resync_once(cluster) == 3  # type: ignore[arg-type]
+    assert cluster.log == [("list", 0), ("pass", "r1"), ("list", 2), ("pass", "r3"), ("list", 4), ("pass", "r4")]
