@@ -46,7 +46,7 @@ from eft_trainer.stages import (
     source,
     train,
 )
-from eft_trainer.stages.context import open_storage, start
+from eft_trainer.stages.context import RunContext, open_storage, start
 
 log = logging.getLogger("eft_trainer")
 
@@ -91,11 +91,22 @@ def run_job(
 
     Under several processes (``world``) every rank fetches, checks and trains; rank 0 alone evaluates (base
     and fine-tuned), mines hard negatives (broadcast to the others) and publishes. The other ranks return
-    after training with a message of their own that nobody publishes."""
+    after training with a message of their own that nobody publishes. A published outcome that
+    ``spec.output.registry`` wants becomes a registered model version (also when a retry finds the run
+    already published but not yet registered)."""
     storage = open_storage(cfg, dict(os.environ))
-    if (done := publish.already_published(cfg, storage)) is not None:
-        return done
-    ctx = start(cfg, storage, callbacks=callbacks, max_steps=max_steps, progress=progress, world=world)
+    msg = publish.already_published(cfg, storage)
+    if msg is None:
+        ctx = start(cfg, storage, callbacks=callbacks, max_steps=max_steps, progress=progress, world=world)
+        msg = _stages(ctx)
+    if (world or World()).main:
+        msg = registry.after_publish(cfg, msg, storage)
+    return msg
+
+
+def _stages(ctx: RunContext) -> TerminationMessage:
+    """The stages, in order: what :func:`run_job` runs for a run not published yet."""
+    cfg = ctx.cfg
     src = source.run(ctx)
     checked = check.run(ctx, src)
     base_model = check.load_base(ctx, src)
@@ -148,8 +159,6 @@ def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), max_st
         run_id = cfg.run.run_id
         progress = Progress(cfg.settings.metrics_port if world.main else 0)
         msg = run_job(cfg, callbacks=callbacks, max_steps=max_steps, progress=progress, world=world)
-        if world.main and registry.wanted(cfg, msg):  # spec.output.registry: the run becomes a registered version
-            msg = registry.after_publish(cfg, msg, open_storage(cfg, dict(os.environ)))
         ended = True
     except Exception as exc:
         if not isinstance(exc, TrainerError) and not is_oom(exc):
