@@ -45,6 +45,9 @@ def allowing(*urls: str) -> policy.PlatformPolicy:
 FAST = {"recheck_delays": (0.5, 1.0, 2.0), "no_pod_grace": 60.0}
 
 
+MINUTE = dt.timedelta(minutes=1)
+
+
 class Clock:
     """The wall clock, moved forward by the test."""
 
@@ -62,6 +65,10 @@ class Clock:
         base = self.now().replace(second=0, microsecond=0) + dt.timedelta(minutes=minutes_ahead)
         self.offset += base + dt.timedelta(seconds=second) - self.now()
         return base.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def past(self, when: dt.datetime) -> None:
+        """Move to a second past ``when`` (never back): the operator's timer for ``when`` fires now."""
+        self.offset += max(dt.timedelta(), when + dt.timedelta(seconds=1) - self.now())
 
 
 @pytest.fixture
@@ -280,6 +287,13 @@ def _retrain(k: Kube, name: str) -> dict[str, Any]:
     return dict(_status(k, name).get("retrain") or {})
 
 
+def _next_check(k: Kube, name: str, interval: dt.timedelta) -> dt.datetime:
+    """When the data check is due: the last check's time (the operator's clock) plus the interval. Moving the
+    clock there, not to a fixed second of the next minute, makes the operator start the probe at once."""
+    last = dt.datetime.strptime(_retrain(k, name)["lastCheckTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    return last + interval
+
+
 def test_the_probe_starts_a_run_when_the_data_changes_and_none_when_it_does_not(
     k: Kube, clock: Clock, start_operator: Callable[..., RealOperator], s3_server: Any, s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -306,7 +320,7 @@ def test_the_probe_starts_a_run_when_the_data_changes_and_none_when_it_does_not(
 
     # Unchanged data: the next check starts no run.
     checked = _retrain(k, "fresh")["lastCheckTime"]
-    clock.to_minute(1, second=30)
+    clock.past(_next_check(k, "fresh", MINUTE))
     _play_probe(k, _probe_pod(k, "fresh"), secret, tmp_path)
     wait(lambda: _retrain(k, "fresh").get("lastCheckTime") != checked, 20, "the second check")
     assert _retrain(k, "fresh")["lastDataDigest"] == first
@@ -314,7 +328,7 @@ def test_the_probe_starts_a_run_when_the_data_changes_and_none_when_it_does_not(
 
     # A changed object: a dataChange run on the new digest.
     s3.put_object(Bucket=s3_bucket, Key="train/pairs.jsonl", Body=b'{"anchor": "a", "positive": "c"}\n')
-    clock.to_minute(1, second=30)
+    clock.past(_next_check(k, "fresh", MINUTE))
     _play_probe(k, _probe_pod(k, "fresh"), secret, tmp_path)
     wait(lambda: _current(k, "fresh").get("trigger") == "dataChange", 20, "a dataChange run")
     new = _retrain(k, "fresh")["lastDataDigest"]
@@ -325,7 +339,7 @@ def test_the_probe_starts_a_run_when_the_data_changes_and_none_when_it_does_not(
 
     # A probe that cannot list the bucket (wrong keys) is shown, never silent.
     _finish(k, "fresh")
-    clock.to_minute(1, second=30)
+    clock.past(_next_check(k, "fresh", MINUTE))
     bad = {**secret, "AWS_SECRET_ACCESS_KEY": "wrong-secret-key-123"}
     assert _play_probe(k, _probe_pod(k, "fresh"), bad, tmp_path) != 0
     cond = wait(lambda: (c := k.condition("fresh", "DataChecked")) and c["status"] == "False" and c, 20, "ProbeFailed")
