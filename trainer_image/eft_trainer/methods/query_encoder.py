@@ -198,11 +198,6 @@ def checkpoint(loop: Loop, state: LoopState, best: dict[str, Any] | None) -> Non
         encoder_checkpoint.mirror(loop.ckpt, loop.inp.storage, checkpoint_prefix(loop.inp))
 
 
-def my_batches(loop: Loop, epoch: int) -> list[list[int]]:
-    """This process's batches of ``epoch`` (all of them in one process)."""
-    return own_batches(loop.inp.world, loop.data, loop.plan, loop.spec, epoch)
-
-
 def own_batches(
     w: dist.World | None, data: CachedPairs, plan: tuple[list[int], list[int]], spec: TrainingSpec, epoch: int
 ) -> list[list[int]]:
@@ -239,7 +234,7 @@ def stop_requested(loop: Loop, flag: list[bool]) -> bool:
 
 def run_epoch(loop: Loop, state: LoopState, best: dict[str, Any] | None, stop: list[bool]) -> bool:
     """Train the rest of ``state.epoch``; return False when SIGTERM stopped it (after a checkpoint)."""
-    batches = my_batches(loop, state.epoch)
+    batches = own_batches(loop.inp.world, loop.data, loop.plan, loop.spec, state.epoch)
     data = loop.data
     for i in range(state.next_batch, len(batches)):
         b = batches[i]
@@ -314,8 +309,11 @@ def make_loop(inp: TrainInput, tower: Any, data: CachedPairs, dim: int) -> Loop:
     spec = inp.cfg.spec.training
     plan = validation_plan(len(data.rows), spec.early_stopping, spec.seed)
     w = inp.world
-    in_epoch = lambda e: len(own_batches(w, data, plan, spec, e))  # noqa: E731 (this process's share)
-    total = inp.max_steps if inp.max_steps > 0 else step_budget(spec.epochs, in_epoch)
+
+    def batches_in(epoch: int) -> int:  # this process's share
+        return len(own_batches(w, data, plan, spec, epoch))
+
+    total = inp.max_steps if inp.max_steps > 0 else step_budget(spec.epochs, batches_in)
     params = [p for p in tower.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec.learning_rate)
     warmup = math.ceil(spec.warmup_ratio * total)
